@@ -1,0 +1,4 @@
+//! flashback-operator: a Kubernetes operator for Flashback storage repositories.
+#![forbid(unsafe_code)]
+
+pub mod cli;
