@@ -6,13 +6,13 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(cd "$here/../.." && pwd)
+# shellcheck source=lib.sh
+. "$here/lib.sh"
 # shellcheck source=versions.env
 . "$here/versions.env"
 
 cache=${FLASHBACK_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/flashback-operator}
-bin_dir=$root/target/control-plane/bin
-mkdir -p "$cache" "$bin_dir"
+mkdir -p "$cache" "$bin"
 
 log() { printf 'control-plane/build: %s\n' "$*" >&2; }
 
@@ -95,22 +95,27 @@ build_helm() {
   rm -rf "$out" && mv "$work" "$out"
 }
 
-# One build at a time per cache: a second caller waits, then finds the binaries ready.
-exec 9>"$cache/build.lock"
-flock 9
+# One build of a component at a time: a second caller waits, then finds the binary ready.
+locked() {
+  (
+    flock 9
+    "build_$1"
+  ) 9>"$cache/$1.lock"
+}
 
 case "${1:-all}" in
-  kubernetes) build_kubernetes ;;
-  etcd) build_etcd ;;
-  helm) build_helm ;;
-  all) build_etcd && build_kubernetes && build_helm ;;
-  *) log "usage: build.sh [all|kubernetes|etcd|helm]"; exit 2 ;;
+  kubernetes | etcd | helm) locked "$1" ;;
+  all) locked etcd && locked kubernetes && locked helm ;;
+  *)
+    log "usage: build.sh [all|kubernetes|etcd|helm]"
+    exit 2
+    ;;
 esac
 
 for tool in kube-apiserver kubectl; do
   [ -x "$cache/kubernetes-v$KUBERNETES_VERSION/bin/$tool" ] &&
-    ln -sfn "$cache/kubernetes-v$KUBERNETES_VERSION/bin/$tool" "$bin_dir/$tool"
+    ln -sfn "$cache/kubernetes-v$KUBERNETES_VERSION/bin/$tool" "$bin/$tool"
 done
-[ -x "$cache/etcd-v$ETCD_VERSION/bin/etcd" ] && ln -sfn "$cache/etcd-v$ETCD_VERSION/bin/etcd" "$bin_dir/etcd"
-[ -x "$cache/helm-v$HELM_VERSION/bin/helm" ] && ln -sfn "$cache/helm-v$HELM_VERSION/bin/helm" "$bin_dir/helm"
+[ -x "$cache/etcd-v$ETCD_VERSION/bin/etcd" ] && ln -sfn "$cache/etcd-v$ETCD_VERSION/bin/etcd" "$bin/etcd"
+[ -x "$cache/helm-v$HELM_VERSION/bin/helm" ] && ln -sfn "$cache/helm-v$HELM_VERSION/bin/helm" "$bin/helm"
 exit 0

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Stops exactly the etcd and kube-apiserver that up.sh started (by their pid files).
+# Idempotent: with nothing running it does nothing and succeeds.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=lib.sh
+. "$here/lib.sh"
+
+stop() {
+  local name=$1 pid
+  if is_running "$name"; then
+    pid=$(cat "$run/$name.pid")
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do
+      is_running "$name" || break
+      sleep 0.1
+    done
+    if is_running "$name"; then kill -KILL "$pid" 2>/dev/null || true; fi
+    echo "control-plane/down: stopped $name (pid $pid)"
+  fi
+  rm -f "$run/$name.pid"
+}
+
+# The API server first, so it does not log a storm of etcd connection errors.
+stop kube-apiserver
+stop etcd

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Starts a real etcd and kube-apiserver on free loopback ports, the way envtest does:
+# state under target/control-plane/run/, an admin kubeconfig at target/control-plane/kubeconfig.
+# Idempotent: when the control plane is already up it only prints the export line.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=lib.sh
+. "$here/lib.sh"
+
+log() { printf 'control-plane/up: %s\n' "$*" >&2; }
+
+
+if is_running etcd && is_running kube-apiserver && [ -f "$kubeconfig" ]; then
+  echo "export KUBECONFIG=$kubeconfig"
+  exit 0
+fi
+
+"$here/build.sh" kubernetes
+"$here/build.sh" etcd
+"$here/down.sh" >/dev/null
+rm -rf "$run" && mkdir -p "$run/certs"
+started=$(date +%s.%N)
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# TLS: a throwaway CA and a serving certificate for 127.0.0.1 and localhost, so clients
+# verify the server rather than skipping verification.
+certs=$run/certs
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=flashback-operator-test-ca" \
+  -keyout "$certs/ca.key" -out "$certs/ca.crt" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+  -keyout "$certs/serving.key" -out "$certs/serving.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >"$certs/serving.ext"
+openssl x509 -req -in "$certs/serving.csr" -CA "$certs/ca.crt" -CAkey "$certs/ca.key" \
+  -CAcreateserial -days 2 -extfile "$certs/serving.ext" -out "$certs/serving.crt" 2>/dev/null
+openssl genrsa -out "$certs/service-account.key" 2048 2>/dev/null
+openssl rsa -in "$certs/service-account.key" -pubout -out "$certs/service-account.pub" 2>/dev/null
+
+token=$(openssl rand -hex 24)
+printf '%s,admin,admin,system:masters\n' "$token" >"$run/tokens.csv"
+chmod 600 "$run/tokens.csv"
+
+etcd_client_port=$(free_port)
+etcd_peer_port=$(free_port)
+apiserver_port=$(free_port)
+
+setsid "$bin/etcd" \
+  --name=control-plane \
+  --data-dir="$run/etcd" \
+  --listen-client-urls="http://127.0.0.1:$etcd_client_port" \
+  --advertise-client-urls="http://127.0.0.1:$etcd_client_port" \
+  --listen-peer-urls="http://127.0.0.1:$etcd_peer_port" \
+  --initial-advertise-peer-urls="http://127.0.0.1:$etcd_peer_port" \
+  --initial-cluster="control-plane=http://127.0.0.1:$etcd_peer_port" \
+  --unsafe-no-fsync \
+  --log-level=warn \
+  </dev/null >"$run/etcd.log" 2>&1 &
+echo $! >"$run/etcd.pid"
+
+setsid "$bin/kube-apiserver" \
+  --bind-address=127.0.0.1 \
+  --advertise-address=127.0.0.1 \
+  --secure-port="$apiserver_port" \
+  --etcd-servers="http://127.0.0.1:$etcd_client_port" \
+  --cert-dir="$certs" \
+  --tls-cert-file="$certs/serving.crt" \
+  --tls-private-key-file="$certs/serving.key" \
+  --client-ca-file="$certs/ca.crt" \
+  --authorization-mode=RBAC \
+  --token-auth-file="$run/tokens.csv" \
+  --service-account-key-file="$certs/service-account.pub" \
+  --service-account-signing-key-file="$certs/service-account.key" \
+  --service-account-issuer=https://kubernetes.default.svc \
+  --service-cluster-ip-range=10.0.0.0/24 \
+  --disable-admission-plugins=ServiceAccount \
+  --allow-privileged=true \
+  --v=0 \
+  </dev/null >"$run/kube-apiserver.log" 2>&1 &
+echo $! >"$run/kube-apiserver.pid"
+
+server=https://127.0.0.1:$apiserver_port
+fail() {
+  log "$1; last lines of the logs follow"
+  tail -n 20 "$run/etcd.log" "$run/kube-apiserver.log" >&2 || true
+  "$here/down.sh" >/dev/null
+  exit 1
+}
+
+deadline=$(($(date +%s) + ${CONTROL_PLANE_START_TIMEOUT:-90}))
+until curl -fsS --cacert "$certs/ca.crt" -H "Authorization: Bearer $token" "$server/readyz" >/dev/null 2>&1; do
+  is_running etcd || fail "etcd exited"
+  is_running kube-apiserver || fail "kube-apiserver exited"
+  [ "$(date +%s)" -lt "$deadline" ] || fail "kube-apiserver not ready at $server/readyz in time"
+  sleep 0.2
+done
+
+umask 077
+cat >"$kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: control-plane
+  cluster:
+    server: $server
+    certificate-authority-data: $(base64 -w0 <"$certs/ca.crt")
+users:
+- name: admin
+  user:
+    token: $token
+contexts:
+- name: control-plane
+  context:
+    cluster: control-plane
+    user: admin
+    namespace: default
+current-context: control-plane
+EOF
+
+until "$bin/kubectl" --kubeconfig "$kubeconfig" get namespace default >/dev/null 2>&1; do
+  [ "$(date +%s)" -lt "$deadline" ] || fail "the default namespace did not appear in time"
+  sleep 0.2
+done
+
+log "ready at $server in $(awk -v s="$started" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }') s"
+echo "export KUBECONFIG=$kubeconfig"
