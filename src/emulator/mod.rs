@@ -100,10 +100,21 @@ async fn persist(
         if state.generation.load(Ordering::SeqCst) != written {
             let (generation, bytes) = state.snapshot();
             let target = path.clone();
-            tokio::task::spawn_blocking(move || state::write_atomically(&target, &bytes))
-                .await
-                .context("the state writer panicked")??;
-            written = generation;
+            let result =
+                tokio::task::spawn_blocking(move || state::write_atomically(&target, &bytes))
+                    .await
+                    .context("the state writer panicked")?;
+            match result {
+                Ok(()) => written = generation,
+                // Keep serving; the next change (or the shutdown) tries again.
+                Err(error) if !stopping => {
+                    tracing::error!(
+                        error = format!("{error:#}"),
+                        "could not write the state file"
+                    );
+                }
+                Err(error) => return Err(error),
+            }
         }
         if stopping {
             return Ok(());

@@ -349,6 +349,37 @@ struct BucketStatsView<'a> {
     total_size_change: &'a str,
 }
 
+/// `{"success": true, "<items>": [...]}` without a detour through `serde_json::Value`.
+#[derive(Serialize)]
+struct Listing<T> {
+    success: bool,
+    #[serde(flatten)]
+    items: T,
+}
+
+#[derive(Serialize)]
+struct Repos<'a> {
+    repos: Vec<RepoView<'a>>,
+}
+
+#[derive(Serialize)]
+struct Buckets<'a> {
+    buckets: Vec<BucketView<'a>>,
+}
+
+#[derive(Serialize)]
+struct Stats<T> {
+    stats: Vec<T>,
+}
+
+fn listing<T: Serialize>(items: T) -> Vec<u8> {
+    serde_json::to_vec(&Listing {
+        success: true,
+        items,
+    })
+    .expect("answers are plain data")
+}
+
 // ---- repo handlers ----
 
 async fn list_repos(
@@ -365,9 +396,9 @@ async fn list_repos(
             )
             .map(|repo| RepoView::new(org, repo))
             .collect();
-        serde_json::to_vec(&json!({"success": true, "repos": repos}))
+        listing(Repos { repos })
     });
-    json_bytes(StatusCode::OK, bytes.expect("answers are plain data"))
+    json_bytes(StatusCode::OK, bytes)
 }
 
 async fn create_repo(
@@ -446,9 +477,9 @@ async fn repo_stats(
                 total_size_change: &repo.stats.total_size_change,
             })
             .collect();
-        serde_json::to_vec(&json!({"success": true, "stats": stats}))
+        listing(Stats { stats })
     });
-    json_bytes(StatusCode::OK, bytes.expect("answers are plain data"))
+    json_bytes(StatusCode::OK, bytes)
 }
 
 // ---- bucket handlers ----
@@ -463,9 +494,9 @@ async fn list_buckets(
             .list_buckets(query.get("workspaceId").map(String::as_str))
             .map(BucketView::from)
             .collect();
-        serde_json::to_vec(&json!({"success": true, "buckets": buckets}))
+        listing(Buckets { buckets })
     });
-    json_bytes(StatusCode::OK, bytes.expect("answers are plain data"))
+    json_bytes(StatusCode::OK, bytes)
 }
 
 async fn create_bucket(
@@ -513,9 +544,9 @@ async fn bucket_stats(
                 total_size_change: &bucket.stats.total_size_change,
             })
             .collect();
-        serde_json::to_vec(&json!({"success": true, "stats": stats}))
+        listing(Stats { stats })
     });
-    json_bytes(StatusCode::OK, bytes.expect("answers are plain data"))
+    json_bytes(StatusCode::OK, bytes)
 }
 
 async fn unknown_route() -> Response {

@@ -106,8 +106,9 @@ pub struct BucketRecord {
     pub name: String,
     pub bucket: String,
     pub storage_type: String,
+    /// The access key, which the real API embeds in listed repos. The secret is not kept at
+    /// all: the API never returns it, so the emulator has no use for it.
     pub key: String,
-    pub secret: String,
     pub region: Option<String>,
     pub endpoint: Option<String>,
     pub workspace_id: String,
@@ -430,7 +431,6 @@ impl Org {
                 bucket,
                 storage_type,
                 key: body.key.unwrap_or_default(),
-                secret: body.secret.unwrap_or_default(),
                 region: body.region,
                 endpoint: body.endpoint,
                 workspace_id,

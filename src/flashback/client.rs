@@ -394,7 +394,13 @@ impl FlashbackClient {
         if let Some(error) = judge_response(status, retry_after, &bytes) {
             return Err(error);
         }
-        serde_json::from_slice(&bytes).map_err(|source| {
+        // Some servers answer a DELETE with an empty 2xx body: read it as `{}`.
+        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        serde_json::from_slice(bytes).map_err(|source| {
             ApiError::decode_with(endpoint, format!("unexpected body: {source}"), source)
         })
     }

@@ -152,7 +152,7 @@ pub struct Repo {
     /// RFC 3339, as sent.
     #[serde(default)]
     pub created_at: Option<String>,
-    /// `buckets` on read (`repoBuckets` on write). A `null` reads as empty.
+    /// `buckets` on read (`repoBuckets` on write). Absent or `null` reads as empty.
     #[serde(default, deserialize_with = "null_as_empty")]
     pub buckets: Vec<RepoBucket>,
     #[serde(default)]
@@ -257,7 +257,8 @@ where
 
 #[derive(Deserialize)]
 pub(crate) struct ReposBody {
-    #[serde(default, deserialize_with = "null_as_empty")]
+    // Required: a success body without its list must not read as "nothing exists".
+    #[serde(deserialize_with = "null_as_empty")]
     pub repos: Vec<Repo>,
 }
 
@@ -269,7 +270,8 @@ pub(crate) struct RepoIdBody {
 
 #[derive(Deserialize)]
 pub(crate) struct BucketsBody {
-    #[serde(default, deserialize_with = "null_as_empty")]
+    // Required: a success body without its list must not read as "nothing exists".
+    #[serde(deserialize_with = "null_as_empty")]
     pub buckets: Vec<Bucket>,
 }
 
@@ -285,7 +287,8 @@ pub(crate) struct Ignored {}
 
 #[derive(Deserialize)]
 pub(crate) struct StatsBody {
-    #[serde(default, deserialize_with = "null_as_empty")]
+    // Required: a success body without its list must not read as "nothing exists".
+    #[serde(deserialize_with = "null_as_empty")]
     pub stats: Vec<WireStats>,
 }
 
@@ -472,6 +475,13 @@ mod tests {
         assert_eq!(repo.disabled, None);
         let printed = format!("{repo:?}");
         assert!(!printed.contains("AKIAEXAMPLEKEY") && !printed.contains("c2VjcmV0"));
+    }
+
+    #[test]
+    fn a_list_answer_without_its_list_is_refused() {
+        assert!(serde_json::from_str::<ReposBody>(r#"{"success": true}"#).is_err());
+        let empty: ReposBody = serde_json::from_str(r#"{"success": true, "repos": null}"#).unwrap();
+        assert!(empty.repos.is_empty());
     }
 
     #[test]
