@@ -1,6 +1,89 @@
+//! `flashback-emulator`: a local Flashback API server. Its first line on stdout is
+//! `listening on http://HOST:PORT`.
 #![forbid(unsafe_code)]
 
-fn main() {
-    eprintln!("flashback-emulator: not built yet");
-    std::process::exit(1);
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use flashback_operator::emulator::{self, EmulatorConfig};
+use tracing_subscriber::EnvFilter;
+
+/// A local emulator of the Flashback platform API, for development, demos and tests.
+#[derive(Debug, Parser)]
+#[command(name = "flashback-emulator", version, about)]
+struct Args {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(
+        long,
+        env = "FLASHBACK_EMULATOR_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
+    listen: SocketAddr,
+
+    /// An accepted bearer token, each its own organisation. Repeat the flag, or separate with
+    /// commas.
+    #[arg(
+        long = "token",
+        env = "FLASHBACK_EMULATOR_TOKENS",
+        value_delimiter = ',',
+        required = true,
+        hide_env_values = true
+    )]
+    tokens: Vec<String>,
+
+    /// A JSON file that keeps the state across restarts (memory only when absent).
+    #[arg(long, env = "FLASHBACK_EMULATOR_STATE_FILE")]
+    state_file: Option<PathBuf>,
+
+    /// Log filter (tracing `EnvFilter` syntax); logs go to stderr.
+    #[arg(long, env = "FLASHBACK_EMULATOR_LOG", default_value = "info")]
+    log: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&args.log).context("bad --log filter")?)
+        .with_writer(std::io::stderr)
+        .init();
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let address = listener.local_addr()?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening on http://{address}")?;
+    stdout.flush()?;
+    drop(stdout);
+    tracing::info!(%address, organisations = args.tokens.len(), "emulator started");
+
+    let config = EmulatorConfig {
+        tokens: args.tokens,
+        state_file: args.state_file,
+    };
+    emulator::serve(listener, config, shutdown_signal()).await?;
+    tracing::info!("emulator stopped");
+    Ok(())
+}
+
+/// Completes on SIGTERM or ctrl-c.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
 }

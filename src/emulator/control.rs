@@ -1,0 +1,272 @@
+//! A typed client for the emulator's `/_emulator/` control API, and a handle on an emulator
+//! binary running as a child process. Used by tests and benchmarks.
+
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use reqwest::Url;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStdout, Command};
+
+use super::calls::CallStats;
+use super::faults::Faults;
+
+/// Body of `PUT /_emulator/repos/{id}/stats` and `PUT /_emulator/buckets/{id}/stats`. Each
+/// figure is optional (absent = unchanged) and taken as text, unchecked, so a test can make the
+/// API send garbage. JSON numbers are accepted too.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StatsPatch {
+    #[serde(
+        default,
+        deserialize_with = "text",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub total_count: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "text",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub total_upload_bytes: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "text",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub total_download_bytes: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "text",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub total_size_change: Option<String>,
+}
+
+impl StatsPatch {
+    /// The three figures of a repo.
+    pub fn repo(
+        upload: impl ToString,
+        download: impl ToString,
+        size_change: impl ToString,
+    ) -> Self {
+        Self {
+            total_count: None,
+            total_upload_bytes: Some(upload.to_string()),
+            total_download_bytes: Some(download.to_string()),
+            total_size_change: Some(size_change.to_string()),
+        }
+    }
+}
+
+fn text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    Ok(
+        match Option::<serde_json::Value>::deserialize(deserializer)? {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(text)) => Some(text),
+            Some(other) => Some(other.to_string()),
+        },
+    )
+}
+
+/// Body of `PATCH /_emulator/repos/{id}`: raw changes, not validated.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RepoPatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<bool>,
+}
+
+/// Talks to the `/_emulator/` routes of one emulator.
+#[derive(Clone, Debug)]
+pub struct EmulatorControl {
+    http: reqwest::Client,
+    base_url: Url,
+}
+
+impl EmulatorControl {
+    pub fn new(base_url: &str) -> anyhow::Result<Self> {
+        let base_url = Url::parse(base_url).with_context(|| format!("bad URL {base_url:?}"))?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()?;
+        Ok(Self { http, base_url })
+    }
+
+    fn url(&self, path: &str) -> Url {
+        let mut url = self.base_url.clone();
+        url.set_path(path);
+        url
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> anyhow::Result<T> {
+        let response = request.send().await.context("calling the emulator")?;
+        let status = response.status();
+        let body = response.bytes().await?;
+        if !status.is_success() {
+            bail!(
+                "the emulator answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        serde_json::from_slice(&body).context("reading the emulator's answer")
+    }
+
+    async fn send_ok(&self, request: reqwest::RequestBuilder) -> anyhow::Result<()> {
+        self.send::<serde_json::Value>(request).await.map(|_| ())
+    }
+
+    /// `GET /_emulator/health`.
+    pub async fn health(&self) -> anyhow::Result<()> {
+        self.send_ok(self.http.get(self.url("/_emulator/health")))
+            .await
+    }
+
+    /// `GET /_emulator/calls`.
+    pub async fn calls(&self) -> anyhow::Result<CallStats> {
+        self.send(self.http.get(self.url("/_emulator/calls"))).await
+    }
+
+    /// `DELETE /_emulator/calls`.
+    pub async fn reset_calls(&self) -> anyhow::Result<()> {
+        self.send_ok(self.http.delete(self.url("/_emulator/calls")))
+            .await
+    }
+
+    /// `GET /_emulator/faults`: the settings, with `failNext.count` counting down.
+    pub async fn faults(&self) -> anyhow::Result<Faults> {
+        self.send(self.http.get(self.url("/_emulator/faults")))
+            .await
+    }
+
+    /// `PUT /_emulator/faults`: replaces every fault setting.
+    pub async fn set_faults(&self, faults: &Faults) -> anyhow::Result<()> {
+        self.send_ok(self.http.put(self.url("/_emulator/faults")).json(faults))
+            .await
+    }
+
+    /// `DELETE /_emulator/faults`.
+    pub async fn clear_faults(&self) -> anyhow::Result<()> {
+        self.send_ok(self.http.delete(self.url("/_emulator/faults")))
+            .await
+    }
+
+    /// `PUT /_emulator/repos/{id}/stats`.
+    pub async fn set_repo_stats(&self, repo_id: &str, stats: &StatsPatch) -> anyhow::Result<()> {
+        let url = self.url(&format!("/_emulator/repos/{repo_id}/stats"));
+        self.send_ok(self.http.put(url).json(stats)).await
+    }
+
+    /// `PUT /_emulator/buckets/{id}/stats`.
+    pub async fn set_bucket_stats(
+        &self,
+        bucket_id: &str,
+        stats: &StatsPatch,
+    ) -> anyhow::Result<()> {
+        let url = self.url(&format!("/_emulator/buckets/{bucket_id}/stats"));
+        self.send_ok(self.http.put(url).json(stats)).await
+    }
+
+    /// `PATCH /_emulator/repos/{id}`.
+    pub async fn patch_repo(&self, repo_id: &str, patch: &RepoPatch) -> anyhow::Result<()> {
+        let url = self.url(&format!("/_emulator/repos/{repo_id}"));
+        self.send_ok(self.http.patch(url).json(patch)).await
+    }
+}
+
+/// The `flashback-emulator` binary running as a child process on `127.0.0.1:0`.
+///
+/// The child is killed when this is dropped; [`EmulatorProcess::terminate`] stops it gracefully
+/// (SIGTERM), which also writes the state file one last time.
+pub struct EmulatorProcess {
+    child: Child,
+    base_url: String,
+    /// Kept open so the child never writes into a closed pipe.
+    _stdout: BufReader<ChildStdout>,
+}
+
+impl EmulatorProcess {
+    /// Starts `binary` (in tests: `env!("CARGO_BIN_EXE_flashback-emulator")`) with the given
+    /// tokens, passed through the environment so they stay off the command line, and waits for
+    /// its `listening on` line.
+    pub async fn spawn(
+        binary: impl AsRef<Path>,
+        tokens: &[&str],
+        state_file: Option<&Path>,
+    ) -> anyhow::Result<Self> {
+        let binary = binary.as_ref();
+        let mut command = Command::new(binary);
+        command
+            .args(["--listen", "127.0.0.1:0"])
+            .env("FLASHBACK_EMULATOR_TOKENS", tokens.join(","))
+            .env("FLASHBACK_EMULATOR_LOG", "warn")
+            .env_remove("FLASHBACK_EMULATOR_STATE_FILE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        if let Some(path) = state_file {
+            command.arg("--state-file").arg(path);
+        }
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let mut stdout = BufReader::new(child.stdout.take().context("no stdout pipe")?);
+        let mut first_line = String::new();
+        tokio::time::timeout(Duration::from_secs(30), stdout.read_line(&mut first_line))
+            .await
+            .context("the emulator did not say where it listens within 30 s")??;
+        let base_url = first_line
+            .trim_end()
+            .strip_prefix("listening on ")
+            .with_context(|| format!("unexpected first line {first_line:?}"))?
+            .to_owned();
+        Ok(Self {
+            child,
+            base_url,
+            _stdout: stdout,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    pub fn control(&self) -> EmulatorControl {
+        EmulatorControl::new(&self.base_url).expect("the emulator printed a valid URL")
+    }
+
+    /// Sends SIGTERM and waits (10 s at most) for a clean exit.
+    pub async fn terminate(mut self) -> anyhow::Result<ExitStatus> {
+        let pid = self.child.id().context("the emulator already exited")?;
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await
+            .context("running kill")?;
+        anyhow::ensure!(status.success(), "kill -TERM {pid} failed");
+        tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .context("the emulator did not stop within 10 s of SIGTERM")?
+            .context("waiting for the emulator")
+    }
+
+    /// Kills the child at once (SIGKILL): no last state write.
+    pub async fn kill(mut self) -> anyhow::Result<()> {
+        self.child.kill().await.context("killing the emulator")
+    }
+}

@@ -1,0 +1,705 @@
+//! The HTTP face of the emulator: the public API of `flashback-api.md` and the `/_emulator/`
+//! control API. Handlers translate between the wire and [`super::state`]; they hold the store's
+//! lock only for the in-memory work, never across an await.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::body::Bytes;
+use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, put};
+use axum::{Extension, Router};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::control::{RepoPatch, StatsPatch};
+use super::faults::{FaultState, Faults, Injected};
+use super::state::{BucketRecord, Failure, Figures, Org, RepoRecord, Unit};
+
+/// The organisation of the caller, set by [`gate`] once the token is known good.
+#[derive(Clone)]
+struct Caller(Arc<str>);
+
+pub(crate) fn router(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route("/repo", get(list_repos).post(create_repo))
+        .route("/repo/stats", get(repo_stats))
+        .route("/repo/validate", axum::routing::post(validate_repo))
+        .route("/repo/{id}", put(update_repo).delete(delete_repo))
+        .route("/bucket", get(list_buckets).post(create_bucket))
+        .route("/bucket/stats", get(bucket_stats))
+        .route("/bucket/{id}", delete(delete_bucket))
+        .layer(middleware::from_fn_with_state(state.clone(), gate));
+    let control = Router::new()
+        .route("/_emulator/health", get(health))
+        .route("/_emulator/calls", get(get_calls).delete(reset_calls))
+        .route(
+            "/_emulator/faults",
+            get(get_faults).put(set_faults).delete(clear_faults),
+        )
+        .route("/_emulator/repos/{id}", axum::routing::patch(patch_repo))
+        .route("/_emulator/repos/{id}/stats", put(set_repo_stats))
+        .route("/_emulator/buckets/{id}/stats", put(set_bucket_stats));
+    api.merge(control).fallback(unknown_route).with_state(state)
+}
+
+// ---- the gate: counters, faults, auth ----
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|token| !token.is_empty())
+}
+
+/// Wraps every public route: notes the call, applies faults, then checks the token.
+async fn gate(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
+    let arrived = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_owned())
+        .unwrap_or_else(|| request.uri().path().to_owned());
+    let token = bearer(request.headers()).map(str::to_owned);
+    state.calls().arrived(token.as_deref(), arrived);
+
+    let verdict = state.faults().judge(&method, &route);
+    if !verdict.delay.is_zero() {
+        tokio::time::sleep(verdict.delay).await;
+    }
+    let response = match (verdict.injected, token.as_deref()) {
+        (Some(injected), _) => injected_response(&injected),
+        (None, Some(token)) if state.tokens.contains(token) => {
+            request.extensions_mut().insert(Caller(Arc::from(token)));
+            next.run(request).await
+        }
+        (None, _) => (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"success": false, "error_code": "NO_AUTH_USER"})),
+        )
+            .into_response(),
+    };
+
+    let quiet_until = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok())
+        .map(|seconds| Instant::now() + Duration::from_secs(seconds));
+    let status = response.status().as_u16();
+    state
+        .calls()
+        .answered(&method, &route, status, token.as_deref(), quiet_until);
+    tracing::debug!(method, route, status, "answered");
+    response
+}
+
+fn injected_response(injected: &Injected) -> Response {
+    let status = StatusCode::from_u16(injected.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut body = json!({
+        "success": false,
+        "message": format!("injected fault (HTTP {})", injected.status),
+    });
+    if let Some(code) = &injected.error_code {
+        body["error_code"] = json!(code);
+    }
+    let mut response = (status, axum::Json(body)).into_response();
+    if let Some(seconds) = injected.retry_after_seconds {
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
+}
+
+// ---- answers ----
+
+fn json_bytes(status: StatusCode, bytes: Vec<u8>) -> Response {
+    (
+        status,
+        [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        bytes,
+    )
+        .into_response()
+}
+
+fn ok(body: impl Serialize) -> Response {
+    json_bytes(
+        StatusCode::OK,
+        serde_json::to_vec(&body).expect("answers are plain data"),
+    )
+}
+
+/// A refusal, as the API words it; validation refusals become HTTP 200 with
+/// `"success": false` while the `successFalseUnder200` fault is on.
+fn refuse(state: &AppState, failure: Failure) -> Response {
+    let mut body = json!({"success": false, "message": failure.message});
+    if let Some(code) = failure.code {
+        body["error_code"] = json!(code);
+        body["error_message"] = json!(failure.message);
+    }
+    let status = if failure.is_validation() && state.faults().faults().success_false_under_200 {
+        StatusCode::OK
+    } else {
+        StatusCode::from_u16(failure.status).unwrap_or(StatusCode::BAD_REQUEST)
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, Failure> {
+    serde_json::from_slice(body)
+        .map_err(|error| Failure::invalid_request(format!("the body is not valid JSON: {error}")))
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// `repoId=a,b` (or `repoIds=`): `None` when absent, meaning every one.
+fn id_list(query: &HashMap<String, String>, names: &[&str]) -> Option<Vec<String>> {
+    let raw = names.iter().find_map(|name| query.get(*name))?;
+    Some(
+        raw.split(',')
+            .map(str::trim)
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    )
+}
+
+/// Runs `f` on the caller's organisation, under the read lock.
+fn read_org<R>(state: &AppState, caller: &Caller, f: impl FnOnce(&Org) -> R) -> R {
+    let store = state.store.read().unwrap_or_else(|e| e.into_inner());
+    let org = store
+        .org(&caller.0)
+        .expect("every accepted token has an organisation");
+    f(org)
+}
+
+/// Runs `f` on the caller's organisation, under the write lock, and schedules a state write
+/// when it succeeded.
+fn write_org<R>(
+    state: &AppState,
+    caller: &Caller,
+    f: impl FnOnce(&mut Org) -> Result<R, Failure>,
+) -> Result<R, Failure> {
+    let result = {
+        let mut store = state.store.write().unwrap_or_else(|e| e.into_inner());
+        let org = store
+            .org_mut(&caller.0)
+            .expect("every accepted token has an organisation");
+        f(org)
+    };
+    if result.is_ok() {
+        state.changed();
+    }
+    result
+}
+
+// ---- wire views ----
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RepoView<'a> {
+    id: &'a str,
+    name: &'a str,
+    storage_type: &'a str,
+    mode: &'a str,
+    workspace_id: &'a str,
+    created_at: &'a str,
+    disabled: bool,
+    buckets: Vec<UnitView<'a>>,
+    ai_llms: &'a [Value],
+    api_keys: [(); 0],
+    ai_api_keys: [(); 0],
+    wallet_address: Option<()>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UnitView<'a> {
+    bucket_id: &'a str,
+    folder: Option<&'a str>,
+    master: bool,
+    bucket: Option<EmbeddedBucketView<'a>>,
+}
+
+/// The bucket object embedded in a listed repo. Like the real API it carries the access `key`
+/// and an encrypted secret; the emulator never sends the secret itself.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EmbeddedBucketView<'a> {
+    id: &'a str,
+    name: &'a str,
+    bucket: &'a str,
+    storage_type: &'a str,
+    region: Option<&'a str>,
+    endpoint: Option<&'a str>,
+    status: &'a str,
+    key: &'a str,
+    secret: &'static str,
+}
+
+impl<'a> RepoView<'a> {
+    fn new(org: &'a Org, repo: &'a RepoRecord) -> Self {
+        Self {
+            id: &repo.id,
+            name: &repo.name,
+            storage_type: &repo.storage_type,
+            mode: &repo.mode,
+            workspace_id: &repo.workspace_id,
+            created_at: &repo.created_at,
+            disabled: repo.disabled,
+            buckets: repo
+                .units
+                .iter()
+                .map(|unit| UnitView::new(org, unit))
+                .collect(),
+            ai_llms: &repo.ai_llms,
+            api_keys: [],
+            ai_api_keys: [],
+            wallet_address: None,
+        }
+    }
+}
+
+impl<'a> UnitView<'a> {
+    fn new(org: &'a Org, unit: &'a Unit) -> Self {
+        Self {
+            bucket_id: &unit.bucket_id,
+            folder: unit.folder.as_deref(),
+            master: unit.master,
+            bucket: org
+                .buckets
+                .get(&unit.bucket_id)
+                .map(|bucket| EmbeddedBucketView {
+                    id: &bucket.id,
+                    name: &bucket.name,
+                    bucket: &bucket.bucket,
+                    storage_type: &bucket.storage_type,
+                    region: bucket.region.as_deref(),
+                    endpoint: bucket.endpoint.as_deref(),
+                    status: &bucket.status,
+                    key: &bucket.key,
+                    secret: "encrypted:emulator",
+                }),
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BucketView<'a> {
+    id: &'a str,
+    name: &'a str,
+    bucket: &'a str,
+    storage_type: &'a str,
+    region: Option<&'a str>,
+    endpoint: Option<&'a str>,
+    status: &'a str,
+    workspace_id: &'a str,
+    created_at: &'a str,
+}
+
+impl<'a> From<&'a BucketRecord> for BucketView<'a> {
+    fn from(bucket: &'a BucketRecord) -> Self {
+        Self {
+            id: &bucket.id,
+            name: &bucket.name,
+            bucket: &bucket.bucket,
+            storage_type: &bucket.storage_type,
+            region: bucket.region.as_deref(),
+            endpoint: bucket.endpoint.as_deref(),
+            status: &bucket.status,
+            workspace_id: &bucket.workspace_id,
+            created_at: &bucket.created_at,
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RepoStatsView<'a> {
+    repo_id: &'a str,
+    total_upload_bytes: &'a str,
+    total_download_bytes: &'a str,
+    total_size_change: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BucketStatsView<'a> {
+    bucket_id: &'a str,
+    total_count: &'a str,
+    total_upload_bytes: &'a str,
+    total_download_bytes: &'a str,
+    total_size_change: &'a str,
+}
+
+/// `{"success": true, "<items>": [...]}` without a detour through `serde_json::Value`.
+#[derive(Serialize)]
+struct Listing<T> {
+    success: bool,
+    #[serde(flatten)]
+    items: T,
+}
+
+#[derive(Serialize)]
+struct Repos<'a> {
+    repos: Vec<RepoView<'a>>,
+}
+
+#[derive(Serialize)]
+struct Buckets<'a> {
+    buckets: Vec<BucketView<'a>>,
+}
+
+#[derive(Serialize)]
+struct Stats<T> {
+    stats: Vec<T>,
+}
+
+fn listing<T: Serialize>(items: T) -> Vec<u8> {
+    serde_json::to_vec(&Listing {
+        success: true,
+        items,
+    })
+    .expect("answers are plain data")
+}
+
+// ---- repo handlers ----
+
+async fn list_repos(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    // Serialized under the read lock: borrowing beats cloning every repo of a big list.
+    let bytes = read_org(&state, &caller, |org| {
+        let repos: Vec<RepoView> = org
+            .list_repos(
+                query.get("workspaceId").map(String::as_str),
+                query.get("repoId").map(String::as_str),
+            )
+            .map(|repo| RepoView::new(org, repo))
+            .collect();
+        listing(Repos { repos })
+    });
+    json_bytes(StatusCode::OK, bytes)
+}
+
+async fn create_repo(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Response {
+    let result = parse_body(&body).and_then(|body| {
+        write_org(&state, &caller, |org| {
+            org.create_repo(body, new_id(), now())
+        })
+    });
+    match result {
+        Ok(repo_id) => ok(json!({"success": true, "repoId": repo_id})),
+        Err(failure) => refuse(&state, failure),
+    }
+}
+
+async fn update_repo(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let result = parse_body(&body)
+        .and_then(|body| write_org(&state, &caller, |org| org.update_repo(&id, body)));
+    match result {
+        Ok(()) => ok(json!({"success": true, "repoId": id})),
+        Err(failure) => refuse(&state, failure),
+    }
+}
+
+async fn delete_repo(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
+    match write_org(&state, &caller, |org| org.delete_repo(&id)) {
+        Ok(()) => ok(json!({"success": true})),
+        Err(failure) => refuse(&state, failure),
+    }
+}
+
+async fn validate_repo(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Response {
+    let result = parse_body(&body)
+        .and_then(|body| read_org(&state, &caller, |org| org.validate_units_only(body)));
+    // A dry run answers 200 either way: the verdict is in the body.
+    match result {
+        Ok(()) => ok(json!({"success": true})),
+        Err(failure) => ok(json!({
+            "success": false,
+            "error_code": failure.code,
+            "error_message": failure.message,
+        })),
+    }
+}
+
+async fn repo_stats(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let ids = id_list(&query, &["repoId", "repoIds"]);
+    let bytes = read_org(&state, &caller, |org| {
+        let stats: Vec<RepoStatsView> = org
+            .repo_stats(ids.as_deref())
+            .into_iter()
+            .map(|repo| RepoStatsView {
+                repo_id: &repo.id,
+                total_upload_bytes: &repo.stats.total_upload_bytes,
+                total_download_bytes: &repo.stats.total_download_bytes,
+                total_size_change: &repo.stats.total_size_change,
+            })
+            .collect();
+        listing(Stats { stats })
+    });
+    json_bytes(StatusCode::OK, bytes)
+}
+
+// ---- bucket handlers ----
+
+async fn list_buckets(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let bytes = read_org(&state, &caller, |org| {
+        let buckets: Vec<BucketView> = org
+            .list_buckets(query.get("workspaceId").map(String::as_str))
+            .map(BucketView::from)
+            .collect();
+        listing(Buckets { buckets })
+    });
+    json_bytes(StatusCode::OK, bytes)
+}
+
+async fn create_bucket(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Response {
+    let result = parse_body(&body).and_then(|body| {
+        write_org(&state, &caller, |org| {
+            org.create_bucket(body, new_id(), now())
+        })
+    });
+    match result {
+        Ok(bucket_id) => ok(json!({"success": true, "bucketId": bucket_id})),
+        Err(failure) => refuse(&state, failure),
+    }
+}
+
+async fn delete_bucket(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
+    match write_org(&state, &caller, |org| org.delete_bucket(&id)) {
+        Ok(()) => ok(json!({"success": true})),
+        Err(failure) => refuse(&state, failure),
+    }
+}
+
+async fn bucket_stats(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let ids = id_list(&query, &["bucketId", "bucketIds"]);
+    let bytes = read_org(&state, &caller, |org| {
+        let stats: Vec<BucketStatsView> = org
+            .bucket_stats(ids.as_deref())
+            .into_iter()
+            .map(|bucket| BucketStatsView {
+                bucket_id: &bucket.id,
+                total_count: &bucket.stats.total_count,
+                total_upload_bytes: &bucket.stats.total_upload_bytes,
+                total_download_bytes: &bucket.stats.total_download_bytes,
+                total_size_change: &bucket.stats.total_size_change,
+            })
+            .collect();
+        listing(Stats { stats })
+    });
+    json_bytes(StatusCode::OK, bytes)
+}
+
+async fn unknown_route() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(json!({"success": false, "message": "no such route"})),
+    )
+        .into_response()
+}
+
+// ---- control API (no auth, no faults) ----
+
+fn control_error(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        axum::Json(json!({"success": false, "message": message.into()})),
+    )
+        .into_response()
+}
+
+async fn health() -> Response {
+    ok(json!({"success": true}))
+}
+
+async fn get_calls(State(state): State<Arc<AppState>>) -> Response {
+    ok(state.calls().snapshot())
+}
+
+async fn reset_calls(State(state): State<Arc<AppState>>) -> Response {
+    state.calls().reset();
+    ok(json!({"success": true}))
+}
+
+async fn get_faults(State(state): State<Arc<AppState>>) -> Response {
+    ok(state.faults().faults().clone())
+}
+
+async fn set_faults(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    let faults: Faults = match serde_json::from_slice(&body) {
+        Ok(faults) => faults,
+        Err(error) => return control_error(StatusCode::BAD_REQUEST, error.to_string()),
+    };
+    if let Err(message) = faults.check() {
+        return control_error(StatusCode::BAD_REQUEST, message);
+    }
+    *state.faults() = FaultState::new(faults);
+    ok(json!({"success": true}))
+}
+
+async fn clear_faults(State(state): State<Arc<AppState>>) -> Response {
+    *state.faults() = FaultState::default();
+    ok(json!({"success": true}))
+}
+
+fn apply_figures(figures: &mut Figures, patch: StatsPatch) {
+    let StatsPatch {
+        total_count,
+        total_upload_bytes,
+        total_download_bytes,
+        total_size_change,
+    } = patch;
+    let set = |slot: &mut String, value: Option<String>| {
+        if let Some(value) = value {
+            *slot = value;
+        }
+    };
+    set(&mut figures.total_count, total_count);
+    set(&mut figures.total_upload_bytes, total_upload_bytes);
+    set(&mut figures.total_download_bytes, total_download_bytes);
+    set(&mut figures.total_size_change, total_size_change);
+}
+
+/// Applies `f` to the store; 404 when it finds nothing to change.
+fn control_write(
+    state: &AppState,
+    what: &str,
+    f: impl FnOnce(&mut super::state::Store) -> bool,
+) -> Response {
+    let found = {
+        let mut store = state.store.write().unwrap_or_else(|e| e.into_inner());
+        f(&mut store)
+    };
+    if found {
+        state.changed();
+        ok(json!({"success": true}))
+    } else {
+        control_error(StatusCode::NOT_FOUND, format!("{what} not found"))
+    }
+}
+
+async fn set_repo_stats(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let patch: StatsPatch = match serde_json::from_slice(&body) {
+        Ok(patch) => patch,
+        Err(error) => return control_error(StatusCode::BAD_REQUEST, error.to_string()),
+    };
+    control_write(&state, &format!("repo {id}"), |store| {
+        store
+            .repo_anywhere(&id)
+            .map(|repo| apply_figures(&mut repo.stats, patch))
+            .is_some()
+    })
+}
+
+async fn set_bucket_stats(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let patch: StatsPatch = match serde_json::from_slice(&body) {
+        Ok(patch) => patch,
+        Err(error) => return control_error(StatusCode::BAD_REQUEST, error.to_string()),
+    };
+    control_write(&state, &format!("bucket {id}"), |store| {
+        store
+            .bucket_anywhere(&id)
+            .map(|bucket| apply_figures(&mut bucket.stats, patch))
+            .is_some()
+    })
+}
+
+/// Changes a repo behind the API's back (no validation): out-of-band drift, a value the API
+/// does not document, a disabled repo.
+async fn patch_repo(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let patch: RepoPatch = match serde_json::from_slice(&body) {
+        Ok(patch) => patch,
+        Err(error) => return control_error(StatusCode::BAD_REQUEST, error.to_string()),
+    };
+    control_write(&state, &format!("repo {id}"), |store| {
+        if let Some(name) = patch.name
+            && !store.rename_anywhere(&id, name)
+        {
+            return false;
+        }
+        let Some(repo) = store.repo_anywhere(&id) else {
+            return false;
+        };
+        if let Some(storage_type) = patch.storage_type {
+            repo.storage_type = storage_type;
+        }
+        if let Some(mode) = patch.mode {
+            repo.mode = mode;
+        }
+        if let Some(disabled) = patch.disabled {
+            repo.disabled = disabled;
+        }
+        true
+    })
+}

@@ -1,0 +1,752 @@
+//! The emulated organisations and their rules: validation, isolation, persistence. No HTTP here.
+//!
+//! Each accepted token is one organisation; nothing in one is visible from another. Repos and
+//! buckets are kept by id in ordered maps, with a name index so a create stays O(1) in the
+//! number of repos; a list is one scan of the organisation.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Storage types a write may name (the reference's and the TypeScript client's, together).
+pub const STORAGE_TYPES: &[&str] = &["S3", "GCS", "AZURE", "BLOB"];
+/// Repo modes a write may name (the reference's and the TypeScript client's, together).
+pub const MODES: &[&str] = &["MIRROR", "BACKUP", "NORMAL"];
+
+/// A refused request: the HTTP status, the `error_code` (if the API sends one) and a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub status: u16,
+    pub code: Option<&'static str>,
+    pub message: String,
+}
+
+impl Failure {
+    fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code: Some(code),
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid_request(message: impl Into<String>) -> Self {
+        Self::new(400, "INVALID_REQUEST", message)
+    }
+
+    fn not_found(message: impl Into<String>) -> Self {
+        Self::new(404, "NOT_FOUND", message)
+    }
+
+    /// True for refusals of the request's content, which the real API sometimes answers as
+    /// HTTP 200 with `"success": false`.
+    pub fn is_validation(&self) -> bool {
+        self.code.is_some() && (400..500).contains(&self.status) && self.status != 401
+    }
+}
+
+/// Usage figures, kept as the decimal strings the API sends. They are not checked, so the
+/// control API can make the emulator send garbage to a client under test.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Figures {
+    pub total_count: String,
+    pub total_upload_bytes: String,
+    pub total_download_bytes: String,
+    pub total_size_change: String,
+}
+
+impl Default for Figures {
+    fn default() -> Self {
+        let zero = || "0".to_owned();
+        Self {
+            total_count: zero(),
+            total_upload_bytes: zero(),
+            total_download_bytes: zero(),
+            total_size_change: zero(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RepoRecord {
+    pub id: String,
+    pub name: String,
+    pub storage_type: String,
+    pub mode: String,
+    pub workspace_id: String,
+    pub created_at: String,
+    pub units: Vec<Unit>,
+    #[serde(default)]
+    pub ai_llms: Vec<Value>,
+    #[serde(default)]
+    pub disabled: bool,
+    #[serde(default)]
+    pub stats: Figures,
+}
+
+/// One bucket of a repo (a "unit" in the API's error codes).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Unit {
+    pub bucket_id: String,
+    pub folder: Option<String>,
+    pub master: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BucketRecord {
+    pub id: String,
+    pub name: String,
+    pub bucket: String,
+    pub storage_type: String,
+    /// The access key, which the real API embeds in listed repos. The secret is not kept at
+    /// all: the API never returns it, so the emulator has no use for it.
+    pub key: String,
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    pub workspace_id: String,
+    pub status: String,
+    pub created_at: String,
+    #[serde(default)]
+    pub stats: Figures,
+}
+
+/// Body of `POST /repo`, `PUT /repo/{id}` and `POST /repo/validate`, read leniently so that
+/// every check below can answer with the API's own error instead of a parse failure.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RepoWriteBody {
+    pub name: Option<String>,
+    pub storage_type: Option<String>,
+    pub mode: Option<String>,
+    pub workspace_id: Option<String>,
+    pub repo_id: Option<String>,
+    pub repo_buckets: Option<Vec<UnitBody>>,
+    pub repo_ai_llms: Option<Vec<Value>>,
+}
+
+/// A RepoBucket of a write: `bucketId`, or an embedded `bucket` object with an `id`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UnitBody {
+    pub bucket_id: Option<String>,
+    pub folder: Option<String>,
+    pub master: Option<bool>,
+    pub bucket: Option<EmbeddedBucket>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct EmbeddedBucket {
+    pub id: Option<String>,
+}
+
+/// Body of `POST /bucket`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BucketWriteBody {
+    pub name: Option<String>,
+    pub bucket: Option<String>,
+    pub storage_type: Option<String>,
+    pub key: Option<String>,
+    pub secret: Option<String>,
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    pub workspace_id: Option<String>,
+}
+
+/// One organisation: what one token sees.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Org {
+    pub repos: BTreeMap<String, RepoRecord>,
+    pub buckets: BTreeMap<String, BucketRecord>,
+    /// Repo name → id. Rebuilt on load, so not persisted.
+    #[serde(skip)]
+    names: HashMap<String, String>,
+}
+
+/// A write that passed every check, ready to store.
+struct ValidRepo {
+    name: String,
+    storage_type: String,
+    mode: String,
+    workspace_id: Option<String>,
+    units: Vec<Unit>,
+    ai_llms: Option<Vec<Value>>,
+}
+
+impl Org {
+    fn rebuild_index(&mut self) {
+        self.names = self
+            .repos
+            .values()
+            .map(|repo| (repo.name.clone(), repo.id.clone()))
+            .collect();
+    }
+
+    /// `GET /repo`: the repos matching both filters.
+    pub fn list_repos<'a>(
+        &'a self,
+        workspace_id: Option<&'a str>,
+        repo_id: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a RepoRecord> + 'a {
+        let by_id: Box<dyn Iterator<Item = &RepoRecord>> = match repo_id {
+            Some(id) => Box::new(self.repos.get(id).into_iter()),
+            None => Box::new(self.repos.values()),
+        };
+        by_id.filter(move |repo| workspace_id.is_none_or(|ws| repo.workspace_id == ws))
+    }
+
+    /// `POST /repo`.
+    pub fn create_repo(
+        &mut self,
+        body: RepoWriteBody,
+        id: String,
+        now: String,
+    ) -> Result<String, Failure> {
+        let valid = self.validate(body, None)?;
+        let workspace_id = valid
+            .workspace_id
+            .ok_or_else(|| Failure::invalid_request("workspaceId is required"))?;
+        self.names.insert(valid.name.clone(), id.clone());
+        self.repos.insert(
+            id.clone(),
+            RepoRecord {
+                id: id.clone(),
+                name: valid.name,
+                storage_type: valid.storage_type,
+                mode: valid.mode,
+                workspace_id,
+                created_at: now,
+                units: valid.units,
+                ai_llms: valid.ai_llms.unwrap_or_default(),
+                disabled: false,
+                stats: Figures::default(),
+            },
+        );
+        Ok(id)
+    }
+
+    /// `PUT /repo/{id}`: a full replacement, checked like a create but against the others.
+    /// An absent `workspaceId` keeps the current one.
+    pub fn update_repo(&mut self, id: &str, body: RepoWriteBody) -> Result<(), Failure> {
+        if !self.repos.contains_key(id) {
+            return Err(Failure::not_found(format!("repo {id} not found")));
+        }
+        let valid = self.validate(body, Some(id))?;
+        let repo = self.repos.get_mut(id).expect("checked above");
+        if repo.name != valid.name {
+            self.names.remove(&repo.name);
+            self.names.insert(valid.name.clone(), id.to_owned());
+        }
+        repo.name = valid.name;
+        repo.storage_type = valid.storage_type;
+        repo.mode = valid.mode;
+        if let Some(workspace_id) = valid.workspace_id {
+            repo.workspace_id = workspace_id;
+        }
+        repo.units = valid.units;
+        repo.ai_llms = valid.ai_llms.unwrap_or_default();
+        Ok(())
+    }
+
+    /// `DELETE /repo/{id}`. The API's 404 here carries a `message` and no `error_code`.
+    pub fn delete_repo(&mut self, id: &str) -> Result<(), Failure> {
+        let repo = self.repos.remove(id).ok_or_else(|| Failure {
+            status: 404,
+            code: None,
+            message: format!("Repository {id} not found"),
+        })?;
+        self.names.remove(&repo.name);
+        Ok(())
+    }
+
+    /// `POST /repo/validate`: the unit rules of a write, without storing anything.
+    pub fn validate_units_only(&self, body: RepoWriteBody) -> Result<(), Failure> {
+        let mode = required_enum(body.mode, "mode", MODES, "INVALID_MODE")?;
+        self.check_units(
+            &mode,
+            body.repo_buckets.unwrap_or_default(),
+            body.repo_id.as_deref(),
+        )
+        .map(|_| ())
+    }
+
+    /// Every rule of a repo write, `exclude` being the repo that is replaced (if any).
+    fn validate(&self, body: RepoWriteBody, exclude: Option<&str>) -> Result<ValidRepo, Failure> {
+        let name = body
+            .name
+            .map(|name| name.trim().to_owned())
+            .filter(|name| !name.is_empty())
+            .ok_or_else(|| Failure::invalid_request("name is required"))?;
+        let workspace_id = body.workspace_id.filter(|ws| !ws.trim().is_empty());
+        if exclude.is_none() && workspace_id.is_none() {
+            return Err(Failure::invalid_request("workspaceId is required"));
+        }
+        let storage_type = required_enum(
+            body.storage_type,
+            "storageType",
+            STORAGE_TYPES,
+            "INVALID_STORAGE_TYPE",
+        )?;
+        let mode = required_enum(body.mode, "mode", MODES, "INVALID_MODE")?;
+        if let Some(holder) = self.names.get(&name)
+            && Some(holder.as_str()) != exclude
+        {
+            return Err(Failure::new(
+                409,
+                "NAME_ALREADY_USED",
+                format!("a repository named {name:?} already exists"),
+            ));
+        }
+        let units = self.check_units(&mode, body.repo_buckets.unwrap_or_default(), exclude)?;
+        Ok(ValidRepo {
+            name,
+            storage_type,
+            mode,
+            workspace_id,
+            units,
+            ai_llms: body.repo_ai_llms,
+        })
+    }
+
+    fn check_units(
+        &self,
+        mode: &str,
+        bodies: Vec<UnitBody>,
+        exclude: Option<&str>,
+    ) -> Result<Vec<Unit>, Failure> {
+        let mut seen = HashSet::new();
+        let mut units = Vec::with_capacity(bodies.len());
+        for body in bodies {
+            let bucket_id = body
+                .bucket_id
+                .or_else(|| body.bucket.and_then(|bucket| bucket.id))
+                .filter(|id| !id.is_empty())
+                .ok_or_else(|| {
+                    Failure::invalid_request("every repoBuckets entry needs a bucketId")
+                })?;
+            if !self.buckets.contains_key(&bucket_id) {
+                return Err(Failure::not_found(format!("bucket {bucket_id} not found")));
+            }
+            if !seen.insert(bucket_id.clone()) {
+                return Err(Failure::invalid_request(format!(
+                    "bucket {bucket_id} is listed twice"
+                )));
+            }
+            units.push(Unit {
+                bucket_id,
+                folder: body.folder,
+                master: body.master.unwrap_or(false),
+            });
+        }
+        if mode == "MIRROR" {
+            match units.iter().filter(|unit| unit.master).count() {
+                0 => {
+                    return Err(Failure::new(
+                        400,
+                        "MIRROR_MASTER_UNIT_MISSING",
+                        "a MIRROR repository needs one master bucket",
+                    ));
+                }
+                1 => {}
+                n => {
+                    return Err(Failure::new(
+                        400,
+                        "MIRROR_MASTER_UNIT_COUNT_INVALID",
+                        format!("a MIRROR repository needs exactly one master bucket, got {n}"),
+                    ));
+                }
+            }
+            for unit in &units {
+                let other = self.repos.values().find(|repo| {
+                    Some(repo.id.as_str()) != exclude
+                        && repo.mode == "MIRROR"
+                        && repo.units.iter().any(|u| u.bucket_id == unit.bucket_id)
+                });
+                if let Some(other) = other {
+                    return Err(Failure::new(
+                        409,
+                        "MIRROR_UNIT_ALREADY_IN_OTHER_REPO",
+                        format!(
+                            "bucket {} already serves the MIRROR repository {}",
+                            unit.bucket_id, other.id
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(units)
+    }
+
+    /// `GET /repo/stats`: the figures of `ids` (all repos when `None`); unknown ids are skipped.
+    pub fn repo_stats<'a>(&'a self, ids: Option<&'a [String]>) -> Vec<&'a RepoRecord> {
+        match ids {
+            Some(ids) => ids.iter().filter_map(|id| self.repos.get(id)).collect(),
+            None => self.repos.values().collect(),
+        }
+    }
+
+    pub fn list_buckets<'a>(
+        &'a self,
+        workspace_id: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a BucketRecord> + 'a {
+        self.buckets
+            .values()
+            .filter(move |bucket| workspace_id.is_none_or(|ws| bucket.workspace_id == ws))
+    }
+
+    /// `POST /bucket`.
+    pub fn create_bucket(
+        &mut self,
+        body: BucketWriteBody,
+        id: String,
+        now: String,
+    ) -> Result<String, Failure> {
+        let required = |value: Option<String>, field: &str| {
+            value
+                .filter(|v| !v.trim().is_empty())
+                .ok_or_else(|| Failure::invalid_request(format!("{field} is required")))
+        };
+        let name = required(body.name, "name")?;
+        let bucket = required(body.bucket, "bucket")?;
+        let workspace_id = required(body.workspace_id, "workspaceId")?;
+        let storage_type = required_enum(
+            body.storage_type,
+            "storageType",
+            STORAGE_TYPES,
+            "INVALID_STORAGE_TYPE",
+        )?;
+        self.buckets.insert(
+            id.clone(),
+            BucketRecord {
+                id: id.clone(),
+                name,
+                bucket,
+                storage_type,
+                key: body.key.unwrap_or_default(),
+                region: body.region,
+                endpoint: body.endpoint,
+                workspace_id,
+                status: "ACTIVE".to_owned(),
+                created_at: now,
+                stats: Figures::default(),
+            },
+        );
+        Ok(id)
+    }
+
+    /// `DELETE /bucket/{id}`: refused while a repo still uses the bucket.
+    pub fn delete_bucket(&mut self, id: &str) -> Result<(), Failure> {
+        if !self.buckets.contains_key(id) {
+            return Err(Failure {
+                status: 404,
+                code: None,
+                message: format!("Bucket {id} not found"),
+            });
+        }
+        if let Some(repo) = self
+            .repos
+            .values()
+            .find(|repo| repo.units.iter().any(|unit| unit.bucket_id == id))
+        {
+            return Err(Failure::new(
+                409,
+                "BUCKET_IN_USE",
+                format!("bucket {id} is used by repository {}", repo.id),
+            ));
+        }
+        self.buckets.remove(id);
+        Ok(())
+    }
+
+    pub fn bucket_stats<'a>(&'a self, ids: Option<&'a [String]>) -> Vec<&'a BucketRecord> {
+        match ids {
+            Some(ids) => ids.iter().filter_map(|id| self.buckets.get(id)).collect(),
+            None => self.buckets.values().collect(),
+        }
+    }
+}
+
+fn required_enum(
+    value: Option<String>,
+    field: &str,
+    allowed: &[&str],
+    code: &'static str,
+) -> Result<String, Failure> {
+    match value {
+        Some(value) if allowed.contains(&value.as_str()) => Ok(value),
+        Some(value) => Err(Failure::new(
+            400,
+            code,
+            format!("{field} {value:?} is not one of {}", allowed.join(", ")),
+        )),
+        None => Err(Failure::invalid_request(format!("{field} is required"))),
+    }
+}
+
+/// Every organisation, keyed by its token.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Store {
+    pub orgs: BTreeMap<String, Org>,
+}
+
+impl Store {
+    /// Reads a state file; a missing file is an empty store.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Self::default());
+            }
+            Err(error) => {
+                return Err(error).with_context(|| format!("reading {}", path.display()));
+            }
+        };
+        let mut store: Self = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is not an emulator state file", path.display()))?;
+        store.orgs.values_mut().for_each(Org::rebuild_index);
+        Ok(store)
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("the store is plain data")
+    }
+
+    /// Makes sure each token has an organisation.
+    pub fn ensure_orgs<'a>(&mut self, tokens: impl IntoIterator<Item = &'a String>) {
+        for token in tokens {
+            self.orgs.entry(token.clone()).or_default();
+        }
+    }
+
+    pub fn org(&self, token: &str) -> Option<&Org> {
+        self.orgs.get(token)
+    }
+
+    pub fn org_mut(&mut self, token: &str) -> Option<&mut Org> {
+        self.orgs.get_mut(token)
+    }
+
+    /// A repo by id in whichever organisation holds it (for the control API).
+    pub fn repo_anywhere(&mut self, id: &str) -> Option<&mut RepoRecord> {
+        self.orgs.values_mut().find_map(|org| org.repos.get_mut(id))
+    }
+
+    /// Renames a repo found with [`Self::repo_anywhere`], keeping the name index right.
+    pub fn rename_anywhere(&mut self, id: &str, name: String) -> bool {
+        for org in self.orgs.values_mut() {
+            if let Some(repo) = org.repos.get_mut(id) {
+                org.names.remove(&repo.name);
+                org.names.insert(name.clone(), id.to_owned());
+                repo.name = name;
+                return true;
+            }
+        }
+        false
+    }
+
+    pub fn bucket_anywhere(&mut self, id: &str) -> Option<&mut BucketRecord> {
+        self.orgs
+            .values_mut()
+            .find_map(|org| org.buckets.get_mut(id))
+    }
+}
+
+/// Replaces `path` with `bytes` atomically: a reader sees the old file or the new one, never a
+/// torn one.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(".tmp");
+    let temp = std::path::PathBuf::from(temp);
+    let mut file =
+        std::fs::File::create(&temp).with_context(|| format!("creating {}", temp.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", temp.display()))?;
+    std::fs::rename(&temp, path).with_context(|| format!("replacing {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn body(value: Value) -> RepoWriteBody {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn org_with_buckets(ids: &[&str]) -> Org {
+        let mut org = Org::default();
+        for id in ids {
+            let bucket = serde_json::from_value(json!({
+                "name": id, "bucket": id, "storageType": "S3", "workspaceId": "ws"
+            }))
+            .unwrap();
+            org.create_bucket(bucket, (*id).to_owned(), "now".to_owned())
+                .unwrap();
+        }
+        org
+    }
+
+    fn mirror(name: &str, units: Value) -> RepoWriteBody {
+        body(
+            json!({"name": name, "storageType": "S3", "mode": "MIRROR", "workspaceId": "ws",
+                    "repoBuckets": units}),
+        )
+    }
+
+    fn code(result: Result<impl std::fmt::Debug, Failure>) -> &'static str {
+        result.unwrap_err().code.unwrap()
+    }
+
+    #[test]
+    fn mirror_rules() {
+        let mut org = org_with_buckets(&["b1", "b2", "b3"]);
+        let none = mirror("a", json!([{"bucketId": "b1"}]));
+        assert_eq!(
+            code(org.create_repo(none, "r0".into(), "t".into())),
+            "MIRROR_MASTER_UNIT_MISSING"
+        );
+        let two = mirror(
+            "a",
+            json!([{"bucketId": "b1", "master": true}, {"bucketId": "b2", "master": true}]),
+        );
+        assert_eq!(
+            code(org.create_repo(two, "r0".into(), "t".into())),
+            "MIRROR_MASTER_UNIT_COUNT_INVALID"
+        );
+        let ok = mirror(
+            "a",
+            json!([{"bucketId": "b1", "master": true}, {"bucket": {"id": "b2"}}]),
+        );
+        org.create_repo(ok, "r1".into(), "t".into()).unwrap();
+        let taken = mirror(
+            "b",
+            json!([{"bucketId": "b3", "master": true}, {"bucketId": "b2"}]),
+        );
+        assert_eq!(
+            code(org.create_repo(taken, "r2".into(), "t".into())),
+            "MIRROR_UNIT_ALREADY_IN_OTHER_REPO"
+        );
+        // Replacing a repo does not clash with itself.
+        let same = mirror("a", json!([{"bucketId": "b2", "master": true}]));
+        org.update_repo("r1", same).unwrap();
+        assert_eq!(org.repos["r1"].units.len(), 1);
+    }
+
+    #[test]
+    fn names_are_unique_per_org_and_freed_by_delete_and_rename() {
+        let mut org = org_with_buckets(&[]);
+        let normal = |name: &str| {
+            body(json!({"name": name, "storageType": "GCS", "mode": "NORMAL", "workspaceId": "ws"}))
+        };
+        org.create_repo(normal("a"), "r1".into(), "t".into())
+            .unwrap();
+        let clash = org
+            .create_repo(normal("a"), "r2".into(), "t".into())
+            .unwrap_err();
+        assert_eq!((clash.status, clash.code), (409, Some("NAME_ALREADY_USED")));
+        org.update_repo("r1", normal("b")).unwrap();
+        org.create_repo(normal("a"), "r2".into(), "t".into())
+            .unwrap();
+        org.delete_repo("r1").unwrap();
+        org.create_repo(normal("b"), "r3".into(), "t".into())
+            .unwrap();
+        assert_eq!(org.delete_repo("r1").unwrap_err().status, 404);
+    }
+
+    #[test]
+    fn field_checks() {
+        let mut org = org_with_buckets(&[]);
+        let mut try_create = |value: Value| org.create_repo(body(value), "r".into(), "t".into());
+        assert_eq!(
+            code(try_create(
+                json!({"storageType": "S3", "mode": "NORMAL", "workspaceId": "w"})
+            )),
+            "INVALID_REQUEST"
+        );
+        assert_eq!(
+            code(try_create(
+                json!({"name": "a", "storageType": "S3", "mode": "NORMAL"})
+            )),
+            "INVALID_REQUEST"
+        );
+        assert_eq!(
+            code(try_create(
+                json!({"name": "a", "storageType": "FTP", "mode": "NORMAL", "workspaceId": "w"})
+            )),
+            "INVALID_STORAGE_TYPE"
+        );
+        assert_eq!(
+            code(try_create(
+                json!({"name": "a", "storageType": "S3", "mode": "LOOSE", "workspaceId": "w"})
+            )),
+            "INVALID_MODE"
+        );
+        assert_eq!(
+            code(try_create(
+                json!({"name": "a", "storageType": "S3", "mode": "NORMAL", "workspaceId": "w", "repoBuckets": [{"bucketId": "nope"}]})
+            )),
+            "NOT_FOUND"
+        );
+    }
+
+    #[test]
+    fn buckets_in_use_cannot_be_deleted() {
+        let mut org = org_with_buckets(&["b1"]);
+        org.create_repo(
+            mirror("a", json!([{"bucketId": "b1", "master": true}])),
+            "r1".into(),
+            "t".into(),
+        )
+        .unwrap();
+        assert_eq!(code(org.delete_bucket("b1")), "BUCKET_IN_USE");
+        org.delete_repo("r1").unwrap();
+        org.delete_bucket("b1").unwrap();
+        assert_eq!(org.delete_bucket("b1").unwrap_err().status, 404);
+    }
+
+    #[test]
+    fn the_store_round_trips_through_a_file_with_its_name_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let mut store = Store::default();
+        store.ensure_orgs(&["t1".to_owned()]);
+        let org = store.org_mut("t1").unwrap();
+        org.create_repo(
+            body(json!({"name": "a", "storageType": "S3", "mode": "BACKUP", "workspaceId": "ws"})),
+            "r1".into(),
+            "t".into(),
+        )
+        .unwrap();
+        write_atomically(&path, &store.to_bytes()).unwrap();
+        let mut loaded = Store::load(&path).unwrap();
+        assert_eq!(loaded.org("t1").unwrap().repos["r1"].name, "a");
+        let again =
+            body(json!({"name": "a", "storageType": "S3", "mode": "BACKUP", "workspaceId": "ws"}));
+        assert_eq!(
+            code(
+                loaded
+                    .org_mut("t1")
+                    .unwrap()
+                    .create_repo(again, "r2".into(), "t".into())
+            ),
+            "NAME_ALREADY_USED"
+        );
+        assert!(
+            Store::load(&dir.path().join("missing.json"))
+                .unwrap()
+                .orgs
+                .is_empty()
+        );
+    }
+}

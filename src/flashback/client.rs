@@ -1,0 +1,473 @@
+//! The HTTP client: one method per API call, with auth, rate limit and retries around each.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use reqwest::{Method, Url};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::error::{ApiError, judge_response, parse_retry_after};
+use super::rate_limit::{RateLimit, RateLimiter};
+use super::retry::{Decision, RetryPolicy};
+use super::token::Token;
+use super::types::{
+    Bucket, BucketIdBody, BucketStats, BucketWrite, BucketsBody, Ignored, Repo, RepoFilter,
+    RepoIdBody, RepoStats, RepoWrite, ReposBody, StatsBody,
+};
+
+/// The base URL of the reference's samples.
+pub const DEFAULT_BASE_URL: &str = "https://backend.flashback.tech";
+
+/// One HTTP exchange, reported to [`ClientConfig::observer`] (for metrics).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallRecord {
+    /// The client method, e.g. `"list_repos"`.
+    pub endpoint: &'static str,
+    /// `None` when no HTTP answer came back (connection failure, timeout).
+    pub status: Option<u16>,
+    /// Time on the wire, rate-limit wait excluded.
+    pub duration: Duration,
+    /// Time spent waiting for the rate limiter before sending.
+    pub rate_limit_wait: Duration,
+}
+
+/// Called once per HTTP exchange, retries included.
+pub type CallObserver = Arc<dyn Fn(&CallRecord) + Send + Sync>;
+
+/// How to reach and treat the API.
+#[derive(Clone)]
+pub struct ClientConfig {
+    pub base_url: Url,
+    pub token: Token,
+    /// Whole-request timeout of one attempt.
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+    pub rate_limit: RateLimit,
+    /// Repo or bucket ids per `GET .../stats` call.
+    pub stats_batch_size: usize,
+    pub observer: Option<CallObserver>,
+}
+
+impl ClientConfig {
+    /// Defaults: 30 s timeout, 4 attempts with 200 ms→10 s backoff, 10 calls/s with bursts of
+    /// 20, stats in batches of 50.
+    pub fn new(base_url: Url, token: Token) -> Self {
+        Self {
+            base_url,
+            token,
+            timeout: Duration::from_secs(30),
+            retry: RetryPolicy::default(),
+            rate_limit: RateLimit::default(),
+            stats_batch_size: 50,
+            observer: None,
+        }
+    }
+}
+
+impl fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("base_url", &self.base_url.as_str())
+            .field("token", &self.token)
+            .field("timeout", &self.timeout)
+            .field("retry", &self.retry)
+            .field("rate_limit", &self.rate_limit)
+            .field("stats_batch_size", &self.stats_batch_size)
+            .field("observer", &self.observer.as_ref().map(|_| "set"))
+            .finish()
+    }
+}
+
+/// A Flashback API client for one credential. Clones share the connection pool and the rate
+/// limiter.
+#[derive(Clone)]
+pub struct FlashbackClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base_url: Url,
+    /// `Bearer <token>`, marked sensitive so reqwest's own `Debug` hides it.
+    auth: HeaderValue,
+    retry: RetryPolicy,
+    limiter: RateLimiter,
+    stats_batch_size: usize,
+    observer: Option<CallObserver>,
+}
+
+impl fmt::Debug for FlashbackClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FlashbackClient")
+            .field("base_url", &self.inner.base_url.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl FlashbackClient {
+    pub fn new(config: ClientConfig) -> Result<Self, ApiError> {
+        let config_error = |reason: &str| ApiError::Config {
+            reason: reason.to_owned(),
+            source: None,
+        };
+        if !matches!(config.base_url.scheme(), "http" | "https")
+            || config.base_url.cannot_be_a_base()
+        {
+            return Err(config_error("the base URL must be an http(s) URL"));
+        }
+        let mut auth = HeaderValue::from_str(&format!("Bearer {}", config.token.expose()))
+            .map_err(|_| config_error("the token holds characters an HTTP header cannot carry"))?;
+        auth.set_sensitive(true);
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("flashback-operator/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|source| ApiError::Config {
+                reason: "could not build the HTTP client".to_owned(),
+                source: Some(source),
+            })?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                base_url: config.base_url,
+                auth,
+                retry: config.retry,
+                limiter: RateLimiter::new(config.rate_limit),
+                stats_batch_size: config.stats_batch_size.max(1),
+                observer: config.observer,
+            }),
+        })
+    }
+
+    pub fn base_url(&self) -> &Url {
+        &self.inner.base_url
+    }
+
+    /// `GET /repo`, optionally filtered by workspace and/or repo id.
+    pub async fn list_repos(&self, filter: &RepoFilter) -> Result<Vec<Repo>, ApiError> {
+        let mut query = Vec::new();
+        if let Some(workspace_id) = &filter.workspace_id {
+            query.push(("workspaceId", encode(workspace_id)));
+        }
+        if let Some(repo_id) = &filter.repo_id {
+            query.push(("repoId", encode(repo_id)));
+        }
+        let url = self.url(&["repo"], &query);
+        let body: ReposBody = self
+            .call("list_repos", Method::GET, url, None::<&()>)
+            .await?;
+        Ok(body.repos)
+    }
+
+    /// `POST /repo`; returns the new repo's id.
+    ///
+    /// Not retried after a timeout or a 5xx other than 503 (see [`RetryPolicy`]): look the repo
+    /// up by name before calling again.
+    pub async fn create_repo(&self, repo: &RepoWrite) -> Result<String, ApiError> {
+        let url = self.url(&["repo"], &[]);
+        let body: RepoIdBody = self
+            .call("create_repo", Method::POST, url, Some(repo))
+            .await?;
+        Ok(body.repo_id)
+    }
+
+    /// `PUT /repo/{id}`: replaces the whole repo.
+    pub async fn update_repo(&self, repo_id: &str, repo: &RepoWrite) -> Result<(), ApiError> {
+        let url = self.url(&["repo", repo_id], &[]);
+        let _: Ignored = self
+            .call("update_repo", Method::PUT, url, Some(repo))
+            .await?;
+        Ok(())
+    }
+
+    /// `DELETE /repo/{id}`. A repo that is already gone is [`ApiError::NotFound`]: the caller
+    /// decides whether that counts as done.
+    pub async fn delete_repo(&self, repo_id: &str) -> Result<(), ApiError> {
+        let url = self.url(&["repo", repo_id], &[]);
+        let _: Ignored = self
+            .call("delete_repo", Method::DELETE, url, None::<&()>)
+            .await?;
+        Ok(())
+    }
+
+    /// `GET /repo/stats?repoId=a,b,...`, in batches of `stats_batch_size`. Ids the server does
+    /// not report are simply absent from the result; no ids means no call.
+    pub async fn repo_stats(&self, repo_ids: &[String]) -> Result<Vec<RepoStats>, ApiError> {
+        const ENDPOINT: &str = "repo_stats";
+        let mut all = Vec::with_capacity(repo_ids.len());
+        for batch in repo_ids.chunks(self.inner.stats_batch_size) {
+            let url = self.url(&["repo", "stats"], &[("repoId", encode_list(batch))]);
+            let body: StatsBody = self.call(ENDPOINT, Method::GET, url, None::<&()>).await?;
+            for entry in body.stats {
+                all.push(entry.into_repo_stats(ENDPOINT)?);
+            }
+        }
+        Ok(all)
+    }
+
+    /// `GET /bucket`, optionally filtered by workspace.
+    pub async fn list_buckets(&self, workspace_id: Option<&str>) -> Result<Vec<Bucket>, ApiError> {
+        let query: Vec<_> = workspace_id
+            .map(|id| ("workspaceId", encode(id)))
+            .into_iter()
+            .collect();
+        let url = self.url(&["bucket"], &query);
+        let body: BucketsBody = self
+            .call("list_buckets", Method::GET, url, None::<&()>)
+            .await?;
+        Ok(body.buckets)
+    }
+
+    /// `POST /bucket`; returns the new bucket's id. Retried like [`Self::create_repo`].
+    pub async fn create_bucket(&self, bucket: &BucketWrite) -> Result<String, ApiError> {
+        let url = self.url(&["bucket"], &[]);
+        let body: BucketIdBody = self
+            .call("create_bucket", Method::POST, url, Some(bucket))
+            .await?;
+        Ok(body.bucket_id)
+    }
+
+    /// `DELETE /bucket/{id}`.
+    pub async fn delete_bucket(&self, bucket_id: &str) -> Result<(), ApiError> {
+        let url = self.url(&["bucket", bucket_id], &[]);
+        let _: Ignored = self
+            .call("delete_bucket", Method::DELETE, url, None::<&()>)
+            .await?;
+        Ok(())
+    }
+
+    /// `GET /bucket/stats?bucketId=a,b,...`, in batches of `stats_batch_size`.
+    pub async fn bucket_stats(&self, bucket_ids: &[String]) -> Result<Vec<BucketStats>, ApiError> {
+        const ENDPOINT: &str = "bucket_stats";
+        let mut all = Vec::with_capacity(bucket_ids.len());
+        for batch in bucket_ids.chunks(self.inner.stats_batch_size) {
+            let url = self.url(&["bucket", "stats"], &[("bucketId", encode_list(batch))]);
+            let body: StatsBody = self.call(ENDPOINT, Method::GET, url, None::<&()>).await?;
+            for entry in body.stats {
+                all.push(entry.into_bucket_stats(ENDPOINT)?);
+            }
+        }
+        Ok(all)
+    }
+
+    /// The base URL with `segments` appended (each percent-encoded as a path segment) and the
+    /// already-encoded `query`.
+    fn url(&self, segments: &[&str], query: &[(&str, String)]) -> Url {
+        let mut url = self.inner.base_url.clone();
+        url.path_segments_mut()
+            .expect("checked in FlashbackClient::new: the base URL can be a base")
+            .pop_if_empty()
+            .extend(segments);
+        if !query.is_empty() {
+            let query: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            url.set_query(Some(&query.join("&")));
+        }
+        url
+    }
+
+    /// Sends one call, retrying as the policy allows.
+    async fn call<T, B>(
+        &self,
+        endpoint: &'static str,
+        method: Method,
+        url: Url,
+        body: Option<&B>,
+    ) -> Result<T, ApiError>
+    where
+        T: DeserializeOwned,
+        B: Serialize + ?Sized,
+    {
+        let body = body.map(serde_json::to_vec).transpose().map_err(|source| {
+            ApiError::decode_with(endpoint, "could not encode the request", source)
+        })?;
+        let idempotent = method != Method::POST;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let error = match self
+                .attempt(endpoint, &method, &url, body.as_deref(), attempt)
+                .await
+            {
+                Ok(answer) => return Ok(answer),
+                Err(error) => error,
+            };
+            if let Some(wait) = error.retry_after() {
+                // The server asked this credential for quiet: hold back every clone, not only
+                // this call (capped, so a silly header cannot stall the client for hours).
+                self.inner
+                    .limiter
+                    .pause_for(wait.min(self.inner.retry.max_delay));
+            }
+            match self
+                .inner
+                .retry
+                .decide(attempt, &error, idempotent, rand::random::<f64>())
+            {
+                Decision::Retry(wait) => {
+                    tracing::info!(
+                        endpoint,
+                        attempt,
+                        wait_ms = wait.as_millis() as u64,
+                        reason = error.metric_label(),
+                        error = %error,
+                        "Flashback call failed, retrying"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+                Decision::Fail => return Err(error),
+                Decision::Exhausted => {
+                    return Err(ApiError::RetriesExhausted {
+                        attempts: attempt,
+                        last: Box::new(error),
+                    });
+                }
+            }
+        }
+    }
+
+    /// One HTTP exchange: wait for the rate limiter, send, judge the answer.
+    async fn attempt<T: DeserializeOwned>(
+        &self,
+        endpoint: &'static str,
+        method: &Method,
+        url: &Url,
+        body: Option<&[u8]>,
+        attempt: u32,
+    ) -> Result<T, ApiError> {
+        let rate_limit_wait = self.inner.limiter.acquire().await;
+        let started = Instant::now();
+        let mut request = self
+            .inner
+            .http
+            .request(method.clone(), url.clone())
+            .header(AUTHORIZATION, self.inner.auth.clone())
+            .header(ACCEPT, "application/json");
+        if let Some(body) = body {
+            request = request
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.to_vec());
+        }
+        let answer = match request.send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let retry_after = response
+                    .headers()
+                    .get(RETRY_AFTER)
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|value| parse_retry_after(value, SystemTime::now()));
+                response
+                    .bytes()
+                    .await
+                    .map(|bytes| (status, retry_after, bytes))
+                    .map_err(|error| (Some(status), error))
+            }
+            Err(error) => Err((None, error)),
+        };
+        let status = match &answer {
+            Ok((status, ..)) => Some(*status),
+            Err((status, _)) => *status,
+        };
+        let duration = started.elapsed();
+        tracing::debug!(
+            endpoint,
+            method = %method,
+            status,
+            attempt,
+            duration_ms = duration.as_millis() as u64,
+            rate_limit_wait_ms = rate_limit_wait.as_millis() as u64,
+            "Flashback call"
+        );
+        if let Some(observer) = &self.inner.observer {
+            observer(&CallRecord {
+                endpoint,
+                status,
+                duration,
+                rate_limit_wait,
+            });
+        }
+        let (status, retry_after, bytes) =
+            answer.map_err(|(_, error)| ApiError::from_transport(error))?;
+        if let Some(error) = judge_response(status, retry_after, &bytes) {
+            return Err(error);
+        }
+        // Some servers answer a DELETE with an empty 2xx body: read it as `{}`.
+        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        serde_json::from_slice(bytes).map_err(|source| {
+            ApiError::decode_with(endpoint, format!("unexpected body: {source}"), source)
+        })
+    }
+}
+
+/// Percent-encodes a query value, keeping only RFC 3986 unreserved characters.
+fn encode(value: &str) -> String {
+    let mut encoded = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
+/// `a,b,c` with each id encoded and the commas left literal, as the reference writes it.
+fn encode_list(ids: &[String]) -> String {
+    ids.iter()
+        .map(|id| encode(id))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(base: &str) -> FlashbackClient {
+        FlashbackClient::new(ClientConfig::new(
+            Url::parse(base).unwrap(),
+            Token::new("t"),
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn urls_keep_a_base_path_and_encode_ids() {
+        let c = client("http://127.0.0.1:9/api/");
+        assert_eq!(
+            c.url(&["repo", "a/b c"], &[]).as_str(),
+            "http://127.0.0.1:9/api/repo/a%2Fb%20c"
+        );
+        let c = client("http://127.0.0.1:9");
+        let ids = ["r1".to_owned(), "r,2".to_owned()];
+        assert_eq!(
+            c.url(&["repo", "stats"], &[("repoId", encode_list(&ids))])
+                .as_str(),
+            "http://127.0.0.1:9/repo/stats?repoId=r1,r%2C2"
+        );
+    }
+
+    #[test]
+    fn config_and_client_debug_hide_the_token() {
+        let config = ClientConfig::new(Url::parse("http://x").unwrap(), Token::new("s3cr3t"));
+        assert!(!format!("{config:?}").contains("s3cr3t"));
+        let client = FlashbackClient::new(config).unwrap();
+        assert!(!format!("{client:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn a_token_that_cannot_be_a_header_is_a_config_error_without_the_token() {
+        let config = ClientConfig::new(Url::parse("http://x").unwrap(), Token::new("bad\nsecret"));
+        let err = FlashbackClient::new(config).unwrap_err();
+        assert_eq!(err.metric_label(), "config");
+        assert!(!format!("{err} {err:?}").contains("secret"));
+    }
+}

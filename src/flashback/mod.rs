@@ -1,0 +1,21 @@
+//! A client for the Flashback platform API (`flashback-api.md`).
+//!
+//! It knows nothing of Kubernetes: typed requests and answers, bearer auth, a token-bucket rate
+//! limit shared by clones, and retries of transient failures with capped, jittered backoff.
+
+mod client;
+mod error;
+mod rate_limit;
+mod retry;
+mod token;
+mod types;
+
+pub use client::{CallObserver, CallRecord, ClientConfig, DEFAULT_BASE_URL, FlashbackClient};
+pub use error::ApiError;
+pub use rate_limit::RateLimit;
+pub use retry::RetryPolicy;
+pub use token::Token;
+pub use types::{
+    AiLlmRef, Bucket, BucketStats, BucketWrite, Repo, RepoBucket, RepoBucketWrite, RepoFilter,
+    RepoMode, RepoStats, RepoWrite, StorageType,
+};

@@ -1,0 +1,502 @@
+//! Types that mirror the wire format of `flashback-api.md`, field for field.
+//!
+//! Read types are tolerant: unknown fields are ignored and unknown enum values are kept in an
+//! `Other` variant, so a server that grows a new mode does not break the operator. Bucket
+//! credentials embedded in read responses (`key`, `secret`) are never deserialized, so they
+//! cannot end up in a log line or a Kubernetes status by accident.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::error::ApiError;
+
+/// Declares a string enum of the wire that keeps values it does not know.
+macro_rules! wire_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $wire:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(from = "String", into = "String")]
+        pub enum $name {
+            $($variant,)+
+            /// A value this client does not know, kept as sent so it round-trips.
+            Other(String),
+        }
+
+        impl $name {
+            /// The values the contract names.
+            pub const KNOWN: &'static [&'static str] = &[$($wire),+];
+
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $(Self::$variant => $wire,)+
+                    Self::Other(value) => value,
+                }
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(value: String) -> Self {
+                match value.as_str() {
+                    $($wire => Self::$variant,)+
+                    _ => Self::Other(value),
+                }
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(value: $name) -> Self {
+                match value {
+                    $name::Other(value) => value,
+                    known => known.as_str().to_owned(),
+                }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = std::convert::Infallible;
+
+            fn from_str(value: &str) -> Result<Self, Self::Err> {
+                Ok(Self::from(value.to_owned()))
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+wire_enum! {
+    /// Where a repo's buckets live. The reference names `AZURE`, the TypeScript client `BLOB`.
+    StorageType { S3 => "S3", Gcs => "GCS", Azure => "AZURE", Blob => "BLOB" }
+}
+
+wire_enum! {
+    /// How a repo uses its buckets. The reference names `BACKUP`, the TypeScript client `NORMAL`.
+    RepoMode { Mirror => "MIRROR", Backup => "BACKUP", Normal => "NORMAL" }
+}
+
+/// Filters of `GET /repo`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RepoFilter {
+    pub workspace_id: Option<String>,
+    pub repo_id: Option<String>,
+}
+
+impl RepoFilter {
+    pub fn workspace(workspace_id: impl Into<String>) -> Self {
+        Self {
+            workspace_id: Some(workspace_id.into()),
+            repo_id: None,
+        }
+    }
+
+    pub fn repo(repo_id: impl Into<String>) -> Self {
+        Self {
+            workspace_id: None,
+            repo_id: Some(repo_id.into()),
+        }
+    }
+}
+
+/// Body of `POST /repo` and `PUT /repo/{id}`: the whole desired repo.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RepoWrite {
+    pub name: String,
+    pub storage_type: StorageType,
+    pub mode: RepoMode,
+    /// Required on POST; on PUT the server keeps the current workspace when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_id: Option<String>,
+    #[serde(default)]
+    pub repo_buckets: Vec<RepoBucketWrite>,
+    /// Out of scope for the operator; passed through when set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repo_ai_llms: Vec<AiLlmRef>,
+}
+
+/// One bucket of a [`RepoWrite`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RepoBucketWrite {
+    pub bucket_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folder: Option<String>,
+    #[serde(default)]
+    pub master: bool,
+}
+
+/// `{"aiLlmId": ...}` of `repoAiLlms`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AiLlmRef {
+    pub ai_llm_id: String,
+}
+
+/// A repo as `GET /repo` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Repo {
+    pub id: String,
+    pub name: String,
+    pub storage_type: StorageType,
+    pub mode: RepoMode,
+    #[serde(default)]
+    pub workspace_id: Option<String>,
+    /// RFC 3339, as sent.
+    #[serde(default)]
+    pub created_at: Option<String>,
+    /// `buckets` on read (`repoBuckets` on write). Absent or `null` reads as empty.
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub buckets: Vec<RepoBucket>,
+    #[serde(default)]
+    pub disabled: Option<bool>,
+}
+
+/// One bucket of a listed [`Repo`]. The embedded `bucket` object, which may carry credentials,
+/// is deliberately not read.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RepoBucket {
+    pub bucket_id: String,
+    #[serde(default)]
+    pub folder: Option<String>,
+    #[serde(default)]
+    pub master: bool,
+}
+
+/// Usage figures of one repo (`GET /repo/stats`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RepoStats {
+    pub repo_id: String,
+    pub total_upload_bytes: u128,
+    pub total_download_bytes: u128,
+    /// Can be negative: more was deleted than written.
+    pub total_size_change: i128,
+}
+
+/// Body of `POST /bucket`. `Debug` hides `key` and `secret`.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BucketWrite {
+    pub name: String,
+    /// The bucket's name at the cloud provider.
+    pub bucket: String,
+    pub storage_type: StorageType,
+    pub key: String,
+    pub secret: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    pub workspace_id: String,
+}
+
+impl fmt::Debug for BucketWrite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BucketWrite")
+            .field("name", &self.name)
+            .field("bucket", &self.bucket)
+            .field("storage_type", &self.storage_type)
+            .field("key", &"***")
+            .field("secret", &"***")
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("workspace_id", &self.workspace_id)
+            .finish()
+    }
+}
+
+/// A bucket as `GET /bucket` lists it. Credentials are never returned, and never read.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Bucket {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub bucket: Option<String>,
+    pub storage_type: StorageType,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Seen: `ACTIVE`, `ONLINE`.
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub workspace_id: Option<String>,
+    #[serde(default)]
+    pub created_at: Option<String>,
+}
+
+/// Usage figures of one bucket (`GET /bucket/stats`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BucketStats {
+    pub bucket_id: String,
+    pub total_count: u128,
+    pub total_upload_bytes: u128,
+    pub total_download_bytes: u128,
+    pub total_size_change: i128,
+}
+
+fn null_as_empty<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+// ---- response envelopes (crate-private) ----
+
+#[derive(Deserialize)]
+pub(crate) struct ReposBody {
+    // Required: a success body without its list must not read as "nothing exists".
+    #[serde(deserialize_with = "null_as_empty")]
+    pub repos: Vec<Repo>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RepoIdBody {
+    pub repo_id: String,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct BucketsBody {
+    // Required: a success body without its list must not read as "nothing exists".
+    #[serde(deserialize_with = "null_as_empty")]
+    pub buckets: Vec<Bucket>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct BucketIdBody {
+    pub bucket_id: String,
+}
+
+/// Any success body whose content the caller does not need.
+#[derive(Deserialize)]
+pub(crate) struct Ignored {}
+
+#[derive(Deserialize)]
+pub(crate) struct StatsBody {
+    // Required: a success body without its list must not read as "nothing exists".
+    #[serde(deserialize_with = "null_as_empty")]
+    pub stats: Vec<WireStats>,
+}
+
+/// One entry of a stats list, before its decimal strings are checked.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct WireStats {
+    #[serde(default)]
+    pub repo_id: Option<String>,
+    #[serde(default)]
+    pub bucket_id: Option<String>,
+    #[serde(default)]
+    pub total_count: Option<Value>,
+    #[serde(default)]
+    pub total_upload_bytes: Option<Value>,
+    #[serde(default)]
+    pub total_download_bytes: Option<Value>,
+    #[serde(default)]
+    pub total_size_change: Option<Value>,
+}
+
+impl WireStats {
+    pub(crate) fn into_repo_stats(self, endpoint: &'static str) -> Result<RepoStats, ApiError> {
+        let repo_id = self
+            .repo_id
+            .ok_or_else(|| ApiError::decode(endpoint, "stats entry without repoId"))?;
+        Ok(RepoStats {
+            total_upload_bytes: unsigned(endpoint, "totalUploadBytes", self.total_upload_bytes)?,
+            total_download_bytes: unsigned(
+                endpoint,
+                "totalDownloadBytes",
+                self.total_download_bytes,
+            )?,
+            total_size_change: signed(endpoint, "totalSizeChange", self.total_size_change)?,
+            repo_id,
+        })
+    }
+
+    pub(crate) fn into_bucket_stats(self, endpoint: &'static str) -> Result<BucketStats, ApiError> {
+        let bucket_id = self
+            .bucket_id
+            .ok_or_else(|| ApiError::decode(endpoint, "stats entry without bucketId"))?;
+        Ok(BucketStats {
+            total_count: unsigned(endpoint, "totalCount", self.total_count)?,
+            total_upload_bytes: unsigned(endpoint, "totalUploadBytes", self.total_upload_bytes)?,
+            total_download_bytes: unsigned(
+                endpoint,
+                "totalDownloadBytes",
+                self.total_download_bytes,
+            )?,
+            total_size_change: signed(endpoint, "totalSizeChange", self.total_size_change)?,
+            bucket_id,
+        })
+    }
+}
+
+/// The text of a big integer the API sends as a decimal string (a plain JSON integer is accepted
+/// too). A missing or `null` figure reads as zero: a repo nobody used yet.
+fn decimal_text(
+    endpoint: &'static str,
+    field: &str,
+    value: Option<Value>,
+) -> Result<String, ApiError> {
+    match value {
+        None | Some(Value::Null) => Ok("0".to_owned()),
+        Some(Value::String(text)) => Ok(text.trim().to_owned()),
+        Some(Value::Number(number)) if number.is_i64() || number.is_u64() => Ok(number.to_string()),
+        Some(other) => Err(ApiError::decode(
+            endpoint,
+            format!("{field} is not a decimal integer: {other}"),
+        )),
+    }
+}
+
+fn unsigned(endpoint: &'static str, field: &str, value: Option<Value>) -> Result<u128, ApiError> {
+    let text = decimal_text(endpoint, field, value)?;
+    text.parse::<u128>().map_err(|source| {
+        ApiError::decode_with(
+            endpoint,
+            format!("{field} is not a non-negative decimal integer: {text:?}"),
+            source,
+        )
+    })
+}
+
+fn signed(endpoint: &'static str, field: &str, value: Option<Value>) -> Result<i128, ApiError> {
+    let text = decimal_text(endpoint, field, value)?;
+    text.parse::<i128>().map_err(|source| {
+        ApiError::decode_with(
+            endpoint,
+            format!("{field} is not a decimal integer: {text:?}"),
+            source,
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn stats(value: Value) -> Result<RepoStats, ApiError> {
+        serde_json::from_value::<WireStats>(value)
+            .unwrap()
+            .into_repo_stats("repo_stats")
+    }
+
+    #[test]
+    fn stats_parse_big_and_negative_figures() {
+        let parsed = stats(json!({
+            "repoId": "r1",
+            "totalUploadBytes": "340282366920938463463374607431768211455",
+            "totalDownloadBytes": 12,
+            "totalSizeChange": "-4096"
+        }))
+        .unwrap();
+        assert_eq!(parsed.repo_id, "r1");
+        assert_eq!(parsed.total_upload_bytes, u128::MAX);
+        assert_eq!(parsed.total_download_bytes, 12);
+        assert_eq!(parsed.total_size_change, -4096);
+    }
+
+    #[test]
+    fn stats_garbage_is_a_decode_error_naming_the_field() {
+        let err = stats(json!({"repoId": "r1", "totalUploadBytes": "12abc"})).unwrap_err();
+        assert_eq!(err.metric_label(), "decode");
+        assert!(err.to_string().contains("totalUploadBytes"), "{err}");
+
+        let err = stats(json!({"repoId": "r1", "totalDownloadBytes": "-5"})).unwrap_err();
+        assert!(err.to_string().contains("totalDownloadBytes"), "{err}");
+
+        let err = stats(json!({"repoId": "r1", "totalSizeChange": 1.5})).unwrap_err();
+        assert!(err.to_string().contains("totalSizeChange"), "{err}");
+
+        let err = stats(json!({"totalSizeChange": "1"})).unwrap_err();
+        assert!(err.to_string().contains("repoId"), "{err}");
+    }
+
+    #[test]
+    fn unknown_enum_values_are_kept_and_round_trip() {
+        let mode: RepoMode = serde_json::from_value(json!("ARCHIVE")).unwrap();
+        assert_eq!(mode, RepoMode::Other("ARCHIVE".to_owned()));
+        assert_eq!(serde_json::to_value(&mode).unwrap(), json!("ARCHIVE"));
+        let storage: StorageType = serde_json::from_value(json!("AZURE")).unwrap();
+        assert_eq!(storage, StorageType::Azure);
+        assert_eq!("BLOB".parse::<StorageType>().unwrap(), StorageType::Blob);
+    }
+
+    #[test]
+    fn repo_write_uses_the_wire_names() {
+        let write = RepoWrite {
+            name: "media".to_owned(),
+            storage_type: StorageType::S3,
+            mode: RepoMode::Mirror,
+            workspace_id: Some("ws-1".to_owned()),
+            repo_buckets: vec![RepoBucketWrite {
+                bucket_id: "b1".to_owned(),
+                folder: Some("media".to_owned()),
+                master: true,
+            }],
+            repo_ai_llms: vec![],
+        };
+        assert_eq!(
+            serde_json::to_value(&write).unwrap(),
+            json!({
+                "name": "media", "storageType": "S3", "mode": "MIRROR", "workspaceId": "ws-1",
+                "repoBuckets": [{"bucketId": "b1", "folder": "media", "master": true}]
+            })
+        );
+    }
+
+    #[test]
+    fn repo_read_ignores_extras_and_never_keeps_bucket_credentials() {
+        let repo: Repo = serde_json::from_value(json!({
+            "id": "r1", "name": "media", "storageType": "GCS", "mode": "BACKUP",
+            "workspaceId": "ws-1", "createdAt": "2026-11-26T19:00:00Z",
+            "apiKeys": [], "walletAddress": null,
+            "buckets": [{"bucketId": "b1", "folder": null, "master": false,
+                         "bucket": {"id": "b1", "key": "AKIAEXAMPLEKEY", "secret": "enc:c2VjcmV0"}}]
+        }))
+        .unwrap();
+        assert_eq!(repo.buckets[0].bucket_id, "b1");
+        assert_eq!(repo.disabled, None);
+        let printed = format!("{repo:?}");
+        assert!(!printed.contains("AKIAEXAMPLEKEY") && !printed.contains("c2VjcmV0"));
+    }
+
+    #[test]
+    fn a_list_answer_without_its_list_is_refused() {
+        assert!(serde_json::from_str::<ReposBody>(r#"{"success": true}"#).is_err());
+        let empty: ReposBody = serde_json::from_str(r#"{"success": true, "repos": null}"#).unwrap();
+        assert!(empty.repos.is_empty());
+    }
+
+    #[test]
+    fn bucket_write_debug_hides_credentials() {
+        let write = BucketWrite {
+            name: "b".to_owned(),
+            bucket: "b".to_owned(),
+            storage_type: StorageType::S3,
+            key: "AKIAEXAMPLEKEY".to_owned(),
+            secret: "very-secret".to_owned(),
+            region: None,
+            endpoint: None,
+            workspace_id: "ws".to_owned(),
+        };
+        let printed = format!("{write:?}");
+        assert!(!printed.contains("AKIAEXAMPLEKEY") && !printed.contains("very-secret"));
+    }
+}
