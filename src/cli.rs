@@ -1,8 +1,14 @@
-//! Command line of the `flashback-operator` binary.
+//! Command line of the `flashback-operator` binary. Every flag also reads an environment
+//! variable, so the Helm chart and a shell configure the operator the same way.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+
+use crate::controller::credentials::SecretName;
+use crate::controller::{self, Settings};
+use crate::telemetry::{self, LogFormat};
 
 /// A Kubernetes operator for Flashback storage repositories.
 #[derive(Debug, Parser)]
@@ -10,20 +16,142 @@ use clap::{Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the operator (the default).
     Run,
+    /// Print every CRD the operator serves, as YAML.
+    Crds,
+}
+
+/// Settings of `flashback-operator run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Flashback API base URL, used when a credentials Secret does not name one.
+    #[arg(long, env = "FLASHBACK_API_URL", default_value = "https://backend.flashback.tech", global = true)]
+    pub api_url: reqwest::Url,
+
+    /// Watch FlashbackRepositories in this namespace only; all namespaces when unset.
+    #[arg(long, env = "FLASHBACK_WATCH_NAMESPACE", global = true)]
+    pub namespace: Option<String>,
+
+    /// Credentials for objects without credentialsSecretRef, as NAMESPACE/NAME of a Secret
+    /// with key `token` (and optionally `apiUrl`).
+    #[arg(long, env = "FLASHBACK_DEFAULT_CREDENTIALS_SECRET", global = true)]
+    pub default_credentials_secret: Option<SecretName>,
+
+    /// How often every object is compared with its remote repository (e.g. 30s, 5m, 1h).
+    #[arg(long, env = "FLASHBACK_RESYNC_INTERVAL", default_value = "10m", value_parser = parse_duration, global = true)]
+    pub resync_interval: Duration,
+
+    /// How many objects are reconciled at once.
+    #[arg(long, env = "FLASHBACK_CONCURRENCY", default_value_t = 4, global = true)]
+    pub concurrency: u16,
+
+    /// Flashback API calls per second allowed for each credential.
+    #[arg(long, env = "FLASHBACK_API_RATE", default_value_t = 10.0, global = true)]
+    pub api_rate: f64,
+
+    /// Burst of Flashback API calls allowed for each credential.
+    #[arg(long, env = "FLASHBACK_API_BURST", default_value_t = 20, global = true)]
+    pub api_burst: u32,
+
+    /// Log format: text for people, json for log pipelines. Filter with RUST_LOG.
+    #[arg(long, env = "FLASHBACK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    /// Test-only: stop at a named step so a test can kill the process there.
+    #[arg(long, env = "FLASHBACK_FAILPOINT", value_enum, hide = true, global = true)]
+    pub failpoint: Option<controller::Failpoint>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 30s, 5m or 1h)"))?;
+    if duration.is_zero() {
+        return Err("must be longer than zero".into());
+    }
+    Ok(duration)
 }
 
 /// Runs the chosen subcommand and turns its outcome into the process exit code.
 pub fn main(cli: Cli) -> ExitCode {
     match cli.command.unwrap_or(Command::Run) {
+        Command::Crds => match crate::crd::crds_yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("flashback-operator: cannot render the CRDs: {error}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run => {
-            eprintln!("flashback-operator: the controller is not built yet");
-            ExitCode::FAILURE
+            telemetry::init(cli.run.log_format);
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    eprintln!("flashback-operator: cannot start the async runtime: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(controller::run(Settings::from(cli.run))) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    tracing::error!(error = format!("{error:#}"), "operator stopped");
+                    ExitCode::FAILURE
+                }
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_what_a_user_would_pick() {
+        let cli = Cli::try_parse_from(["flashback-operator"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.run.api_url.as_str(), "https://backend.flashback.tech/");
+        assert_eq!(cli.run.resync_interval, Duration::from_secs(600));
+        assert_eq!(cli.run.namespace, None);
+    }
+
+    #[test]
+    fn run_flags_follow_the_subcommand() {
+        let cli = Cli::try_parse_from([
+            "flashback-operator",
+            "run",
+            "--resync-interval",
+            "30s",
+            "--default-credentials-secret",
+            "flashback-system/token",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Some(Command::Run)));
+        assert_eq!(cli.run.resync_interval, Duration::from_secs(30));
+        assert_eq!(
+            cli.run.default_credentials_secret,
+            Some(SecretName {
+                namespace: "flashback-system".into(),
+                name: "token".into()
+            })
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_a_hint() {
+        let error = Cli::try_parse_from(["flashback-operator", "--resync-interval", "ten"]).unwrap_err();
+        assert!(error.to_string().contains("30s, 5m or 1h"), "{error}");
+        let error =
+            Cli::try_parse_from(["flashback-operator", "--default-credentials-secret", "token"]).unwrap_err();
+        assert!(error.to_string().contains("NAMESPACE/NAME"), "{error}");
     }
 }

@@ -1,6 +1,13 @@
-//! flashback-operator: a Kubernetes operator for Flashback storage repositories.
+//! flashback-operator: a Kubernetes operator that keeps Flashback storage repositories in
+//! step with `FlashbackRepository` resources.
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod controller;
+pub mod crd;
 pub mod emulator;
 pub mod flashback;
+pub mod telemetry;
+
+#[cfg(test)]
+mod fixtures;

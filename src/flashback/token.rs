@@ -7,7 +7,7 @@ use std::fmt;
 /// `Debug` and `Display` print `***`, so a token can sit inside any struct that gets logged or
 /// formatted into an error without leaking. The only way to read it is [`Token::expose`], which
 /// the client calls once, to build the `Authorization` header.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Token(String);
 
 impl Token {

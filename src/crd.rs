@@ -1,0 +1,299 @@
+//! The `FlashbackRepository` custom resource: the one source of the CRD that
+//! `flashback-operator crds` prints and `crds/` commits.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The API group of every resource this operator serves.
+pub const GROUP: &str = "flashback.tech";
+
+/// The finalizer that keeps an object until its remote repository is deleted or released.
+pub const FINALIZER: &str = "flashback.tech/finalizer";
+
+/// Annotations a person (or a GitOps tool) sets to steer the operator.
+pub mod annotations {
+    /// Adopt this existing remote repository instead of creating one.
+    pub const REPO_ID: &str = "flashback.tech/repo-id";
+    /// `"true"` stops every remote write; deletion of the object is never blocked.
+    pub const PAUSED: &str = "flashback.tech/paused";
+    /// Any new value forces a reconcile now.
+    pub const RECONCILE_REQUESTED_AT: &str = "flashback.tech/reconcile-requested-at";
+    /// Written by the operator just before every create of the remote repository, so that
+    /// after a crash a repository of this name is known to be ours rather than a clash.
+    pub const CREATE_STARTED_AT: &str = "flashback.tech/create-started-at";
+}
+
+/// A Flashback storage repository: a group of buckets on S3, GCS, Azure Blob or compatible
+/// services that Flashback serves in MIRROR or BACKUP mode, kept in step with this object.
+// Each printer column repeats `type_ = "string"`, which clippy mistakes for a duplicate.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "flashback.tech",
+    version = "v1alpha1",
+    kind = "FlashbackRepository",
+    namespaced,
+    status = "FlashbackRepositoryStatus",
+    shortname = "fbrepo",
+    category = "flashback",
+    doc = "A Flashback storage repository kept in step with this object",
+    printcolumn(
+        name = "Remote Name",
+        type_ = "string",
+        json_path = ".status.remoteName"
+    ),
+    printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
+    printcolumn(name = "Repo ID", type_ = "string", json_path = ".status.repoId"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(
+    validation = Rule::new("self.buckets.filter(b, b.master).size() <= 1")
+        .message("at most one bucket may have master: true"),
+    validation = Rule::new("self.mode != 'MIRROR' || self.buckets.exists_one(b, b.master)")
+        .message("MIRROR mode needs exactly one bucket with master: true"),
+    validation = Rule::new("self.buckets.all(b, self.buckets.exists_one(c, c.bucketId == b.bucketId))")
+        .message("bucket ids must be unique"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct FlashbackRepositorySpec {
+    /// Name of the repository in Flashback, unique within the organisation. Defaults to the
+    /// object's metadata.name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub name: Option<String>,
+
+    /// The Flashback workspace that owns the repository. Immutable once set.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("workspaceId is immutable"))]
+    #[schemars(length(min = 1, max = 253))]
+    pub workspace_id: String,
+
+    /// Storage API the repository speaks: S3, GCS, AZURE or BLOB.
+    pub storage_type: StorageType,
+
+    /// How the repository uses its buckets: MIRROR (one master, copies kept in step),
+    /// BACKUP or NORMAL.
+    pub mode: RepositoryMode,
+
+    /// The buckets the repository groups, at least one. Bucket ids are unique; in MIRROR mode
+    /// exactly one bucket is the master.
+    #[schemars(length(min = 1, max = 64))]
+    pub buckets: Vec<RepositoryBucket>,
+
+    /// A Secret in this object's namespace holding the Flashback API token (key `token`) and
+    /// optionally the API URL (key `apiUrl`). When unset, the operator's default credentials
+    /// are used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<SecretReference>,
+
+    /// What happens to the remote repository when this object is deleted: Delete (the
+    /// default) deletes it, Orphan leaves it in Flashback.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+
+    /// Full (the default) lets the operator create, update and delete the remote repository;
+    /// ObserveOnly only reads it and reports what it sees.
+    #[serde(default)]
+    pub management_policy: ManagementPolicy,
+}
+
+/// One bucket of a repository.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RepositoryBucket {
+    /// Id of a bucket registered in Flashback.
+    #[schemars(length(min = 1, max = 253))]
+    pub bucket_id: String,
+
+    /// Folder inside the bucket that the repository uses; the bucket root when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub folder: Option<String>,
+
+    /// Whether this bucket is the master of a MIRROR repository.
+    #[serde(default)]
+    pub master: bool,
+}
+
+/// A reference to a Secret in the same namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct SecretReference {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Storage API of a repository.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorageType {
+    S3,
+    GCS,
+    AZURE,
+    BLOB,
+}
+
+/// How a repository uses its buckets.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum RepositoryMode {
+    Mirror,
+    Backup,
+    Normal,
+}
+
+/// What deleting the object does to the remote repository.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeletionPolicy {
+    #[default]
+    Delete,
+    Orphan,
+}
+
+/// How much the operator may do to the remote repository.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ManagementPolicy {
+    #[default]
+    Full,
+    ObserveOnly,
+}
+
+/// What the operator last saw of the remote repository.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FlashbackRepositoryStatus {
+    /// Id of the remote repository in Flashback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo_id: Option<String>,
+
+    /// Name of the remote repository the operator manages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_name: Option<String>,
+
+    /// The metadata.generation that the conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Ready, Reconciling and Stalled, as kstatus reads them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+
+    /// Usage statistics of the remote repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<RepositoryStats>,
+}
+
+/// Usage statistics reported by Flashback.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RepositoryStats {
+    /// Bytes uploaded through the repository.
+    pub total_upload_bytes: i64,
+    /// Bytes downloaded through the repository.
+    pub total_download_bytes: i64,
+    /// Net change of stored bytes; negative when more was deleted than written.
+    pub total_size_change: i64,
+    /// When the operator read these figures.
+    pub observed_at: Time,
+}
+
+impl FlashbackRepository {
+    /// The remote repository's name: `spec.name`, or the object's name when unset.
+    pub fn remote_name(&self) -> &str {
+        self.spec
+            .name
+            .as_deref()
+            .or(self.metadata.name.as_deref())
+            .unwrap_or_default()
+    }
+
+    fn annotation(&self, key: &str) -> Option<&str> {
+        self.metadata
+            .annotations
+            .as_ref()?
+            .get(key)
+            .map(String::as_str)
+    }
+
+    /// The repository id named by the adoption annotation, if any.
+    pub fn adopted_repo_id(&self) -> Option<&str> {
+        self.annotation(annotations::REPO_ID)
+            .map(str::trim)
+            .filter(|id| !id.is_empty())
+    }
+
+    /// Whether remote writes are paused by annotation.
+    pub fn is_paused(&self) -> bool {
+        self.annotation(annotations::PAUSED)
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+    }
+
+    /// Whether the operator started a remote create for this object before.
+    pub fn create_started(&self) -> bool {
+        self.annotation(annotations::CREATE_STARTED_AT).is_some()
+    }
+}
+
+/// Every CRD this operator serves, as one multi-document YAML stream.
+pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
+    let crd = FlashbackRepository::crd();
+    Ok(format!("---\n{}", serde_yaml::to_string(&crd)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures;
+
+    #[test]
+    fn committed_crd_matches_the_rust_types() {
+        let committed = include_str!("../crds/flashbackrepositories.flashback.tech.yaml");
+        assert!(
+            crds_yaml().unwrap() == committed,
+            "crds/ is stale: regenerate it with `make crds`"
+        );
+    }
+
+    #[test]
+    fn remote_name_defaults_to_the_object_name() {
+        let mut repo = fixtures::repo("team-a", "media");
+        repo.spec.name = Some("team-a-media".into());
+        assert_eq!(repo.remote_name(), "team-a-media");
+        repo.spec.name = None;
+        assert_eq!(repo.remote_name(), "media");
+    }
+
+    #[test]
+    fn only_a_true_paused_annotation_pauses() {
+        for (value, paused) in [
+            ("true", true),
+            (" True ", true),
+            ("false", false),
+            ("yes", false),
+        ] {
+            let mut repo = fixtures::repo("team-a", "media");
+            fixtures::annotate(&mut repo, annotations::PAUSED, value);
+            assert_eq!(repo.is_paused(), paused, "{value:?}");
+        }
+        assert!(!fixtures::repo("team-a", "media").is_paused());
+    }
+
+    #[test]
+    fn a_blank_adoption_annotation_adopts_nothing() {
+        let mut repo = fixtures::repo("team-a", "media");
+        fixtures::annotate(&mut repo, annotations::REPO_ID, "  ");
+        assert_eq!(repo.adopted_repo_id(), None);
+        fixtures::annotate(&mut repo, annotations::REPO_ID, " r1 ");
+        assert_eq!(repo.adopted_repo_id(), Some("r1"));
+    }
+}

@@ -1,0 +1,102 @@
+//! Objects for unit tests, built from YAML the way a person would write them.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::crd::{FlashbackRepository, FlashbackRepositoryStatus, annotations};
+use crate::flashback::{Repo, RepoBucket, RepoWrite};
+
+/// A MIRROR repository with a master and a second bucket, credentials from a Secret.
+pub fn repo(namespace: &str, name: &str) -> FlashbackRepository {
+    let mut repo: FlashbackRepository = serde_yaml::from_str(&format!(
+        r#"
+apiVersion: flashback.tech/v1alpha1
+kind: FlashbackRepository
+metadata:
+  name: {name}
+  namespace: {namespace}
+  uid: 00000000-0000-0000-0000-000000000001
+  generation: 1
+spec:
+  name: {name}
+  workspaceId: ws-1
+  storageType: S3
+  mode: MIRROR
+  buckets:
+    - bucketId: b1
+      folder: media
+      master: true
+    - bucketId: b2
+  credentialsSecretRef:
+    name: flashback-token
+"#
+    ))
+    .expect("fixture YAML is a FlashbackRepository");
+    repo.metadata.annotations = None;
+    repo
+}
+
+pub fn annotate(repo: &mut FlashbackRepository, key: &str, value: &str) {
+    repo.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(key.to_string(), value.to_string());
+}
+
+pub fn paused(mut repo: FlashbackRepository) -> FlashbackRepository {
+    annotate(&mut repo, annotations::PAUSED, "true");
+    repo
+}
+
+pub fn status_with_id(repo_id: &str) -> FlashbackRepositoryStatus {
+    FlashbackRepositoryStatus {
+        repo_id: Some(repo_id.to_string()),
+        ..FlashbackRepositoryStatus::default()
+    }
+}
+
+pub fn ready_status(repo_id: &str, generation: i64) -> FlashbackRepositoryStatus {
+    FlashbackRepositoryStatus {
+        repo_id: Some(repo_id.to_string()),
+        observed_generation: Some(generation),
+        conditions: vec![condition("Ready", "True", "Synced", generation)],
+        ..FlashbackRepositoryStatus::default()
+    }
+}
+
+pub fn condition(type_: &str, status: &str, reason: &str, generation: i64) -> Condition {
+    Condition {
+        type_: type_.to_string(),
+        status: status.to_string(),
+        reason: reason.to_string(),
+        message: String::new(),
+        observed_generation: Some(generation),
+        last_transition_time: time("2026-11-26T19:00:00Z"),
+    }
+}
+
+pub fn time(rfc3339: &str) -> Time {
+    serde_json::from_value(serde_json::Value::String(rfc3339.to_string()))
+        .expect("an RFC 3339 time")
+}
+
+/// The repository the API would list after a create with this body.
+pub fn remote_repo(id: &str, body: &RepoWrite) -> Repo {
+    Repo {
+        id: id.to_string(),
+        name: body.name.clone(),
+        storage_type: body.storage_type.clone(),
+        mode: body.mode.clone(),
+        workspace_id: body.workspace_id.clone(),
+        created_at: Some("2026-11-26T19:00:00Z".to_string()),
+        disabled: None,
+        buckets: body
+            .repo_buckets
+            .iter()
+            .map(|b| RepoBucket {
+                bucket_id: b.bucket_id.clone(),
+                folder: b.folder.clone(),
+                master: b.master,
+            })
+            .collect(),
+    }
+}
