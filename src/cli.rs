@@ -33,7 +33,12 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Flashback API base URL, used when a credentials Secret does not name one.
-    #[arg(long, env = "FLASHBACK_API_URL", default_value = "https://backend.flashback.tech", global = true)]
+    #[arg(
+        long,
+        env = "FLASHBACK_API_URL",
+        default_value = "https://backend.flashback.tech",
+        global = true
+    )]
     pub api_url: reqwest::Url,
 
     /// Watch FlashbackRepositories in this namespace only; all namespaces when unset.
@@ -50,11 +55,21 @@ pub struct RunArgs {
     pub resync_interval: Duration,
 
     /// How many objects are reconciled at once.
-    #[arg(long, env = "FLASHBACK_CONCURRENCY", default_value_t = 4, global = true)]
+    #[arg(
+        long,
+        env = "FLASHBACK_CONCURRENCY",
+        default_value_t = 4,
+        global = true
+    )]
     pub concurrency: u16,
 
     /// Flashback API calls per second allowed for each credential.
-    #[arg(long, env = "FLASHBACK_API_RATE", default_value_t = 10.0, global = true)]
+    #[arg(
+        long,
+        env = "FLASHBACK_API_RATE",
+        default_value_t = 10.0,
+        global = true
+    )]
     pub api_rate: f64,
 
     /// Burst of Flashback API calls allowed for each credential.
@@ -66,12 +81,19 @@ pub struct RunArgs {
     pub log_format: LogFormat,
 
     /// Test-only: stop at a named step so a test can kill the process there.
-    #[arg(long, env = "FLASHBACK_FAILPOINT", value_enum, hide = true, global = true)]
+    #[arg(
+        long,
+        env = "FLASHBACK_FAILPOINT",
+        value_enum,
+        hide = true,
+        global = true
+    )]
     pub failpoint: Option<controller::Failpoint>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let duration = humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 30s, 5m or 1h)"))?;
+    let duration = humantime::parse_duration(s)
+        .map_err(|e| format!("{e} (write durations like 30s, 5m or 1h)"))?;
     if duration.is_zero() {
         return Err("must be longer than zero".into());
     }
@@ -148,10 +170,15 @@ mod tests {
 
     #[test]
     fn bad_values_are_refused_with_a_hint() {
-        let error = Cli::try_parse_from(["flashback-operator", "--resync-interval", "ten"]).unwrap_err();
-        assert!(error.to_string().contains("30s, 5m or 1h"), "{error}");
         let error =
-            Cli::try_parse_from(["flashback-operator", "--default-credentials-secret", "token"]).unwrap_err();
+            Cli::try_parse_from(["flashback-operator", "--resync-interval", "ten"]).unwrap_err();
+        assert!(error.to_string().contains("30s, 5m or 1h"), "{error}");
+        let error = Cli::try_parse_from([
+            "flashback-operator",
+            "--default-credentials-secret",
+            "token",
+        ])
+        .unwrap_err();
         assert!(error.to_string().contains("NAMESPACE/NAME"), "{error}");
     }
 }

@@ -1,0 +1,61 @@
+//! Errors that end a reconcile early. All of them are worth a retry with backoff: problems
+//! only a person can fix are not errors here but a `Stalled` status.
+
+use std::time::Duration;
+
+use crate::flashback::ApiError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API call failed: {0}")]
+    Kube(#[source] kube::Error),
+
+    #[error("Flashback API call to {operation} failed: {source}")]
+    Remote {
+        operation: &'static str,
+        #[source]
+        source: ApiError,
+    },
+
+    /// Deletion must wait for a person (credentials missing or rejected); the finalizer stays.
+    #[error("the remote repository cannot be deleted yet: {0}")]
+    CleanupBlocked(String),
+
+    #[error("finalizer step failed: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+impl Error {
+    /// The least time to wait before the next try, when the API said so.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Remote { source, .. } => source.retry_after(),
+            Error::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.retry_after(),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// A short, stable label for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kubernetes",
+            Error::Remote { source, .. } => source.metric_label(),
+            Error::CleanupBlocked(_) => "cleanup_blocked",
+            Error::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.label(),
+                _ => "finalizer",
+            },
+        }
+    }
+}
+
+impl From<kube::Error> for Error {
+    fn from(error: kube::Error) -> Self {
+        Error::Kube(error)
+    }
+}

@@ -1,0 +1,269 @@
+//! The controller: watches `FlashbackRepository` objects (and the Secrets they name) and runs
+//! a reconcile for each one that needs a look.
+
+pub mod backoff;
+pub mod context;
+pub mod credentials;
+pub mod error;
+pub mod plan;
+pub mod reconcile;
+pub mod remote;
+pub mod status;
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::ListParams;
+use kube::core::PartialObjectMeta;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, predicates, watcher};
+use kube::{Api, Client, ResourceExt};
+use tracing::{info, warn};
+
+pub use context::Failpoint;
+
+use crate::cli::RunArgs;
+use crate::controller::backoff::Backoff;
+use crate::controller::context::Context;
+use crate::controller::credentials::SecretName;
+use crate::controller::remote::{Remote, RemoteSettings};
+use crate::crd::FlashbackRepository;
+
+/// What `flashback-operator run` was asked to do.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub api_url: reqwest::Url,
+    pub namespace: Option<String>,
+    pub default_credentials: Option<SecretName>,
+    pub resync_interval: Duration,
+    pub concurrency: u16,
+    pub api_rate: f64,
+    pub api_burst: u32,
+    pub failpoint: Option<Failpoint>,
+}
+
+impl From<RunArgs> for Settings {
+    fn from(args: RunArgs) -> Self {
+        Self {
+            api_url: args.api_url,
+            namespace: args.namespace,
+            default_credentials: args.default_credentials_secret,
+            resync_interval: args.resync_interval,
+            concurrency: args.concurrency,
+            api_rate: args.api_rate,
+            api_burst: args.api_burst,
+            failpoint: args.failpoint,
+        }
+    }
+}
+
+/// How long one listing of a workspace serves reconciles: long enough that a resync of many
+/// objects shares it, short enough that drift is seen within about one resync.
+fn listing_max_age(resync_interval: Duration) -> Duration {
+    (resync_interval / 4).clamp(Duration::from_millis(500), Duration::from_secs(30))
+}
+
+/// Runs the controller until SIGTERM or ctrl-c, then lets in-flight reconciles finish.
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let kube = Client::try_default()
+        .await
+        .context("cannot reach Kubernetes (in-cluster config or KUBECONFIG)")?;
+    let repos: Api<FlashbackRepository> = namespaced_or_all(&kube, settings.namespace.as_deref());
+    repos.list(&ListParams::default().limit(1)).await.context(
+        "cannot list FlashbackRepositories; is the CRD installed \
+             (flashback-operator crds | kubectl apply -f -) and may this account list them?",
+    )?;
+
+    let context = Arc::new(Context {
+        kube: kube.clone(),
+        remote: Remote::new(RemoteSettings {
+            rate: settings.api_rate,
+            burst: settings.api_burst,
+            listing_max_age: listing_max_age(settings.resync_interval),
+        }),
+        recorder: Recorder::new(
+            kube.clone(),
+            Reporter {
+                controller: "flashback-operator".into(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        ),
+        backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
+        api_url: settings.api_url.clone(),
+        default_credentials: settings.default_credentials.clone(),
+        resync_interval: settings.resync_interval,
+        failpoint: settings.failpoint,
+    });
+
+    let (store, writer) = reflector::store();
+    let objects = watcher(repos, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(worth_a_reconcile, Default::default());
+    // Metadata only: the operator reacts to Secrets appearing or changing, never holds their data.
+    let secrets: Api<PartialObjectMeta<Secret>> =
+        namespaced_or_all(&kube, settings.namespace.as_deref());
+    let secret_changes = watcher(secrets, watcher::Config::default())
+        .default_backoff()
+        .touched_objects();
+    let default_secret = settings.default_credentials.clone();
+    let users_store = store.clone();
+
+    info!(
+        namespace = settings.namespace.as_deref().unwrap_or("<all>"),
+        resync_interval = ?settings.resync_interval,
+        concurrency = settings.concurrency,
+        "flashback-operator starting"
+    );
+    Controller::for_stream(objects, store)
+        .watches_stream(secret_changes, move |secret| {
+            let name = SecretName {
+                namespace: secret.namespace().unwrap_or_default(),
+                name: secret.name_any(),
+            };
+            users_of_secret(&users_store, &name, default_secret.as_ref())
+        })
+        .with_config(kube::runtime::controller::Config::default().concurrency(settings.concurrency))
+        .graceful_shutdown_on(shutdown_signal())
+        .run(reconcile::reconcile, reconcile::error_policy, context)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                warn!(error = %error, "controller error");
+            }
+        })
+        .await;
+    info!("flashback-operator stopped");
+    Ok(())
+}
+
+fn namespaced_or_all<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as kube::Resource>::DynamicType: Default,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// A fingerprint of what a reconcile depends on: the spec (generation), annotations,
+/// finalizers and deletion. Status writes change none of these, so the operator's own
+/// status patches never trigger a reconcile.
+fn worth_a_reconcile(repo: &FlashbackRepository) -> Option<u64> {
+    let mut hasher = DefaultHasher::new();
+    predicates::generation(repo).hash(&mut hasher);
+    repo.metadata.annotations.hash(&mut hasher);
+    repo.metadata.finalizers.hash(&mut hasher);
+    repo.metadata.deletion_timestamp.is_some().hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+/// Objects whose credentials come from `secret`: those naming it, and, for the operator's
+/// default Secret, those naming none.
+fn users_of_secret(
+    store: &Store<FlashbackRepository>,
+    secret: &SecretName,
+    default: Option<&SecretName>,
+) -> Vec<ObjectRef<FlashbackRepository>> {
+    store
+        .state()
+        .iter()
+        .filter(|repo| credentials::secret_for(repo, default).as_ref() == Ok(secret))
+        .map(|repo| ObjectRef::from(repo.as_ref()))
+        .collect()
+}
+
+async fn shutdown_signal() {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                warn!(error = %error, "cannot listen for SIGTERM; only ctrl-c stops gracefully");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+    tokio::select! {
+        _ = terminate.recv() => info!("SIGTERM received, finishing in-flight reconciles"),
+        _ = tokio::signal::ctrl_c() => info!("interrupt received, finishing in-flight reconciles"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::annotations;
+    use crate::fixtures;
+
+    #[test]
+    fn status_writes_do_not_call_for_a_reconcile_but_spec_and_annotations_do() {
+        let repo = fixtures::repo("team-a", "media");
+        let before = worth_a_reconcile(&repo);
+
+        let mut status_only = repo.clone();
+        status_only.status = Some(fixtures::ready_status("r1", 1));
+        status_only.metadata.resource_version = Some("42".into());
+        assert_eq!(worth_a_reconcile(&status_only), before);
+
+        let mut new_generation = repo.clone();
+        new_generation.metadata.generation = Some(2);
+        assert_ne!(worth_a_reconcile(&new_generation), before);
+
+        let mut requested = repo.clone();
+        fixtures::annotate(&mut requested, annotations::RECONCILE_REQUESTED_AT, "now");
+        assert_ne!(worth_a_reconcile(&requested), before);
+
+        let mut finalized = repo.clone();
+        finalized.metadata.finalizers = Some(vec![crate::crd::FINALIZER.into()]);
+        assert_ne!(worth_a_reconcile(&finalized), before);
+    }
+
+    #[test]
+    fn secret_changes_reach_the_objects_that_use_the_secret() {
+        let (store, mut writer) = reflector::store::<FlashbackRepository>();
+        let with_ref = fixtures::repo("team-a", "with-ref");
+        let mut without_ref = fixtures::repo("team-a", "without-ref");
+        without_ref.spec.credentials_secret_ref = None;
+        let other_namespace = fixtures::repo("team-b", "elsewhere");
+        for repo in [&with_ref, &without_ref, &other_namespace] {
+            writer.apply_watcher_event(&watcher::Event::Apply(repo.clone()));
+        }
+        let default: SecretName = "flashback-system/default".parse().unwrap();
+        let names = |secret: &str| {
+            let mut names: Vec<String> =
+                users_of_secret(&store, &secret.parse().unwrap(), Some(&default))
+                    .into_iter()
+                    .map(|r| format!("{}/{}", r.namespace.unwrap_or_default(), r.name))
+                    .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(names("team-a/flashback-token"), ["team-a/with-ref"]);
+        assert_eq!(names("team-b/flashback-token"), ["team-b/elsewhere"]);
+        assert_eq!(names("flashback-system/default"), ["team-a/without-ref"]);
+        assert!(names("team-a/unrelated").is_empty());
+    }
+
+    #[test]
+    fn listings_live_a_quarter_of_the_resync_within_bounds() {
+        assert_eq!(
+            listing_max_age(Duration::from_secs(600)),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            listing_max_age(Duration::from_secs(8)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            listing_max_age(Duration::from_secs(1)),
+            Duration::from_millis(500)
+        );
+    }
+}

@@ -1,0 +1,387 @@
+//! Pure decisions: what the remote repository should look like, whether it does, and what to
+//! do about it. No I/O here, so every rule has a plain unit test.
+
+use crate::crd::{FlashbackRepository, ManagementPolicy, RepositoryMode, StorageType, annotations};
+use crate::flashback::{self, Repo, RepoBucketWrite, RepoWrite};
+
+/// The repository the spec asks for, as the API's create and update body.
+pub fn desired(repo: &FlashbackRepository) -> RepoWrite {
+    let spec = &repo.spec;
+    RepoWrite {
+        name: repo.remote_name().to_string(),
+        storage_type: match spec.storage_type {
+            StorageType::S3 => flashback::StorageType::S3,
+            StorageType::GCS => flashback::StorageType::Gcs,
+            StorageType::AZURE => flashback::StorageType::Azure,
+            StorageType::BLOB => flashback::StorageType::Blob,
+        },
+        mode: match spec.mode {
+            RepositoryMode::Mirror => flashback::RepoMode::Mirror,
+            RepositoryMode::Backup => flashback::RepoMode::Backup,
+            RepositoryMode::Normal => flashback::RepoMode::Normal,
+        },
+        workspace_id: Some(spec.workspace_id.clone()),
+        repo_buckets: spec
+            .buckets
+            .iter()
+            .map(|b| RepoBucketWrite {
+                bucket_id: b.bucket_id.clone(),
+                folder: b.folder.clone(),
+                master: b.master,
+            })
+            .collect(),
+        repo_ai_llms: Vec::new(),
+    }
+}
+
+/// Whether the remote repository already is what the spec asks for. Bucket order is not
+/// significant; an unset folder equals an empty one.
+pub fn matches(desired: &RepoWrite, remote: &Repo) -> bool {
+    let mut want: Vec<(&str, &str, bool)> = desired
+        .repo_buckets
+        .iter()
+        .map(|b| {
+            (
+                b.bucket_id.as_str(),
+                b.folder.as_deref().unwrap_or(""),
+                b.master,
+            )
+        })
+        .collect();
+    let mut have: Vec<(&str, &str, bool)> = remote
+        .buckets
+        .iter()
+        .map(|b| {
+            (
+                b.bucket_id.as_str(),
+                b.folder.as_deref().unwrap_or(""),
+                b.master,
+            )
+        })
+        .collect();
+    want.sort_unstable();
+    have.sort_unstable();
+    desired.name == remote.name
+        && desired.storage_type == remote.storage_type
+        && desired.mode == remote.mode
+        && (remote.workspace_id.is_none() || remote.workspace_id == desired.workspace_id)
+        && want == have
+}
+
+/// A problem only a person can fix, with a CamelCase reason and a message for that person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stall {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// What a reconcile should do with the remote repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// No repository exists yet: create one.
+    Create,
+    /// The repository exists and differs from the spec: send the whole spec.
+    Update {
+        repo_id: String,
+    },
+    /// The repository exists and matches the spec.
+    InSync {
+        repo_id: String,
+    },
+    /// ObserveOnly: report the repository, never write.
+    Observe {
+        repo_id: String,
+        in_sync: bool,
+    },
+    /// Paused by annotation: report, never write. No id when nothing was created yet.
+    Paused {
+        repo_id: Option<String>,
+        in_sync: bool,
+    },
+    Stall(Stall),
+}
+
+/// Decides from the object and the listing of its workspace. The repository is found by
+/// the adoption annotation, else by the id in status, else by name; a repository found by
+/// name is ours only if we started creating it (the create marker) or we only observe.
+pub fn decide(repo: &FlashbackRepository, workspace: &[Repo]) -> Decision {
+    let desired = desired(repo);
+    let workspace_id = &repo.spec.workspace_id;
+    let observe_only = repo.spec.management_policy == ManagementPolicy::ObserveOnly;
+    let by_id = |id: &str| workspace.iter().find(|r| r.id == id);
+
+    let found = if let Some(id) = repo.adopted_repo_id() {
+        match by_id(id) {
+            Some(remote) => Some(remote),
+            None => {
+                return Decision::Stall(Stall {
+                    reason: "AdoptedRepoNotFound",
+                    message: format!(
+                        "no repository with id {id} exists in workspace {workspace_id} \
+                         (named by annotation {})",
+                        annotations::REPO_ID
+                    ),
+                });
+            }
+        }
+    } else if let Some(remote) = repo
+        .status
+        .as_ref()
+        .and_then(|s| s.repo_id.as_deref())
+        .and_then(by_id)
+    {
+        Some(remote)
+    } else if let Some(remote) = workspace.iter().find(|r| r.name == desired.name) {
+        if !(repo.create_started() || observe_only) {
+            return Decision::Stall(Stall {
+                reason: "NameAlreadyUsed",
+                message: format!(
+                    "a repository named {:?} already exists in workspace {workspace_id} \
+                     (id {}) and was not created for this object; to manage it, set the \
+                     annotation {}: {}",
+                    desired.name,
+                    remote.id,
+                    annotations::REPO_ID,
+                    remote.id
+                ),
+            });
+        }
+        Some(remote)
+    } else {
+        None
+    };
+
+    match found {
+        Some(remote) => {
+            let repo_id = remote.id.clone();
+            let in_sync = matches(&desired, remote);
+            if observe_only {
+                Decision::Observe { repo_id, in_sync }
+            } else if repo.is_paused() {
+                Decision::Paused {
+                    repo_id: Some(repo_id),
+                    in_sync,
+                }
+            } else if in_sync {
+                Decision::InSync { repo_id }
+            } else {
+                Decision::Update { repo_id }
+            }
+        }
+        None if observe_only => Decision::Stall(Stall {
+            reason: "RemoteNotFound",
+            message: format!(
+                "managementPolicy is ObserveOnly and no repository named {:?} exists in \
+                 workspace {workspace_id}",
+                desired.name
+            ),
+        }),
+        None if repo.is_paused() => Decision::Paused {
+            repo_id: None,
+            in_sync: false,
+        },
+        None => Decision::Create,
+    }
+}
+
+/// Whether an update corrects drift (the remote changed behind the operator's back) rather
+/// than applying a new spec: the spec generation was already reconciled to Ready.
+pub fn is_drift(repo: &FlashbackRepository) -> bool {
+    let Some(status) = &repo.status else {
+        return false;
+    };
+    status.observed_generation.is_some()
+        && status.observed_generation == repo.metadata.generation
+        && status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{ManagementPolicy, RepositoryBucket};
+    use crate::fixtures;
+
+    fn remote_of(repo: &FlashbackRepository, id: &str) -> Repo {
+        fixtures::remote_repo(id, &desired(repo))
+    }
+
+    #[test]
+    fn desired_follows_the_spec_and_defaults_the_name() {
+        let mut repo = fixtures::repo("team-a", "media");
+        repo.spec.name = None;
+        let body = desired(&repo);
+        assert_eq!(body.name, "media");
+        assert_eq!(body.mode, flashback::RepoMode::Mirror);
+        assert_eq!(body.workspace_id.as_deref(), Some("ws-1"));
+        assert_eq!(body.repo_buckets.len(), 2);
+        assert!(body.repo_buckets[0].master);
+        assert_eq!(body.repo_buckets[1].folder, None);
+    }
+
+    #[test]
+    fn matching_ignores_bucket_order_but_not_content() {
+        let repo = fixtures::repo("team-a", "media");
+        let want = desired(&repo);
+        let mut remote = remote_of(&repo, "r1");
+        remote.buckets.reverse();
+        assert!(matches(&want, &remote));
+
+        remote.buckets[0].master = !remote.buckets[0].master;
+        assert!(!matches(&want, &remote));
+
+        let mut renamed = remote_of(&repo, "r1");
+        renamed.name = "other".into();
+        assert!(!matches(&want, &renamed));
+    }
+
+    #[test]
+    fn missing_repo_is_created() {
+        let repo = fixtures::repo("team-a", "media");
+        assert_eq!(decide(&repo, &[]), Decision::Create);
+    }
+
+    #[test]
+    fn known_repo_is_updated_only_when_it_differs() {
+        let mut repo = fixtures::repo("team-a", "media");
+        repo.status = Some(fixtures::status_with_id("r1"));
+        let remote = remote_of(&repo, "r1");
+        assert_eq!(
+            decide(&repo, std::slice::from_ref(&remote)),
+            Decision::InSync {
+                repo_id: "r1".into()
+            }
+        );
+
+        repo.spec.buckets.push(RepositoryBucket {
+            bucket_id: "b3".into(),
+            folder: None,
+            master: false,
+        });
+        assert_eq!(
+            decide(&repo, &[remote]),
+            Decision::Update {
+                repo_id: "r1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_name_we_did_not_create_stalls_unless_adopted() {
+        let mut repo = fixtures::repo("team-a", "media");
+        let other = remote_of(&repo, "someone-elses");
+        let Decision::Stall(stall) = decide(&repo, std::slice::from_ref(&other)) else {
+            panic!("expected a stall");
+        };
+        assert_eq!(stall.reason, "NameAlreadyUsed");
+        assert!(
+            stall
+                .message
+                .contains("flashback.tech/repo-id: someone-elses"),
+            "{}",
+            stall.message
+        );
+
+        fixtures::annotate(&mut repo, annotations::REPO_ID, "someone-elses");
+        assert_eq!(
+            decide(&repo, &[other]),
+            Decision::InSync {
+                repo_id: "someone-elses".into()
+            }
+        );
+    }
+
+    #[test]
+    fn after_a_crash_the_repo_we_created_is_found_by_name() {
+        let mut repo = fixtures::repo("team-a", "media");
+        fixtures::annotate(
+            &mut repo,
+            annotations::CREATE_STARTED_AT,
+            "2026-11-26T19:00:00Z",
+        );
+        let ours = remote_of(&repo, "r1");
+        assert_eq!(
+            decide(&repo, &[ours]),
+            Decision::InSync {
+                repo_id: "r1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn adopting_an_unknown_id_stalls() {
+        let mut repo = fixtures::repo("team-a", "media");
+        fixtures::annotate(&mut repo, annotations::REPO_ID, "nope");
+        let Decision::Stall(stall) = decide(&repo, &[]) else {
+            panic!("expected a stall");
+        };
+        assert_eq!(stall.reason, "AdoptedRepoNotFound");
+    }
+
+    #[test]
+    fn a_repo_deleted_behind_our_back_is_created_again() {
+        let mut repo = fixtures::repo("team-a", "media");
+        repo.status = Some(fixtures::status_with_id("gone"));
+        fixtures::annotate(
+            &mut repo,
+            annotations::CREATE_STARTED_AT,
+            "2026-11-26T19:00:00Z",
+        );
+        assert_eq!(decide(&repo, &[]), Decision::Create);
+    }
+
+    #[test]
+    fn paused_and_observe_only_never_write() {
+        let mut repo = fixtures::repo("team-a", "media");
+        repo.status = Some(fixtures::status_with_id("r1"));
+        let mut remote = remote_of(&repo, "r1");
+        remote.name = "drifted".into();
+
+        fixtures::annotate(&mut repo, annotations::PAUSED, "true");
+        assert_eq!(
+            decide(&repo, std::slice::from_ref(&remote)),
+            Decision::Paused {
+                repo_id: Some("r1".into()),
+                in_sync: false
+            }
+        );
+        assert_eq!(
+            decide(&fixtures::paused(fixtures::repo("team-a", "new")), &[]),
+            Decision::Paused {
+                repo_id: None,
+                in_sync: false
+            }
+        );
+
+        let mut observed = fixtures::repo("team-a", "media");
+        observed.spec.management_policy = ManagementPolicy::ObserveOnly;
+        assert!(matches!(
+            decide(&observed, &[]),
+            Decision::Stall(Stall {
+                reason: "RemoteNotFound",
+                ..
+            })
+        ));
+        observed.status = Some(fixtures::status_with_id("r1"));
+        assert_eq!(
+            decide(&observed, &[remote]),
+            Decision::Observe {
+                repo_id: "r1".into(),
+                in_sync: false
+            }
+        );
+    }
+
+    #[test]
+    fn drift_is_an_update_of_an_already_ready_generation() {
+        let mut repo = fixtures::repo("team-a", "media");
+        assert!(!is_drift(&repo));
+        repo.metadata.generation = Some(3);
+        repo.status = Some(fixtures::ready_status("r1", 3));
+        assert!(is_drift(&repo));
+        repo.metadata.generation = Some(4);
+        assert!(!is_drift(&repo));
+    }
+}

@@ -1,0 +1,219 @@
+//! The status a reconcile writes, computed as a pure function of what it found, following
+//! kstatus: `Ready`, `Reconciling` and `Stalled`, each with the generation it describes, a
+//! CamelCase reason and a message for a person. `lastTransitionTime` moves only when a
+//! condition's status changes.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::crd::{FlashbackRepository, FlashbackRepositoryStatus};
+
+pub const READY: &str = "Ready";
+pub const RECONCILING: &str = "Reconciling";
+pub const STALLED: &str = "Stalled";
+
+/// Where an object stands after a reconcile step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// The remote repository is what the object asks for (or, ObserveOnly, was observed).
+    Ready {
+        reason: &'static str,
+        message: String,
+    },
+    /// The operator is working on it: a create, update or delete in flight, or a retry.
+    Progressing {
+        reason: &'static str,
+        message: String,
+    },
+    /// Nothing to do until a person lifts a hold (paused by annotation).
+    Waiting {
+        reason: &'static str,
+        message: String,
+    },
+    /// Only a person can fix this.
+    Stalled {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+impl State {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            State::Ready { reason, .. }
+            | State::Progressing { reason, .. }
+            | State::Waiting { reason, .. }
+            | State::Stalled { reason, .. } => reason,
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            State::Ready { message, .. }
+            | State::Progressing { message, .. }
+            | State::Waiting { message, .. }
+            | State::Stalled { message, .. } => message,
+        }
+    }
+
+    /// (Ready, Reconciling, Stalled) as condition statuses.
+    fn statuses(&self) -> [(&'static str, bool); 3] {
+        let (ready, reconciling, stalled) = match self {
+            State::Ready { .. } => (true, false, false),
+            State::Progressing { .. } => (false, true, false),
+            State::Waiting { .. } => (false, false, false),
+            State::Stalled { .. } => (false, false, true),
+        };
+        [
+            (READY, ready),
+            (RECONCILING, reconciling),
+            (STALLED, stalled),
+        ]
+    }
+}
+
+/// The status to write: the current one with the id, name and conditions replaced.
+/// Statistics belong to the stats task and are kept as they are.
+pub fn next(
+    repo: &FlashbackRepository,
+    repo_id: Option<String>,
+    state: &State,
+    now: &Time,
+) -> FlashbackRepositoryStatus {
+    let current = repo.status.clone().unwrap_or_default();
+    let generation = repo.metadata.generation;
+    let conditions = state
+        .statuses()
+        .into_iter()
+        .map(|(type_, is_true)| {
+            let status = if is_true { "True" } else { "False" };
+            // Each condition speaks for itself: the state's reason where it is the one that
+            // holds, a plain "Not<Type>" otherwise.
+            let (reason, message) = if is_true || type_ == READY {
+                (state.reason().to_string(), state.message().to_string())
+            } else {
+                (format!("Not{type_}"), String::new())
+            };
+            let previous = current.conditions.iter().find(|c| c.type_ == type_);
+            let last_transition_time = match previous {
+                Some(previous) if previous.status == status => {
+                    previous.last_transition_time.clone()
+                }
+                _ => now.clone(),
+            };
+            Condition {
+                type_: type_.to_string(),
+                status: status.to_string(),
+                reason,
+                message,
+                observed_generation: generation,
+                last_transition_time,
+            }
+        })
+        .collect();
+    FlashbackRepositoryStatus {
+        repo_id: repo_id.or(current.repo_id.clone()),
+        remote_name: Some(repo.remote_name().to_string()),
+        observed_generation: generation,
+        conditions,
+        stats: current.stats,
+    }
+}
+
+/// The Stalled condition's reason when it is True.
+pub fn stalled_reason(status: Option<&FlashbackRepositoryStatus>) -> Option<&str> {
+    status?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == STALLED && c.status == "True")
+        .map(|c| c.reason.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures;
+
+    fn condition<'a>(status: &'a FlashbackRepositoryStatus, type_: &str) -> &'a Condition {
+        status.conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    #[test]
+    fn ready_sets_all_three_conditions_for_the_generation() {
+        let mut repo = fixtures::repo("team-a", "media");
+        repo.metadata.generation = Some(3);
+        let now = fixtures::time("2026-11-26T20:00:00Z");
+        let state = State::Ready {
+            reason: "Synced",
+            message: "in step".into(),
+        };
+        let status = next(&repo, Some("r1".into()), &state, &now);
+        assert_eq!(status.repo_id.as_deref(), Some("r1"));
+        assert_eq!(status.observed_generation, Some(3));
+        assert_eq!(status.remote_name.as_deref(), Some("media"));
+        let ready = condition(&status, READY);
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("True", "Synced")
+        );
+        assert_eq!(ready.observed_generation, Some(3));
+        assert_eq!(condition(&status, RECONCILING).status, "False");
+        assert_eq!(condition(&status, STALLED).status, "False");
+    }
+
+    #[test]
+    fn transition_time_moves_only_when_the_status_changes() {
+        let mut repo = fixtures::repo("team-a", "media");
+        repo.status = Some(fixtures::ready_status("r1", 1));
+        let before = fixtures::time("2026-11-26T19:00:00Z");
+        let now = fixtures::time("2026-11-26T20:00:00Z");
+
+        let same = next(
+            &repo,
+            None,
+            &State::Ready {
+                reason: "Synced",
+                message: "new words".into(),
+            },
+            &now,
+        );
+        assert_eq!(condition(&same, READY).last_transition_time, before);
+        assert_eq!(same.repo_id.as_deref(), Some("r1"), "a known id is kept");
+
+        let stalled = next(
+            &repo,
+            None,
+            &State::Stalled {
+                reason: "Unauthorized",
+                message: "token rejected".into(),
+            },
+            &now,
+        );
+        assert_eq!(condition(&stalled, READY).last_transition_time, now);
+        assert_eq!(condition(&stalled, READY).reason, "Unauthorized");
+        assert_eq!(condition(&stalled, STALLED).status, "True");
+        assert_eq!(stalled_reason(Some(&stalled)), Some("Unauthorized"));
+    }
+
+    #[test]
+    fn an_unchanged_outcome_gives_an_equal_status() {
+        let mut repo = fixtures::repo("team-a", "media");
+        let state = State::Ready {
+            reason: "Synced",
+            message: "in step".into(),
+        };
+        let first = next(
+            &repo,
+            Some("r1".into()),
+            &state,
+            &fixtures::time("2026-11-26T20:00:00Z"),
+        );
+        repo.status = Some(first.clone());
+        let again = next(
+            &repo,
+            Some("r1".into()),
+            &state,
+            &fixtures::time("2026-11-26T21:00:00Z"),
+        );
+        assert_eq!(first, again, "so the operator writes nothing");
+    }
+}
