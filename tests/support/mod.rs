@@ -1,5 +1,11 @@
-//! Shared fixtures: an in-process emulator and clients tuned for quick tests.
+//! Shared by the integration tests; each test crate uses its own subset.
+//! Here: an in-process emulator and clients tuned for quick tests. In the modules: the local
+//! control plane (`cluster`), the operator process (`operator`), end-to-end scenes (`scene`).
 #![allow(dead_code)]
+
+pub mod cluster;
+pub mod operator;
+pub mod scene;
 
 use std::time::Duration;
 

@@ -1,0 +1,647 @@
+//! End to end: the real `flashback-operator` binary, the real kube-apiserver of
+//! `tests/control-plane/`, and the Flashback emulator over HTTP. Each test has its own
+//! namespace, emulator and operator, so they run side by side.
+
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use flashback_operator::crd::{DeletionPolicy, ManagementPolicy, RepositoryMode, annotations};
+use flashback_operator::emulator::Faults;
+use flashback_operator::emulator::control::RepoPatch;
+use flashback_operator::flashback::{RepoMode, StorageType};
+use kube::api::{DeleteParams, Patch, PatchParams};
+use serde_json::json;
+use support::cluster::{DEADLINE, kubeconfig_path};
+use support::scene::{Scene, WORKSPACE, condition};
+
+async fn annotate(scene: &Scene, name: &str, key: &str, value: Option<&str>) {
+    scene
+        .repos
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {key: value}}})),
+        )
+        .await
+        .expect("annotation is written");
+}
+
+async fn patch_spec(scene: &Scene, name: &str, spec: serde_json::Value) {
+    scene
+        .repos
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": spec })),
+        )
+        .await
+        .expect("spec change is accepted");
+}
+
+#[tokio::test]
+async fn create_makes_exactly_the_repo_the_spec_describes() {
+    let scene = Scene::with_operator("create").await;
+    scene.create(&scene.mirror("media")).await;
+    let ready = scene.wait_ready("media").await;
+
+    let remote = scene.remote_repos().await;
+    assert_eq!(remote.len(), 1, "exactly one repo: {remote:?}");
+    let repo = &remote[0];
+    let status = ready.status.as_ref().unwrap();
+    assert_eq!(status.repo_id.as_deref(), Some(repo.id.as_str()));
+    assert_eq!(status.remote_name.as_deref(), Some("media"));
+    assert_eq!(repo.name, "media", "the name defaults to metadata.name");
+    assert_eq!(repo.workspace_id.as_deref(), Some(WORKSPACE));
+    assert_eq!(repo.storage_type, StorageType::S3);
+    assert_eq!(repo.mode, RepoMode::Mirror);
+    let mut buckets: Vec<_> = repo
+        .buckets
+        .iter()
+        .map(|b| {
+            (
+                b.bucket_id.clone(),
+                b.folder.clone().unwrap_or_default(),
+                b.master,
+            )
+        })
+        .collect();
+    buckets.sort();
+    let mut expected = vec![
+        (scene.buckets[0].clone(), "media".to_string(), true),
+        (scene.buckets[1].clone(), String::new(), false),
+    ];
+    expected.sort();
+    assert_eq!(buckets, expected);
+
+    assert_eq!(scene.calls("POST", "/repo").await, 1);
+    assert!(
+        scene
+            .events("media")
+            .await
+            .iter()
+            .any(|e| e.starts_with("Created:")),
+        "a Created event is recorded"
+    );
+    for type_ in ["Reconciling", "Stalled"] {
+        assert_eq!(condition(&ready, type_).unwrap().status, "False", "{type_}");
+    }
+}
+
+#[tokio::test]
+async fn a_spec_change_is_one_put_and_ready_at_the_new_generation() {
+    let scene = Scene::with_operator("update").await;
+    scene.create(&scene.mirror("media")).await;
+    let first = scene.wait_ready("media").await;
+    let puts_before = scene.calls("PUT", "/repo/{id}").await;
+
+    patch_spec(
+        &scene,
+        "media",
+        json!({"mode": "BACKUP", "buckets": [
+            {"bucketId": scene.buckets[0], "folder": "media", "master": false},
+            {"bucketId": scene.buckets[1], "folder": "copy"}
+        ]}),
+    )
+    .await;
+    let updated = scene.wait_ready("media").await;
+
+    assert!(updated.metadata.generation > first.metadata.generation);
+    assert_eq!(
+        updated.status.as_ref().unwrap().observed_generation,
+        updated.metadata.generation
+    );
+    assert_eq!(
+        scene.calls("PUT", "/repo/{id}").await - puts_before,
+        1,
+        "exactly one PUT"
+    );
+    let remote = scene.remote_repos().await;
+    assert_eq!(remote[0].mode, RepoMode::Backup);
+    assert!(remote[0].buckets.iter().all(|b| !b.master));
+    assert!(
+        scene
+            .events("media")
+            .await
+            .iter()
+            .any(|e| e.starts_with("Updated:"))
+    );
+}
+
+#[tokio::test]
+async fn drift_made_behind_the_operators_back_is_corrected_within_a_resync() {
+    let scene = Scene::with_operator("drift").await;
+    scene.create(&scene.mirror("media")).await;
+    let ready = scene.wait_ready("media").await;
+    let repo_id = ready.status.unwrap().repo_id.unwrap();
+
+    scene
+        .control
+        .patch_repo(
+            &repo_id,
+            &RepoPatch {
+                name: Some("renamed-by-hand".into()),
+                mode: Some("BACKUP".into()),
+                ..RepoPatch::default()
+            },
+        )
+        .await
+        .expect("the emulator takes the change");
+
+    // The operator resyncs every 3 s; the deadline allows a few resyncs, not a watch event.
+    let corrected = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let remote = scene.remote_repos().await;
+            if remote[0].name == "media" && remote[0].mode == RepoMode::Mirror {
+                return remote;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the drift is corrected within the deadline");
+    assert_eq!(corrected.len(), 1);
+    assert!(
+        scene
+            .events("media")
+            .await
+            .iter()
+            .any(|e| e.starts_with("DriftCorrected:")),
+        "a DriftCorrected event is recorded"
+    );
+}
+
+#[tokio::test]
+async fn delete_removes_the_remote_repo_and_orphan_keeps_it() {
+    let scene = Scene::with_operator("delete").await;
+    scene.create(&scene.mirror("deleted")).await;
+    // A BACKUP repo on the replica bucket: a bucket serves only one MIRROR repo.
+    let mut kept = scene.mirror("kept");
+    kept.spec.mode = RepositoryMode::Backup;
+    kept.spec.buckets.remove(0);
+    kept.spec.deletion_policy = DeletionPolicy::Orphan;
+    scene.create(&kept).await;
+    scene.wait_ready("deleted").await;
+    let kept_id = scene
+        .wait_ready("kept")
+        .await
+        .status
+        .unwrap()
+        .repo_id
+        .unwrap();
+
+    for name in ["deleted", "kept"] {
+        scene
+            .repos
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    scene.wait_gone("deleted").await;
+    scene.wait_gone("kept").await;
+
+    let remote = scene.remote_repos().await;
+    assert_eq!(
+        remote.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        [kept_id.as_str()],
+        "only the orphaned repo remains"
+    );
+    assert_eq!(scene.calls("DELETE", "/repo/{id}").await, 1);
+}
+
+#[tokio::test]
+async fn adoption_makes_no_post_and_a_clash_without_it_stalls() {
+    let scene = Scene::with_operator("adopt").await;
+    // A repo that exists before any object names it.
+    let mut existing = scene.mirror("existing");
+    existing.metadata.name = Some("existing".into());
+    let body = flashback_operator::controller::plan::desired(&existing);
+    let existing_id = scene
+        .api
+        .create_repo(&body)
+        .await
+        .expect("pre-existing repo");
+    scene.control.reset_calls().await.unwrap();
+
+    // Same name, no annotation: a clash a person must resolve.
+    scene.create(&scene.mirror("existing")).await;
+    let stalled = scene.wait_stalled("existing", "NameAlreadyUsed").await;
+    let message = &condition(&stalled, "Stalled").unwrap().message;
+    assert!(
+        message.contains(&existing_id),
+        "the message names the id to adopt: {message}"
+    );
+
+    // Adopting it by annotation takes it over without creating anything.
+    annotate(&scene, "existing", annotations::REPO_ID, Some(&existing_id)).await;
+    let ready = scene.wait_ready("existing").await;
+    assert_eq!(
+        ready.status.unwrap().repo_id.as_deref(),
+        Some(existing_id.as_str())
+    );
+    assert_eq!(
+        scene.calls("POST", "/repo").await,
+        0,
+        "adoption makes no POST"
+    );
+    assert_eq!(scene.remote_repos().await.len(), 1);
+    assert!(
+        scene
+            .events("existing")
+            .await
+            .iter()
+            .any(|e| e.starts_with("NameAlreadyUsed:"))
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_bucket_stalls_with_the_api_error_code() {
+    let scene = Scene::with_operator("bucket").await;
+    let mut repo = scene.mirror("media");
+    repo.spec.buckets[1].bucket_id = "no-such-bucket".into();
+    scene.create(&repo).await;
+    let stalled = scene.wait_stalled("media", "SpecRejected").await;
+    let message = &condition(&stalled, "Stalled").unwrap().message;
+    assert!(message.contains("NOT_FOUND"), "{message}");
+    assert_eq!(condition(&stalled, "Ready").unwrap().status, "False");
+    assert!(scene.remote_repos().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_missing_secret_stalls_until_it_is_created() {
+    let scene = Scene::with_operator("secret").await;
+    let mut repo = scene.mirror("media");
+    repo.spec.credentials_secret_ref.as_mut().unwrap().name = "created-later".into();
+    scene.create(&repo).await;
+    let stalled = scene.wait_stalled("media", "SecretNotFound").await;
+    assert!(
+        condition(&stalled, "Stalled")
+            .unwrap()
+            .message
+            .contains("created-later")
+    );
+
+    // Creating the Secret is enough: the object itself is not touched.
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(scene.kube.clone(), &scene.namespace);
+    let secret = serde_json::from_value(json!({
+        "metadata": {"name": "created-later"},
+        "stringData": {"token": scene.token},
+    }))
+    .unwrap();
+    secrets.create(&Default::default(), &secret).await.unwrap();
+    let ready = scene.wait_ready("media").await;
+    assert_eq!(ready.metadata.generation, stalled.metadata.generation);
+    assert_eq!(scene.remote_repos().await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_wrong_token_stalls_and_is_never_shown() {
+    let mut scene = Scene::new("token").await;
+    let wrong = format!("wrong-{}", uuid::Uuid::new_v4().simple());
+    scene.put_token_secret(&wrong).await;
+    scene.start_operator(&[]);
+    scene.create(&scene.mirror("media")).await;
+    let stalled = scene.wait_stalled("media", "Unauthorized").await;
+
+    let status = serde_json::to_string(&stalled.status).unwrap();
+    let events = scene.events("media").await.join("\n");
+    let output = scene.operator().output();
+    assert!(events.contains("Unauthorized"), "{events}");
+    for (place, text) in [
+        ("status", &status),
+        ("events", &events),
+        ("operator output", &output),
+    ] {
+        assert!(!text.contains(&wrong), "the token leaked into the {place}");
+        assert!(
+            !text.contains(&scene.token),
+            "the real token leaked into the {place}"
+        );
+    }
+
+    // Fixing the Secret is enough.
+    scene.put_token_secret(&scene.token.clone()).await;
+    scene.wait_ready("media").await;
+}
+
+#[tokio::test]
+async fn paused_objects_make_no_remote_writes_and_converge_when_unpaused() {
+    let scene = Scene::with_operator("paused").await;
+    scene.create(&scene.mirror("media")).await;
+    scene.wait_ready("media").await;
+    annotate(&scene, "media", annotations::PAUSED, Some("true")).await;
+    scene.control.reset_calls().await.unwrap();
+
+    patch_spec(
+        &scene,
+        "media",
+        json!({"mode": "BACKUP", "buckets": [
+            {"bucketId": scene.buckets[0], "master": false}
+        ]}),
+    )
+    .await;
+    let waiting = scene
+        .wait_for("media", "paused", |r| {
+            condition(r, "Ready").is_some_and(|c| c.reason == "Paused")
+                && r.status.as_ref().unwrap().observed_generation == r.metadata.generation
+        })
+        .await;
+    assert_eq!(condition(&waiting, "Ready").unwrap().status, "False");
+    let calls = scene.control.calls().await.unwrap();
+    let writes: u64 = ["POST", "PUT", "DELETE"]
+        .iter()
+        .map(|m| {
+            calls
+                .calls
+                .iter()
+                .filter(|c| c.method == *m)
+                .map(|c| c.count)
+                .sum::<u64>()
+        })
+        .sum();
+    assert_eq!(writes, 0, "no remote writes while paused: {calls:?}");
+
+    annotate(&scene, "media", annotations::PAUSED, None).await;
+    scene.wait_ready("media").await;
+    assert_eq!(scene.remote_repos().await[0].mode, RepoMode::Backup);
+}
+
+#[tokio::test]
+async fn invalid_objects_are_refused_by_kubectl_apply() {
+    let scene = Scene::new("invalid").await;
+    let kubectl = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/target/control-plane/bin/kubectl"
+    );
+    let apply = |yaml: String| {
+        let mut child = Command::new(kubectl)
+            .args(["apply", "-n", &scene.namespace, "-f", "-"])
+            .env("KUBECONFIG", kubeconfig_path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl runs");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(yaml.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let object = |name: &str, mode: &str, buckets: &str| {
+        format!(
+            "apiVersion: flashback.tech/v1alpha1\nkind: FlashbackRepository\nmetadata: {{name: {name}}}\n\
+             spec:\n  workspaceId: {WORKSPACE}\n  storageType: S3\n  mode: {mode}\n  buckets: {buckets}\n"
+        )
+    };
+
+    let cases = [
+        (
+            "no-master",
+            "MIRROR",
+            "[{bucketId: a}, {bucketId: b}]",
+            "MIRROR mode needs exactly one bucket with master: true",
+        ),
+        (
+            "two-masters",
+            "BACKUP",
+            "[{bucketId: a, master: true}, {bucketId: b, master: true}]",
+            "at most one bucket may have master: true",
+        ),
+        (
+            "same-bucket",
+            "BACKUP",
+            "[{bucketId: a}, {bucketId: a}]",
+            "bucket ids must be unique",
+        ),
+        ("no-buckets", "BACKUP", "[]", "spec.buckets"),
+        ("bad-mode", "SOMETIMES", "[{bucketId: a}]", "spec.mode"),
+    ];
+    for (name, mode, buckets, expected) in cases {
+        let (accepted, stderr) = apply(object(name, mode, buckets));
+        assert!(!accepted, "{name} was accepted");
+        assert!(
+            stderr.contains(expected),
+            "{name}: expected {expected:?} in {stderr}"
+        );
+    }
+
+    let (accepted, stderr) = apply(object("valid", "MIRROR", "[{bucketId: a, master: true}]"));
+    assert!(accepted, "a valid object is accepted: {stderr}");
+    let moved =
+        object("valid", "MIRROR", "[{bucketId: a, master: true}]").replace(WORKSPACE, "ws-other");
+    let (accepted, stderr) = apply(moved);
+    assert!(
+        !accepted && stderr.contains("workspaceId is immutable"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_crash_between_create_and_status_leaves_exactly_one_repo() {
+    let mut scene = Scene::new("crash").await;
+    scene.start_operator(&["--failpoint", "pause-after-remote-create"]);
+    scene.create(&scene.mirror("media")).await;
+
+    // Wait until the remote create happened and the operator stopped right after it.
+    tokio::time::timeout(DEADLINE, async {
+        while !scene
+            .operator()
+            .output()
+            .contains("failpoint pause-after-remote-create reached")
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the operator reaches the failpoint");
+    scene.operator().kill_hard();
+    let before_restart = scene.repos.get("media").await.unwrap();
+    assert!(
+        before_restart
+            .status
+            .as_ref()
+            .and_then(|s| s.repo_id.as_ref())
+            .is_none(),
+        "the status write never happened"
+    );
+    assert_eq!(scene.remote_repos().await.len(), 1);
+
+    scene.start_operator(&[]);
+    let ready = scene.wait_ready("media").await;
+    let remote = scene.remote_repos().await;
+    assert_eq!(remote.len(), 1, "no second repo was created: {remote:?}");
+    assert_eq!(
+        ready.status.unwrap().repo_id.as_deref(),
+        Some(remote[0].id.as_str())
+    );
+    assert_eq!(scene.calls("POST", "/repo").await, 1);
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_operator_cleanly() {
+    let mut scene = Scene::with_operator("sigterm").await;
+    scene.create(&scene.mirror("media")).await;
+    scene.wait_ready("media").await;
+    assert!(
+        scene.operator().terminate(),
+        "the operator exits 0 on SIGTERM"
+    );
+    assert!(
+        scene
+            .operator
+            .as_ref()
+            .unwrap()
+            .output()
+            .contains("flashback-operator stopped")
+    );
+}
+
+#[tokio::test]
+async fn observe_only_reports_without_writing_and_never_deletes() {
+    let scene = Scene::with_operator("observe").await;
+    let mut watched = scene.mirror("watched");
+    let existing_id = scene
+        .api
+        .create_repo(&flashback_operator::controller::plan::desired(&watched))
+        .await
+        .expect("pre-existing repo");
+    scene.control.reset_calls().await.unwrap();
+
+    watched.spec.management_policy = ManagementPolicy::ObserveOnly;
+    watched.spec.mode = RepositoryMode::Backup; // differs from the remote: still never written
+    watched.spec.buckets[0].master = false;
+    scene.create(&watched).await;
+    let ready = scene.wait_ready("watched").await;
+    assert_eq!(condition(&ready, "Ready").unwrap().reason, "Observed");
+    assert_eq!(
+        ready.status.unwrap().repo_id.as_deref(),
+        Some(existing_id.as_str())
+    );
+
+    scene
+        .repos
+        .delete("watched", &DeleteParams::default())
+        .await
+        .unwrap();
+    scene.wait_gone("watched").await;
+    let calls = scene.control.calls().await.unwrap();
+    assert!(
+        calls.calls.iter().all(|c| c.method == "GET"),
+        "ObserveOnly only reads: {calls:?}"
+    );
+    assert_eq!(scene.remote_repos().await[0].mode, RepoMode::Mirror);
+}
+
+#[tokio::test]
+async fn reconcile_requested_at_forces_a_look_now() {
+    let mut scene = Scene::new("requested").await;
+    // A resync far beyond the test's deadline: only the annotation can explain a correction.
+    scene.start_operator(&["--resync-interval", "1h"]);
+    scene.create(&scene.mirror("media")).await;
+    let repo_id = scene
+        .wait_ready("media")
+        .await
+        .status
+        .unwrap()
+        .repo_id
+        .unwrap();
+    let drifted = RepoPatch {
+        mode: Some("BACKUP".into()),
+        ..RepoPatch::default()
+    };
+    scene.control.patch_repo(&repo_id, &drifted).await.unwrap();
+
+    annotate(
+        &scene,
+        "media",
+        annotations::RECONCILE_REQUESTED_AT,
+        Some("now"),
+    )
+    .await;
+    tokio::time::timeout(DEADLINE, async {
+        while scene.remote_repos().await[0].mode != RepoMode::Mirror {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the requested reconcile corrects the remote");
+}
+
+#[tokio::test]
+async fn default_credentials_serve_objects_without_a_secret_ref() {
+    let mut scene = Scene::new("default").await;
+    let default = format!("{}/{}", scene.namespace, support::scene::SECRET);
+    scene.start_operator(&["--default-credentials-secret", &default]);
+    let mut repo = scene.mirror("media");
+    repo.spec.credentials_secret_ref = None;
+    scene.create(&repo).await;
+    scene.wait_ready("media").await;
+    assert_eq!(scene.remote_repos().await.len(), 1);
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_until_ready_and_retry_after_is_obeyed() {
+    let mut scene = Scene::new("transient").await;
+    let faults: Faults = serde_json::from_value(json!({
+        "failNext": {"count": 3, "status": 503, "retryAfterSeconds": 1, "route": {"method": "POST", "route": "/repo"}},
+        "rateLimit": {"share": 0.3, "retryAfterSeconds": 1},
+        "seed": 7
+    }))
+    .unwrap();
+    scene.control.set_faults(&faults).await.unwrap();
+    scene.start_operator(&[]);
+    scene.create(&scene.mirror("media")).await;
+    scene.wait_ready("media").await;
+
+    // Read before the test's own calls: they share the token and its Retry-After.
+    let calls = scene.control.calls().await.unwrap();
+    assert_eq!(calls.count_status("POST", "/repo", 503), 3, "{calls:?}");
+    assert_eq!(
+        calls.count_status("POST", "/repo", 200),
+        1,
+        "one repo created"
+    );
+    assert_eq!(
+        calls.retry_after_violations, 0,
+        "no call came before its Retry-After"
+    );
+    assert!(
+        calls.count_status("GET", "/repo", 429) > 0,
+        "the rate limit was exercised: {calls:?}"
+    );
+    scene.control.clear_faults().await.unwrap();
+    assert_eq!(scene.remote_repos().await.len(), 1);
+}
+
+#[tokio::test]
+async fn an_object_in_step_is_not_written_again() {
+    let scene = Scene::with_operator("quiet").await;
+    scene.create(&scene.mirror("media")).await;
+    let ready = scene.wait_ready("media").await;
+    let version = ready.metadata.resource_version.clone();
+
+    // Let a few resyncs (every 3 s) look at the object.
+    let lists_before = scene.calls("GET", "/repo").await;
+    tokio::time::timeout(DEADLINE, async {
+        while scene.calls("GET", "/repo").await < lists_before + 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the operator resyncs");
+    let after = scene.repos.get("media").await.unwrap();
+    assert_eq!(
+        after.metadata.resource_version, version,
+        "nothing was written to the object"
+    );
+    assert_eq!(scene.calls("PUT", "/repo/{id}").await, 0);
+}

@@ -1,0 +1,78 @@
+//! The real `flashback-operator` binary, started as a process for end-to-end tests.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+/// A running operator watching one namespace. Killed when dropped.
+pub struct Operator {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Operator {
+    /// Starts the operator against the local control plane and the given API URL, with a
+    /// short resync so drift tests finish quickly. `extra` adds or overrides flags.
+    pub fn start(namespace: &str, api_url: &str, extra: &[&str]) -> Self {
+        let logs = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("operator-logs");
+        std::fs::create_dir_all(&logs).expect("log directory");
+        let log = logs.join(format!("{namespace}-{}.log", uuid::Uuid::new_v4().simple()));
+        let out = File::create(&log).expect("log file");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_flashback-operator"));
+        command
+            .arg("run")
+            .args(["--namespace", namespace, "--api-url", api_url]);
+        if !extra.contains(&"--resync-interval") {
+            command.args(["--resync-interval", "3s"]);
+        }
+        let child = command
+            .args(extra)
+            .env("KUBECONFIG", super::cluster::kubeconfig_path())
+            .env("RUST_LOG", "info,flashback_operator=debug")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log file handle"))
+            .stderr(out)
+            .spawn()
+            .expect("the operator binary starts");
+        Self {
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// Everything the operator printed so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kills the process with SIGKILL, as a crash or an OOM kill would.
+    pub fn kill_hard(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL is delivered");
+            child.wait().expect("the killed operator is reaped");
+        }
+    }
+
+    /// Asks the process to stop with SIGTERM and waits for it; returns whether it exited 0.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let pid = child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        child.wait().map(|status| status.success()).unwrap_or(false)
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill_hard();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- operator log {} ---\n{}",
+                self.log.display(),
+                self.output()
+            );
+        }
+    }
+}
