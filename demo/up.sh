@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# `make demo`: the local control plane, the Flashback emulator with two buckets, the operator,
+# and the example repositories, watched until they are Ready. `make demo-down` undoes it.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+state=target/demo
+bin=target/control-plane/bin
+namespace=flashback-demo
+token=demo-token
+mkdir -p "$state"
+
+say() { printf '\n==> %s\n' "$*"; }
+kubectl() { "$bin/kubectl" --kubeconfig target/control-plane/kubeconfig "$@"; }
+
+say "Building the operator and the emulator"
+cargo build --locked --bins
+
+say "Starting the local control plane (kube-apiserver + etcd)"
+tests/control-plane/up.sh >/dev/null
+
+if ! kill -0 "$(cat "$state/emulator.pid" 2>/dev/null)" 2>/dev/null; then
+  say "Starting the Flashback emulator"
+  rm -f "$state/emulator.out"
+  setsid target/debug/flashback-emulator --listen 127.0.0.1:0 --token "$token" </dev/null >"$state/emulator.out" 2>"$state/emulator.log" &
+  echo $! >"$state/emulator.pid"
+  for _ in $(seq 1 100); do
+    grep -q '^listening on ' "$state/emulator.out" 2>/dev/null && break
+    sleep 0.1
+  done
+fi
+api_url=$(sed -n 's/^listening on //p' "$state/emulator.out" | head -n 1)
+[ -n "$api_url" ] || { echo "the emulator did not start; see $state/emulator.log" >&2; exit 1; }
+echo "emulator at $api_url"
+
+# Two buckets in the demo workspace, registered once per emulator run.
+bucket_id() {
+  curl -fsS -H "Authorization: Bearer $token" "$api_url/bucket?workspaceId=ws-demo" |
+    jq -r --arg name "$1" '.buckets[] | select(.name == $name) | .id' | head -n 1
+}
+for name in primary replica; do
+  if [ -z "$(bucket_id "$name")" ]; then
+    curl -fsS -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+      -d "{\"name\":\"$name\",\"bucket\":\"demo-$name\",\"storageType\":\"S3\",\"key\":\"demo-key\",\"secret\":\"demo-secret\",\"region\":\"eu-west-1\",\"workspaceId\":\"ws-demo\"}" \
+      "$api_url/bucket" >/dev/null
+  fi
+done
+primary=$(bucket_id primary)
+replica=$(bucket_id replica)
+echo "buckets: primary=$primary replica=$replica"
+
+say "Installing the CRD and the token Secret"
+kubectl apply -f crds/
+kubectl wait --for=condition=Established crd/flashbackrepositories.flashback.tech --timeout=60s
+kubectl create namespace "$namespace" --dry-run=client -o yaml | kubectl apply -f -
+kubectl -n "$namespace" create secret generic flashback-token \
+  --from-literal=token="$token" --from-literal=apiUrl="$api_url" \
+  --dry-run=client -o yaml | kubectl apply -f -
+
+if ! kill -0 "$(cat "$state/operator.pid" 2>/dev/null)" 2>/dev/null; then
+  say "Starting the operator (log: $state/operator.log)"
+  KUBECONFIG=$root/target/control-plane/kubeconfig setsid target/debug/flashback-operator run \
+    --resync-interval 30s </dev/null >"$state/operator.log" 2>&1 &
+  echo $! >"$state/operator.pid"
+fi
+
+say "Applying the example repositories"
+for example in examples/mirror-repository.yaml examples/backup-repository.yaml; do
+  sed -e "s/PRIMARY_BUCKET_ID/$primary/" -e "s/REPLICA_BUCKET_ID/$replica/" "$example" |
+    kubectl -n "$namespace" apply -f -
+done
+
+say "Waiting for them to become Ready"
+kubectl -n "$namespace" wait --for=condition=Ready fbrepo --all --timeout=60s
+kubectl -n "$namespace" get fbrepo
+
+cat <<EOT
+
+The demo is running. Try:
+  export KUBECONFIG=$root/target/control-plane/kubeconfig PATH=$root/$bin:\$PATH
+  kubectl -n $namespace get fbrepo
+  kubectl -n $namespace describe fbrepo media-mirror
+  curl -s -H 'Authorization: Bearer $token' '$api_url/repo?workspaceId=ws-demo' | jq
+Stop everything with: make demo-down
+EOT
