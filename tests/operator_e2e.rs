@@ -208,6 +208,8 @@ async fn delete_removes_the_remote_repo_and_orphan_keeps_it() {
         "only the orphaned repo remains"
     );
     assert_eq!(scene.calls("DELETE", "/repo/{id}").await, 1);
+    assert!(scene.events("deleted").await.iter().any(|e| e.starts_with("Deleted:")));
+    assert!(scene.events("kept").await.iter().any(|e| e.starts_with("Orphaned:")));
 }
 
 #[tokio::test]

@@ -37,35 +37,34 @@ pub fn desired(repo: &FlashbackRepository) -> RepoWrite {
 /// Whether the remote repository already is what the spec asks for. Bucket order is not
 /// significant; an unset folder equals an empty one.
 pub fn matches(desired: &RepoWrite, remote: &Repo) -> bool {
-    let mut want: Vec<(&str, &str, bool)> = desired
-        .repo_buckets
-        .iter()
-        .map(|b| {
-            (
-                b.bucket_id.as_str(),
-                b.folder.as_deref().unwrap_or(""),
-                b.master,
-            )
-        })
-        .collect();
-    let mut have: Vec<(&str, &str, bool)> = remote
-        .buckets
-        .iter()
-        .map(|b| {
-            (
-                b.bucket_id.as_str(),
-                b.folder.as_deref().unwrap_or(""),
-                b.master,
-            )
-        })
-        .collect();
-    want.sort_unstable();
-    have.sort_unstable();
+    let want = bucket_set(
+        desired
+            .repo_buckets
+            .iter()
+            .map(|b| (b.bucket_id.as_str(), b.folder.as_deref(), b.master)),
+    );
+    let have = bucket_set(
+        remote
+            .buckets
+            .iter()
+            .map(|b| (b.bucket_id.as_str(), b.folder.as_deref(), b.master)),
+    );
     desired.name == remote.name
         && desired.storage_type == remote.storage_type
         && desired.mode == remote.mode
         && (remote.workspace_id.is_none() || remote.workspace_id == desired.workspace_id)
         && want == have
+}
+
+/// Buckets as a sorted list of (id, folder, master), an unset folder read as empty.
+fn bucket_set<'a>(
+    buckets: impl Iterator<Item = (&'a str, Option<&'a str>, bool)>,
+) -> Vec<(&'a str, &'a str, bool)> {
+    let mut set: Vec<_> = buckets
+        .map(|(id, folder, master)| (id, folder.unwrap_or(""), master))
+        .collect();
+    set.sort_unstable();
+    set
 }
 
 /// A problem only a person can fix, with a CamelCase reason and a message for that person.

@@ -114,15 +114,7 @@ async fn apply(
                 format!("created remote repository {repo_id}"),
             )
             .await;
-            ready(
-                api,
-                repo,
-                ctx,
-                repo_id,
-                "Synced",
-                "the remote repository matches the spec",
-            )
-            .await
+            synced(api, repo, ctx, repo_id).await
         }
         Decision::Update { repo_id } => {
             let drift = plan::is_drift(repo);
@@ -167,15 +159,7 @@ async fn apply(
                 )
             };
             publish(ctx, repo, EventType::Normal, reason, note).await;
-            ready(
-                api,
-                repo,
-                ctx,
-                repo_id,
-                "Synced",
-                "the remote repository matches the spec",
-            )
-            .await
+            synced(api, repo, ctx, repo_id).await
         }
         Decision::InSync { repo_id } => {
             if repo.status.as_ref().and_then(|s| s.repo_id.as_deref()) != Some(repo_id.as_str())
@@ -190,15 +174,7 @@ async fn apply(
                 )
                 .await;
             }
-            ready(
-                api,
-                repo,
-                ctx,
-                repo_id,
-                "Synced",
-                "the remote repository matches the spec",
-            )
-            .await
+            synced(api, repo, ctx, repo_id).await
         }
         Decision::Observe { repo_id, in_sync } => {
             let message = if in_sync {
@@ -475,6 +451,24 @@ async fn ready(
     };
     write_status(api, repo, ctx, Some(repo_id), &state).await?;
     Ok(Action::requeue(ctx.resync_interval))
+}
+
+/// Ready: the remote repository matches the spec.
+async fn synced(
+    api: &Api<FlashbackRepository>,
+    repo: &FlashbackRepository,
+    ctx: &Context,
+    repo_id: String,
+) -> Result<Action, Error> {
+    ready(
+        api,
+        repo,
+        ctx,
+        repo_id,
+        "Synced",
+        "the remote repository matches the spec",
+    )
+    .await
 }
 
 /// Writes the status through the status subresource, only when it changed, and publishes an

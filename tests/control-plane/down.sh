@@ -17,6 +17,11 @@ stop() {
       sleep 0.1
     done
     if is_running "$name"; then kill -KILL "$pid" 2>/dev/null || true; fi
+    sleep 0.1
+    if is_running "$name"; then
+      echo "control-plane/down: $name (pid $pid) is still running" >&2
+      exit 1
+    fi
     echo "control-plane/down: stopped $name (pid $pid)"
   fi
   rm -f "$run/$name.pid"
