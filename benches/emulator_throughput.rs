@@ -4,7 +4,8 @@
 //! over 20 workspaces, then has `BENCH_CONCURRENCY` clients (default 16) send `BENCH_REQUESTS`
 //! requests in total (default 20000): 70% `GET /repo?workspaceId=` (50 repos each), 30%
 //! `GET /repo/stats?repoId=` with 50 ids. It prints requests per second and latency
-//! percentiles. Bounded in count and in time (2 minutes).
+//! percentiles. A second run measures `POST /repo` with a state file (half as many
+//! requests). Bounded in count and in time (2 minutes per run).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,36 +46,105 @@ async fn run(requests: usize, concurrency: usize) -> anyhow::Result<()> {
     })
     .await?;
     let base = emulator.base_url().to_owned();
-    let ids = seed(&base).await?;
+    let ids = Arc::new(seed(&base).await?);
     emulator.control().reset_calls().await?;
 
+    let reads = drive(concurrency, requests, move |http, n| {
+        let url = if n % 10 < 7 {
+            format!("{base}/repo?workspaceId=ws-{}", n % WORKSPACES)
+        } else {
+            let start = (n * STATS_BATCH) % REPOS;
+            format!(
+                "{base}/repo/stats?repoId={}",
+                ids[start..start + STATS_BATCH].join(",")
+            )
+        };
+        http.get(url)
+    })
+    .await?;
+    let answered = emulator.control().calls().await?.total;
+    anyhow::ensure!(
+        answered == reads.count as u64,
+        "the emulator counted {answered} calls"
+    );
+    println!(
+        "emulator_throughput: {REPOS} repos in {WORKSPACES} workspaces, {concurrency} concurrent clients"
+    );
+    reads.print("reads: 70% GET /repo?workspaceId= (50 repos), 30% GET /repo/stats (50 ids)");
+    emulator.shutdown().await?;
+
+    // Writes with a state file: every create schedules an atomic rewrite of the whole file.
+    let dir = tempfile::tempdir()?;
+    let emulator = RunningEmulator::start(EmulatorConfig {
+        tokens: vec![TOKEN.to_owned()],
+        state_file: Some(dir.path().join("state.json")),
+    })
+    .await?;
+    let base = emulator.base_url().to_owned();
+    let creates = (requests / 2).max(1);
+    let writes = drive(concurrency, creates, move |http, n| {
+        http.post(format!("{base}/repo")).json(&serde_json::json!({
+            "name": format!("repo-{n}"), "storageType": "S3", "mode": "NORMAL",
+            "workspaceId": format!("ws-{}", n % WORKSPACES),
+        }))
+    })
+    .await?;
+    writes.print("writes: POST /repo with --state-file");
+    emulator.shutdown().await?;
+    let saved = std::fs::read_to_string(dir.path().join("state.json"))?;
+    anyhow::ensure!(
+        saved.matches("\"createdAt\"").count() == creates,
+        "the state file lacks repos"
+    );
+    Ok(())
+}
+
+struct Run {
+    count: usize,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Run {
+    fn print(&self, what: &str) {
+        let pct = |p: f64| ms(self.latencies[((self.latencies.len() - 1) as f64 * p) as usize]);
+        println!(
+            "  {what}: {} requests in {:.2} s = {:.0} requests/s; latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            self.count,
+            self.elapsed.as_secs_f64(),
+            self.count as f64 / self.elapsed.as_secs_f64(),
+            pct(0.50),
+            pct(0.99),
+            pct(1.0)
+        );
+    }
+}
+
+/// Sends `count` requests from `concurrency` workers (within [`DEADLINE`]); every answer must
+/// be a success.
+async fn drive(
+    concurrency: usize,
+    count: usize,
+    request: impl Fn(&reqwest::Client, usize) -> reqwest::RequestBuilder + Send + Sync + 'static,
+) -> anyhow::Result<Run> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()?;
+    let request = Arc::new(request);
     let next = Arc::new(AtomicUsize::new(0));
-    let ids = Arc::new(ids);
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..concurrency {
-        let (http, base, next, ids) = (http.clone(), base.clone(), next.clone(), ids.clone());
+        let (http, next, request) = (http.clone(), next.clone(), request.clone());
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             loop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
-                if n >= requests || started.elapsed() > DEADLINE {
+                if n >= count || started.elapsed() > DEADLINE {
                     return anyhow::Ok(latencies);
                 }
-                let url = if n % 10 < 7 {
-                    format!("{base}/repo?workspaceId=ws-{}", n % WORKSPACES)
-                } else {
-                    let start = (n * STATS_BATCH) % REPOS;
-                    format!(
-                        "{base}/repo/stats?repoId={}",
-                        ids[start..start + STATS_BATCH].join(",")
-                    )
-                };
                 let sent = Instant::now();
-                let response = http.get(url).bearer_auth(TOKEN).send().await?;
+                let response = request(&http, n).bearer_auth(TOKEN).send().await?;
                 anyhow::ensure!(
                     response.status().is_success(),
                     "status {}",
@@ -85,38 +155,17 @@ async fn run(requests: usize, concurrency: usize) -> anyhow::Result<()> {
             }
         }));
     }
-    let mut latencies = Vec::with_capacity(requests);
+    let mut latencies = Vec::with_capacity(count);
     for worker in workers {
         latencies.extend(worker.await??);
     }
     let elapsed = started.elapsed();
     latencies.sort();
-    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize];
-    let answered = emulator.control().calls().await?.total;
-
-    println!(
-        "emulator_throughput: {REPOS} repos in {WORKSPACES} workspaces, {concurrency} concurrent clients"
-    );
-    println!(
-        "  {} requests (70% GET /repo?workspaceId= [50 repos], 30% GET /repo/stats [50 ids]) in {:.2} s",
-        latencies.len(),
-        elapsed.as_secs_f64()
-    );
-    println!(
-        "  throughput: {:.0} requests/s",
-        latencies.len() as f64 / elapsed.as_secs_f64()
-    );
-    println!(
-        "  latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        ms(pct(0.50)),
-        ms(pct(0.99)),
-        ms(pct(1.0))
-    );
-    anyhow::ensure!(
-        answered == latencies.len() as u64,
-        "the emulator counted {answered} calls"
-    );
-    emulator.shutdown().await
+    Ok(Run {
+        count: latencies.len(),
+        elapsed,
+        latencies,
+    })
 }
 
 fn ms(d: Duration) -> f64 {
