@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CONTROL_PLANE := tests/control-plane
 CARGO ?= cargo
 
-.PHONY: test fmt-check clippy build-tests control-plane demo demo-down demo-smoke crds
+.PHONY: test fmt-check clippy build-tests control-plane demo demo-down demo-smoke crds bench
 
 ## test: formatting, lints, unit, integration and end-to-end tests against a real API server,
 ## then the demo once from start to Ready
@@ -42,3 +42,7 @@ demo-smoke:
 ## crds: regenerate crds/ from the Rust types (a test fails when they drift)
 crds:
 	$(CARGO) run --locked --quiet --bin flashback-operator -- crds > crds/flashbackrepositories.flashback.tech.yaml
+
+## bench: benchmarks that print their figures (release build; not part of `make test`)
+bench:
+	$(CARGO) bench --locked --bench emulator_throughput
