@@ -77,11 +77,7 @@ async fn create_makes_exactly_the_repo_the_spec_describes() {
 
     assert_eq!(scene.calls("POST", "/repo").await, 1);
     assert!(
-        scene
-            .events("media")
-            .await
-            .iter()
-            .any(|e| e.starts_with("Created:")),
+        scene.has_event("media", "Created").await,
         "a Created event is recorded"
     );
     for type_ in ["Reconciling", "Stalled"] {
@@ -120,13 +116,7 @@ async fn a_spec_change_is_one_put_and_ready_at_the_new_generation() {
     let remote = scene.remote_repos().await;
     assert_eq!(remote[0].mode, RepoMode::Backup);
     assert!(remote[0].buckets.iter().all(|b| !b.master));
-    assert!(
-        scene
-            .events("media")
-            .await
-            .iter()
-            .any(|e| e.starts_with("Updated:"))
-    );
+    assert!(scene.has_event("media", "Updated").await);
 }
 
 #[tokio::test]
@@ -163,11 +153,7 @@ async fn drift_made_behind_the_operators_back_is_corrected_within_a_resync() {
     .expect("the drift is corrected within the deadline");
     assert_eq!(corrected.len(), 1);
     assert!(
-        scene
-            .events("media")
-            .await
-            .iter()
-            .any(|e| e.starts_with("DriftCorrected:")),
+        scene.has_event("media", "DriftCorrected").await,
         "a DriftCorrected event is recorded"
     );
 }
@@ -208,8 +194,8 @@ async fn delete_removes_the_remote_repo_and_orphan_keeps_it() {
         "only the orphaned repo remains"
     );
     assert_eq!(scene.calls("DELETE", "/repo/{id}").await, 1);
-    assert!(scene.events("deleted").await.iter().any(|e| e.starts_with("Deleted:")));
-    assert!(scene.events("kept").await.iter().any(|e| e.starts_with("Orphaned:")));
+    assert!(scene.has_event("deleted", "Deleted").await);
+    assert!(scene.has_event("kept", "Orphaned").await);
 }
 
 #[tokio::test]
@@ -248,13 +234,7 @@ async fn adoption_makes_no_post_and_a_clash_without_it_stalls() {
         "adoption makes no POST"
     );
     assert_eq!(scene.remote_repos().await.len(), 1);
-    assert!(
-        scene
-            .events("existing")
-            .await
-            .iter()
-            .any(|e| e.starts_with("NameAlreadyUsed:"))
-    );
+    assert!(scene.has_event("existing", "NameAlreadyUsed").await);
 }
 
 #[tokio::test]

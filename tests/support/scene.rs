@@ -237,6 +237,15 @@ spec:
             .count(method, route)
     }
 
+    /// Whether an Event with this reason was recorded for the object.
+    pub async fn has_event(&self, name: &str, reason: &str) -> bool {
+        let prefix = format!("{reason}:");
+        self.events(name)
+            .await
+            .iter()
+            .any(|e| e.starts_with(&prefix))
+    }
+
     /// Events recorded for an object, as "Reason: note" lines.
     pub async fn events(&self, name: &str) -> Vec<String> {
         let events: Api<k8s_openapi::api::events::v1::Event> =
