@@ -54,6 +54,14 @@ pub struct RunArgs {
     #[arg(long, env = "FLASHBACK_RESYNC_INTERVAL", default_value = "10m", value_parser = parse_duration, global = true)]
     pub resync_interval: Duration,
 
+    /// How often repository statistics are read into status.stats (e.g. 30s, 5m).
+    #[arg(long, env = "FLASHBACK_STATS_INTERVAL", default_value = "5m", value_parser = parse_duration, global = true)]
+    pub stats_interval: Duration,
+
+    /// Repository ids per statistics call.
+    #[arg(long, env = "FLASHBACK_STATS_BATCH_SIZE", default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=500), global = true)]
+    pub stats_batch_size: u16,
+
     /// How many objects are reconciled at once.
     #[arg(
         long,

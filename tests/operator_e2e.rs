@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 
 use flashback_operator::crd::{DeletionPolicy, ManagementPolicy, RepositoryMode, annotations};
 use flashback_operator::emulator::Faults;
-use flashback_operator::emulator::control::RepoPatch;
+use flashback_operator::emulator::control::{RepoPatch, StatsPatch};
 use flashback_operator::flashback::{RepoMode, StorageType};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
@@ -626,4 +626,71 @@ async fn an_object_in_step_is_not_written_again() {
         "nothing was written to the object"
     );
     assert_eq!(scene.calls("PUT", "/repo/{id}").await, 0);
+}
+
+#[tokio::test]
+async fn statistics_reach_the_status_and_unchanged_figures_are_not_rewritten() {
+    let mut scene = Scene::new("stats").await;
+    scene.start_operator(&["--stats-interval", "1s"]);
+    scene.create(&scene.mirror("busy")).await;
+    let mut quiet = scene.mirror("quiet");
+    quiet.spec.mode = RepositoryMode::Backup;
+    quiet.spec.buckets.remove(0);
+    scene.create(&quiet).await;
+    let busy_id = scene
+        .wait_ready("busy")
+        .await
+        .status
+        .unwrap()
+        .repo_id
+        .unwrap();
+    scene.wait_ready("quiet").await;
+
+    scene
+        .control
+        .set_repo_stats(&busy_id, &StatsPatch::repo(1_048_576, 2048, -512))
+        .await
+        .unwrap();
+    let figures = |repo: &flashback_operator::crd::FlashbackRepository| {
+        repo.status
+            .as_ref()
+            .and_then(|s| s.stats.as_ref())
+            .map(|s| {
+                (
+                    s.total_upload_bytes,
+                    s.total_download_bytes,
+                    s.total_size_change,
+                )
+            })
+    };
+    let busy = scene
+        .wait_for("busy", "carrying its statistics", |r| {
+            figures(r) == Some((1_048_576, 2048, -512))
+        })
+        .await;
+    scene
+        .wait_for("quiet", "carrying zero statistics", |r| {
+            figures(r) == Some((0, 0, 0))
+        })
+        .await;
+    assert_eq!(
+        condition(&busy, "Ready").unwrap().status,
+        "True",
+        "stats leave conditions alone"
+    );
+
+    // Two more passes over unchanged figures write nothing.
+    let passes = scene.calls("GET", "/repo/stats").await;
+    tokio::time::timeout(DEADLINE, async {
+        while scene.calls("GET", "/repo/stats").await < passes + 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the stats task keeps its interval");
+    let again = scene.repos.get("busy").await.unwrap();
+    assert_eq!(
+        again.metadata.resource_version,
+        busy.metadata.resource_version
+    );
 }

@@ -17,7 +17,7 @@ pub const TOKEN_KEY: &str = "token";
 pub const API_URL_KEY: &str = "apiUrl";
 
 /// `NAMESPACE/NAME` of a Secret.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SecretName {
     pub namespace: String,
     pub name: String,

@@ -8,6 +8,7 @@ pub mod error;
 pub mod plan;
 pub mod reconcile;
 pub mod remote;
+pub mod stats;
 pub mod status;
 
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -41,6 +42,8 @@ pub struct Settings {
     pub namespace: Option<String>,
     pub default_credentials: Option<SecretName>,
     pub resync_interval: Duration,
+    pub stats_interval: Duration,
+    pub stats_batch_size: u16,
     pub concurrency: u16,
     pub api_rate: f64,
     pub api_burst: u32,
@@ -54,6 +57,8 @@ impl From<RunArgs> for Settings {
             namespace: args.namespace,
             default_credentials: args.default_credentials_secret,
             resync_interval: args.resync_interval,
+            stats_interval: args.stats_interval,
+            stats_batch_size: args.stats_batch_size,
             concurrency: args.concurrency,
             api_rate: args.api_rate,
             api_burst: args.api_burst,
@@ -85,6 +90,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             rate: settings.api_rate,
             burst: settings.api_burst,
             listing_max_age: listing_max_age(settings.resync_interval),
+            stats_batch_size: usize::from(settings.stats_batch_size),
         }),
         recorder: Recorder::new(
             kube.clone(),
@@ -118,10 +124,29 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     info!(
         namespace = settings.namespace.as_deref().unwrap_or("<all>"),
         resync_interval = ?settings.resync_interval,
+        stats_interval = ?settings.stats_interval,
         concurrency = settings.concurrency,
         "flashback-operator starting"
     );
-    Controller::for_stream(objects, store)
+    // One signal stops both the controller (after its in-flight reconciles) and the stats task.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = move || {
+        let mut stop_rx = stop_rx.clone();
+        async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let statistics = stats::run(
+        store.clone(),
+        context.clone(),
+        settings.stats_interval,
+        stopped(),
+    );
+    let controller = Controller::for_stream(objects, store)
         .watches_stream(secret_changes, move |secret| {
             let name = SecretName {
                 namespace: secret.namespace().unwrap_or_default(),
@@ -130,14 +155,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             users_of_secret(&users_store, &name, default_secret.as_ref())
         })
         .with_config(kube::runtime::controller::Config::default().concurrency(settings.concurrency))
-        .graceful_shutdown_on(shutdown_signal())
+        .graceful_shutdown_on(stopped())
         .run(reconcile::reconcile, reconcile::error_policy, context)
         .for_each(|result| async move {
             if let Err(error) = result {
                 warn!(error = %error, "controller error");
             }
-        })
-        .await;
+        });
+    futures::join!(controller, statistics);
     info!("flashback-operator stopped");
     Ok(())
 }

@@ -18,7 +18,10 @@ use crate::controller::credentials::{self, Credentials, CredentialsError};
 use crate::controller::error::Error;
 use crate::controller::plan::{self, Decision, Stall};
 use crate::controller::status::{self, State};
-use crate::crd::{DeletionPolicy, FINALIZER, FlashbackRepository, ManagementPolicy, annotations};
+use crate::crd::{
+    DeletionPolicy, FINALIZER, FlashbackRepository, FlashbackRepositoryStatus, ManagementPolicy,
+    annotations,
+};
 use crate::flashback::ApiError;
 
 /// The entry point kube-runtime calls for every object that needs a look.
@@ -490,10 +493,16 @@ async fn write_status(
     {
         publish(ctx, repo, EventType::Warning, reason, message.clone()).await;
     }
+    // The statistics belong to the stats task: leave them out so a status computed from a
+    // cached object never writes older figures back.
+    let patch = FlashbackRepositoryStatus {
+        stats: None,
+        ..next
+    };
     api.patch_status(
         &repo.name_any(),
         &PatchParams::default(),
-        &Patch::Merge(json!({ "status": next })),
+        &Patch::Merge(json!({ "status": patch })),
     )
     .await?;
     Ok(())

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::controller::credentials::Credentials;
 use crate::flashback::{
-    ApiError, ClientConfig, FlashbackClient, RateLimit, Repo, RepoFilter, RepoWrite,
+    ApiError, ClientConfig, FlashbackClient, RateLimit, Repo, RepoFilter, RepoStats, RepoWrite,
 };
 
 /// How API clients are built for each credential.
@@ -20,6 +20,8 @@ pub struct RemoteSettings {
     pub burst: u32,
     /// How long one listing of a workspace serves reconciles before it is fetched again.
     pub listing_max_age: Duration,
+    /// Repository ids per `GET /repo/stats` call.
+    pub stats_batch_size: usize,
 }
 
 type ListingKey = (Credentials, String);
@@ -57,6 +59,7 @@ impl Remote {
             per_second: self.settings.rate,
             burst: self.settings.burst,
         };
+        config.stats_batch_size = self.settings.stats_batch_size.max(1);
         let client = FlashbackClient::new(config)?;
         clients.insert(credentials.clone(), client.clone());
         Ok(client)
@@ -141,5 +144,14 @@ impl Remote {
         };
         self.forget(credentials, workspace_id);
         result
+    }
+
+    /// Usage figures of the given repositories, in batched calls.
+    pub async fn stats(
+        &self,
+        credentials: &Credentials,
+        repo_ids: &[String],
+    ) -> Result<Vec<RepoStats>, ApiError> {
+        self.client(credentials)?.repo_stats(repo_ids).await
     }
 }
