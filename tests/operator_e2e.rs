@@ -348,6 +348,17 @@ async fn paused_objects_make_no_remote_writes_and_converge_when_unpaused() {
     annotate(&scene, "media", annotations::PAUSED, None).await;
     scene.wait_ready("media").await;
     assert_eq!(scene.remote_repos().await[0].mode, RepoMode::Backup);
+
+    // Paused again, deleting the object is not blocked: it is released, the remote stays.
+    annotate(&scene, "media", annotations::PAUSED, Some("true")).await;
+    scene
+        .repos
+        .delete("media", &DeleteParams::default())
+        .await
+        .unwrap();
+    scene.wait_gone("media").await;
+    assert_eq!(scene.remote_repos().await.len(), 1);
+    assert_eq!(scene.calls("DELETE", "/repo/{id}").await, 0);
 }
 
 #[tokio::test]
