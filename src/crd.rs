@@ -191,6 +191,11 @@ pub struct FlashbackRepositoryStatus {
     /// Usage statistics of the remote repository.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<RepositoryStats>,
+
+    /// The value of the flashback.tech/reconcile-requested-at annotation that the operator
+    /// last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_reconcile_at: Option<String>,
 }
 
 /// Usage statistics reported by Flashback.
@@ -236,6 +241,21 @@ impl FlashbackRepository {
     pub fn is_paused(&self) -> bool {
         self.annotation(annotations::PAUSED)
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+    }
+
+    /// The reconcile-requested-at value when the operator has not yet acted on it.
+    pub fn pending_reconcile_request(&self) -> Option<&str> {
+        let requested = self.annotation(annotations::RECONCILE_REQUESTED_AT)?;
+        let handled = self
+            .status
+            .as_ref()
+            .and_then(|s| s.last_handled_reconcile_at.as_deref());
+        (handled != Some(requested)).then_some(requested)
+    }
+
+    /// The value of the reconcile-requested-at annotation, if any.
+    pub fn reconcile_requested_at(&self) -> Option<&str> {
+        self.annotation(annotations::RECONCILE_REQUESTED_AT)
     }
 
     /// Whether the operator started a remote create for this object before.
@@ -286,6 +306,21 @@ mod tests {
             assert_eq!(repo.is_paused(), paused, "{value:?}");
         }
         assert!(!fixtures::repo("team-a", "media").is_paused());
+    }
+
+    #[test]
+    fn a_reconcile_request_is_pending_until_the_status_says_it_was_handled() {
+        let mut repo = fixtures::repo("team-a", "media");
+        assert_eq!(repo.pending_reconcile_request(), None);
+        fixtures::annotate(&mut repo, annotations::RECONCILE_REQUESTED_AT, "t1");
+        assert_eq!(repo.pending_reconcile_request(), Some("t1"));
+        repo.status = Some(FlashbackRepositoryStatus {
+            last_handled_reconcile_at: Some("t1".into()),
+            ..FlashbackRepositoryStatus::default()
+        });
+        assert_eq!(repo.pending_reconcile_request(), None);
+        fixtures::annotate(&mut repo, annotations::RECONCILE_REQUESTED_AT, "t2");
+        assert_eq!(repo.pending_reconcile_request(), Some("t2"));
     }
 
     #[test]

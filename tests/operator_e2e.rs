@@ -567,6 +567,14 @@ async fn reconcile_requested_at_forces_a_look_now() {
     })
     .await
     .expect("the requested reconcile corrects the remote");
+    scene
+        .wait_for("media", "marked as handled", |r| {
+            r.status
+                .as_ref()
+                .and_then(|s| s.last_handled_reconcile_at.as_deref())
+                == Some("now")
+        })
+        .await;
 }
 
 #[tokio::test]

@@ -67,10 +67,10 @@ impl From<RunArgs> for Settings {
     }
 }
 
-/// How long one listing of a workspace serves reconciles: long enough that a resync of many
-/// objects shares it, short enough that drift is seen within about one resync.
+/// How long one listing of a workspace serves reconciles: long enough that the objects of a
+/// resync sweep share it, short enough that drift is seen a few seconds after a resync.
 fn listing_max_age(resync_interval: Duration) -> Duration {
-    (resync_interval / 4).clamp(Duration::from_millis(500), Duration::from_secs(30))
+    (resync_interval / 20).clamp(Duration::from_millis(500), Duration::from_secs(5))
 }
 
 /// Runs the controller until SIGTERM or ctrl-c, then lets in-flight reconciles finish.
@@ -277,18 +277,10 @@ mod tests {
     }
 
     #[test]
-    fn listings_live_a_quarter_of_the_resync_within_bounds() {
-        assert_eq!(
-            listing_max_age(Duration::from_secs(600)),
-            Duration::from_secs(30)
-        );
-        assert_eq!(
-            listing_max_age(Duration::from_secs(8)),
-            Duration::from_secs(2)
-        );
-        assert_eq!(
-            listing_max_age(Duration::from_secs(1)),
-            Duration::from_millis(500)
-        );
+    fn listings_live_a_twentieth_of_the_resync_within_bounds() {
+        let age = |seconds| listing_max_age(Duration::from_secs(seconds));
+        assert_eq!(age(600), Duration::from_secs(5));
+        assert_eq!(age(60), Duration::from_secs(3));
+        assert_eq!(age(3), Duration::from_millis(500));
     }
 }

@@ -2,7 +2,7 @@
 //! the remote → decide (pure, `plan`) → act → write status (pure, `status`) → events.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
@@ -77,7 +77,13 @@ async fn apply(
         Err(problem) => return stall(api, repo, ctx, None, credentials_stall(&problem)).await,
     };
     let workspace = &repo.spec.workspace_id;
-    let listing = match ctx.remote.repos(&credentials, workspace).await {
+    // A person asked for a look now: no listing from before the request will do.
+    let fetched_after = repo.pending_reconcile_request().map(|_| Instant::now());
+    let listing = match ctx
+        .remote
+        .repos(&credentials, workspace, fetched_after)
+        .await
+    {
         Ok(listing) => listing,
         Err(error) => return remote_failed(api, repo, ctx, None, "list repositories", error).await,
     };
@@ -258,13 +264,15 @@ async fn cleanup(
         Some(id) => Some(id),
         // A crash between the create and the status write leaves only the marker: find the
         // repository by name so it does not leak.
-        None if repo.create_started() => match ctx.remote.repos(&credentials, workspace).await {
-            Ok(listing) => listing
-                .iter()
-                .find(|r| r.name == repo.remote_name())
-                .map(|r| r.id.clone()),
-            Err(error) => return Err(deletion_failed(api, repo, ctx, error).await),
-        },
+        None if repo.create_started() => {
+            match ctx.remote.repos(&credentials, workspace, None).await {
+                Ok(listing) => listing
+                    .iter()
+                    .find(|r| r.name == repo.remote_name())
+                    .map(|r| r.id.clone()),
+                Err(error) => return Err(deletion_failed(api, repo, ctx, error).await),
+            }
+        }
         None => None,
     };
     if let Some(repo_id) = repo_id {

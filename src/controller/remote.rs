@@ -27,7 +27,8 @@ pub struct RemoteSettings {
 type ListingKey = (Credentials, String);
 
 struct Listing {
-    fetched_at: Instant,
+    /// When the call was sent: the listing shows no change made before this instant.
+    started_at: Instant,
     repos: Arc<Vec<Repo>>,
 }
 
@@ -74,27 +75,31 @@ impl Remote {
             .clone()
     }
 
-    /// Every repository of a workspace, from a listing at most `listing_max_age` old.
+    /// Every repository of a workspace, from a listing at most `listing_max_age` old, or,
+    /// when `fetched_after` is given (a person asked for a fresh look), from one started after it.
     pub async fn repos(
         &self,
         credentials: &Credentials,
         workspace_id: &str,
+        fetched_after: Option<Instant>,
     ) -> Result<Arc<Vec<Repo>>, ApiError> {
         let slot = self.listing_slot(&(credentials.clone(), workspace_id.to_string()));
         let mut listing = slot.lock().await;
-        if let Some(fresh) = listing
-            .as_ref()
-            .filter(|l| l.fetched_at.elapsed() < self.settings.listing_max_age)
-        {
+        let usable = |l: &&Listing| match fetched_after {
+            Some(after) => l.started_at >= after,
+            None => l.started_at.elapsed() < self.settings.listing_max_age,
+        };
+        if let Some(fresh) = listing.as_ref().filter(usable) {
             return Ok(fresh.repos.clone());
         }
+        let started_at = Instant::now();
         let filter = RepoFilter {
             workspace_id: Some(workspace_id.to_string()),
             repo_id: None,
         };
         let repos = Arc::new(self.client(credentials)?.list_repos(&filter).await?);
         *listing = Some(Listing {
-            fetched_at: Instant::now(),
+            started_at,
             repos: repos.clone(),
         });
         Ok(repos)

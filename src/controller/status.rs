@@ -116,6 +116,10 @@ pub fn next(
         observed_generation: generation,
         conditions,
         stats: current.stats,
+        last_handled_reconcile_at: repo
+            .reconcile_requested_at()
+            .map(str::to_string)
+            .or(current.last_handled_reconcile_at),
     }
 }
 
