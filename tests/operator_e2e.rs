@@ -6,6 +6,7 @@ mod support;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use flashback_operator::crd::{DeletionPolicy, ManagementPolicy, RepositoryMode, annotations};
 use flashback_operator::emulator::Faults;
@@ -146,12 +147,24 @@ async fn drift_made_behind_the_operators_back_is_corrected_within_a_resync() {
             if remote[0].name == "media" && remote[0].mode == RepoMode::Mirror {
                 return remote;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     })
     .await
     .expect("the drift is corrected within the deadline");
     assert_eq!(corrected.len(), 1);
+    // Well before the next resync (3 s): the correcting reconcile itself leaves it Ready.
+    scene
+        .wait_for_within(
+            Duration::from_secs(2),
+            "media",
+            "Ready and no longer reconciling",
+            |r| {
+                condition(r, "Ready").is_some_and(|c| c.status == "True")
+                    && condition(r, "Reconciling").is_some_and(|c| c.status == "False")
+            },
+        )
+        .await;
     assert!(
         scene.has_event("media", "DriftCorrected").await,
         "a DriftCorrected event is recorded"
@@ -451,7 +464,7 @@ async fn a_crash_between_create_and_status_leaves_exactly_one_repo() {
             .output()
             .contains("failpoint pause-after-remote-create reached")
         {
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
     .await
@@ -537,7 +550,7 @@ async fn observe_only_reports_without_writing_and_never_deletes() {
 #[tokio::test]
 async fn reconcile_requested_at_forces_a_look_now() {
     let mut scene = Scene::new("requested").await;
-    // A resync far beyond the test's deadline: only the annotation can explain a correction.
+    // A resync far beyond the test's deadline: only a request can explain a correction.
     scene.start_operator(&["--resync-interval", "1h"]);
     scene.create(&scene.mirror("media")).await;
     let repo_id = scene
@@ -547,34 +560,49 @@ async fn reconcile_requested_at_forces_a_look_now() {
         .unwrap()
         .repo_id
         .unwrap();
+    let handled = |value: &'static str| {
+        move |r: &flashback_operator::crd::FlashbackRepository| {
+            r.status
+                .as_ref()
+                .and_then(|s| s.last_handled_reconcile_at.as_deref())
+                == Some(value)
+                && condition(r, "Ready").is_some_and(|c| c.status == "True")
+                && condition(r, "Reconciling").is_some_and(|c| c.status == "False")
+        }
+    };
+    // A first request, once handled, shows the operator has caught up and gone quiet.
+    annotate(
+        &scene,
+        "media",
+        annotations::RECONCILE_REQUESTED_AT,
+        Some("first"),
+    )
+    .await;
+    scene
+        .wait_for("media", "done with the first request", handled("first"))
+        .await;
+
     let drifted = RepoPatch {
         mode: Some("BACKUP".into()),
         ..RepoPatch::default()
     };
     scene.control.patch_repo(&repo_id, &drifted).await.unwrap();
-
     annotate(
         &scene,
         "media",
         annotations::RECONCILE_REQUESTED_AT,
-        Some("now"),
+        Some("second"),
     )
     .await;
-    tokio::time::timeout(DEADLINE, async {
-        while scene.remote_repos().await[0].mode != RepoMode::Mirror {
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .expect("the requested reconcile corrects the remote");
     scene
-        .wait_for("media", "marked as handled", |r| {
-            r.status
-                .as_ref()
-                .and_then(|s| s.last_handled_reconcile_at.as_deref())
-                == Some("now")
-        })
+        .wait_for("media", "done with the second request", handled("second"))
         .await;
+    assert_eq!(
+        scene.remote_repos().await[0].mode,
+        RepoMode::Mirror,
+        "the drift is corrected"
+    );
+    assert!(scene.has_event("media", "DriftCorrected").await);
 }
 
 #[tokio::test]
@@ -634,7 +662,7 @@ async fn an_object_in_step_is_not_written_again() {
     let lists_before = scene.calls("GET", "/repo").await;
     tokio::time::timeout(DEADLINE, async {
         while scene.calls("GET", "/repo").await < lists_before + 2 {
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     })
     .await
@@ -702,7 +730,7 @@ async fn statistics_reach_the_status_and_unchanged_figures_are_not_rewritten() {
     let passes = scene.calls("GET", "/repo/stats").await;
     tokio::time::timeout(DEADLINE, async {
         while scene.calls("GET", "/repo/stats").await < passes + 2 {
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     })
     .await

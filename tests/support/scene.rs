@@ -160,8 +160,19 @@ spec:
         what: &str,
         check: impl Fn(&FlashbackRepository) -> bool,
     ) -> FlashbackRepository {
+        self.wait_for_within(DEADLINE, name, what, check).await
+    }
+
+    /// [`Scene::wait_for`] with its own deadline.
+    pub async fn wait_for_within(
+        &self,
+        deadline: std::time::Duration,
+        name: &str,
+        what: &str,
+        check: impl Fn(&FlashbackRepository) -> bool,
+    ) -> FlashbackRepository {
         let waited = tokio::time::timeout(
-            DEADLINE,
+            deadline,
             await_condition(
                 self.repos.clone(),
                 name,
@@ -175,7 +186,7 @@ spec:
             Err(_) => {
                 let now = self.repos.get_opt(name).await.ok().flatten();
                 panic!(
-                    "{name} did not become {what} within {DEADLINE:?}; its status is {:#?}",
+                    "{name} did not become {what} within {deadline:?}; its status is {:#?}",
                     now.and_then(|r| r.status)
                 )
             }
