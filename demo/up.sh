@@ -61,7 +61,7 @@ kubectl -n "$namespace" create secret generic flashback-token \
 if ! kill -0 "$(cat "$state/operator.pid" 2>/dev/null)" 2>/dev/null; then
   say "Starting the operator (log: $state/operator.log)"
   KUBECONFIG=$root/target/control-plane/kubeconfig setsid target/debug/flashback-operator run \
-    --resync-interval 30s </dev/null >"$state/operator.log" 2>&1 &
+    --resync-interval 30s --metrics-address 127.0.0.1:0 </dev/null >"$state/operator.log" 2>&1 &
   echo $! >"$state/operator.pid"
 fi
 
@@ -74,6 +74,7 @@ done
 say "Waiting for them to become Ready"
 kubectl -n "$namespace" wait --for=condition=Ready fbrepo --all --timeout=60s
 kubectl -n "$namespace" get fbrepo
+metrics=$(sed -n 's/.*serving \/metrics.*address=\([0-9.:]*\).*/\1/p' "$state/operator.log" | tail -n 1)
 
 cat <<EOT
 
@@ -82,5 +83,6 @@ The demo is running. Try:
   kubectl -n $namespace get fbrepo
   kubectl -n $namespace describe fbrepo media-mirror
   curl -s -H 'Authorization: Bearer $token' '$api_url/repo?workspaceId=ws-demo' | jq
+  curl -s http://$metrics/metrics | grep '^flashback_operator_'
 Stop everything with: make demo-down
 EOT

@@ -1,6 +1,7 @@
 //! Command line of the `flashback-operator` binary. Every flag also reads an environment
 //! variable, so the Helm chart and a shell configure the operator the same way.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -84,6 +85,36 @@ pub struct RunArgs {
     #[arg(long, env = "FLASHBACK_API_BURST", default_value_t = 20, global = true)]
     pub api_burst: u32,
 
+    /// Address of the /metrics, /healthz and /readyz endpoints.
+    #[arg(
+        long,
+        env = "FLASHBACK_METRICS_ADDRESS",
+        default_value = "0.0.0.0:8080",
+        global = true
+    )]
+    pub metrics_address: SocketAddr,
+
+    /// Run as one of several replicas: only the holder of a Lease reconciles.
+    #[arg(long, env = "FLASHBACK_LEADER_ELECTION", num_args = 0..=1, default_value_t = false, default_missing_value = "true", action = clap::ArgAction::Set, global = true)]
+    pub leader_election: bool,
+
+    /// Namespace of the leader Lease; defaults to POD_NAMESPACE.
+    #[arg(long, env = "FLASHBACK_LEADER_ELECTION_NAMESPACE", global = true)]
+    pub leader_election_namespace: Option<String>,
+
+    /// Name of the leader Lease.
+    #[arg(
+        long,
+        env = "FLASHBACK_LEADER_ELECTION_LEASE",
+        default_value = "flashback-operator",
+        global = true
+    )]
+    pub leader_election_lease: String,
+
+    /// How long a leader's Lease lasts without renewal (renewed every third of it).
+    #[arg(long, env = "FLASHBACK_LEADER_ELECTION_LEASE_DURATION", default_value = "15s", value_parser = parse_duration, global = true)]
+    pub leader_election_lease_duration: Duration,
+
     /// Log format: text for people, json for log pipelines. Filter with RUST_LOG.
     #[arg(long, env = "FLASHBACK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
@@ -130,7 +161,14 @@ pub fn main(cli: Cli) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(controller::run(Settings::from(cli.run))) {
+            let settings = match Settings::from_args(cli.run) {
+                Ok(settings) => settings,
+                Err(problem) => {
+                    eprintln!("flashback-operator: {problem}");
+                    return ExitCode::from(2);
+                }
+            };
+            match runtime.block_on(controller::run(settings)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     tracing::error!(error = format!("{error:#}"), "operator stopped");
@@ -152,6 +190,32 @@ mod tests {
         assert_eq!(cli.run.api_url.as_str(), "https://backend.flashback.tech/");
         assert_eq!(cli.run.resync_interval, Duration::from_secs(600));
         assert_eq!(cli.run.namespace, None);
+        assert!(!cli.run.leader_election);
+        assert_eq!(cli.run.metrics_address.to_string(), "0.0.0.0:8080");
+    }
+
+    #[test]
+    fn leader_election_needs_a_namespace() {
+        let cli = Cli::try_parse_from(["flashback-operator", "--leader-election"]).unwrap();
+        assert!(cli.run.leader_election);
+        if std::env::var_os("POD_NAMESPACE").is_none() {
+            let problem = Settings::from_args(cli.run).unwrap_err();
+            assert!(problem.contains("--leader-election-namespace"), "{problem}");
+        }
+        let cli = Cli::try_parse_from([
+            "flashback-operator",
+            "--leader-election=true",
+            "--leader-election-namespace",
+            "flashback-system",
+        ])
+        .unwrap();
+        let lease = Settings::from_args(cli.run)
+            .unwrap()
+            .leader_election
+            .unwrap();
+        assert_eq!(lease.namespace, "flashback-system");
+        assert_eq!(lease.name, "flashback-operator");
+        assert_eq!(lease.duration, Duration::from_secs(15));
     }
 
     #[test]

@@ -7,6 +7,8 @@ pub mod controller;
 pub mod crd;
 pub mod emulator;
 pub mod flashback;
+pub mod http;
+pub mod metrics;
 pub mod telemetry;
 
 #[cfg(test)]

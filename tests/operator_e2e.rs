@@ -15,6 +15,7 @@ use flashback_operator::flashback::{RepoMode, StorageType};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
 use support::cluster::{DEADLINE, kubeconfig_path};
+use support::operator::Operator;
 use support::scene::{Scene, WORKSPACE, condition};
 
 async fn annotate(scene: &Scene, name: &str, key: &str, value: Option<&str>) {
@@ -740,4 +741,92 @@ async fn statistics_reach_the_status_and_unchanged_figures_are_not_rewritten() {
         again.metadata.resource_version,
         busy.metadata.resource_version
     );
+}
+
+#[tokio::test]
+async fn metrics_health_and_readiness_are_served() {
+    let mut scene = Scene::with_operator("metrics").await;
+    scene.create(&scene.mirror("media")).await;
+    scene.wait_ready("media").await;
+    let url = scene.operator().endpoints_url().await;
+    let http = reqwest::Client::new();
+    for path in ["/healthz", "/readyz"] {
+        let answer = http.get(format!("{url}{path}")).send().await.unwrap();
+        assert_eq!(answer.status(), 200, "{path}");
+    }
+    let text = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for expected in [
+        r#"flashback_operator_flashback_api_calls_total{endpoint="create_repo",status="200"} 1"#,
+        r#"flashback_operator_repositories{condition="Ready",status="True"} 1"#,
+        "flashback_operator_reconcile_duration_seconds_count",
+        r#"flashback_operator_reconciles_total{result="ok"}"#,
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn only_the_leader_reconciles_and_a_standby_takes_over() {
+    let scene = Scene::new("leader").await;
+    let flags = [
+        "--leader-election",
+        "--leader-election-namespace",
+        scene.namespace.as_str(),
+        "--leader-election-lease-duration",
+        "6s",
+    ];
+    let start = || Operator::start(&scene.namespace, scene.emulator.base_url(), &flags);
+    let mut first = start();
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(scene.kube.clone(), &scene.namespace);
+    let holder = || async {
+        leases
+            .get_opt("flashback-operator")
+            .await
+            .unwrap()
+            .and_then(|l| l.spec?.holder_identity)
+    };
+    tokio::time::timeout(DEADLINE, async {
+        while holder().await.is_none() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the first operator takes the Lease");
+    let first_holder = holder().await.unwrap();
+    let mut second = start();
+
+    scene.create(&scene.mirror("before")).await;
+    scene.wait_ready("before").await;
+    assert!(
+        second.output().contains("waiting to lead"),
+        "{}",
+        second.output()
+    );
+    assert!(
+        !second.output().contains("Flashback call"),
+        "the standby made no API call"
+    );
+
+    // The leader crashes: the standby takes over once the Lease expires.
+    first.kill_hard();
+    let mut replica = scene.mirror("after");
+    replica.spec.mode = RepositoryMode::Backup;
+    replica.spec.buckets.remove(0);
+    scene.create(&replica).await;
+    scene.wait_ready("after").await;
+    let second_holder = holder().await.unwrap();
+    assert_ne!(second_holder, first_holder);
+    assert!(second.output().contains("became the leader"));
+
+    // A graceful stop releases the Lease at once.
+    assert!(second.terminate(), "the leader exits 0 on SIGTERM");
+    assert_eq!(holder().await, None, "the Lease is released on shutdown");
 }

@@ -20,6 +20,7 @@ pub struct Context {
     pub remote: Remote,
     pub recorder: Recorder,
     pub backoff: Backoff,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     /// API URL for credentials that do not name one.
     pub api_url: reqwest::Url,
     pub default_credentials: Option<SecretName>,

@@ -5,6 +5,7 @@ pub mod backoff;
 pub mod context;
 pub mod credentials;
 pub mod error;
+pub mod leader;
 pub mod plan;
 pub mod reconcile;
 pub mod remote;
@@ -12,11 +13,13 @@ pub mod stats;
 pub mod status;
 
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::ListParams;
 use kube::core::PartialObjectMeta;
@@ -34,6 +37,9 @@ use crate::controller::context::Context;
 use crate::controller::credentials::SecretName;
 use crate::controller::remote::{Remote, RemoteSettings};
 use crate::crd::FlashbackRepository;
+use crate::flashback::CallRecord;
+use crate::http;
+use crate::metrics::Metrics;
 
 /// What `flashback-operator run` was asked to do.
 #[derive(Debug, Clone)]
@@ -47,12 +53,31 @@ pub struct Settings {
     pub concurrency: u16,
     pub api_rate: f64,
     pub api_burst: u32,
+    pub metrics_address: SocketAddr,
+    /// Where to hold the leader Lease; no election when `None`.
+    pub leader_election: Option<leader::LeaseSettings>,
     pub failpoint: Option<Failpoint>,
 }
 
-impl From<RunArgs> for Settings {
-    fn from(args: RunArgs) -> Self {
-        Self {
+impl Settings {
+    /// The settings for these arguments; an error names a flag to fix.
+    pub fn from_args(args: RunArgs) -> Result<Self, String> {
+        let leader_election = if args.leader_election {
+            let namespace = args
+                .leader_election_namespace
+                .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                .filter(|ns| !ns.is_empty())
+                .ok_or("--leader-election needs --leader-election-namespace (or POD_NAMESPACE)")?;
+            Some(leader::LeaseSettings {
+                namespace,
+                name: args.leader_election_lease,
+                identity: replica_identity(),
+                duration: args.leader_election_lease_duration,
+            })
+        } else {
+            None
+        };
+        Ok(Self {
             api_url: args.api_url,
             namespace: args.namespace,
             default_credentials: args.default_credentials_secret,
@@ -62,9 +87,19 @@ impl From<RunArgs> for Settings {
             concurrency: args.concurrency,
             api_rate: args.api_rate,
             api_burst: args.api_burst,
+            metrics_address: args.metrics_address,
+            leader_election,
             failpoint: args.failpoint,
-        }
+        })
     }
+}
+
+/// This replica's name in the Lease: the pod name when there is one, made unique per process.
+fn replica_identity() -> String {
+    let base = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "flashback-operator".into());
+    format!("{base}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
 }
 
 /// How long one listing of a workspace serves reconciles: long enough that the objects of a
@@ -73,7 +108,9 @@ fn listing_max_age(resync_interval: Duration) -> Duration {
     (resync_interval / 20).clamp(Duration::from_millis(500), Duration::from_secs(5))
 }
 
-/// Runs the controller until SIGTERM or ctrl-c, then lets in-flight reconciles finish.
+/// Runs the operator until SIGTERM or ctrl-c, then lets in-flight reconciles finish. With
+/// leader election, it first waits to hold the Lease, and stops (with an error, so that the
+/// process exits non-zero and is restarted) if it loses it.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let kube = Client::try_default()
         .await
@@ -81,9 +118,50 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let repos: Api<FlashbackRepository> = namespaced_or_all(&kube, settings.namespace.as_deref());
     repos.list(&ListParams::default().limit(1)).await.context(
         "cannot list FlashbackRepositories; is the CRD installed \
-             (flashback-operator crds | kubectl apply -f -) and may this account list them?",
+         (flashback-operator crds | kubectl apply -f -) and may this account list them?",
     )?;
 
+    // One signal stops everything: the HTTP endpoints, the election, the controller (after
+    // its in-flight reconciles) and the stats task.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
+    tokio::spawn({
+        let stop_tx = stop_tx.clone();
+        async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        }
+    });
+    let stopped = move || {
+        let mut stop_rx = stop_rx.clone();
+        async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        }
+    };
+
+    let (store, writer) = reflector::store();
+    let metrics = Arc::new(Metrics::new(store.clone()));
+    let ready = Arc::new(AtomicBool::new(false));
+    let endpoints = http::Endpoints {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    };
+    let server = tokio::spawn(http::serve(settings.metrics_address, endpoints, stopped()));
+
+    let elector = settings
+        .leader_election
+        .clone()
+        .map(|lease| leader::Elector::new(kube.clone(), lease));
+    if let Some(elector) = &elector {
+        // A standby replica is healthy and ready: it is doing its job by waiting.
+        ready.store(true, Ordering::Relaxed);
+        if elector.acquire(stopped()).await.is_none() {
+            return finish(server).await;
+        }
+        ready.store(false, Ordering::Relaxed);
+    }
+
+    let observer_metrics = metrics.clone();
     let context = Arc::new(Context {
         kube: kube.clone(),
         remote: Remote::new(RemoteSettings {
@@ -91,6 +169,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             burst: settings.api_burst,
             listing_max_age: listing_max_age(settings.resync_interval),
             stats_batch_size: usize::from(settings.stats_batch_size),
+            observer: Some(Arc::new(move |call: &CallRecord| {
+                observer_metrics.api_call(call)
+            })),
         }),
         recorder: Recorder::new(
             kube.clone(),
@@ -100,13 +181,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             },
         ),
         backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
+        metrics,
         api_url: settings.api_url.clone(),
         default_credentials: settings.default_credentials.clone(),
         resync_interval: settings.resync_interval,
         failpoint: settings.failpoint,
     });
 
-    let (store, writer) = reflector::store();
     let objects = watcher(repos, watcher::Config::default())
         .default_backoff()
         .reflect(writer)
@@ -128,16 +209,24 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         concurrency = settings.concurrency,
         "flashback-operator starting"
     );
-    // One signal stops both the controller (after its in-flight reconciles) and the stats task.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    });
-    let stopped = move || {
-        let mut stop_rx = stop_rx.clone();
+    let became_ready = {
+        let store = store.clone();
         async move {
-            let _ = stop_rx.wait_for(|stop| *stop).await;
+            if store.wait_until_ready().await.is_ok() {
+                ready.store(true, Ordering::Relaxed);
+            }
+        }
+    };
+    let leadership = async {
+        match &elector {
+            Some(elector) => {
+                let kept = elector.keep(stopped()).await;
+                if !kept {
+                    let _ = stop_tx.send(true);
+                }
+                kept
+            }
+            None => true,
         }
     };
     let statistics = stats::run(
@@ -162,7 +251,26 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                 warn!(error = %error, "controller error");
             }
         });
-    futures::join!(controller, statistics);
+    let (kept, (), (), ()) = tokio::join!(
+        leadership,
+        controller,
+        statistics,
+        futures::future::select(Box::pin(became_ready), Box::pin(stopped())).map(|_| ())
+    );
+    finish(server).await?;
+    anyhow::ensure!(
+        kept,
+        "lost the leader Lease; stopped so that a fresh start can stand for it again"
+    );
+    Ok(())
+}
+
+/// Waits for the HTTP endpoints to close and reports how they ended.
+async fn finish(server: tokio::task::JoinHandle<std::io::Result<()>>) -> anyhow::Result<()> {
+    server
+        .await
+        .context("the HTTP endpoints task failed")?
+        .context("cannot serve the HTTP endpoints (is --metrics-address free?)")?;
     info!("flashback-operator stopped");
     Ok(())
 }

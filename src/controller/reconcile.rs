@@ -29,6 +29,7 @@ pub async fn reconcile(repo: Arc<FlashbackRepository>, ctx: Arc<Context>) -> Res
     let namespace = repo.namespace().unwrap_or_default();
     let api: Api<FlashbackRepository> = Api::namespaced(ctx.kube.clone(), &namespace);
     let key = object_key(&repo);
+    let started = Instant::now();
     let result = finalizer(&api, FINALIZER, repo, |event| async {
         match event {
             finalizer::Event::Apply(repo) => Reconcile::new(&api, &ctx, &repo).apply().await,
@@ -40,6 +41,8 @@ pub async fn reconcile(repo: Arc<FlashbackRepository>, ctx: Arc<Context>) -> Res
     if result.is_ok() {
         ctx.backoff.reset(&key);
     }
+    ctx.metrics
+        .reconciled(result.as_ref().err().map(Error::label), started.elapsed());
     result
 }
 

@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use crate::controller::credentials::Credentials;
 use crate::flashback::{
-    ApiError, ClientConfig, FlashbackClient, RateLimit, Repo, RepoFilter, RepoStats, RepoWrite,
+    ApiError, CallObserver, ClientConfig, FlashbackClient, RateLimit, Repo, RepoFilter, RepoStats,
+    RepoWrite,
 };
 
 /// How API clients are built for each credential.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RemoteSettings {
     /// Calls per second allowed for one credential.
     pub rate: f64,
@@ -22,6 +23,8 @@ pub struct RemoteSettings {
     pub listing_max_age: Duration,
     /// Repository ids per `GET /repo/stats` call.
     pub stats_batch_size: usize,
+    /// Told about every API exchange (for metrics).
+    pub observer: Option<CallObserver>,
 }
 
 type ListingKey = (Credentials, String);
@@ -61,6 +64,7 @@ impl Remote {
             burst: self.settings.burst,
         };
         config.stats_batch_size = self.settings.stats_batch_size.max(1);
+        config.observer = self.settings.observer.clone();
         let client = FlashbackClient::new(config)?;
         clients.insert(credentials.clone(), client.clone());
         Ok(client)

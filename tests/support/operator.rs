@@ -25,6 +25,10 @@ impl Operator {
         if !extra.contains(&"--resync-interval") {
             command.args(["--resync-interval", "3s"]);
         }
+        // Tests run side by side: each operator takes a free port for its endpoints.
+        if !extra.contains(&"--metrics-address") {
+            command.args(["--metrics-address", "127.0.0.1:0"]);
+        }
         let child = command
             .args(extra)
             .env("KUBECONFIG", super::cluster::kubeconfig_path())
@@ -43,6 +47,27 @@ impl Operator {
     /// Everything the operator printed so far.
     pub fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The base URL of the operator's /metrics, /healthz and /readyz, once it listens.
+    pub async fn endpoints_url(&self) -> String {
+        let deadline = tokio::time::Instant::now() + super::cluster::DEADLINE;
+        loop {
+            let output = self.output();
+            let address = output
+                .lines()
+                .filter(|line| line.contains("serving /metrics"))
+                .find_map(|line| line.split("address=").nth(1))
+                .and_then(|rest| rest.split_whitespace().next());
+            if let Some(address) = address {
+                return format!("http://{address}");
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the operator never said where it serves /metrics"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
 
     /// Kills the process with SIGKILL, as a crash or an OOM kill would.

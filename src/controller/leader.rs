@@ -1,0 +1,297 @@
+//! Leader election on a `coordination.k8s.io/v1` Lease, so that of several replicas exactly
+//! one reconciles. The holder renews the Lease every third of its duration; another replica
+//! takes it over once it has expired, or at once when the holder released it on shutdown.
+//! Every write carries the resourceVersion that was read, so two replicas never both win.
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{ObjectMeta, PostParams};
+use kube::{Api, Client};
+use tracing::{info, warn};
+
+/// Where the Lease lives and who this replica is.
+#[derive(Debug, Clone)]
+pub struct LeaseSettings {
+    pub namespace: String,
+    pub name: String,
+    pub identity: String,
+    pub duration: Duration,
+}
+
+impl LeaseSettings {
+    /// How often the holder renews, and a candidate retries.
+    pub fn retry_period(&self) -> Duration {
+        self.duration / 3
+    }
+}
+
+/// What a replica does next with the Lease it read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// There is no Lease yet: create it, held by us.
+    Create,
+    /// We hold it: renew it.
+    Renew,
+    /// Nobody holds it, or the holder let it expire: take it over.
+    TakeOver,
+    /// Someone else holds it: look again later.
+    Wait,
+}
+
+/// The pure rule of the election.
+pub fn next_step(lease: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> Step {
+    let Some(spec) = lease else {
+        return Step::Create;
+    };
+    match spec.holder_identity.as_deref() {
+        Some(holder) if holder == identity => Step::Renew,
+        None | Some("") => Step::TakeOver,
+        Some(_) => {
+            let duration =
+                SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(0)));
+            let expired = spec
+                .renew_time
+                .as_ref()
+                .or(spec.acquire_time.as_ref())
+                .is_none_or(|renewed| renewed.0 + duration < now);
+            if expired { Step::TakeOver } else { Step::Wait }
+        }
+    }
+}
+
+/// The Lease spec that records `identity` as the holder at `now`.
+fn held_by(
+    previous: Option<&LeaseSpec>,
+    settings: &LeaseSettings,
+    now: Timestamp,
+    new_term: bool,
+) -> LeaseSpec {
+    let transitions = previous.and_then(|p| p.lease_transitions).unwrap_or(0);
+    LeaseSpec {
+        holder_identity: Some(settings.identity.clone()),
+        lease_duration_seconds: Some(
+            i32::try_from(settings.duration.as_secs())
+                .unwrap_or(i32::MAX)
+                .max(1),
+        ),
+        acquire_time: if new_term {
+            Some(MicroTime(now))
+        } else {
+            previous.and_then(|p| p.acquire_time.clone())
+        },
+        renew_time: Some(MicroTime(now)),
+        lease_transitions: Some(if new_term && previous.is_some() {
+            transitions + 1
+        } else {
+            transitions
+        }),
+        ..LeaseSpec::default()
+    }
+}
+
+/// One replica's side of the election.
+pub struct Elector {
+    api: Api<Lease>,
+    settings: LeaseSettings,
+}
+
+impl Elector {
+    pub fn new(client: Client, settings: LeaseSettings) -> Self {
+        Self {
+            api: Api::namespaced(client, &settings.namespace),
+            settings,
+        }
+    }
+
+    /// Tries once to hold the Lease; true when this replica holds it afterwards.
+    pub async fn try_hold(&self) -> Result<bool, kube::Error> {
+        let now = Timestamp::now();
+        let current = self.api.get_opt(&self.settings.name).await?;
+        let step = next_step(
+            current.as_ref().and_then(|l| l.spec.as_ref()),
+            &self.settings.identity,
+            now,
+        );
+        let result = match (step, current) {
+            (Step::Wait, _) => return Ok(false),
+            (Step::Create, _) | (_, None) => {
+                let lease = Lease {
+                    metadata: ObjectMeta {
+                        name: Some(self.settings.name.clone()),
+                        namespace: Some(self.settings.namespace.clone()),
+                        ..ObjectMeta::default()
+                    },
+                    spec: Some(held_by(None, &self.settings, now, true)),
+                };
+                self.api.create(&PostParams::default(), &lease).await
+            }
+            (step, Some(mut lease)) => {
+                lease.spec = Some(held_by(
+                    lease.spec.as_ref(),
+                    &self.settings,
+                    now,
+                    step == Step::TakeOver,
+                ));
+                self.api
+                    .replace(&self.settings.name, &PostParams::default(), &lease)
+                    .await
+            }
+        };
+        match result {
+            Ok(_) => Ok(true),
+            // Another replica wrote first: it holds the Lease now.
+            Err(kube::Error::Api(status)) if status.is_conflict() || status.is_already_exists() => {
+                Ok(false)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Waits until this replica holds the Lease, or `None` when `stop` comes first.
+    pub async fn acquire(&self, stop: impl std::future::Future<Output = ()>) -> Option<()> {
+        tokio::pin!(stop);
+        info!(lease = %self.settings.name, identity = %self.settings.identity, "waiting to lead");
+        loop {
+            match self.try_hold().await {
+                Ok(true) => {
+                    info!(lease = %self.settings.name, identity = %self.settings.identity, "became the leader");
+                    return Some(());
+                }
+                Ok(false) => {}
+                Err(error) => warn!(error = %error, "cannot read or write the leader Lease"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(self.settings.retry_period()) => {}
+                () = &mut stop => return None,
+            }
+        }
+    }
+
+    /// Renews the Lease until `stop` resolves (then releases it and returns `true`), or
+    /// until it could not be renewed for two thirds of its duration (returns `false`: this
+    /// replica must stop acting as the leader).
+    pub async fn keep(&self, stop: impl std::future::Future<Output = ()>) -> bool {
+        tokio::pin!(stop);
+        let deadline = self.settings.duration * 2 / 3;
+        let mut last_renewal = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(self.settings.retry_period()) => {}
+                () = &mut stop => {
+                    self.release().await;
+                    return true;
+                }
+            }
+            match self.try_hold().await {
+                Ok(true) => last_renewal = tokio::time::Instant::now(),
+                Ok(false) => {
+                    warn!(lease = %self.settings.name, "another replica holds the Lease now");
+                    return false;
+                }
+                Err(error) => warn!(error = %error, "cannot renew the leader Lease"),
+            }
+            if last_renewal.elapsed() > deadline {
+                warn!(lease = %self.settings.name, "the leader Lease could not be renewed in time");
+                return false;
+            }
+        }
+    }
+
+    /// Gives the Lease up, so another replica can take over without waiting for it to expire.
+    async fn release(&self) {
+        let Ok(Some(mut lease)) = self.api.get_opt(&self.settings.name).await else {
+            return;
+        };
+        let ours = lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.as_deref())
+            == Some(&self.settings.identity);
+        if !ours {
+            return;
+        }
+        if let Some(spec) = lease.spec.as_mut() {
+            spec.holder_identity = None;
+        }
+        match self
+            .api
+            .replace(&self.settings.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => info!(lease = %self.settings.name, "released the leader Lease"),
+            Err(error) => warn!(error = %error, "cannot release the leader Lease"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + seconds).unwrap()
+    }
+
+    fn lease(holder: Option<&str>, renewed: i64, duration: i32) -> LeaseSpec {
+        LeaseSpec {
+            holder_identity: holder.map(str::to_string),
+            renew_time: Some(MicroTime(at(renewed))),
+            lease_duration_seconds: Some(duration),
+            ..LeaseSpec::default()
+        }
+    }
+
+    #[test]
+    fn no_lease_is_created_and_our_own_is_renewed() {
+        assert_eq!(next_step(None, "a", at(0)), Step::Create);
+        assert_eq!(
+            next_step(Some(&lease(Some("a"), 0, 15)), "a", at(100)),
+            Step::Renew
+        );
+    }
+
+    #[test]
+    fn someone_elses_lease_is_respected_until_it_expires() {
+        let theirs = lease(Some("b"), 0, 15);
+        assert_eq!(next_step(Some(&theirs), "a", at(10)), Step::Wait);
+        assert_eq!(next_step(Some(&theirs), "a", at(15)), Step::Wait);
+        assert_eq!(next_step(Some(&theirs), "a", at(16)), Step::TakeOver);
+    }
+
+    #[test]
+    fn a_released_lease_is_taken_at_once() {
+        assert_eq!(
+            next_step(Some(&lease(None, 0, 15)), "a", at(1)),
+            Step::TakeOver
+        );
+        assert_eq!(
+            next_step(Some(&lease(Some(""), 0, 15)), "a", at(1)),
+            Step::TakeOver
+        );
+    }
+
+    #[test]
+    fn taking_over_starts_a_new_term_and_renewing_does_not() {
+        let settings = LeaseSettings {
+            namespace: "ns".into(),
+            name: "flashback-operator".into(),
+            identity: "a".into(),
+            duration: Duration::from_secs(15),
+        };
+        let mut previous = lease(Some("b"), 0, 15);
+        previous.lease_transitions = Some(2);
+        let taken = held_by(Some(&previous), &settings, at(20), true);
+        assert_eq!(taken.holder_identity.as_deref(), Some("a"));
+        assert_eq!(taken.lease_transitions, Some(3));
+        assert_eq!(taken.acquire_time, Some(MicroTime(at(20))));
+        assert_eq!(taken.lease_duration_seconds, Some(15));
+
+        let renewed = held_by(Some(&taken), &settings, at(25), false);
+        assert_eq!(renewed.lease_transitions, Some(3));
+        assert_eq!(renewed.acquire_time, Some(MicroTime(at(20))));
+        assert_eq!(renewed.renew_time, Some(MicroTime(at(25))));
+    }
+}

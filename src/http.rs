@@ -1,0 +1,62 @@
+//! The operator's own HTTP endpoints: `/metrics` (Prometheus text), `/healthz` (the process
+//! answers) and `/readyz` (the watch caches are filled, so the operator acts on what is there).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tracing::info;
+
+use crate::metrics::Metrics;
+
+/// Shared with the handlers.
+#[derive(Clone)]
+pub struct Endpoints {
+    pub metrics: Arc<Metrics>,
+    pub ready: Arc<AtomicBool>,
+}
+
+/// Binds the address, logs where it listens, and serves until `stop` resolves.
+pub async fn serve(
+    address: SocketAddr,
+    endpoints: Endpoints,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = TcpListener::bind(address).await?;
+    info!(address = %listener.local_addr()?, "serving /metrics, /healthz and /readyz");
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(endpoints);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+}
+
+async fn metrics(State(endpoints): State<Endpoints>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        endpoints.metrics.render(),
+    )
+}
+
+async fn readyz(State(endpoints): State<Endpoints>) -> impl IntoResponse {
+    if endpoints.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for the watch caches",
+        )
+    }
+}
