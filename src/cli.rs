@@ -171,12 +171,28 @@ pub fn main(cli: Cli) -> ExitCode {
             match runtime.block_on(controller::run(settings)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
-                    tracing::error!(error = format!("{error:#}"), "operator stopped");
+                    tracing::error!(error = describe(&error), "operator stopped");
                     ExitCode::FAILURE
                 }
             }
         }
     }
+}
+
+/// An error and its causes on one line, each cause once: many errors already repeat their
+/// source in their own message.
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 #[cfg(test)]
@@ -237,6 +253,18 @@ mod tests {
                 namespace: "flashback-system".into(),
                 name: "token".into()
             })
+        );
+    }
+
+    #[test]
+    fn an_error_chain_names_each_cause_once() {
+        let inner = std::io::Error::other("no such file");
+        let error = anyhow::Error::new(inner)
+            .context("failed to read kubeconfig: no such file")
+            .context("cannot reach Kubernetes");
+        assert_eq!(
+            describe(&error),
+            "cannot reach Kubernetes: failed to read kubeconfig: no such file"
         );
     }
 

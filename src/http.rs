@@ -22,13 +22,17 @@ pub struct Endpoints {
     pub ready: Arc<AtomicBool>,
 }
 
-/// Binds the address, logs where it listens, and serves until `stop` resolves.
+/// Binds the address, so that a taken port is an error at start, not later.
+pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(address).await
+}
+
+/// Serves the endpoints on `listener` until `stop` resolves.
 pub async fn serve(
-    address: SocketAddr,
+    listener: TcpListener,
     endpoints: Endpoints,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let listener = TcpListener::bind(address).await?;
     info!(address = %listener.local_addr()?, "serving /metrics, /healthz and /readyz");
     let app = Router::new()
         .route("/metrics", get(metrics))

@@ -116,10 +116,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .await
         .context("cannot reach Kubernetes (in-cluster config or KUBECONFIG)")?;
     let repos: Api<FlashbackRepository> = namespaced_or_all(&kube, settings.namespace.as_deref());
-    repos.list(&ListParams::default().limit(1)).await.context(
-        "cannot list FlashbackRepositories; is the CRD installed \
-         (flashback-operator crds | kubectl apply -f -) and may this account list them?",
-    )?;
 
     // One signal stops everything: the HTTP endpoints, the election, the controller (after
     // its in-flight reconciles) and the stats task.
@@ -146,7 +142,21 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         ready: ready.clone(),
     };
-    let server = tokio::spawn(http::serve(settings.metrics_address, endpoints, stopped()));
+    let listener = http::bind(settings.metrics_address)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on --metrics-address {}",
+                settings.metrics_address
+            )
+        })?;
+    let server = tokio::spawn(http::serve(listener, endpoints, stopped()));
+
+    // A missing CRD or missing permissions are for a person to fix: say so and wait, rather
+    // than exit into a crash loop.
+    if !wait_until_listable(&repos, stopped()).await {
+        return finish(server).await;
+    }
 
     let elector = settings
         .leader_election
@@ -265,12 +275,38 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Waits until FlashbackRepositories can be listed, saying why not at each try; `false` when
+/// stopped first.
+async fn wait_until_listable(
+    repos: &Api<FlashbackRepository>,
+    stop: impl std::future::Future<Output = ()>,
+) -> bool {
+    tokio::pin!(stop);
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match repos.list(&ListParams::default().limit(1)).await {
+            Ok(_) => return true,
+            Err(error) => warn!(
+                error = %error,
+                retry_in = ?delay,
+                "cannot list FlashbackRepositories: is the CRD installed \
+                 (flashback-operator crds | kubectl apply -f -) and may this account list them?"
+            ),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = &mut stop => return false,
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
 /// Waits for the HTTP endpoints to close and reports how they ended.
 async fn finish(server: tokio::task::JoinHandle<std::io::Result<()>>) -> anyhow::Result<()> {
     server
         .await
         .context("the HTTP endpoints task failed")?
-        .context("cannot serve the HTTP endpoints (is --metrics-address free?)")?;
+        .context("cannot serve the HTTP endpoints")?;
     info!("flashback-operator stopped");
     Ok(())
 }
