@@ -44,5 +44,7 @@ crds:
 	$(CARGO) run --locked --quiet --bin flashback-operator -- crds > crds/flashbackrepositories.flashback.tech.yaml
 
 ## bench: benchmarks that print their figures (release build; not part of `make test`)
-bench:
+bench: control-plane
 	$(CARGO) bench --locked --bench emulator_throughput
+	$(CARGO) bench --locked --bench operator_scale --no-run
+	$(CONTROL_PLANE)/with.sh $(CARGO) bench --locked --bench operator_scale

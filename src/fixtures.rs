@@ -3,7 +3,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::crd::{FlashbackRepository, FlashbackRepositoryStatus, annotations};
-use crate::flashback::{Repo, RepoBucket, RepoWrite};
+use crate::flashback::{Repo, RepoWrite};
 
 /// A MIRROR repository with a master and a second bucket, credentials from a Secret.
 pub fn repo(namespace: &str, name: &str) -> FlashbackRepository {
@@ -81,22 +81,5 @@ pub fn time(rfc3339: &str) -> Time {
 
 /// The repository the API would list after a create with this body.
 pub fn remote_repo(id: &str, body: &RepoWrite) -> Repo {
-    Repo {
-        id: id.to_string(),
-        name: body.name.clone(),
-        storage_type: body.storage_type.clone(),
-        mode: body.mode.clone(),
-        workspace_id: body.workspace_id.clone(),
-        created_at: Some("2026-11-26T19:00:00Z".to_string()),
-        disabled: None,
-        buckets: body
-            .repo_buckets
-            .iter()
-            .map(|b| RepoBucket {
-                bucket_id: b.bucket_id.clone(),
-                folder: b.folder.clone(),
-                master: b.master,
-            })
-            .collect(),
-    }
+    body.as_listed(id)
 }

@@ -109,12 +109,27 @@ impl Remote {
         Ok(repos)
     }
 
-    /// Drops the listing of a workspace after a write, so the next reconcile sees the write.
+    /// Drops the listing of a workspace when a write failed: its outcome is unknown.
     fn forget(&self, credentials: &Credentials, workspace_id: &str) {
         self.listings
             .lock()
             .expect("listing map lock")
             .remove(&(credentials.clone(), workspace_id.to_string()));
+    }
+
+    /// Applies a successful write to the cached listing of its workspace, so that the next
+    /// reconciles see it without listing again (a create burst shares one listing too).
+    async fn written(
+        &self,
+        credentials: &Credentials,
+        workspace_id: &str,
+        change: impl FnOnce(&mut Vec<Repo>),
+    ) {
+        let slot = self.listing_slot(&(credentials.clone(), workspace_id.to_string()));
+        let mut listing = slot.lock().await;
+        if let Some(listing) = listing.as_mut() {
+            change(Arc::make_mut(&mut listing.repos));
+        }
     }
 
     pub async fn create(
@@ -123,9 +138,19 @@ impl Remote {
         workspace_id: &str,
         repo: &RepoWrite,
     ) -> Result<String, ApiError> {
-        let result = self.client(credentials)?.create_repo(repo).await;
-        self.forget(credentials, workspace_id);
-        result
+        match self.client(credentials)?.create_repo(repo).await {
+            Ok(id) => {
+                self.written(credentials, workspace_id, |repos| {
+                    repos.push(repo.as_listed(&id))
+                })
+                .await;
+                Ok(id)
+            }
+            Err(error) => {
+                self.forget(credentials, workspace_id);
+                Err(error)
+            }
+        }
     }
 
     pub async fn update(
@@ -135,9 +160,20 @@ impl Remote {
         repo_id: &str,
         repo: &RepoWrite,
     ) -> Result<(), ApiError> {
-        let result = self.client(credentials)?.update_repo(repo_id, repo).await;
-        self.forget(credentials, workspace_id);
-        result
+        match self.client(credentials)?.update_repo(repo_id, repo).await {
+            Ok(()) => {
+                self.written(credentials, workspace_id, |repos| {
+                    repos.retain(|r| r.id != repo_id);
+                    repos.push(repo.as_listed(repo_id));
+                })
+                .await;
+                Ok(())
+            }
+            Err(error) => {
+                self.forget(credentials, workspace_id);
+                Err(error)
+            }
+        }
     }
 
     /// Deletes a remote repository; one that is already gone counts as deleted.
@@ -147,12 +183,19 @@ impl Remote {
         workspace_id: &str,
         repo_id: &str,
     ) -> Result<(), ApiError> {
-        let result = match self.client(credentials)?.delete_repo(repo_id).await {
-            Err(ApiError::NotFound { .. }) => Ok(()),
-            other => other,
-        };
-        self.forget(credentials, workspace_id);
-        result
+        match self.client(credentials)?.delete_repo(repo_id).await {
+            Ok(()) | Err(ApiError::NotFound { .. }) => {
+                self.written(credentials, workspace_id, |repos| {
+                    repos.retain(|r| r.id != repo_id)
+                })
+                .await;
+                Ok(())
+            }
+            Err(error) => {
+                self.forget(credentials, workspace_id);
+                Err(error)
+            }
+        }
     }
 
     /// Usage figures of the given repositories, in batched calls.
@@ -162,5 +205,156 @@ impl Remote {
         repo_ids: &[String],
     ) -> Result<Vec<RepoStats>, ApiError> {
         self.client(credentials)?.repo_stats(repo_ids).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emulator::{EmulatorConfig, RunningEmulator};
+    use crate::flashback::{BucketWrite, RepoBucketWrite, RepoMode, StorageType, Token};
+
+    const TOKEN: &str = "remote-test-token";
+
+    async fn setup() -> (RunningEmulator, Remote, Credentials, String) {
+        let emulator = RunningEmulator::start(EmulatorConfig {
+            tokens: vec![TOKEN.into()],
+            state_file: None,
+        })
+        .await
+        .unwrap();
+        let credentials = Credentials {
+            api_url: emulator.base_url().parse().unwrap(),
+            token: Token::new(TOKEN),
+        };
+        let remote = Remote::new(RemoteSettings {
+            rate: 1000.0,
+            burst: 1000,
+            listing_max_age: Duration::from_secs(60),
+            stats_batch_size: 50,
+            observer: None,
+        });
+        let bucket = remote
+            .client(&credentials)
+            .unwrap()
+            .create_bucket(&BucketWrite {
+                name: "b".into(),
+                bucket: "b".into(),
+                storage_type: StorageType::S3,
+                key: "k".into(),
+                secret: "s".into(),
+                region: None,
+                endpoint: None,
+                workspace_id: "ws".into(),
+            })
+            .await
+            .unwrap();
+        (emulator, remote, credentials, bucket)
+    }
+
+    fn body(name: &str, bucket: &str) -> RepoWrite {
+        RepoWrite {
+            name: name.into(),
+            storage_type: StorageType::S3,
+            mode: RepoMode::Backup,
+            workspace_id: Some("ws".into()),
+            repo_buckets: vec![RepoBucketWrite {
+                bucket_id: bucket.into(),
+                folder: Some("f".into()),
+                master: false,
+            }],
+            repo_ai_llms: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn one_listing_serves_a_workspace_and_sees_the_operators_own_writes() {
+        let (emulator, remote, credentials, bucket) = setup().await;
+        assert!(
+            remote
+                .repos(&credentials, "ws", None)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let first = remote
+            .create(&credentials, "ws", &body("one", &bucket))
+            .await
+            .unwrap();
+        remote
+            .create(&credentials, "ws", &body("two", &bucket))
+            .await
+            .unwrap();
+        let mut changed = body("one", &bucket);
+        changed.mode = RepoMode::Normal;
+        remote
+            .update(&credentials, "ws", &first, &changed)
+            .await
+            .unwrap();
+
+        let seen = remote.repos(&credentials, "ws", None).await.unwrap();
+        let mut names: Vec<_> = seen
+            .iter()
+            .map(|r| (r.name.as_str(), r.mode.clone()))
+            .collect();
+        names.sort_by_key(|(name, _)| *name);
+        assert_eq!(
+            names,
+            [("one", RepoMode::Normal), ("two", RepoMode::Backup)]
+        );
+        remote.delete(&credentials, "ws", &first).await.unwrap();
+        assert_eq!(
+            remote.repos(&credentials, "ws", None).await.unwrap().len(),
+            1
+        );
+
+        let calls = emulator.control().calls().await.unwrap();
+        assert_eq!(
+            calls.count("GET", "/repo"),
+            1,
+            "one listing served every look: {calls:?}"
+        );
+        // What the cache says is what the API says.
+        let listed = remote
+            .client(&credentials)
+            .unwrap()
+            .list_repos(&RepoFilter::workspace("ws"))
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].name, "two");
+    }
+
+    #[tokio::test]
+    async fn a_reconcile_request_is_served_by_a_listing_from_after_it() {
+        let (emulator, remote, credentials, _) = setup().await;
+        remote.repos(&credentials, "ws", None).await.unwrap();
+        remote.repos(&credentials, "ws", None).await.unwrap();
+        remote
+            .repos(&credentials, "ws", Some(Instant::now()))
+            .await
+            .unwrap();
+        let calls = emulator.control().calls().await.unwrap();
+        assert_eq!(calls.count("GET", "/repo"), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_drops_the_listing() {
+        let (emulator, remote, credentials, _) = setup().await;
+        remote.repos(&credentials, "ws", None).await.unwrap();
+        let refused = remote
+            .create(&credentials, "ws", &body("bad", "no-such-bucket"))
+            .await;
+        assert!(
+            matches!(refused, Err(ApiError::NotFound { .. })),
+            "{refused:?}"
+        );
+        remote.repos(&credentials, "ws", None).await.unwrap();
+        let calls = emulator.control().calls().await.unwrap();
+        assert_eq!(
+            calls.count("GET", "/repo"),
+            2,
+            "the outcome was unknown, so it listed again"
+        );
     }
 }

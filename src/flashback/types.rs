@@ -121,6 +121,30 @@ pub struct RepoWrite {
     pub repo_ai_llms: Vec<AiLlmRef>,
 }
 
+impl RepoWrite {
+    /// The repository as `GET /repo` lists it once this body was accepted under `id`.
+    pub fn as_listed(&self, id: &str) -> Repo {
+        Repo {
+            id: id.to_owned(),
+            name: self.name.clone(),
+            storage_type: self.storage_type.clone(),
+            mode: self.mode.clone(),
+            workspace_id: self.workspace_id.clone(),
+            created_at: None,
+            buckets: self
+                .repo_buckets
+                .iter()
+                .map(|b| RepoBucket {
+                    bucket_id: b.bucket_id.clone(),
+                    folder: b.folder.clone(),
+                    master: b.master,
+                })
+                .collect(),
+            disabled: None,
+        }
+    }
+}
+
 /// One bucket of a [`RepoWrite`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -14,6 +14,11 @@ impl Operator {
     /// Starts the operator against the local control plane and the given API URL, with a
     /// short resync so drift tests finish quickly. `extra` adds or overrides flags.
     pub fn start(namespace: &str, api_url: &str, extra: &[&str]) -> Self {
+        Self::start_with_log("info,flashback_operator=debug", namespace, api_url, extra)
+    }
+
+    /// [`Operator::start`] with a `RUST_LOG` filter of its own.
+    pub fn start_with_log(filter: &str, namespace: &str, api_url: &str, extra: &[&str]) -> Self {
         let logs = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("operator-logs");
         std::fs::create_dir_all(&logs).expect("log directory");
         let log = logs.join(format!("{namespace}-{}.log", uuid::Uuid::new_v4().simple()));
@@ -32,7 +37,7 @@ impl Operator {
         let child = command
             .args(extra)
             .env("KUBECONFIG", super::cluster::kubeconfig_path())
-            .env("RUST_LOG", "info,flashback_operator=debug")
+            .env("RUST_LOG", filter)
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("log file handle"))
             .stderr(out)
@@ -68,6 +73,16 @@ impl Operator {
             );
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
+    }
+
+    /// The process's peak resident memory so far (VmHWM), in KiB.
+    pub fn peak_memory_kib(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
     /// Kills the process with SIGKILL, as a crash or an OOM kill would.
