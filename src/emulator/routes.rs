@@ -584,10 +584,18 @@ async fn get_faults(State(state): State<Arc<AppState>>) -> Response {
     ok(state.faults().faults().clone())
 }
 
+/// Reads the JSON body of a control call, or the 400 answer that says why it cannot.
+// The refusal is a whole Response on a cold path: boxing it would buy nothing.
+#[allow(clippy::result_large_err)]
+fn control_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
+    serde_json::from_slice(body)
+        .map_err(|error| control_error(StatusCode::BAD_REQUEST, error.to_string()))
+}
+
 async fn set_faults(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    let faults: Faults = match serde_json::from_slice(&body) {
-        Ok(faults) => faults,
-        Err(error) => return control_error(StatusCode::BAD_REQUEST, error.to_string()),
+    let faults: Faults = match control_body(&body) {
+        Ok(value) => value,
+        Err(refusal) => return refusal,
     };
     if let Err(message) = faults.check() {
         return control_error(StatusCode::BAD_REQUEST, message);
@@ -642,9 +650,9 @@ async fn set_repo_stats(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let patch: StatsPatch = match serde_json::from_slice(&body) {
-        Ok(patch) => patch,
-        Err(error) => return control_error(StatusCode::BAD_REQUEST, error.to_string()),
+    let patch: StatsPatch = match control_body(&body) {
+        Ok(value) => value,
+        Err(refusal) => return refusal,
     };
     control_write(&state, &format!("repo {id}"), |store| {
         store
@@ -659,9 +667,9 @@ async fn set_bucket_stats(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let patch: StatsPatch = match serde_json::from_slice(&body) {
-        Ok(patch) => patch,
-        Err(error) => return control_error(StatusCode::BAD_REQUEST, error.to_string()),
+    let patch: StatsPatch = match control_body(&body) {
+        Ok(value) => value,
+        Err(refusal) => return refusal,
     };
     control_write(&state, &format!("bucket {id}"), |store| {
         store
@@ -678,9 +686,9 @@ async fn patch_repo(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let patch: RepoPatch = match serde_json::from_slice(&body) {
-        Ok(patch) => patch,
-        Err(error) => return control_error(StatusCode::BAD_REQUEST, error.to_string()),
+    let patch: RepoPatch = match control_body(&body) {
+        Ok(value) => value,
+        Err(refusal) => return refusal,
     };
     control_write(&state, &format!("repo {id}"), |store| {
         if let Some(name) = patch.name
