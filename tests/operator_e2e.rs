@@ -320,6 +320,7 @@ async fn a_wrong_token_stalls_and_is_never_shown() {
     // Fixing the Secret is enough.
     scene.put_token_secret(&scene.token.clone()).await;
     scene.wait_ready("media").await;
+    assert!(scene.has_event("media", "StallResolved").await);
 }
 
 #[tokio::test]

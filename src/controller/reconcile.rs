@@ -403,18 +403,26 @@ impl<'a> Reconcile<'a> {
     }
 
     /// Writes the status through the status subresource, only when it changed, and publishes
-    /// an Event when the object becomes Stalled or stalls for another reason.
+    /// an Event for every Stalled transition: a new stall reason, or the stall resolved.
     async fn write_status(&mut self, repo_id: Option<String>, state: &State) -> Result<(), Error> {
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         let next = status::next(&self.repo, repo_id, state, &now);
         if self.repo.status.as_ref() == Some(&next) {
             return Ok(());
         }
-        if let State::Stalled { reason, message } = state
-            && status::stalled_reason(self.repo.status.as_ref()) != Some(reason)
-        {
-            self.publish(EventType::Warning, reason, message.clone())
-                .await;
+        let was_stalled = status::stalled_reason(self.repo.status.as_ref()).map(str::to_string);
+        match state {
+            State::Stalled { reason, message } if was_stalled.as_deref() != Some(reason) => {
+                self.publish(EventType::Warning, reason, message.clone())
+                    .await;
+            }
+            State::Stalled { .. } => {}
+            _ => {
+                if let Some(was) = was_stalled {
+                    let note = format!("no longer stalled ({was}): {}", state.message());
+                    self.publish(EventType::Normal, "StallResolved", note).await;
+                }
+            }
         }
         // The statistics belong to the stats task: leave them out so a status computed from a
         // cached object never writes older figures back.
