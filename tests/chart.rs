@@ -512,6 +512,82 @@ async fn namespaced_render_scopes_rbac_and_can_add_a_service_monitor() {
     without_monitor.apply();
 }
 
+#[tokio::test]
+async fn helm_install_and_upgrade_work_against_the_api_server() {
+    let kube = kube_client().await;
+    let namespace = test_namespace(&kube, "chart-install").await;
+    let release = release("fbinst");
+    let ns = namespace.as_str();
+    let rel = release.as_str();
+
+    let install = helm(&["install", rel, CHART, "--namespace", ns]);
+    let notes = String::from_utf8_lossy(&install.stdout);
+    assert!(
+        install.status.success(),
+        "helm install failed: {}",
+        String::from_utf8_lossy(&install.stderr)
+    );
+    assert!(notes.contains("STATUS: deployed"), "{notes}");
+    assert!(notes.contains("never upgrades CRDs"), "{notes}");
+
+    let deployments: Api<Deployment> = Api::namespaced(kube.clone(), ns);
+    let fullname = format!("{release}-flashback-operator");
+    let log_format = |deployment: Deployment| {
+        deployment.spec.unwrap().template.spec.unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap()
+            .into_iter()
+            .find(|e| e.name == "FLASHBACK_LOG_FORMAT")
+            .and_then(|e| e.value)
+    };
+    let installed = deployments.get(&fullname).await.expect("installed");
+    assert_eq!(log_format(installed).as_deref(), Some("json"));
+
+    let upgrade = helm(&[
+        "upgrade",
+        rel,
+        CHART,
+        "--namespace",
+        ns,
+        "--reuse-values",
+        "--set",
+        "logFormat=text",
+    ]);
+    assert!(
+        upgrade.status.success(),
+        "helm upgrade failed: {}",
+        String::from_utf8_lossy(&upgrade.stderr)
+    );
+    let upgraded = deployments.get(&fullname).await.expect("upgraded");
+    assert_eq!(log_format(upgraded).as_deref(), Some("text"));
+
+    // A misspelt value is refused before anything changes on the server.
+    let typo = helm(&[
+        "upgrade",
+        rel,
+        CHART,
+        "--namespace",
+        ns,
+        "--reuse-values",
+        "--set",
+        "replicas=2",
+    ]);
+    assert!(!typo.status.success());
+    assert!(
+        String::from_utf8_lossy(&typo.stderr).contains("'replicas' not allowed"),
+        "{}",
+        String::from_utf8_lossy(&typo.stderr)
+    );
+    let history = helm(&["history", rel, "--namespace", ns, "--output", "json"]);
+    let history: serde_json::Value = serde_json::from_slice(&history.stdout).unwrap();
+    assert_eq!(
+        history.as_array().map(Vec::len),
+        Some(2),
+        "no third revision: {history}"
+    );
+}
+
 /// A ServiceAccount token (TokenRequest API) and a kubeconfig that uses it.
 fn service_account_kubeconfig(namespace: &str, account: &str) -> PathBuf {
     let token = run_ok(
