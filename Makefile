@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CONTROL_PLANE := tests/control-plane
 CARGO ?= cargo
 
-.PHONY: test fmt-check clippy build-tests control-plane demo demo-down demo-smoke crds bench
+.PHONY: test fmt-check clippy build-tests control-plane demo demo-down demo-smoke crds bench chart-lint
 
 ## test: formatting, lints, unit, integration and end-to-end tests against a real API server,
 ## then the demo once from start to Ready
@@ -39,9 +39,17 @@ demo-smoke:
 	demo/up.sh || { demo/down.sh; exit 1; }
 	demo/down.sh
 
-## crds: regenerate crds/ from the Rust types (a test fails when they drift)
+## crds: regenerate crds/ and the chart's copy from the Rust types (tests fail when they drift)
 crds:
 	$(CARGO) run --locked --quiet --bin flashback-operator -- crds > crds/flashbackrepositories.flashback.tech.yaml
+	cp crds/flashbackrepositories.flashback.tech.yaml charts/flashback-operator/crds/
+
+## chart-lint: helm lint --strict of the chart, watching all namespaces and one namespace
+chart-lint:
+	$(CONTROL_PLANE)/build.sh helm
+	target/control-plane/bin/helm lint --strict charts/flashback-operator
+	target/control-plane/bin/helm lint --strict charts/flashback-operator \
+	  --set watchNamespace=team-a --set leaderElection.enabled=false
 
 ## bench: benchmarks that print their figures (release build; not part of `make test`)
 bench: control-plane

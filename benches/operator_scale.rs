@@ -38,8 +38,9 @@ fn main() -> anyhow::Result<()> {
 async fn run(count: usize) -> anyhow::Result<()> {
     let scene = Scene::new("scale").await;
     // Realistic defaults for everything but the API rate, which would only measure itself.
-    let operator = Operator::start_with_log(
-        "info",
+    let operator = Operator::start_as(
+        &support::cluster::kubeconfig_path(),
+        &[("RUST_LOG".to_string(), "info".to_string())],
         &scene.namespace,
         scene.emulator.base_url(),
         &[

@@ -72,6 +72,8 @@ pub enum CredentialsError {
     TokenMissing(SecretName),
     #[error("the key `apiUrl` of the credentials Secret {0} is not a URL")]
     InvalidApiUrl(SecretName),
+    #[error("the operator may not read the credentials Secret {0}: grant it `get` on that Secret")]
+    SecretForbidden(SecretName),
     #[error(
         "no credentialsSecretRef is set and the operator has no default credentials \
          (--default-credentials-secret)"
@@ -130,9 +132,13 @@ pub async fn resolve(
         Err(problem) => return Ok(Err(problem)),
     };
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &name.namespace);
-    Ok(match secrets.get_opt(&name.name).await? {
-        Some(secret) => from_secret(&name, &secret, default_api_url),
-        None => Err(CredentialsError::SecretNotFound(name)),
+    Ok(match secrets.get_opt(&name.name).await {
+        Ok(Some(secret)) => from_secret(&name, &secret, default_api_url),
+        Ok(None) => Err(CredentialsError::SecretNotFound(name)),
+        Err(kube::Error::Api(status)) if status.is_forbidden() => {
+            Err(CredentialsError::SecretForbidden(name))
+        }
+        Err(error) => return Err(error),
     })
 }
 

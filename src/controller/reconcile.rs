@@ -495,6 +495,7 @@ fn credentials_stall(problem: &CredentialsError) -> Stall {
             CredentialsError::SecretNotFound(_) => "SecretNotFound",
             CredentialsError::TokenMissing(_) => "TokenMissing",
             CredentialsError::InvalidApiUrl(_) => "InvalidApiUrl",
+            CredentialsError::SecretForbidden(_) => "SecretForbidden",
             CredentialsError::NoDefault => "NoCredentials",
         },
         message: problem.to_string(),

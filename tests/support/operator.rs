@@ -1,7 +1,7 @@
 //! The real `flashback-operator` binary, started as a process for end-to-end tests.
 
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 /// A running operator watching one namespace. Killed when dropped.
@@ -14,11 +14,24 @@ impl Operator {
     /// Starts the operator against the local control plane and the given API URL, with a
     /// short resync so drift tests finish quickly. `extra` adds or overrides flags.
     pub fn start(namespace: &str, api_url: &str, extra: &[&str]) -> Self {
-        Self::start_with_log("info,flashback_operator=debug", namespace, api_url, extra)
+        Self::start_as(
+            &super::cluster::kubeconfig_path(),
+            &[],
+            namespace,
+            api_url,
+            extra,
+        )
     }
 
-    /// [`Operator::start`] with a `RUST_LOG` filter of its own.
-    pub fn start_with_log(filter: &str, namespace: &str, api_url: &str, extra: &[&str]) -> Self {
+    /// [`Operator::start`] with the identity of another kubeconfig (e.g. a ServiceAccount
+    /// token) and extra environment variables, `RUST_LOG` included (flags win over both).
+    pub fn start_as(
+        kubeconfig: &Path,
+        env: &[(String, String)],
+        namespace: &str,
+        api_url: &str,
+        extra: &[&str],
+    ) -> Self {
         let logs = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("operator-logs");
         std::fs::create_dir_all(&logs).expect("log directory");
         let log = logs.join(format!("{namespace}-{}.log", uuid::Uuid::new_v4().simple()));
@@ -36,8 +49,9 @@ impl Operator {
         }
         let child = command
             .args(extra)
-            .env("KUBECONFIG", super::cluster::kubeconfig_path())
-            .env("RUST_LOG", filter)
+            .env("RUST_LOG", "info,flashback_operator=debug")
+            .envs(env.iter().map(|(name, value)| (name, value)))
+            .env("KUBECONFIG", kubeconfig)
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("log file handle"))
             .stderr(out)
