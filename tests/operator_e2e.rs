@@ -12,6 +12,7 @@ use flashback_operator::crd::{DeletionPolicy, ManagementPolicy, RepositoryMode, 
 use flashback_operator::emulator::Faults;
 use flashback_operator::emulator::control::{RepoPatch, StatsPatch};
 use flashback_operator::flashback::{RepoMode, StorageType};
+use kube::ResourceExt;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
 use support::cluster::{DEADLINE, kubeconfig_path};
@@ -253,7 +254,8 @@ async fn adoption_makes_no_post_and_a_clash_without_it_stalls() {
 
 #[tokio::test]
 async fn an_unknown_bucket_stalls_with_the_api_error_code() {
-    let scene = Scene::with_operator("bucket").await;
+    let mut scene = Scene::new("bucket").await;
+    scene.start_operator(&["--resync-interval", "1h"]);
     let mut repo = scene.mirror("media");
     repo.spec.buckets[1].bucket_id = "no-such-bucket".into();
     scene.create(&repo).await;
@@ -262,11 +264,32 @@ async fn an_unknown_bucket_stalls_with_the_api_error_code() {
     assert!(message.contains("NOT_FOUND"), "{message}");
     assert_eq!(condition(&stalled, "Ready").unwrap().status, "False");
     assert!(scene.remote_repos().await.is_empty());
+    // A refusal waits for a change: no retry comes in the next seconds.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        scene.calls("POST", "/repo").await,
+        1,
+        "the refused create is not retried"
+    );
+    let annotations = scene
+        .repos
+        .get("media")
+        .await
+        .unwrap()
+        .metadata
+        .annotations
+        .unwrap_or_default();
+    assert!(
+        !annotations.contains_key(annotations::CREATE_STARTED_AT),
+        "a refused create leaves no create marker"
+    );
 }
 
 #[tokio::test]
 async fn a_missing_secret_stalls_until_it_is_created() {
-    let scene = Scene::with_operator("secret").await;
+    let mut scene = Scene::new("secret").await;
+    // An hour between resyncs: only the Secret watch can explain the recovery.
+    scene.start_operator(&["--resync-interval", "1h"]);
     let mut repo = scene.mirror("media");
     repo.spec.credentials_secret_ref.as_mut().unwrap().name = "created-later".into();
     scene.create(&repo).await;
@@ -297,7 +320,7 @@ async fn a_wrong_token_stalls_and_is_never_shown() {
     let mut scene = Scene::new("token").await;
     let wrong = format!("wrong-{}", uuid::Uuid::new_v4().simple());
     scene.put_token_secret(&wrong).await;
-    scene.start_operator(&[]);
+    scene.start_operator(&["--resync-interval", "1h"]);
     scene.create(&scene.mirror("media")).await;
     let stalled = scene.wait_stalled("media", "Unauthorized").await;
 
@@ -321,6 +344,12 @@ async fn a_wrong_token_stalls_and_is_never_shown() {
     scene.put_token_secret(&scene.token.clone()).await;
     scene.wait_ready("media").await;
     assert!(scene.has_event("media", "StallResolved").await);
+    // Now the operator has used the real token too: it is nowhere in its output.
+    let output = scene.operator().output();
+    assert!(
+        !output.contains(&scene.token),
+        "the token leaked into the operator output"
+    );
 }
 
 #[tokio::test]
@@ -528,12 +557,30 @@ async fn observe_only_reports_without_writing_and_never_deletes() {
     watched.spec.mode = RepositoryMode::Backup; // differs from the remote: still never written
     watched.spec.buckets[0].master = false;
     scene.create(&watched).await;
-    let ready = scene.wait_ready("watched").await;
-    assert_eq!(condition(&ready, "Ready").unwrap().reason, "Observed");
+    let differing = scene
+        .wait_for("watched", "observed out of sync", |r| {
+            condition(r, "Ready").is_some_and(|c| c.reason == "OutOfSync")
+        })
+        .await;
+    assert_eq!(condition(&differing, "Ready").unwrap().status, "False");
+    assert_eq!(condition(&differing, "Stalled").unwrap().status, "False");
     assert_eq!(
-        ready.status.unwrap().repo_id.as_deref(),
+        differing.status.unwrap().repo_id.as_deref(),
         Some(existing_id.as_str())
     );
+
+    // The spec brought in line with the remote: Ready, and still nothing written.
+    patch_spec(
+        &scene,
+        "watched",
+        json!({"mode": "MIRROR", "buckets": [
+            {"bucketId": scene.buckets[0], "folder": "media", "master": true},
+            {"bucketId": scene.buckets[1]}
+        ]}),
+    )
+    .await;
+    let ready = scene.wait_ready("watched").await;
+    assert_eq!(condition(&ready, "Ready").unwrap().reason, "Observed");
 
     scene
         .repos
@@ -657,7 +704,13 @@ async fn transient_failures_are_retried_until_ready_and_retry_after_is_obeyed() 
 async fn an_object_in_step_is_not_written_again() {
     let scene = Scene::with_operator("quiet").await;
     scene.create(&scene.mirror("media")).await;
-    let ready = scene.wait_ready("media").await;
+    scene.wait_ready("media").await;
+    // The create's bookkeeping ends with the create marker removed.
+    let ready = scene
+        .wait_for("media", "without its create marker", |r| {
+            !r.annotations().contains_key(annotations::CREATE_STARTED_AT)
+        })
+        .await;
     let version = ready.metadata.resource_version.clone();
 
     // Let a few resyncs (every 3 s) look at the object.
@@ -830,4 +883,150 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
     // A graceful stop releases the Lease at once.
     assert!(second.terminate(), "the leader exits 0 on SIGTERM");
     assert_eq!(holder().await, None, "the Lease is released on shutdown");
+}
+
+#[tokio::test]
+async fn failing_creates_back_off_instead_of_retrying_at_once() {
+    let mut scene = Scene::new("backoff").await;
+    let faults: Faults = serde_json::from_value(json!({
+        "failNext": {"count": 50, "status": 500, "route": {"method": "POST", "route": "/repo"}}
+    }))
+    .unwrap();
+    scene.control.set_faults(&faults).await.unwrap();
+    scene.start_operator(&["--resync-interval", "1h"]);
+    scene.create(&scene.mirror("media")).await;
+    let failing = scene
+        .wait_for("media", "retrying", |r| {
+            condition(r, "Ready").is_some_and(|c| c.reason == "RemoteUnavailable")
+        })
+        .await;
+    assert_eq!(condition(&failing, "Reconciling").unwrap().status, "True");
+
+    // Backoff of 1 s doubling (jittered into its upper half): over 8 s a handful of tries,
+    // where retrying at once would make dozens.
+    let before = scene.calls("POST", "/repo").await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let tries = scene.calls("POST", "/repo").await - before;
+    assert!((1..=5).contains(&tries), "{tries} creates in 8 s");
+
+    scene.control.clear_faults().await.unwrap();
+    scene.control.reset_calls().await.unwrap();
+    scene.wait_ready("media").await;
+    assert_eq!(
+        scene.remote_repos().await.len(),
+        1,
+        "the 500s created nothing"
+    );
+}
+
+#[tokio::test]
+async fn status_writes_by_others_do_not_trigger_a_reconcile() {
+    let mut scene = Scene::new("predicate").await;
+    scene.start_operator(&["--resync-interval", "1h"]);
+    scene.create(&scene.mirror("media")).await;
+    scene.wait_ready("media").await;
+    let url = scene.operator().endpoints_url().await;
+    let reconciles = || async {
+        let text = reqwest::get(format!("{url}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| l.starts_with("flashback_operator_reconciles_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum::<u64>()
+    };
+    // Let the reconciles that follow a create (its own annotation writes) settle.
+    let mut settled = reconciles().await;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = reconciles().await;
+        if now == settled {
+            break;
+        }
+        settled = now;
+    }
+
+    scene
+        .repos
+        .patch_status(
+            "media",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"remoteName": "written-by-someone-else"}})),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        reconciles().await,
+        settled,
+        "a status write triggered a reconcile"
+    );
+
+    // The same count does move for a change that matters.
+    annotate(
+        &scene,
+        "media",
+        annotations::RECONCILE_REQUESTED_AT,
+        Some("now"),
+    )
+    .await;
+    tokio::time::timeout(DEADLINE, async {
+        while reconciles().await == settled {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("an annotation change reconciles");
+}
+
+#[tokio::test]
+async fn a_leader_that_loses_its_lease_stops() {
+    let scene = Scene::new("lost").await;
+    let flags = [
+        "--leader-election",
+        "--leader-election-namespace",
+        scene.namespace.as_str(),
+        "--leader-election-lease-duration",
+        "3s",
+    ];
+    let mut leader = Operator::start(&scene.namespace, scene.emulator.base_url(), &flags);
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(scene.kube.clone(), &scene.namespace);
+    let lease = tokio::time::timeout(DEADLINE, async {
+        loop {
+            if let Some(lease) = leases.get_opt("flashback-operator").await.unwrap() {
+                return lease;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the operator takes the Lease");
+
+    // Someone else takes the Lease (as another replica would after a partition).
+    let mut taken = lease.clone();
+    let spec = taken.spec.as_mut().unwrap();
+    spec.holder_identity = Some("intruder".into());
+    spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+        k8s_openapi::jiff::Timestamp::now(),
+    ));
+    leases
+        .replace("flashback-operator", &Default::default(), &taken)
+        .await
+        .expect("the Lease is taken over");
+    let status = leader
+        .wait_exit(DEADLINE)
+        .expect("the operator stops without the Lease");
+    assert!(
+        !status.success(),
+        "it exits non-zero, to be restarted as a standby"
+    );
+    assert!(
+        leader
+            .output()
+            .contains("another replica holds the Lease now")
+    );
 }

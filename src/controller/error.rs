@@ -17,6 +17,10 @@ pub enum Error {
         source: ApiError,
     },
 
+    /// The object changed since it was read; the reconcile decides again on the new version.
+    #[error("the object changed since it was read")]
+    Stale,
+
     /// Deletion must wait for a person (credentials missing or rejected); the finalizer stays.
     #[error("the remote repository cannot be deleted yet: {0}")]
     CleanupBlocked(String),
@@ -43,6 +47,7 @@ impl Error {
     pub fn label(&self) -> &'static str {
         match self {
             Error::Kube(_) => "kubernetes",
+            Error::Stale => "stale",
             Error::Remote { source, .. } => source.metric_label(),
             Error::CleanupBlocked(_) => "cleanup_blocked",
             Error::Finalizer(inner) => match inner.as_ref() {
@@ -50,6 +55,30 @@ impl Error {
                 | kube::runtime::finalizer::Error::CleanupFailed(e) => e.label(),
                 _ => "finalizer",
             },
+        }
+    }
+}
+
+impl Error {
+    /// A failed conditional write: a conflict means the object changed, anything else is the
+    /// Kubernetes API failing.
+    pub fn from_write(error: kube::Error) -> Self {
+        match error {
+            kube::Error::Api(status) if status.is_conflict() => Error::Stale,
+            other => Error::Kube(other),
+        }
+    }
+
+    /// Whether this only says that the object changed under the reconcile.
+    pub fn is_stale(&self) -> bool {
+        match self {
+            Error::Stale => true,
+            Error::Finalizer(inner) => matches!(
+                inner.as_ref(),
+                kube::runtime::finalizer::Error::ApplyFailed(Error::Stale)
+                    | kube::runtime::finalizer::Error::CleanupFailed(Error::Stale)
+            ),
+            _ => false,
         }
     }
 }

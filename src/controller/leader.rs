@@ -1,13 +1,16 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease, so that of several replicas exactly
 //! one reconciles. The holder renews the Lease every third of its duration; another replica
-//! takes it over once it has expired, or at once when the holder released it on shutdown.
-//! Every write carries the resourceVersion that was read, so two replicas never both win.
+//! takes it over once the Lease has not changed for a whole duration, or at once when the
+//! holder released it on shutdown. Expiry is measured on this replica's own clock from when it
+//! last saw the Lease change, never by comparing clocks of two machines. Every write carries
+//! the resourceVersion that was read, so two replicas never both win.
 
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 use tracing::{info, warn};
@@ -41,8 +44,9 @@ pub enum Step {
     Wait,
 }
 
-/// The pure rule of the election.
-pub fn next_step(lease: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> Step {
+/// The pure rule of the election. `unchanged_for` is how long this replica has seen the
+/// Lease exactly as it is now.
+pub fn next_step(lease: Option<&LeaseSpec>, identity: &str, unchanged_for: Duration) -> Step {
     let Some(spec) = lease else {
         return Step::Create;
     };
@@ -50,14 +54,14 @@ pub fn next_step(lease: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> S
         Some(holder) if holder == identity => Step::Renew,
         None | Some("") => Step::TakeOver,
         Some(_) => {
-            let duration =
-                SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(0)));
-            let expired = spec
-                .renew_time
-                .as_ref()
-                .or(spec.acquire_time.as_ref())
-                .is_none_or(|renewed| renewed.0 + duration < now);
-            if expired { Step::TakeOver } else { Step::Wait }
+            let duration = Duration::from_secs(
+                u64::try_from(spec.lease_duration_seconds.unwrap_or(0)).unwrap_or(0),
+            );
+            if unchanged_for > duration {
+                Step::TakeOver
+            } else {
+                Step::Wait
+            }
         }
     }
 }
@@ -92,10 +96,15 @@ fn held_by(
     }
 }
 
+/// What makes a Lease record different from another: its holder and last renewal.
+type Fingerprint = Option<(Option<String>, Option<MicroTime>)>;
+
 /// One replica's side of the election.
 pub struct Elector {
     api: Api<Lease>,
     settings: LeaseSettings,
+    /// The Lease as last seen, and when this replica first saw it so.
+    observed: Mutex<Option<(Fingerprint, Instant)>>,
 }
 
 impl Elector {
@@ -103,6 +112,20 @@ impl Elector {
         Self {
             api: Api::namespaced(client, &settings.namespace),
             settings,
+            observed: Mutex::new(None),
+        }
+    }
+
+    /// How long this replica has seen the Lease exactly as `spec` is.
+    fn unchanged_for(&self, spec: Option<&LeaseSpec>) -> Duration {
+        let fingerprint = spec.map(|s| (s.holder_identity.clone(), s.renew_time.clone()));
+        let mut observed = self.observed.lock().expect("lease observation lock");
+        match observed.as_ref() {
+            Some((seen, since)) if *seen == fingerprint => since.elapsed(),
+            _ => {
+                *observed = Some((fingerprint, Instant::now()));
+                Duration::ZERO
+            }
         }
     }
 
@@ -110,11 +133,8 @@ impl Elector {
     pub async fn try_hold(&self) -> Result<bool, kube::Error> {
         let now = Timestamp::now();
         let current = self.api.get_opt(&self.settings.name).await?;
-        let step = next_step(
-            current.as_ref().and_then(|l| l.spec.as_ref()),
-            &self.settings.identity,
-            now,
-        );
+        let spec = current.as_ref().and_then(|l| l.spec.as_ref());
+        let step = next_step(spec, &self.settings.identity, self.unchanged_for(spec));
         let result = match (step, current) {
             (Step::Wait, _) => return Ok(false),
             (Step::Create, _) | (_, None) => {
@@ -150,12 +170,22 @@ impl Elector {
         }
     }
 
+    /// [`Elector::try_hold`] bounded by one retry period, so a hung API server cannot keep a
+    /// replica believing it still leads.
+    async fn attempt(&self) -> Result<bool, String> {
+        match tokio::time::timeout(self.settings.retry_period(), self.try_hold()).await {
+            Ok(Ok(held)) => Ok(held),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err("the API server did not answer in time".into()),
+        }
+    }
+
     /// Waits until this replica holds the Lease, or `None` when `stop` comes first.
     pub async fn acquire(&self, stop: impl std::future::Future<Output = ()>) -> Option<()> {
         tokio::pin!(stop);
         info!(lease = %self.settings.name, identity = %self.settings.identity, "waiting to lead");
         loop {
-            match self.try_hold().await {
+            match self.attempt().await {
                 Ok(true) => {
                     info!(lease = %self.settings.name, identity = %self.settings.identity, "became the leader");
                     return Some(());
@@ -170,38 +200,30 @@ impl Elector {
         }
     }
 
-    /// Renews the Lease until `stop` resolves (then releases it and returns `true`), or
-    /// until it could not be renewed for two thirds of its duration (returns `false`: this
-    /// replica must stop acting as the leader).
-    pub async fn keep(&self, stop: impl std::future::Future<Output = ()>) -> bool {
-        tokio::pin!(stop);
+    /// Renews the Lease for as long as it can; returns when this replica no longer leads: another
+    /// holds the Lease, or it could not be renewed for two thirds of its duration.
+    pub async fn hold(&self) {
         let deadline = self.settings.duration * 2 / 3;
-        let mut last_renewal = tokio::time::Instant::now();
+        let mut renewed = tokio::time::Instant::now();
         loop {
-            tokio::select! {
-                () = tokio::time::sleep(self.settings.retry_period()) => {}
-                () = &mut stop => {
-                    self.release().await;
-                    return true;
-                }
-            }
-            match self.try_hold().await {
-                Ok(true) => last_renewal = tokio::time::Instant::now(),
+            tokio::time::sleep(self.settings.retry_period()).await;
+            match self.attempt().await {
+                Ok(true) => renewed = tokio::time::Instant::now(),
                 Ok(false) => {
                     warn!(lease = %self.settings.name, "another replica holds the Lease now");
-                    return false;
+                    return;
                 }
                 Err(error) => warn!(error = %error, "cannot renew the leader Lease"),
             }
-            if last_renewal.elapsed() > deadline {
+            if renewed.elapsed() > deadline {
                 warn!(lease = %self.settings.name, "the leader Lease could not be renewed in time");
-                return false;
+                return;
             }
         }
     }
 
     /// Gives the Lease up, so another replica can take over without waiting for it to expire.
-    async fn release(&self) {
+    pub async fn release(&self) {
         let Ok(Some(mut lease)) = self.api.get_opt(&self.settings.name).await else {
             return;
         };
@@ -244,31 +266,33 @@ mod tests {
         }
     }
 
+    const SECOND: Duration = Duration::from_secs(1);
+
     #[test]
     fn no_lease_is_created_and_our_own_is_renewed() {
-        assert_eq!(next_step(None, "a", at(0)), Step::Create);
+        assert_eq!(next_step(None, "a", Duration::ZERO), Step::Create);
         assert_eq!(
-            next_step(Some(&lease(Some("a"), 0, 15)), "a", at(100)),
+            next_step(Some(&lease(Some("a"), 0, 15)), "a", 100 * SECOND),
             Step::Renew
         );
     }
 
     #[test]
-    fn someone_elses_lease_is_respected_until_it_expires() {
+    fn someone_elses_lease_is_respected_until_it_stops_changing_for_its_duration() {
         let theirs = lease(Some("b"), 0, 15);
-        assert_eq!(next_step(Some(&theirs), "a", at(10)), Step::Wait);
-        assert_eq!(next_step(Some(&theirs), "a", at(15)), Step::Wait);
-        assert_eq!(next_step(Some(&theirs), "a", at(16)), Step::TakeOver);
+        assert_eq!(next_step(Some(&theirs), "a", Duration::ZERO), Step::Wait);
+        assert_eq!(next_step(Some(&theirs), "a", 15 * SECOND), Step::Wait);
+        assert_eq!(next_step(Some(&theirs), "a", 16 * SECOND), Step::TakeOver);
     }
 
     #[test]
     fn a_released_lease_is_taken_at_once() {
         assert_eq!(
-            next_step(Some(&lease(None, 0, 15)), "a", at(1)),
+            next_step(Some(&lease(None, 0, 15)), "a", Duration::ZERO),
             Step::TakeOver
         );
         assert_eq!(
-            next_step(Some(&lease(Some(""), 0, 15)), "a", at(1)),
+            next_step(Some(&lease(Some(""), 0, 15)), "a", Duration::ZERO),
             Step::TakeOver
         );
     }

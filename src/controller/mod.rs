@@ -36,7 +36,7 @@ use crate::controller::backoff::Backoff;
 use crate::controller::context::Context;
 use crate::controller::credentials::SecretName;
 use crate::controller::remote::{Remote, RemoteSettings};
-use crate::crd::FlashbackRepository;
+use crate::crd::{FlashbackRepository, annotations};
 use crate::flashback::CallRecord;
 use crate::http;
 use crate::metrics::Metrics;
@@ -227,18 +227,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             }
         }
     };
-    let leadership = async {
-        match &elector {
-            Some(elector) => {
-                let kept = elector.keep(stopped()).await;
-                if !kept {
-                    let _ = stop_tx.send(true);
-                }
-                kept
-            }
-            None => true,
-        }
-    };
     let statistics = stats::run(
         store.clone(),
         context.clone(),
@@ -261,18 +249,29 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                 warn!(error = %error, "controller error");
             }
         });
-    let (kept, (), (), ()) = tokio::join!(
-        leadership,
-        controller,
-        statistics,
-        futures::future::select(Box::pin(became_ready), Box::pin(stopped())).map(|_| ())
-    );
-    finish(server).await?;
-    anyhow::ensure!(
-        kept,
-        "lost the leader Lease; stopped so that a fresh start can stand for it again"
-    );
-    Ok(())
+    let work = async {
+        tokio::join!(
+            controller,
+            statistics,
+            futures::future::select(Box::pin(became_ready), Box::pin(stopped())).map(|_| ())
+        )
+    };
+    match &elector {
+        None => {
+            work.await;
+        }
+        Some(elector) => tokio::select! {
+            // Finished (after SIGTERM): the Lease goes only once no reconcile is in flight.
+            _ = work => elector.release().await,
+            // Lost: dropping `work` cancels every reconcile at once; none may run without it.
+            () = elector.hold() => {
+                let _ = stop_tx.send(true);
+                let _ = finish(server).await;
+                anyhow::bail!("lost the leader Lease; stopped so that a fresh start can stand for it again");
+            }
+        },
+    }
+    finish(server).await
 }
 
 /// Waits until FlashbackRepositories can be listed, saying why not at each try; `false` when
@@ -323,12 +322,18 @@ where
 }
 
 /// A fingerprint of what a reconcile depends on: the spec (generation), annotations,
-/// finalizers and deletion. Status writes change none of these, so the operator's own
-/// status patches never trigger a reconcile.
+/// finalizers and deletion. Status writes and the create marker change none of these, so the
+/// operator's own bookkeeping never triggers a reconcile.
 fn worth_a_reconcile(repo: &FlashbackRepository) -> Option<u64> {
     let mut hasher = DefaultHasher::new();
     predicates::generation(repo).hash(&mut hasher);
-    repo.metadata.annotations.hash(&mut hasher);
+    // The create marker is the operator's own bookkeeping, like the status: writing or
+    // clearing it must not start another reconcile (nor cut a backoff short).
+    for (key, value) in repo.metadata.annotations.iter().flatten() {
+        if key != annotations::CREATE_STARTED_AT {
+            (key, value).hash(&mut hasher);
+        }
+    }
     repo.metadata.finalizers.hash(&mut hasher);
     repo.metadata.deletion_timestamp.is_some().hash(&mut hasher);
     Some(hasher.finish())
@@ -388,6 +393,18 @@ mod tests {
         let mut requested = repo.clone();
         fixtures::annotate(&mut requested, annotations::RECONCILE_REQUESTED_AT, "now");
         assert_ne!(worth_a_reconcile(&requested), before);
+
+        let mut marked = repo.clone();
+        fixtures::annotate(
+            &mut marked,
+            annotations::CREATE_STARTED_AT,
+            "2026-11-26T19:00:00Z",
+        );
+        assert_eq!(
+            worth_a_reconcile(&marked),
+            before,
+            "the create marker is bookkeeping"
+        );
 
         let mut finalized = repo.clone();
         finalized.metadata.finalizers = Some(vec![crate::crd::FINALIZER.into()]);

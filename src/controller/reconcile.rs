@@ -48,6 +48,14 @@ pub async fn reconcile(repo: Arc<FlashbackRepository>, ctx: Arc<Context>) -> Res
 
 /// Called by kube-runtime when `reconcile` failed: back off per object.
 pub fn error_policy(repo: Arc<FlashbackRepository>, error: &Error, ctx: Arc<Context>) -> Action {
+    if error.is_stale() {
+        // Not a failure: the watch brings the new version, and a second look follows soon.
+        debug!(
+            name = repo.name_any(),
+            "the object changed while it was reconciled; looking again"
+        );
+        return Action::requeue(Duration::from_secs(1));
+    }
     let delay = ctx.backoff.next(&object_key(&repo), error.retry_after());
     warn!(
         namespace = repo.namespace().unwrap_or_default(),
@@ -115,12 +123,7 @@ impl<'a> Reconcile<'a> {
         let desired = plan::desired(&self.repo);
         match plan::decide(&self.repo, &listing) {
             Decision::Create => {
-                if !self.mark_create_started().await? {
-                    debug!(
-                        "the object changed since it was read; deciding again on the new version"
-                    );
-                    return Ok(Action::requeue(Duration::from_secs(1)));
-                }
+                self.mark_create_started().await?;
                 self.progress(None, "Creating", "creating the remote repository")
                     .await?;
                 let repo_id = match self
@@ -131,6 +134,11 @@ impl<'a> Reconcile<'a> {
                 {
                     Ok(id) => id,
                     Err(error) => {
+                        // A refusal is a definite answer: nothing was created, so the marker
+                        // must not make a later repository of this name look like ours.
+                        if api_stall(&error, &self.repo).is_some() {
+                            self.clear_create_marker().await?;
+                        }
                         return self
                             .remote_failed(None, "create the repository", error)
                             .await;
@@ -196,12 +204,23 @@ impl<'a> Reconcile<'a> {
                 self.synced(repo_id).await
             }
             Decision::Observe { repo_id, in_sync } => {
-                let message = if in_sync {
-                    "observed the remote repository; it matches the spec"
-                } else {
-                    "observed the remote repository; it differs from the spec, and ObserveOnly never writes"
+                if in_sync {
+                    return self
+                        .ready(
+                            repo_id,
+                            "Observed",
+                            "observed the remote repository; it matches the spec",
+                        )
+                        .await;
+                }
+                let state = State::Waiting {
+                    reason: "OutOfSync",
+                    message: "observed the remote repository; it differs from the spec, and \
+                              managementPolicy ObserveOnly never writes"
+                        .into(),
                 };
-                self.ready(repo_id, "Observed", message).await
+                self.write_status(Some(repo_id), &state).await?;
+                Ok(Action::requeue(self.ctx.resync_interval))
             }
             Decision::Paused { repo_id, in_sync } => {
                 let state = if in_sync {
@@ -251,36 +270,45 @@ impl<'a> Reconcile<'a> {
             return Ok(Action::await_change());
         }
 
-        let credentials = match self.credentials().await? {
-            Ok(credentials) => credentials,
-            Err(problem) => {
-                let problem = credentials_stall(&problem);
-                self.stall(None, problem.clone()).await?;
-                return Err(Error::CleanupBlocked(problem.message));
-            }
-        };
-        let workspace = self.repo.spec.workspace_id.clone();
         let known = self
             .repo
             .adopted_repo_id()
             .or(self.repo.status.as_ref().and_then(|s| s.repo_id.as_deref()))
             .map(str::to_string);
-        let repo_id = match known {
-            Some(id) => Some(id),
-            // A crash between the create and the status write leaves only the marker: find the
-            // repository by name so it does not leak.
-            None if self.repo.create_started() => {
-                match self.ctx.remote.repos(&credentials, &workspace, None).await {
-                    Ok(listing) => listing
-                        .iter()
-                        .find(|r| r.name == self.repo.remote_name())
-                        .map(|r| r.id.clone()),
-                    Err(error) => return Err(self.deletion_failed(error).await),
-                }
+        // Nothing was ever created for this object: release it, credentials or not.
+        if known.is_none() && !self.repo.create_started() {
+            return Ok(Action::await_change());
+        }
+        let credentials = match self.credentials().await? {
+            Ok(credentials) => credentials,
+            Err(problem) => {
+                let mut problem = credentials_stall(&problem);
+                problem.message.push_str(
+                    "; the remote repository is kept until then (set deletionPolicy: Orphan \
+                     to release the object without deleting it)",
+                );
+                self.stall(None, problem.clone()).await?;
+                return Err(Error::CleanupBlocked(problem.message));
             }
-            None => None,
         };
-        if let Some(repo_id) = repo_id {
+        let workspace = self.repo.spec.workspace_id.clone();
+        let mut doomed: Vec<String> = known.into_iter().collect();
+        // A create whose outcome was never recorded (a crash, a status write that failed) may
+        // have made a repository under a new id: find it by name so it does not leak.
+        if self.repo.create_started() {
+            match self.ctx.remote.repos(&credentials, &workspace, None).await {
+                Ok(listing) => {
+                    let found: Vec<String> = listing
+                        .iter()
+                        .filter(|r| r.name == self.repo.remote_name() && !doomed.contains(&r.id))
+                        .map(|r| r.id.clone())
+                        .collect();
+                    doomed.extend(found);
+                }
+                Err(error) => return Err(self.deletion_failed(error).await),
+            }
+        }
+        for repo_id in doomed {
             if let Err(error) = self
                 .ctx
                 .remote
@@ -397,9 +425,15 @@ impl<'a> Reconcile<'a> {
     }
 
     /// Ready: the remote repository matches the spec.
+    /// Once the id is in the status, the create marker has done its job and goes.
     async fn synced(&mut self, repo_id: String) -> Result<Action, Error> {
-        self.ready(repo_id, "Synced", "the remote repository matches the spec")
-            .await
+        let action = self
+            .ready(repo_id, "Synced", "the remote repository matches the spec")
+            .await?;
+        if self.repo.create_started() {
+            self.clear_create_marker().await?;
+        }
+        Ok(action)
     }
 
     /// Writes the status through the status subresource, only when it changed, and publishes
@@ -425,37 +459,47 @@ impl<'a> Reconcile<'a> {
             }
         }
         // The statistics belong to the stats task: leave them out so a status computed from a
-        // cached object never writes older figures back.
+        // cached object never writes older figures back. The resourceVersion makes the write
+        // conditional: a status decided on a cache that missed a change is refused, not written.
         let patch = FlashbackRepositoryStatus {
             stats: None,
-            ..next.clone()
+            ..next
         };
-        self.api
+        let body = json!({
+            "metadata": { "resourceVersion": self.repo.resource_version() },
+            "status": patch,
+        });
+        self.repo = self
+            .api
             .patch_status(
                 &self.repo.name_any(),
                 &PatchParams::default(),
-                &Patch::Merge(json!({ "status": patch })),
+                &Patch::Merge(body),
             )
-            .await?;
-        self.repo.status = Some(next);
+            .await
+            .map_err(Error::from_write)?;
         Ok(())
     }
 
     /// Writes the create marker before every create, with an optimistic-concurrency patch (it
     /// carries the resourceVersion that was read). Its success proves the decision to create
     /// was made on the latest version of the object, not on a cache that has not yet seen the
-    /// status write of an earlier create; `false` means the object changed and must be
-    /// decided again.
-    async fn mark_create_started(&self) -> Result<bool, Error> {
+    /// status write of an earlier create. A marker already there keeps its value, so a retry
+    /// changes nothing and triggers no extra reconcile.
+    async fn mark_create_started(&mut self) -> Result<(), Error> {
+        let value = self
+            .repo
+            .annotations()
+            .get(annotations::CREATE_STARTED_AT)
+            .cloned()
+            .unwrap_or_else(|| k8s_openapi::jiff::Timestamp::now().to_string());
         let patch = json!({
             "metadata": {
                 "resourceVersion": self.repo.resource_version(),
-                "annotations": {
-                    annotations::CREATE_STARTED_AT: Time(k8s_openapi::jiff::Timestamp::now()),
-                },
+                "annotations": { annotations::CREATE_STARTED_AT: value },
             }
         });
-        match self
+        self.repo = self
             .api
             .patch(
                 &self.repo.name_any(),
@@ -463,11 +507,23 @@ impl<'a> Reconcile<'a> {
                 &Patch::Merge(patch),
             )
             .await
-        {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(status)) if status.is_conflict() => Ok(false),
-            Err(error) => Err(error.into()),
-        }
+            .map_err(Error::from_write)?;
+        Ok(())
+    }
+
+    /// Removes the create marker: the create's outcome is known and recorded.
+    async fn clear_create_marker(&mut self) -> Result<(), Error> {
+        let patch =
+            json!({ "metadata": { "annotations": { annotations::CREATE_STARTED_AT: null } } });
+        self.repo = self
+            .api
+            .patch(
+                &self.repo.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(patch),
+            )
+            .await?;
+        Ok(())
     }
 
     async fn publish(&self, type_: EventType, reason: &str, note: String) {
@@ -508,7 +564,8 @@ fn api_stall(error: &ApiError, repo: &FlashbackRepository) -> Option<Stall> {
         ApiError::RetriesExhausted { last, .. } => last.as_ref(),
         other => other,
     };
-    if error.is_transient() {
+    // An answer the client cannot read (a proxy's error page, say) is worth another try.
+    if error.is_transient() || matches!(error, ApiError::Decode { .. }) {
         return None;
     }
     let secret = credentials::secret_for(repo, None)
@@ -518,6 +575,16 @@ fn api_stall(error: &ApiError, repo: &FlashbackRepository) -> Option<Stall> {
         ApiError::Unauthorized => Stall {
             reason: "Unauthorized",
             message: format!("the Flashback API rejected the token from {secret}"),
+        },
+        ApiError::Forbidden { message } => Stall {
+            reason: "Forbidden",
+            message: format!(
+                "the Flashback API does not let the token from {secret} do this: {message}"
+            ),
+        },
+        ApiError::Config { reason, .. } => Stall {
+            reason: "InvalidCredentials",
+            message: format!("the credentials from {secret} cannot be used: {reason}"),
         },
         ApiError::NameAlreadyUsed { .. } => Stall {
             reason: "NameAlreadyUsed",

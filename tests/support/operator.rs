@@ -99,6 +99,20 @@ impl Operator {
             .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
+    /// Waits (polling, bounded) for the process to exit by itself.
+    pub fn wait_exit(&mut self, deadline: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let until = std::time::Instant::now() + deadline;
+        while std::time::Instant::now() < until {
+            if let Some(status) = child.try_wait().ok()? {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        None
+    }
+
     /// Kills the process with SIGKILL, as a crash or an OOM kill would.
     pub fn kill_hard(&mut self) {
         if let Some(mut child) = self.child.take() {
