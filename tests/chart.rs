@@ -852,6 +852,8 @@ async fn namespaced_rbac_reaches_only_the_watched_namespace_and_the_default_secr
         &["create", "events.events.k8s.io", "-n", w],
         &["patch", "events.events.k8s.io", "-n", w],
         &["get", "secrets/flashback-default", "-n", r],
+        &["list", "secrets/flashback-default", "-n", r],
+        &["watch", "secrets/flashback-default", "-n", r],
     ];
     assert_allowed(&config, allowed);
     let denied: &[&[&str]] = &[
@@ -897,21 +899,6 @@ async fn the_operator_runs_on_the_charts_permissions_and_environment() {
         ],
     );
     rendered.apply();
-    let default_secret: Secret = serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "flashback-default", "namespace": namespace},
-        "stringData": {"token": scene.token},
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(kube.clone(), &namespace)
-        .patch(
-            "flashback-default",
-            &PatchParams::apply("chart-test").force(),
-            &Patch::Apply(&default_secret),
-        )
-        .await
-        .expect("the default Secret is written");
 
     // The Deployment's environment, with the downward API filled in as the kubelet would.
     // (The test harness's --metrics-address flag wins over the chart's port, so that tests
@@ -935,7 +922,9 @@ async fn the_operator_runs_on_the_charts_permissions_and_environment() {
         &env,
         &scene.namespace,
         scene.emulator.base_url(),
-        &[],
+        // An hour between resyncs: only the watch on the default Secret can explain the
+        // object using it becoming Ready once the Secret appears.
+        &["--resync-interval", "1h"],
     ));
 
     scene.create(&scene.mirror("own-secret")).await;
@@ -956,6 +945,23 @@ spec:
     ))
     .unwrap();
     scene.create(&by_default).await;
+    scene.wait_stalled("default-secret", "SecretNotFound").await;
+    // The default Secret, in the release namespace (outside the watched one), comes later.
+    let default_secret: Secret = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "flashback-default", "namespace": namespace},
+        "stringData": {"token": scene.token},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(kube.clone(), &namespace)
+        .patch(
+            "flashback-default",
+            &PatchParams::apply("chart-test").force(),
+            &Patch::Apply(&default_secret),
+        )
+        .await
+        .expect("the default Secret is written");
 
     for name in ["own-secret", "default-secret"] {
         let ready = scene.wait_ready(name).await;

@@ -206,9 +206,19 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     // Metadata only: the operator reacts to Secrets appearing or changing, never holds their data.
     let secrets: Api<PartialObjectMeta<Secret>> =
         namespaced_or_all(&kube, settings.namespace.as_deref());
-    let secret_changes = watcher(secrets, watcher::Config::default())
+    let mut secret_changes = watcher(secrets, watcher::Config::default())
         .default_backoff()
-        .touched_objects();
+        .touched_objects()
+        .boxed();
+    // Watching one namespace, the default Secret may live in another: watch it by name there.
+    if let (Some(watched), Some(default)) = (&settings.namespace, &settings.default_credentials)
+        && *watched != default.namespace
+    {
+        let api: Api<PartialObjectMeta<Secret>> = Api::namespaced(kube.clone(), &default.namespace);
+        let by_name = watcher::Config::default().fields(&format!("metadata.name={}", default.name));
+        let default_changes = watcher(api, by_name).default_backoff().touched_objects();
+        secret_changes = futures::stream::select(secret_changes, default_changes).boxed();
+    }
     let default_secret = settings.default_credentials.clone();
     let users_store = store.clone();
 
