@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::ListParams;
@@ -171,54 +172,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         ready.store(false, Ordering::Relaxed);
     }
 
-    let observer_metrics = metrics.clone();
-    let context = Arc::new(Context {
-        kube: kube.clone(),
-        remote: Remote::new(RemoteSettings {
-            rate: settings.api_rate,
-            burst: settings.api_burst,
-            listing_max_age: listing_max_age(settings.resync_interval),
-            stats_batch_size: usize::from(settings.stats_batch_size),
-            observer: Some(Arc::new(move |call: &CallRecord| {
-                observer_metrics.api_call(call)
-            })),
-        }),
-        recorder: Recorder::new(
-            kube.clone(),
-            Reporter {
-                controller: "flashback-operator".into(),
-                instance: std::env::var("POD_NAME").ok(),
-            },
-        ),
-        backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
-        metrics,
-        api_url: settings.api_url.clone(),
-        default_credentials: settings.default_credentials.clone(),
-        resync_interval: settings.resync_interval,
-        failpoint: settings.failpoint,
-    });
+    let context = Arc::new(context(&kube, &settings, metrics));
 
     let objects = watcher(repos, watcher::Config::default())
         .default_backoff()
         .reflect(writer)
         .applied_objects()
         .predicate_filter(worth_a_reconcile, Default::default());
-    // Metadata only: the operator reacts to Secrets appearing or changing, never holds their data.
-    let secrets: Api<PartialObjectMeta<Secret>> =
-        namespaced_or_all(&kube, settings.namespace.as_deref());
-    let mut secret_changes = watcher(secrets, watcher::Config::default())
-        .default_backoff()
-        .touched_objects()
-        .boxed();
-    // Watching one namespace, the default Secret may live in another: watch it by name there.
-    if let (Some(watched), Some(default)) = (&settings.namespace, &settings.default_credentials)
-        && *watched != default.namespace
-    {
-        let api: Api<PartialObjectMeta<Secret>> = Api::namespaced(kube.clone(), &default.namespace);
-        let by_name = watcher::Config::default().fields(&format!("metadata.name={}", default.name));
-        let default_changes = watcher(api, by_name).default_backoff().touched_objects();
-        secret_changes = futures::stream::select(secret_changes, default_changes).boxed();
-    }
+    let secret_changes = secret_changes(&kube, &settings);
     let default_secret = settings.default_credentials.clone();
     let users_store = store.clone();
 
@@ -282,6 +243,61 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         },
     }
     finish(server).await
+}
+
+/// What every reconcile shares.
+fn context(kube: &Client, settings: &Settings, metrics: Arc<Metrics>) -> Context {
+    let observer_metrics = metrics.clone();
+    Context {
+        kube: kube.clone(),
+        remote: Remote::new(RemoteSettings {
+            rate: settings.api_rate,
+            burst: settings.api_burst,
+            listing_max_age: listing_max_age(settings.resync_interval),
+            stats_batch_size: usize::from(settings.stats_batch_size),
+            observer: Some(Arc::new(move |call: &CallRecord| {
+                observer_metrics.api_call(call)
+            })),
+        }),
+        recorder: Recorder::new(
+            kube.clone(),
+            Reporter {
+                controller: "flashback-operator".into(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        ),
+        backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
+        metrics,
+        api_url: settings.api_url.clone(),
+        default_credentials: settings.default_credentials.clone(),
+        resync_interval: settings.resync_interval,
+        failpoint: settings.failpoint,
+    }
+}
+
+/// Secrets appearing or changing, as metadata only: the operator never holds their data in a
+/// cache. Watching one namespace, the default Secret may live in another: it is watched there
+/// by name.
+fn secret_changes(
+    kube: &Client,
+    settings: &Settings,
+) -> BoxStream<'static, Result<PartialObjectMeta<Secret>, watcher::Error>> {
+    let secrets: Api<PartialObjectMeta<Secret>> =
+        namespaced_or_all(kube, settings.namespace.as_deref());
+    let changes = watcher(secrets, watcher::Config::default())
+        .default_backoff()
+        .touched_objects();
+    match (&settings.namespace, &settings.default_credentials) {
+        (Some(watched), Some(default)) if *watched != default.namespace => {
+            let api: Api<PartialObjectMeta<Secret>> =
+                Api::namespaced(kube.clone(), &default.namespace);
+            let by_name =
+                watcher::Config::default().fields(&format!("metadata.name={}", default.name));
+            let default_changes = watcher(api, by_name).default_backoff().touched_objects();
+            futures::stream::select(changes, default_changes).boxed()
+        }
+        _ => changes.boxed(),
+    }
 }
 
 /// Waits until FlashbackRepositories can be listed, saying why not at each try; `false` when
