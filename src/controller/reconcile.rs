@@ -157,6 +157,7 @@ impl<'a> Reconcile<'a> {
                 self.synced(repo_id).await
             }
             Decision::Update { repo_id } => {
+                self.announce_adoption(&repo_id).await;
                 let drift = plan::is_drift(&self.repo);
                 self.progress(Some(&repo_id), "Updating", "updating the remote repository")
                     .await?;
@@ -190,17 +191,7 @@ impl<'a> Reconcile<'a> {
                 self.synced(repo_id).await
             }
             Decision::InSync { repo_id } => {
-                let known = self.repo.status.as_ref().and_then(|s| s.repo_id.as_deref());
-                if known != Some(repo_id.as_str())
-                    && self.repo.adopted_repo_id() == Some(repo_id.as_str())
-                {
-                    self.publish(
-                        EventType::Normal,
-                        "Adopted",
-                        format!("adopted remote repository {repo_id}"),
-                    )
-                    .await;
-                }
+                self.announce_adoption(&repo_id).await;
                 self.synced(repo_id).await
             }
             Decision::Observe { repo_id, in_sync } => {
@@ -325,6 +316,23 @@ impl<'a> Reconcile<'a> {
             .await;
         }
         Ok(Action::await_change())
+    }
+
+    /// An Event when the adoption annotation makes this object take over `repo_id`, naming the
+    /// repository it managed before, if any, which is left in Flashback as it is.
+    async fn announce_adoption(&self, repo_id: &str) {
+        let known = self.repo.status.as_ref().and_then(|s| s.repo_id.as_deref());
+        if known == Some(repo_id) || self.repo.adopted_repo_id() != Some(repo_id) {
+            return;
+        }
+        let note = match known {
+            Some(previous) => format!(
+                "adopted remote repository {repo_id}; the repository it managed before, \
+                 {previous}, is left in Flashback as it is"
+            ),
+            None => format!("adopted remote repository {repo_id}"),
+        };
+        self.publish(EventType::Normal, "Adopted", note).await;
     }
 
     async fn credentials(&self) -> Result<Result<Credentials, CredentialsError>, Error> {
