@@ -288,6 +288,7 @@ async fn adoption_makes_no_post_and_a_clash_without_it_stalls() {
     );
     assert_eq!(scene.remote_repos().await.len(), 1);
     assert!(scene.has_event("existing", "NameAlreadyUsed").await);
+    assert!(scene.has_event("existing", "Adopted").await);
 }
 
 #[tokio::test]
