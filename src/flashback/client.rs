@@ -18,15 +18,6 @@ use super::types::{
     RepoIdBody, RepoStats, RepoWrite, ReposBody, StatsBody,
 };
 
-/// The longest quiet a `Retry-After` imposes on a credential, so that a silly header cannot
-/// stall the client for hours.
-const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(300);
-
-/// How long a credential stays quiet after the server answered with this `Retry-After`.
-fn credential_pause(retry_after: Duration) -> Duration {
-    retry_after.min(LONGEST_RETRY_AFTER)
-}
-
 /// The base URL of the reference's samples.
 pub const DEFAULT_BASE_URL: &str = "https://backend.flashback.tech";
 
@@ -306,8 +297,10 @@ impl FlashbackClient {
             };
             if let Some(wait) = error.retry_after() {
                 // The server asked this credential for quiet: hold back every clone, not only
-                // this call, for as long as it asked.
-                self.inner.limiter.pause_for(credential_pause(wait));
+                // this call (capped, so a silly header cannot stall the client for hours).
+                self.inner
+                    .limiter
+                    .pause_for(wait.min(self.inner.retry.max_delay));
             }
             match self
                 .inner
@@ -437,18 +430,6 @@ fn encode_list(ids: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_retry_after_quiets_the_credential_for_as_long_as_asked_within_reason() {
-        assert_eq!(
-            credential_pause(Duration::from_secs(60)),
-            Duration::from_secs(60)
-        );
-        assert_eq!(
-            credential_pause(Duration::from_secs(86_400)),
-            LONGEST_RETRY_AFTER
-        );
-    }
 
     fn client(base: &str) -> FlashbackClient {
         FlashbackClient::new(ClientConfig::new(
