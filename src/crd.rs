@@ -20,8 +20,10 @@ pub mod annotations {
     pub const PAUSED: &str = "flashback.tech/paused";
     /// Any new value forces a reconcile now.
     pub const RECONCILE_REQUESTED_AT: &str = "flashback.tech/reconcile-requested-at";
-    /// Written by the operator just before every create of the remote repository, so that
-    /// after a crash a repository of this name is known to be ours rather than a clash.
+    /// Written by the operator before every create of the remote repository, and removed once
+    /// the outcome is known, so that after a crash a repository of this name created since is
+    /// known to be ours rather than a clash. Its value is `TIME/NONCE`: the first attempt's
+    /// time and a nonce that changes with each attempt.
     pub const CREATE_STARTED_AT: &str = "flashback.tech/create-started-at";
 }
 
@@ -256,6 +258,13 @@ impl FlashbackRepository {
     /// The value of the reconcile-requested-at annotation, if any.
     pub fn reconcile_requested_at(&self) -> Option<&str> {
         self.annotation(annotations::RECONCILE_REQUESTED_AT)
+    }
+
+    /// When the first create attempt whose outcome is unknown started (the marker's value is
+    /// `TIME/NONCE`).
+    pub fn create_started_at(&self) -> Option<k8s_openapi::jiff::Timestamp> {
+        let value = self.annotation(annotations::CREATE_STARTED_AT)?;
+        value.split('/').next()?.parse().ok()
     }
 
     /// Whether the operator started a remote create for this object before.

@@ -217,15 +217,36 @@ async fn delete_removes_the_remote_repo_and_orphan_keeps_it() {
 #[tokio::test]
 async fn deletion_waits_for_an_unreachable_remote_and_a_gone_remote_counts_as_deleted() {
     let scene = Scene::with_operator("undelete").await;
-    scene.create(&scene.mirror("media")).await;
-    let repo_id = scene
-        .wait_ready("media")
+    scene.create(&scene.mirror("unreachable")).await;
+    let mut gone = scene.mirror("gone");
+    gone.spec.mode = RepositoryMode::Backup;
+    gone.spec.buckets.remove(0);
+    scene.create(&gone).await;
+    scene.wait_ready("unreachable").await;
+    let gone_id = scene
+        .wait_ready("gone")
         .await
         .status
         .unwrap()
         .repo_id
         .unwrap();
 
+    // A repository removed behind the operator's back: its 404 counts as deleted.
+    scene.api.delete_repo(&gone_id).await.unwrap();
+    scene
+        .repos
+        .delete("gone", &DeleteParams::default())
+        .await
+        .unwrap();
+    scene.wait_gone("gone").await;
+    let calls = scene.control.calls().await.unwrap();
+    assert_eq!(
+        calls.count_status("DELETE", "/repo/{id}", 404),
+        1,
+        "{calls:?}"
+    );
+
+    // A Flashback that cannot be reached: the finalizer holds, and says why.
     let unreachable: Faults = serde_json::from_value(json!({
         "failNext": {"count": 1000, "status": 503, "route": {"method": "DELETE", "route": "/repo/{id}"}}
     }))
@@ -233,21 +254,18 @@ async fn deletion_waits_for_an_unreachable_remote_and_a_gone_remote_counts_as_de
     scene.control.set_faults(&unreachable).await.unwrap();
     scene
         .repos
-        .delete("media", &DeleteParams::default())
+        .delete("unreachable", &DeleteParams::default())
         .await
         .unwrap();
     let held = scene
-        .wait_for("media", "held by its finalizer", |r| {
+        .wait_for("unreachable", "held by its finalizer", |r| {
             condition(r, "Ready").is_some_and(|c| c.reason == "DeleteFailed")
         })
         .await;
     assert!(held.metadata.deletion_timestamp.is_some());
-    assert!(scene.has_event("media", "DeleteFailed").await);
-
-    // Meanwhile the repository goes away by other means: a 404 counts as deleted.
+    assert!(scene.has_event("unreachable", "DeleteFailed").await);
     scene.control.clear_faults().await.unwrap();
-    scene.api.delete_repo(&repo_id).await.unwrap();
-    scene.wait_gone("media").await;
+    scene.wait_gone("unreachable").await;
     assert!(scene.remote_repos().await.is_empty());
 }
 
@@ -929,6 +947,13 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
 
     scene.create(&scene.mirror("before")).await;
     scene.wait_ready("before").await;
+    tokio::time::timeout(DEADLINE, async {
+        while !second.output().contains("waiting to lead") {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the second operator stands by");
     assert!(
         second.output().contains("waiting to lead"),
         "{}",
@@ -1010,12 +1035,11 @@ async fn status_writes_by_others_do_not_trigger_a_reconcile() {
     };
     // Let the reconciles that follow a create (its own annotation writes) settle.
     let mut settled = reconciles().await;
-    loop {
+    let mut quiet = 0;
+    while quiet < 2 {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let now = reconciles().await;
-        if now == settled {
-            break;
-        }
+        quiet = if now == settled { quiet + 1 } else { 0 };
         settled = now;
     }
 
@@ -1076,17 +1100,29 @@ async fn a_leader_that_loses_its_lease_stops() {
     .await
     .expect("the operator takes the Lease");
 
-    // Someone else takes the Lease (as another replica would after a partition).
-    let mut taken = lease.clone();
-    let spec = taken.spec.as_mut().unwrap();
-    spec.holder_identity = Some("intruder".into());
-    spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
-        k8s_openapi::jiff::Timestamp::now(),
-    ));
-    leases
-        .replace("flashback-operator", &Default::default(), &taken)
-        .await
-        .expect("the Lease is taken over");
+    // Someone else takes the Lease (as another replica would after a partition). The leader
+    // renews it every second, so retry when a renewal slips in between.
+    drop(lease);
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            let mut taken = leases.get("flashback-operator").await.unwrap();
+            let spec = taken.spec.as_mut().unwrap();
+            spec.holder_identity = Some("intruder".into());
+            spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+                k8s_openapi::jiff::Timestamp::now(),
+            ));
+            match leases
+                .replace("flashback-operator", &Default::default(), &taken)
+                .await
+            {
+                Ok(_) => return,
+                Err(kube::Error::Api(status)) if status.is_conflict() => continue,
+                Err(error) => panic!("cannot take the Lease: {error}"),
+            }
+        }
+    })
+    .await
+    .expect("the Lease is taken over");
     let status = leader
         .wait_exit(DEADLINE)
         .expect("the operator stops without the Lease");
@@ -1099,4 +1135,29 @@ async fn a_leader_that_loses_its_lease_stops() {
             .output()
             .contains("another replica holds the Lease now")
     );
+}
+
+#[tokio::test]
+async fn a_rename_during_a_slow_create_makes_no_second_repo() {
+    let mut scene = Scene::new("rename").await;
+    let slow: Faults = serde_json::from_value(json!({
+        "latency": {"ms": 2000, "route": {"method": "POST", "route": "/repo"}}
+    }))
+    .unwrap();
+    scene.control.set_faults(&slow).await.unwrap();
+    scene.start_operator(&[]);
+    scene.create(&scene.mirror("media")).await;
+    scene
+        .wait_for("media", "creating", |r| {
+            condition(r, "Reconciling").is_some_and(|c| c.reason == "Creating")
+        })
+        .await;
+    // The object changes while the create is in flight: the new id must survive that.
+    patch_spec(&scene, "media", json!({"name": "renamed"})).await;
+    scene.wait_ready("media").await;
+
+    let remote = scene.remote_repos().await;
+    assert_eq!(remote.len(), 1, "one repository: {remote:?}");
+    assert_eq!(remote[0].name, "renamed");
+    assert_eq!(scene.calls("POST", "/repo").await, 1);
 }

@@ -201,29 +201,46 @@ impl Elector {
     }
 
     /// Renews the Lease for as long as it can; returns when this replica no longer leads: another
-    /// holds the Lease, or it could not be renewed for two thirds of its duration.
+    /// holds the Lease, or it could not be renewed within two thirds of its duration, counted
+    /// from when the last successful renewal was sent. A standby waits a whole duration from
+    /// when it saw that renewal, so the two never overlap.
     pub async fn hold(&self) {
         let deadline = self.settings.duration * 2 / 3;
-        let mut renewed = tokio::time::Instant::now();
+        let mut renewed = Instant::now();
         loop {
-            tokio::time::sleep(self.settings.retry_period()).await;
-            match self.attempt().await {
-                Ok(true) => renewed = tokio::time::Instant::now(),
-                Ok(false) => {
+            let left = deadline.saturating_sub(renewed.elapsed());
+            tokio::time::sleep(self.settings.retry_period().min(left)).await;
+            let sent = Instant::now();
+            let left = deadline.saturating_sub(renewed.elapsed());
+            if left.is_zero() {
+                warn!(lease = %self.settings.name, "the leader Lease could not be renewed in time");
+                return;
+            }
+            match tokio::time::timeout(left.min(self.settings.retry_period()), self.try_hold())
+                .await
+            {
+                Ok(Ok(true)) => renewed = sent,
+                Ok(Ok(false)) => {
                     warn!(lease = %self.settings.name, "another replica holds the Lease now");
                     return;
                 }
-                Err(error) => warn!(error = %error, "cannot renew the leader Lease"),
-            }
-            if renewed.elapsed() > deadline {
-                warn!(lease = %self.settings.name, "the leader Lease could not be renewed in time");
-                return;
+                Ok(Err(error)) => warn!(error = %error, "cannot renew the leader Lease"),
+                Err(_) => warn!("the API server did not answer a Lease renewal in time"),
             }
         }
     }
 
     /// Gives the Lease up, so another replica can take over without waiting for it to expire.
     pub async fn release(&self) {
+        if tokio::time::timeout(self.settings.retry_period(), self.give_up())
+            .await
+            .is_err()
+        {
+            warn!(lease = %self.settings.name, "could not release the leader Lease in time");
+        }
+    }
+
+    async fn give_up(&self) {
         let Ok(Some(mut lease)) = self.api.get_opt(&self.settings.name).await else {
             return;
         };

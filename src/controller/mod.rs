@@ -350,7 +350,7 @@ where
 /// A fingerprint of what a reconcile depends on: the spec (generation), annotations,
 /// finalizers and deletion. Status writes and the create marker change none of these, so the
 /// operator's own bookkeeping never triggers a reconcile.
-fn worth_a_reconcile(repo: &FlashbackRepository) -> Option<u64> {
+pub(crate) fn worth_a_reconcile(repo: &FlashbackRepository) -> Option<u64> {
     let mut hasher = DefaultHasher::new();
     predicates::generation(repo).hash(&mut hasher);
     // The create marker is the operator's own bookkeeping, like the status: writing or

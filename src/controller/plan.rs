@@ -2,6 +2,8 @@
 //! do about it. No I/O here, so every rule has a plain unit test.
 
 use crate::crd::{FlashbackRepository, ManagementPolicy, RepositoryMode, StorageType, annotations};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+
 use crate::flashback::{self, Repo, RepoBucketWrite, RepoWrite};
 
 /// The repository the spec asks for, as the API's create and update body.
@@ -131,7 +133,7 @@ pub fn decide(repo: &FlashbackRepository, workspace: &[Repo]) -> Decision {
     {
         Some(remote)
     } else if let Some(remote) = workspace.iter().find(|r| r.name == desired.name) {
-        if !(repo.create_started() || observe_only) {
+        if !((repo.create_started() && may_be_ours(repo, remote)) || observe_only) {
             return Decision::Stall(Stall {
                 reason: "NameAlreadyUsed",
                 message: format!(
@@ -180,6 +182,23 @@ pub fn decide(repo: &FlashbackRepository, workspace: &[Repo]) -> Decision {
             in_sync: false,
         },
         None => Decision::Create,
+    }
+}
+
+/// How far the Flashback server's clock may be behind the operator's.
+const CLOCK_SKEW: SignedDuration = SignedDuration::from_mins(5);
+
+/// Whether a repository of this object's name can be the one an unfinished create of this
+/// object made: it was created no earlier than the first attempt (allowing for clocks that
+/// differ). When either time is unknown, it may be.
+pub fn may_be_ours(repo: &FlashbackRepository, remote: &Repo) -> bool {
+    let created = remote
+        .created_at
+        .as_deref()
+        .and_then(|t| t.parse::<Timestamp>().ok());
+    match (repo.create_started_at(), created) {
+        (Some(started), Some(created)) => created >= started - CLOCK_SKEW,
+        _ => true,
     }
 }
 
@@ -307,6 +326,37 @@ mod tests {
                 repo_id: "r1".into()
             }
         );
+    }
+
+    #[test]
+    fn a_marker_claims_only_a_repo_created_since_the_first_attempt() {
+        let mut repo = fixtures::repo("team-a", "media");
+        fixtures::annotate(
+            &mut repo,
+            annotations::CREATE_STARTED_AT,
+            "2026-11-26T19:00:00Z/ab12cd34",
+        );
+        let mut remote = remote_of(&repo, "r1");
+
+        remote.created_at = Some("2026-11-26T19:00:02Z".into());
+        assert_eq!(
+            decide(&repo, std::slice::from_ref(&remote)),
+            Decision::InSync {
+                repo_id: "r1".into()
+            }
+        );
+        // A server clock a little behind ours still counts.
+        remote.created_at = Some("2026-11-26T18:58:00Z".into());
+        assert!(may_be_ours(&repo, &remote));
+        // Made long before this object tried: someone else's.
+        remote.created_at = Some("2026-11-25T10:00:00Z".into());
+        assert!(matches!(
+            decide(&repo, &[remote]),
+            Decision::Stall(Stall {
+                reason: "NameAlreadyUsed",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -48,23 +48,21 @@ pub async fn reconcile(repo: Arc<FlashbackRepository>, ctx: Arc<Context>) -> Res
 
 /// Called by kube-runtime when `reconcile` failed: back off per object.
 pub fn error_policy(repo: Arc<FlashbackRepository>, error: &Error, ctx: Arc<Context>) -> Action {
-    if error.is_stale() {
-        // Not a failure: the watch brings the new version, and a second look follows soon.
-        debug!(
-            name = repo.name_any(),
-            "the object changed while it was reconciled; looking again"
-        );
-        return Action::requeue(Duration::from_secs(1));
-    }
     let delay = ctx.backoff.next(&object_key(&repo), error.retry_after());
-    warn!(
-        namespace = repo.namespace().unwrap_or_default(),
-        name = repo.name_any(),
-        error = %error,
-        reason = error.label(),
-        retry_in = ?delay,
-        "reconcile failed"
-    );
+    if error.is_stale() {
+        // Not a failure: the watch brings the new version. Backing off still bounds a cache
+        // that stays behind.
+        debug!(name = repo.name_any(), retry_in = ?delay, "the object changed while it was reconciled; looking again");
+    } else {
+        warn!(
+            namespace = repo.namespace().unwrap_or_default(),
+            name = repo.name_any(),
+            error = %error,
+            reason = error.label(),
+            retry_in = ?delay,
+            "reconcile failed"
+        );
+    }
     Action::requeue(delay)
 }
 
@@ -123,6 +121,8 @@ impl<'a> Reconcile<'a> {
         let desired = plan::desired(&self.repo);
         match plan::decide(&self.repo, &listing) {
             Decision::Create => {
+                // An earlier attempt whose outcome is unknown may have made the repository.
+                let retrying = self.repo.create_started();
                 self.mark_create_started().await?;
                 self.progress(None, "Creating", "creating the remote repository")
                     .await?;
@@ -133,10 +133,15 @@ impl<'a> Reconcile<'a> {
                     .await
                 {
                     Ok(id) => id,
+                    Err(ApiError::NameAlreadyUsed { .. }) if retrying => {
+                        // Likely our earlier attempt after all: a fresh listing will tell.
+                        debug!("the name is taken after an unfinished create; looking again");
+                        return Ok(Action::requeue(Duration::from_secs(1)));
+                    }
                     Err(error) => {
-                        // A refusal is a definite answer: nothing was created, so the marker
+                        // A refusal of a first attempt proves nothing was created: the marker
                         // must not make a later repository of this name look like ours.
-                        if api_stall(&error, &self.repo).is_some() {
+                        if !retrying && api_stall(&error, &self.repo).is_some() {
                             self.clear_create_marker().await?;
                         }
                         return self
@@ -148,6 +153,9 @@ impl<'a> Reconcile<'a> {
                     info!(repo_id, "failpoint pause-after-remote-create reached");
                     std::future::pending::<()>().await;
                 }
+                // The new id is a fact, whatever happened to the object meanwhile: record it
+                // unconditionally, before anything else can fail.
+                self.record_repo_id(&repo_id).await?;
                 self.publish(
                     EventType::Normal,
                     "Created",
@@ -291,7 +299,11 @@ impl<'a> Reconcile<'a> {
                 Ok(listing) => {
                     let found: Vec<String> = listing
                         .iter()
-                        .filter(|r| r.name == self.repo.remote_name() && !doomed.contains(&r.id))
+                        .filter(|r| {
+                            r.name == self.repo.remote_name()
+                                && plan::may_be_ours(&self.repo, r)
+                                && !doomed.contains(&r.id)
+                        })
                         .map(|r| r.id.clone())
                         .collect();
                     doomed.extend(found);
@@ -495,16 +507,17 @@ impl<'a> Reconcile<'a> {
     /// status write of an earlier create. A marker already there keeps its value, so a retry
     /// changes nothing and triggers no extra reconcile.
     async fn mark_create_started(&mut self) -> Result<(), Error> {
-        let value = self
+        // The first attempt's time stays; a new nonce per attempt makes every mark a real
+        // write, so it fences out a second writer holding the same resourceVersion.
+        let first = self
             .repo
-            .annotations()
-            .get(annotations::CREATE_STARTED_AT)
-            .cloned()
-            .unwrap_or_else(|| k8s_openapi::jiff::Timestamp::now().to_string());
+            .create_started_at()
+            .unwrap_or_else(k8s_openapi::jiff::Timestamp::now);
+        let nonce = &uuid::Uuid::new_v4().simple().to_string()[..8];
         let patch = json!({
             "metadata": {
                 "resourceVersion": self.repo.resource_version(),
-                "annotations": { annotations::CREATE_STARTED_AT: value },
+                "annotations": { annotations::CREATE_STARTED_AT: format!("{first}/{nonce}") },
             }
         });
         self.repo = self
@@ -519,11 +532,40 @@ impl<'a> Reconcile<'a> {
         Ok(())
     }
 
+    /// Writes the id of a repository just created, unconditionally: unlike a decision, it
+    /// cannot be made stale by a change to the object.
+    async fn record_repo_id(&mut self, repo_id: &str) -> Result<(), Error> {
+        let patch = json!({ "status": { "repoId": repo_id } });
+        let fresh = self
+            .api
+            .patch_status(
+                &self.repo.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(patch),
+            )
+            .await?;
+        self.repo
+            .status
+            .get_or_insert_with(Default::default)
+            .repo_id = Some(repo_id.to_string());
+        self.after_unconditional_write(fresh);
+        Ok(())
+    }
+
+    /// After a write that was not conditional, the object this reconcile decided on stays its
+    /// view. It takes the new resourceVersion only when nothing a decision depends on changed
+    /// meanwhile, so that a later conditional write still notices such a change.
+    fn after_unconditional_write(&mut self, fresh: FlashbackRepository) {
+        if super::worth_a_reconcile(&fresh) == super::worth_a_reconcile(&self.repo) {
+            self.repo.metadata.resource_version = fresh.metadata.resource_version;
+        }
+    }
+
     /// Removes the create marker: the create's outcome is known and recorded.
     async fn clear_create_marker(&mut self) -> Result<(), Error> {
         let patch =
             json!({ "metadata": { "annotations": { annotations::CREATE_STARTED_AT: null } } });
-        self.repo = self
+        let fresh = self
             .api
             .patch(
                 &self.repo.name_any(),
@@ -531,6 +573,10 @@ impl<'a> Reconcile<'a> {
                 &Patch::Merge(patch),
             )
             .await?;
+        if let Some(annotations) = self.repo.metadata.annotations.as_mut() {
+            annotations.remove(annotations::CREATE_STARTED_AT);
+        }
+        self.after_unconditional_write(fresh);
         Ok(())
     }
 

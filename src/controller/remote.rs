@@ -140,8 +140,12 @@ impl Remote {
     ) -> Result<String, ApiError> {
         match self.client(credentials)?.create_repo(repo).await {
             Ok(id) => {
+                let mut listed = repo.as_listed(&id);
+                listed.created_at = Some(k8s_openapi::jiff::Timestamp::now().to_string());
                 self.written(credentials, workspace_id, |repos| {
-                    repos.push(repo.as_listed(&id))
+                    // A listing that was in flight may hold it already.
+                    repos.retain(|r| r.id != id);
+                    repos.push(listed);
                 })
                 .await;
                 Ok(id)

@@ -121,14 +121,21 @@ impl Operator {
         }
     }
 
-    /// Asks the process to stop with SIGTERM and waits for it; returns whether it exited 0.
+    /// Asks the process to stop with SIGTERM and waits (bounded) for it; returns whether it
+    /// exited 0. One that does not stop in time is killed and counts as a failure.
     pub fn terminate(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else {
+        let Some(child) = self.child.as_ref() else {
             return false;
         };
         let pid = child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        child.wait().map(|status| status.success()).unwrap_or(false)
+        match self.wait_exit(super::cluster::DEADLINE) {
+            Some(status) => status.success(),
+            None => {
+                self.kill_hard();
+                false
+            }
+        }
     }
 }
 
