@@ -322,10 +322,11 @@ async fn an_unknown_bucket_stalls_with_the_api_error_code() {
     assert_eq!(condition(&stalled, "Ready").unwrap().status, "False");
     assert!(scene.remote_repos().await.is_empty());
     // A refusal waits for a change: no retry comes in the next seconds.
+    let refused = scene.calls("POST", "/repo").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
         scene.calls("POST", "/repo").await,
-        1,
+        refused,
         "the refused create is not retried"
     );
     let annotations = scene

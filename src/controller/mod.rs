@@ -277,27 +277,46 @@ fn context(kube: &Client, settings: &Settings, metrics: Arc<Metrics>) -> Context
 
 /// Secrets appearing or changing, as metadata only: the operator never holds their data in a
 /// cache. Watching one namespace, the default Secret may live in another: it is watched there
-/// by name.
+/// by name. The watch's initial listing is left out: every object is reconciled at start anyway,
+/// and one Secret shared by a thousand objects would start a thousand more reconciles.
 fn secret_changes(
     kube: &Client,
     settings: &Settings,
 ) -> BoxStream<'static, Result<PartialObjectMeta<Secret>, watcher::Error>> {
     let secrets: Api<PartialObjectMeta<Secret>> =
         namespaced_or_all(kube, settings.namespace.as_deref());
-    let changes = watcher(secrets, watcher::Config::default())
-        .default_backoff()
-        .touched_objects();
+    let changes = changes_only(watcher(secrets, watcher::Config::default()));
     match (&settings.namespace, &settings.default_credentials) {
         (Some(watched), Some(default)) if *watched != default.namespace => {
             let api: Api<PartialObjectMeta<Secret>> =
                 Api::namespaced(kube.clone(), &default.namespace);
             let by_name =
                 watcher::Config::default().fields(&format!("metadata.name={}", default.name));
-            let default_changes = watcher(api, by_name).default_backoff().touched_objects();
+            let default_changes = changes_only(watcher(api, by_name));
             futures::stream::select(changes, default_changes).boxed()
         }
         _ => changes.boxed(),
     }
+}
+
+/// The objects a watch sees change after its initial listing.
+fn changes_only<K: Send + 'static>(
+    events: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+) -> BoxStream<'static, Result<K, watcher::Error>> {
+    events
+        .default_backoff()
+        .filter_map(|event| async move {
+            match event {
+                Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) => {
+                    Some(Ok(object))
+                }
+                Ok(
+                    watcher::Event::Init | watcher::Event::InitApply(_) | watcher::Event::InitDone,
+                ) => None,
+                Err(error) => Some(Err(error)),
+            }
+        })
+        .boxed()
 }
 
 /// Waits until FlashbackRepositories can be listed, saying why not at each try; `false` when
