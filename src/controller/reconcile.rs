@@ -76,8 +76,9 @@ fn object_key(repo: &FlashbackRepository) -> String {
     })
 }
 
-/// One reconcile of one object. It keeps the status it last wrote, so that a later step of
-/// the same reconcile compares with what the API server holds, not with the cached object.
+/// One reconcile of one object. It keeps the object as its own writes left it (status and
+/// resourceVersion), so a later step compares with what the API server holds, and its
+/// conditional writes still notice a change made by anyone else.
 struct Reconcile<'a> {
     api: &'a Api<FlashbackRepository>,
     ctx: &'a Context,
