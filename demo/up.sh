@@ -14,8 +14,14 @@ mkdir -p "$state"
 say() { printf '\n==> %s\n' "$*"; }
 kubectl() { "$bin/kubectl" --kubeconfig target/control-plane/kubeconfig "$@"; }
 
-say "Building the operator and the emulator"
-cargo build --locked --bins
+# `make test` has built both binaries already and says so with DEMO_SKIP_BUILD=1.
+if [ -z "${DEMO_SKIP_BUILD:-}" ]; then
+  say "Building the operator and the emulator"
+  cargo build --locked --bins
+fi
+for binary in flashback-operator flashback-emulator; do
+  [ -x "target/debug/$binary" ] || { echo "target/debug/$binary is missing: run cargo build --bins" >&2; exit 1; }
+done
 
 say "Starting the local control plane (kube-apiserver + etcd)"
 tests/control-plane/up.sh >/dev/null
