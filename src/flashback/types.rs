@@ -334,37 +334,56 @@ pub(crate) struct WireStats {
     pub total_size_change: Option<Value>,
 }
 
+/// The figures repos and buckets both report, checked.
+struct Totals {
+    upload_bytes: u128,
+    download_bytes: u128,
+    size_change: i128,
+}
+
 impl WireStats {
-    pub(crate) fn into_repo_stats(self, endpoint: &'static str) -> Result<RepoStats, ApiError> {
-        let repo_id = self
-            .repo_id
-            .ok_or_else(|| ApiError::decode(endpoint, "stats entry without repoId"))?;
-        Ok(RepoStats {
-            total_upload_bytes: unsigned(endpoint, "totalUploadBytes", self.total_upload_bytes)?,
-            total_download_bytes: unsigned(
+    fn totals(&mut self, endpoint: &'static str) -> Result<Totals, ApiError> {
+        Ok(Totals {
+            upload_bytes: unsigned(endpoint, "totalUploadBytes", self.total_upload_bytes.take())?,
+            download_bytes: unsigned(
                 endpoint,
                 "totalDownloadBytes",
-                self.total_download_bytes,
+                self.total_download_bytes.take(),
             )?,
-            total_size_change: signed(endpoint, "totalSizeChange", self.total_size_change)?,
-            repo_id,
+            size_change: signed(endpoint, "totalSizeChange", self.total_size_change.take())?,
         })
     }
 
-    pub(crate) fn into_bucket_stats(self, endpoint: &'static str) -> Result<BucketStats, ApiError> {
+    pub(crate) fn into_repo_stats(mut self, endpoint: &'static str) -> Result<RepoStats, ApiError> {
+        let repo_id = self
+            .repo_id
+            .take()
+            .ok_or_else(|| ApiError::decode(endpoint, "stats entry without repoId"))?;
+        let totals = self.totals(endpoint)?;
+        Ok(RepoStats {
+            repo_id,
+            total_upload_bytes: totals.upload_bytes,
+            total_download_bytes: totals.download_bytes,
+            total_size_change: totals.size_change,
+        })
+    }
+
+    pub(crate) fn into_bucket_stats(
+        mut self,
+        endpoint: &'static str,
+    ) -> Result<BucketStats, ApiError> {
         let bucket_id = self
             .bucket_id
+            .take()
             .ok_or_else(|| ApiError::decode(endpoint, "stats entry without bucketId"))?;
+        let total_count = unsigned(endpoint, "totalCount", self.total_count.take())?;
+        let totals = self.totals(endpoint)?;
         Ok(BucketStats {
-            total_count: unsigned(endpoint, "totalCount", self.total_count)?,
-            total_upload_bytes: unsigned(endpoint, "totalUploadBytes", self.total_upload_bytes)?,
-            total_download_bytes: unsigned(
-                endpoint,
-                "totalDownloadBytes",
-                self.total_download_bytes,
-            )?,
-            total_size_change: signed(endpoint, "totalSizeChange", self.total_size_change)?,
             bucket_id,
+            total_count,
+            total_upload_bytes: totals.upload_bytes,
+            total_download_bytes: totals.download_bytes,
+            total_size_change: totals.size_change,
         })
     }
 }
