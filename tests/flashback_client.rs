@@ -428,16 +428,7 @@ async fn server_errors_are_retried_until_success() {
     let api = client(emu.base_url(), "t1");
     let control = emu.control();
     control
-        .set_faults(&Faults {
-            fail_next: Some(FailNext {
-                count: 3,
-                status: 502,
-                error_code: None,
-                retry_after_seconds: None,
-                route: route("GET", "/repo"),
-            }),
-            ..Faults::default()
-        })
+        .set_faults(&Faults::from(FailNext::new(3, 502).on("GET", "/repo")))
         .await
         .unwrap();
     api.list_repos(&RepoFilter::default())
@@ -499,16 +490,7 @@ async fn a_create_is_resent_only_when_the_server_certainly_did_not_act() {
     let emu = emulator(&["t1"]).await;
     let api = client(emu.base_url(), "t1");
     let control = emu.control();
-    let fail_once = |status| Faults {
-        fail_next: Some(FailNext {
-            count: 1,
-            status,
-            error_code: None,
-            retry_after_seconds: None,
-            route: route("POST", "/repo"),
-        }),
-        ..Faults::default()
-    };
+    let fail_once = |status| Faults::from(FailNext::new(1, status).on("POST", "/repo"));
 
     control.set_faults(&fail_once(500)).await.unwrap();
     let err = api
@@ -544,16 +526,7 @@ async fn a_create_is_resent_only_when_the_server_certainly_did_not_act() {
     // PUT is idempotent: a 500 is retried.
     let id = only_repo_by_name(&api, "a").await;
     control
-        .set_faults(&Faults {
-            fail_next: Some(FailNext {
-                count: 1,
-                status: 500,
-                error_code: None,
-                retry_after_seconds: None,
-                route: route("PUT", "/repo/{id}"),
-            }),
-            ..Faults::default()
-        })
+        .set_faults(&Faults::from(FailNext::new(1, 500).on("PUT", "/repo/{id}")))
         .await
         .unwrap();
     api.update_repo(&id, &repo("a2", RepoMode::Normal, &[]))
@@ -615,16 +588,10 @@ async fn retry_after_is_obeyed() {
 
     // The counter does see a client that ignores Retry-After.
     control
-        .set_faults(&Faults {
-            fail_next: Some(FailNext {
-                count: 1,
-                status: 429,
-                error_code: None,
-                retry_after_seconds: Some(30),
-                route: None,
-            }),
-            ..Faults::default()
-        })
+        .set_faults(&Faults::from(FailNext {
+            retry_after_seconds: Some(30),
+            ..FailNext::new(1, 429)
+        }))
         .await
         .unwrap();
     let raw = reqwest::Client::new();
@@ -642,16 +609,11 @@ async fn retry_after_is_obeyed() {
 async fn quota_exceeded_is_transient_and_waits() {
     let emu = emulator(&["t1"]).await;
     let control = emu.control();
-    let quota = Faults {
-        fail_next: Some(FailNext {
-            count: 1,
-            status: 429,
-            error_code: Some("QUOTA_EXCEEDED".into()),
-            retry_after_seconds: Some(1),
-            route: None,
-        }),
-        ..Faults::default()
-    };
+    let quota = Faults::from(FailNext {
+        error_code: Some("QUOTA_EXCEEDED".into()),
+        retry_after_seconds: Some(1),
+        ..FailNext::new(1, 429)
+    });
     control.set_faults(&quota).await.unwrap();
     let mut once = config(emu.base_url(), "t1");
     once.retry = RetryPolicy::never();
@@ -954,16 +916,7 @@ async fn the_observer_sees_every_exchange_and_clones_share_the_rate_limit() {
     };
     let api = FlashbackClient::new(observed).unwrap();
     emu.control()
-        .set_faults(&Faults {
-            fail_next: Some(FailNext {
-                count: 1,
-                status: 500,
-                error_code: None,
-                retry_after_seconds: None,
-                route: route("GET", "/repo"),
-            }),
-            ..Faults::default()
-        })
+        .set_faults(&Faults::from(FailNext::new(1, 500).on("GET", "/repo")))
         .await
         .unwrap();
 

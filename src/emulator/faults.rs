@@ -112,6 +112,37 @@ pub struct FailNext {
     pub route: Option<RouteFilter>,
 }
 
+impl FailNext {
+    /// The next `count` calls on any route answer `status`.
+    pub fn new(count: u32, status: u16) -> Self {
+        Self {
+            count,
+            status,
+            error_code: None,
+            retry_after_seconds: None,
+            route: None,
+        }
+    }
+
+    /// Narrowed to one method and route template, e.g. `("POST", "/repo")`.
+    pub fn on(mut self, method: &str, route: &str) -> Self {
+        self.route = Some(RouteFilter {
+            method: Some(method.to_owned()),
+            route: route.to_owned(),
+        });
+        self
+    }
+}
+
+impl From<FailNext> for Faults {
+    fn from(fail_next: FailNext) -> Self {
+        Faults {
+            fail_next: Some(fail_next),
+            ..Faults::default()
+        }
+    }
+}
+
 fn default_error_status() -> u16 {
     503
 }
