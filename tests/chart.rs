@@ -196,6 +196,27 @@ fn render(kube_version: &str, release: &str, namespace: &str, sets: &[&str]) -> 
     Rendered { yaml, objects }
 }
 
+/// A release in `namespace` that watches only `watched`, without leader election, with
+/// `default_secret` (in the release namespace) as its default credentials.
+fn render_watching(
+    kube_version: &str,
+    release: &str,
+    namespace: &str,
+    watched: &str,
+    default_secret: &str,
+    extra: &[&str],
+) -> Rendered {
+    let watch = format!("watchNamespace={watched}");
+    let secret = format!("defaultCredentialsSecret.name={default_secret}");
+    let mut sets = vec![
+        watch.as_str(),
+        "leaderElection.enabled=false",
+        secret.as_str(),
+    ];
+    sets.extend(extra);
+    render(kube_version, release, namespace, &sets)
+}
+
 /// Helm's error when rendering with these values must fail.
 fn refused(kube_version: &str, sets: &[&str]) -> String {
     let mut args = vec!["template", "refused", CHART, "--kube-version", kube_version];
@@ -445,15 +466,13 @@ async fn namespaced_render_scopes_rbac_and_can_add_a_service_monitor() {
     let namespace = test_namespace(&kube, "chart-ops").await;
     let watched = test_namespace(&kube, "chart-team").await;
     let release = release("fbns");
-    let watch_set = format!("watchNamespace={watched}");
-    let rendered = render(
+    let rendered = render_watching(
         &version,
         &release,
         &namespace,
+        &watched,
+        "flashback-default",
         &[
-            &watch_set,
-            "leaderElection.enabled=false",
-            "defaultCredentialsSecret.name=flashback-default",
             "metrics.serviceMonitor.enabled=true",
             "metrics.serviceMonitor.interval=15s",
         ],
@@ -499,15 +518,13 @@ async fn namespaced_render_scopes_rbac_and_can_add_a_service_monitor() {
     );
 
     // Everything but the ServiceMonitor is accepted by the API server.
-    let without_monitor = render(
+    let without_monitor = render_watching(
         &version,
         &release,
         &namespace,
-        &[
-            &watch_set,
-            "leaderElection.enabled=false",
-            "defaultCredentialsSecret.name=flashback-default",
-        ],
+        &watched,
+        "flashback-default",
+        &[],
     );
     without_monitor.apply();
 }
@@ -821,16 +838,13 @@ async fn namespaced_rbac_reaches_only_the_watched_namespace_and_the_default_secr
     let namespace = test_namespace(&kube, "chart-nsrbac").await;
     let watched = test_namespace(&kube, "chart-watched").await;
     let release = release("fbnsrbac");
-    let watch_set = format!("watchNamespace={watched}");
-    let rendered = render(
+    let rendered = render_watching(
         &version,
         &release,
         &namespace,
-        &[
-            &watch_set,
-            "leaderElection.enabled=false",
-            "defaultCredentialsSecret.name=flashback-default",
-        ],
+        &watched,
+        "flashback-default",
+        &[],
     );
     rendered.apply();
     let account = format!("{release}-flashback-operator");
@@ -886,17 +900,13 @@ async fn the_operator_runs_on_the_charts_permissions_and_environment() {
     let version = kube_version(&kube).await;
     let namespace = test_namespace(&kube, "chart-run-ops").await;
     let release = release("fbrun");
-    let watch_set = format!("watchNamespace={}", scene.namespace);
-    let rendered = render(
+    let rendered = render_watching(
         &version,
         &release,
         &namespace,
-        &[
-            &watch_set,
-            "leaderElection.enabled=false",
-            "defaultCredentialsSecret.name=flashback-default",
-            "statsInterval=2s",
-        ],
+        &scene.namespace,
+        "flashback-default",
+        &["statsInterval=2s"],
     );
     rendered.apply();
 
@@ -1010,16 +1020,13 @@ async fn a_secret_the_operator_may_not_read_stalls_with_a_reason() {
     let version = kube_version(&kube).await;
     let namespace = test_namespace(&kube, "chart-forbidden-ops").await;
     let release = release("fbforbid");
-    let watch_set = format!("watchNamespace={}", scene.namespace);
-    let rendered = render(
+    let rendered = render_watching(
         &version,
         &release,
         &namespace,
-        &[
-            &watch_set,
-            "leaderElection.enabled=false",
-            "defaultCredentialsSecret.name=granted",
-        ],
+        &scene.namespace,
+        "granted",
+        &[],
     );
     rendered.apply();
     let config = service_account_kubeconfig(&namespace, &format!("{release}-flashback-operator"));
