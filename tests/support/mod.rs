@@ -44,7 +44,8 @@ pub fn client(base_url: &str, token: &str) -> FlashbackClient {
     FlashbackClient::new(config(base_url, token)).unwrap()
 }
 
-pub fn bucket_write(name: &str) -> BucketWrite {
+/// A bucket registration, with made-up cloud credentials.
+pub fn bucket_write(name: &str, workspace: &str) -> BucketWrite {
     BucketWrite {
         name: name.to_owned(),
         bucket: format!("{name}-cloud"),
@@ -53,12 +54,15 @@ pub fn bucket_write(name: &str) -> BucketWrite {
         secret: "bucket-secret-value".to_owned(),
         region: Some("eu-west-1".to_owned()),
         endpoint: None,
-        workspace_id: WORKSPACE.to_owned(),
+        workspace_id: workspace.to_owned(),
     }
 }
 
 pub async fn bucket(client: &FlashbackClient, name: &str) -> String {
-    client.create_bucket(&bucket_write(name)).await.unwrap()
+    client
+        .create_bucket(&bucket_write(name, WORKSPACE))
+        .await
+        .unwrap()
 }
 
 /// A repo write; `units` are `(bucket id, master)`.

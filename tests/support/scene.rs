@@ -4,7 +4,7 @@
 use flashback_operator::crd::FlashbackRepository;
 use flashback_operator::emulator::control::{EmulatorControl, EmulatorProcess};
 use flashback_operator::flashback::{
-    BucketWrite, ClientConfig, FlashbackClient, Repo, RepoFilter, RetryPolicy, StorageType, Token,
+    ClientConfig, FlashbackClient, Repo, RepoFilter, RetryPolicy, Token,
 };
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -52,16 +52,7 @@ impl Scene {
         let mut buckets = Vec::new();
         for name in ["primary", "replica"] {
             let id = api
-                .create_bucket(&BucketWrite {
-                    name: name.into(),
-                    bucket: format!("{name}-bucket"),
-                    storage_type: StorageType::S3,
-                    key: "access-key".into(),
-                    secret: "secret-key".into(),
-                    region: Some("eu-west-1".into()),
-                    endpoint: None,
-                    workspace_id: WORKSPACE.into(),
-                })
+                .create_bucket(&super::bucket_write(name, WORKSPACE))
                 .await
                 .expect("bucket is created");
             buckets.push(id);
