@@ -505,8 +505,8 @@ impl<'a> Reconcile<'a> {
     /// Writes the create marker before every create, with an optimistic-concurrency patch (it
     /// carries the resourceVersion that was read). Its success proves the decision to create
     /// was made on the latest version of the object, not on a cache that has not yet seen the
-    /// status write of an earlier create. A marker already there keeps its value, so a retry
-    /// changes nothing and triggers no extra reconcile.
+    /// status write of an earlier create. The marker is left out of the watch predicate, so
+    /// writing it triggers no extra reconcile.
     async fn mark_create_started(&mut self) -> Result<(), Error> {
         // The first attempt's time stays; a new nonce per attempt makes every mark a real
         // write, so it fences out a second writer holding the same resourceVersion.

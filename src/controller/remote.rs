@@ -109,27 +109,30 @@ impl Remote {
         Ok(repos)
     }
 
-    /// Drops the listing of a workspace when a write failed: its outcome is unknown.
-    fn forget(&self, credentials: &Credentials, workspace_id: &str) {
-        self.listings
-            .lock()
-            .expect("listing map lock")
-            .remove(&(credentials.clone(), workspace_id.to_string()));
-    }
-
-    /// Applies a successful write to the cached listing of its workspace, so that the next
-    /// reconciles see it without listing again (a create burst shares one listing too).
-    async fn written(
+    /// Brings the cached listing of a workspace in line with a write: a success is applied
+    /// to it, so the next reconciles see it without listing again (a create burst shares one
+    /// listing too); a failure drops it, since the outcome is unknown.
+    async fn settle<T>(
         &self,
         credentials: &Credentials,
         workspace_id: &str,
-        change: impl FnOnce(&mut Vec<Repo>),
-    ) {
-        let slot = self.listing_slot(&(credentials.clone(), workspace_id.to_string()));
-        let mut listing = slot.lock().await;
-        if let Some(listing) = listing.as_mut() {
-            change(Arc::make_mut(&mut listing.repos));
+        result: Result<T, ApiError>,
+        change: impl FnOnce(&T, &mut Vec<Repo>),
+    ) -> Result<T, ApiError> {
+        let key = (credentials.clone(), workspace_id.to_string());
+        match &result {
+            Ok(value) => {
+                let slot = self.listing_slot(&key);
+                let mut listing = slot.lock().await;
+                if let Some(listing) = listing.as_mut() {
+                    change(value, Arc::make_mut(&mut listing.repos));
+                }
+            }
+            Err(_) => {
+                self.listings.lock().expect("listing map lock").remove(&key);
+            }
         }
+        result
     }
 
     pub async fn create(
@@ -138,23 +141,15 @@ impl Remote {
         workspace_id: &str,
         repo: &RepoWrite,
     ) -> Result<String, ApiError> {
-        match self.client(credentials)?.create_repo(repo).await {
-            Ok(id) => {
-                let mut listed = repo.as_listed(&id);
-                listed.created_at = Some(k8s_openapi::jiff::Timestamp::now().to_string());
-                self.written(credentials, workspace_id, |repos| {
-                    // A listing that was in flight may hold it already.
-                    repos.retain(|r| r.id != id);
-                    repos.push(listed);
-                })
-                .await;
-                Ok(id)
-            }
-            Err(error) => {
-                self.forget(credentials, workspace_id);
-                Err(error)
-            }
-        }
+        let result = self.client(credentials)?.create_repo(repo).await;
+        self.settle(credentials, workspace_id, result, |id, repos| {
+            let mut listed = repo.as_listed(id);
+            listed.created_at = Some(k8s_openapi::jiff::Timestamp::now().to_string());
+            // A listing that was in flight may hold it already.
+            repos.retain(|r| r.id != *id);
+            repos.push(listed);
+        })
+        .await
     }
 
     pub async fn update(
@@ -164,20 +159,12 @@ impl Remote {
         repo_id: &str,
         repo: &RepoWrite,
     ) -> Result<(), ApiError> {
-        match self.client(credentials)?.update_repo(repo_id, repo).await {
-            Ok(()) => {
-                self.written(credentials, workspace_id, |repos| {
-                    repos.retain(|r| r.id != repo_id);
-                    repos.push(repo.as_listed(repo_id));
-                })
-                .await;
-                Ok(())
-            }
-            Err(error) => {
-                self.forget(credentials, workspace_id);
-                Err(error)
-            }
-        }
+        let result = self.client(credentials)?.update_repo(repo_id, repo).await;
+        self.settle(credentials, workspace_id, result, |(), repos| {
+            repos.retain(|r| r.id != repo_id);
+            repos.push(repo.as_listed(repo_id));
+        })
+        .await
     }
 
     /// Deletes a remote repository; one that is already gone counts as deleted.
@@ -187,19 +174,14 @@ impl Remote {
         workspace_id: &str,
         repo_id: &str,
     ) -> Result<(), ApiError> {
-        match self.client(credentials)?.delete_repo(repo_id).await {
-            Ok(()) | Err(ApiError::NotFound { .. }) => {
-                self.written(credentials, workspace_id, |repos| {
-                    repos.retain(|r| r.id != repo_id)
-                })
-                .await;
-                Ok(())
-            }
-            Err(error) => {
-                self.forget(credentials, workspace_id);
-                Err(error)
-            }
-        }
+        let result = match self.client(credentials)?.delete_repo(repo_id).await {
+            Err(ApiError::NotFound { .. }) => Ok(()),
+            other => other,
+        };
+        self.settle(credentials, workspace_id, result, |(), repos| {
+            repos.retain(|r| r.id != repo_id)
+        })
+        .await
     }
 
     /// Usage figures of the given repositories, in batched calls.
