@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds kube-apiserver, kubectl, etcd and helm from the Go module proxy and links them into
-# target/control-plane/bin/. Binaries are cached by version outside the clone
+# target/control-plane/bin/; for the cluster with a node (`up.sh --node`) also kubelet,
+# kube-controller-manager, kube-scheduler, containerd (+ shim, ctr) and the pause image. Binaries are cached by version outside the clone
 # (FLASHBACK_CACHE_DIR, default ~/.cache/flashback-operator), so a fresh clone on the same
 # machine builds nothing.
 set -euo pipefail
@@ -47,13 +48,8 @@ write_kubernetes_module() {
   } >"$dir/go.mod"
 }
 
-build_kubernetes() {
-  local out=$cache/kubernetes-v$KUBERNETES_VERSION
-  if [ -x "$out/bin/kube-apiserver" ] && [ -x "$out/bin/kubectl" ]; then return; fi
-  log "building kube-apiserver and kubectl v$KUBERNETES_VERSION (first run on this machine only)"
-  local work=$out.work
-  rm -rf "$work" && mkdir -p "$work/bin"
-  write_kubernetes_module "$work" "$KUBERNETES_VERSION"
+# -ldflags that stamp the Kubernetes version into a binary built from k8s.io/kubernetes.
+kubernetes_ldflags() {
   local major=${KUBERNETES_VERSION%%.*} minor
   minor=${KUBERNETES_VERSION#*.}
   minor=${minor%%.*}
@@ -63,10 +59,32 @@ build_kubernetes() {
     ldflags+=" -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
     ldflags+=" -X $pkg.buildDate=1970-01-01T00:00:00Z"
   done
-  (cd "$work" && CGO_ENABLED=0 GOFLAGS=-mod=mod timed_go_build -trimpath -ldflags "$ldflags" \
+  printf '%s' "$ldflags"
+}
+
+build_kubernetes() {
+  local out=$cache/kubernetes-v$KUBERNETES_VERSION
+  if [ -x "$out/bin/kube-apiserver" ] && [ -x "$out/bin/kubectl" ]; then return; fi
+  log "building kube-apiserver and kubectl v$KUBERNETES_VERSION (first run on this machine only)"
+  local work=$out.work
+  rm -rf "$work" && mkdir -p "$work/bin"
+  write_kubernetes_module "$work" "$KUBERNETES_VERSION"
+  (cd "$work" && CGO_ENABLED=0 GOFLAGS=-mod=mod timed_go_build -trimpath -ldflags "$(kubernetes_ldflags)" \
     -o bin/ k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl)
   rm -rf "$out" && mv "$work" "$out"
 }
+
+# Debian packages a component needs, installed when missing (the scripts run as root in CI).
+need_packages() {
+  local missing=() pkg
+  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  [ ${#missing[@]} -eq 0 ] && return
+  log "installing ${missing[*]} from Debian"
+  [ "$(id -u)" -eq 0 ] || { log "run as root, or: apt-get install ${missing[*]}"; exit 1; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null 2>&1 ||
+    { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null; }
+}
+
 
 build_etcd() {
   local out=$cache/etcd-v$ETCD_VERSION
@@ -95,6 +113,60 @@ build_helm() {
   rm -rf "$out" && mv "$work" "$out"
 }
 
+# The node's Kubernetes components: the same module recipe as kube-apiserver.
+build_node() {
+  local out=$cache/kubernetes-node-v$KUBERNETES_VERSION
+  if [ -x "$out/bin/kubelet" ] && [ -x "$out/bin/kube-controller-manager" ] && [ -x "$out/bin/kube-scheduler" ]; then return; fi
+  log "building kubelet, kube-controller-manager and kube-scheduler v$KUBERNETES_VERSION (first run on this machine only)"
+  local work=$out.work
+  rm -rf "$work" && mkdir -p "$work/bin"
+  write_kubernetes_module "$work" "$KUBERNETES_VERSION"
+  (cd "$work" && CGO_ENABLED=0 GOFLAGS=-mod=mod timed_go_build -trimpath -ldflags "$(kubernetes_ldflags)" \
+    -o bin/ k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler)
+  rm -rf "$out" && mv "$work" "$out"
+}
+# containerd runs the node's containers with Debian's runc (installed here when missing).
+build_containerd() {
+  need_packages runc
+  local out=$cache/containerd-v$CONTAINERD_VERSION
+  if [ -x "$out/bin/containerd" ] && [ -x "$out/bin/containerd-shim-runc-v2" ] && [ -x "$out/bin/ctr" ]; then return; fi
+  log "building containerd v$CONTAINERD_VERSION (first run on this machine only)"
+  local work=$out.work
+  rm -rf "$work" && mkdir -p "$work/bin"
+  printf 'module flashback-operator.local/control-plane/containerd\n\ngo 1.26.0\n\nrequire github.com/containerd/containerd/v2 v%s\n' \
+    "$CONTAINERD_VERSION" >"$work/go.mod"
+  local pkg=github.com/containerd/containerd/v2
+  (cd "$work" && CGO_ENABLED=0 GOFLAGS=-mod=mod timed_go_build -trimpath \
+    -tags "no_btrfs no_devmapper no_zfs no_dynamic_plugins" \
+    -ldflags "-s -w -X $pkg/version.Version=v$CONTAINERD_VERSION" \
+    -o bin/ $pkg/cmd/containerd $pkg/cmd/containerd-shim-runc-v2 $pkg/cmd/ctr)
+  rm -rf "$out" && mv "$work" "$out"
+}
+# The sandbox ("pause") image every Pod starts with, built here from kubernetes' own pause.c
+# (statically linked) into a FROM-scratch image: nothing is pulled.
+build_pause() {
+  local out=$cache/pause-v$KUBERNETES_VERSION
+  if [ -f "$out/pause-image.tar" ]; then return; fi
+  need_packages podman runc gcc libc6-dev
+  log "building the pause image from k8s.io/kubernetes v$KUBERNETES_VERSION (first run on this machine only)"
+  local work=$out.work source
+  rm -rf "$work" && mkdir -p "$work/context"
+  source=$(go mod download -json "k8s.io/kubernetes@v$KUBERNETES_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')/build/pause/linux/pause.c
+  [ -f "$source" ] || { log "no pause.c at $source"; exit 1; }
+  gcc -Os -static -Wall -Werror -DVERSION="v$KUBERNETES_VERSION" -o "$work/context/pause" "$source"
+  strip "$work/context/pause"
+  printf 'FROM scratch\nCOPY pause /pause\nUSER 65535:65535\nENTRYPOINT ["/pause"]\n' >"$work/context/Containerfile"
+  # podman wants a short runroot path.
+  local runroot
+  runroot=$(mktemp -d /tmp/flashback-pause.XXXXXX)
+  local podman=(podman --root "$work/storage" --runroot "$runroot" --storage-driver vfs)
+  "${podman[@]}" build --quiet --pull=never -t localhost/flashback-pause:latest "$work/context" >/dev/null
+  "${podman[@]}" save --quiet --format oci-archive -o "$work/pause-image.tar" localhost/flashback-pause:latest
+  "${podman[@]}" rmi -a >/dev/null 2>&1 || true
+  rm -rf "$work/storage" "$runroot"
+  rm -rf "$out" && mv "$work" "$out"
+}
+
 # One build of a component at a time: a second caller waits, then finds the binary ready.
 locked() {
   (
@@ -104,10 +176,11 @@ locked() {
 }
 
 case "${1:-all}" in
-  kubernetes | etcd | helm) locked "$1" ;;
+  kubernetes | etcd | helm | node | containerd | pause) locked "$1" ;;
   all) locked etcd && locked kubernetes && locked helm ;;
+  all-node) locked etcd && locked kubernetes && locked helm && locked node && locked containerd && locked pause ;;
   *)
-    log "usage: build.sh [all|kubernetes|etcd|helm]"
+    log "usage: build.sh [all|all-node|kubernetes|etcd|helm|node|containerd|pause]"
     exit 2
     ;;
 esac
@@ -118,4 +191,14 @@ for tool in kube-apiserver kubectl; do
 done
 [ -x "$cache/etcd-v$ETCD_VERSION/bin/etcd" ] && ln -sfn "$cache/etcd-v$ETCD_VERSION/bin/etcd" "$bin/etcd"
 [ -x "$cache/helm-v$HELM_VERSION/bin/helm" ] && ln -sfn "$cache/helm-v$HELM_VERSION/bin/helm" "$bin/helm"
+node=$cache/kubernetes-node-v$KUBERNETES_VERSION/bin
+for tool in kubelet kube-controller-manager kube-scheduler; do
+  [ -x "$node/$tool" ] && ln -sfn "$node/$tool" "$bin/$tool"
+done
+for tool in containerd containerd-shim-runc-v2 ctr; do
+  [ -x "$cache/containerd-v$CONTAINERD_VERSION/bin/$tool" ] &&
+    ln -sfn "$cache/containerd-v$CONTAINERD_VERSION/bin/$tool" "$bin/$tool"
+done
+[ -f "$cache/pause-v$KUBERNETES_VERSION/pause-image.tar" ] &&
+  ln -sfn "$cache/pause-v$KUBERNETES_VERSION/pause-image.tar" "$bin/pause-image.tar"
 exit 0

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Stops exactly the etcd and kube-apiserver that up.sh started (by their pid files).
+# Stops exactly the etcd and kube-apiserver that up.sh started (by their pid files);
+# `down.sh --node` stops the cluster with a node: its Pods' containers through containerd,
+# then the kubelet, containerd, the scheduler, the controller-manager, the API server, etcd.
 # Idempotent: with nothing running it does nothing and succeeds.
 set -euo pipefail
 
@@ -8,17 +10,17 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$here/lib.sh"
 
 stop() {
-  local name=$1 pid
-  if is_running "$name"; then
+  local name=$1 binary=${2:-$1} pid
+  if is_running "$name" "$binary"; then
     pid=$(cat "$run/$name.pid")
     kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 1 100); do
-      is_running "$name" || break
+      is_running "$name" "$binary" || break
       sleep 0.1
     done
-    if is_running "$name"; then kill -KILL "$pid" 2>/dev/null || true; fi
+    if is_running "$name" "$binary"; then kill -KILL "$pid" 2>/dev/null || true; fi
     sleep 0.1
-    if is_running "$name"; then
+    if is_running "$name" "$binary"; then
       echo "control-plane/down: $name (pid $pid) is still running" >&2
       exit 1
     fi
@@ -26,6 +28,12 @@ stop() {
   fi
   rm -f "$run/$name.pid"
 }
+
+if [ -n "$node_mode" ]; then
+  # shellcheck source=node.sh
+  . "$here/node.sh"
+  stop_node
+fi
 
 # The API server first, so it does not log a storm of etcd connection errors.
 stop kube-apiserver

@@ -2,6 +2,10 @@
 # Starts a real etcd and kube-apiserver on free loopback ports, the way envtest does:
 # state under target/control-plane/run/, an admin kubeconfig at target/control-plane/kubeconfig.
 # Idempotent: when the control plane is already up it only prints the export line.
+#
+# `up.sh --node` starts a second, separate cluster under target/control-plane/node/ that also
+# runs kube-controller-manager, kube-scheduler, containerd and a kubelet registered as the
+# Node `flashback-node` (see node.sh), so Deployments run as real Pods.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -11,14 +15,25 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 log() { printf 'control-plane/up: %s\n' "$*" >&2; }
 
 
-if is_running etcd && is_running kube-apiserver && [ -f "$kubeconfig" ]; then
+# shellcheck source=node.sh
+. "$here/node.sh"
+
+if is_running etcd && is_running kube-apiserver && [ -f "$kubeconfig" ] &&
+  { [ -z "$node_mode" ] || node_is_running; }; then
   echo "export KUBECONFIG=$kubeconfig"
   exit 0
 fi
 
 "$here/build.sh" kubernetes
 "$here/build.sh" etcd
-"$here/down.sh" >/dev/null
+if [ -n "$node_mode" ]; then
+  "$here/build.sh" node
+  "$here/build.sh" containerd
+  "$here/build.sh" pause
+  "$here/down.sh" --node >/dev/null
+else
+  "$here/down.sh" >/dev/null
+fi
 rm -rf "$run" && mkdir -p "$run/certs"
 started=$(date +%s.%N)
 
@@ -41,6 +56,8 @@ openssl rsa -in "$certs/service-account.key" -pubout -out "$certs/service-accoun
 
 token=$(openssl rand -hex 24)
 printf '%s,admin,admin,system:masters\n' "$token" >"$run/tokens.csv"
+# The node's components get tokens of their own (see node.sh for their identities).
+[ -z "$node_mode" ] || node_tokens >>"$run/tokens.csv"
 chmod 600 "$run/tokens.csv"
 
 etcd_client_port=$(free_port)
@@ -60,6 +77,10 @@ setsid "$bin/etcd" \
   </dev/null >"$run/etcd.log" 2>&1 &
 echo $! >"$run/etcd.pid"
 
+# Without a controller-manager no ServiceAccount exists to admit Pods with; the cluster with
+# a node runs one, and Pods there get their ServiceAccount token mounted as in any cluster.
+if [ -n "$node_mode" ]; then admission=(--enable-admission-plugins=ServiceAccount); else admission=(--disable-admission-plugins=ServiceAccount); fi
+
 setsid "$bin/kube-apiserver" \
   --bind-address=127.0.0.1 \
   --advertise-address=127.0.0.1 \
@@ -75,7 +96,7 @@ setsid "$bin/kube-apiserver" \
   --service-account-signing-key-file="$certs/service-account.key" \
   --service-account-issuer=https://kubernetes.default.svc \
   --service-cluster-ip-range=10.0.0.0/24 \
-  --disable-admission-plugins=ServiceAccount \
+  "${admission[@]}" \
   --allow-privileged=true \
   --v=0 \
   </dev/null >"$run/kube-apiserver.log" 2>&1 &
@@ -84,8 +105,8 @@ echo $! >"$run/kube-apiserver.pid"
 server=https://127.0.0.1:$apiserver_port
 fail() {
   log "$1; last lines of the logs follow"
-  tail -n 20 "$run/etcd.log" "$run/kube-apiserver.log" >&2 || true
-  "$here/down.sh" >/dev/null
+  tail -n 20 "$run"/*.log >&2 || true
+  "$here/down.sh" ${node_mode:+--node} >/dev/null
   exit 1
 }
 
@@ -123,6 +144,8 @@ until "$bin/kubectl" --kubeconfig "$kubeconfig" get namespace default >/dev/null
   [ "$(date +%s)" -lt "$deadline" ] || fail "the default namespace did not appear in time"
   sleep 0.2
 done
+
+[ -z "$node_mode" ] || start_node
 
 log "ready at $server in $(awk -v s="$started" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }') s"
 echo "export KUBECONFIG=$kubeconfig"
