@@ -46,6 +46,11 @@ pub struct RunArgs {
     #[arg(long, env = "FLASHBACK_WATCH_NAMESPACE", global = true)]
     pub namespace: Option<String>,
 
+    /// Reconcile only FlashbackRepositories whose labels match this selector (e.g.
+    /// `shard=a`), so that several operators can split the objects of one cluster.
+    #[arg(long, env = "FLASHBACK_SELECTOR", global = true)]
+    pub selector: Option<String>,
+
     /// Credentials for objects without credentialsSecretRef, as NAMESPACE/NAME of a Secret
     /// with key `token` (and optionally `apiUrl`).
     #[arg(long, env = "FLASHBACK_DEFAULT_CREDENTIALS_SECRET", global = true)]
@@ -63,14 +68,37 @@ pub struct RunArgs {
     #[arg(long, env = "FLASHBACK_STATS_BATCH_SIZE", default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=500), global = true)]
     pub stats_batch_size: u16,
 
-    /// How many objects are reconciled at once.
+    /// How many objects are reconciled at once, in all namespaces together.
     #[arg(
         long,
         env = "FLASHBACK_CONCURRENCY",
-        default_value_t = 4,
+        default_value_t = 16,
+        value_parser = clap::value_parser!(u16).range(1..),
         global = true
     )]
     pub concurrency: u16,
+
+    /// How many objects of one namespace are reconciled at once. A namespace whose Flashback
+    /// API is slow holds at most this many of the --concurrency turns.
+    #[arg(
+        long,
+        env = "FLASHBACK_NAMESPACE_CONCURRENCY",
+        default_value_t = 4,
+        value_parser = clap::value_parser!(u16).range(1..),
+        global = true
+    )]
+    pub namespace_concurrency: u16,
+
+    /// Hosts that a tenant's credentials Secret may name in its key `apiUrl`, comma-separated:
+    /// `host` (any port), `host:port`, or `*` for any host. Unset, a tenant's Secret may not
+    /// name an API URL at all (the operator would call any address the Secret names).
+    #[arg(
+        long,
+        env = "FLASHBACK_ALLOWED_API_HOSTS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub allowed_api_hosts: Vec<String>,
 
     /// Flashback API calls per second allowed for each credential.
     #[arg(
@@ -208,6 +236,23 @@ mod tests {
         assert_eq!(cli.run.namespace, None);
         assert!(!cli.run.leader_election);
         assert_eq!(cli.run.metrics_address.to_string(), "0.0.0.0:8080");
+        assert_eq!(cli.run.concurrency, 16);
+        assert_eq!(cli.run.namespace_concurrency, 4);
+        assert!(cli.run.allowed_api_hosts.is_empty());
+    }
+
+    #[test]
+    fn allowed_api_hosts_are_a_comma_separated_list() {
+        let cli = Cli::try_parse_from([
+            "flashback-operator",
+            "--allowed-api-hosts",
+            "api.flashback.tech,127.0.0.1:8080",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.run.allowed_api_hosts,
+            ["api.flashback.tech", "127.0.0.1:8080"]
+        );
     }
 
     #[test]

@@ -21,11 +21,17 @@ pub mod annotations {
     /// Any new value forces a reconcile now.
     pub const RECONCILE_REQUESTED_AT: &str = "flashback.tech/reconcile-requested-at";
     /// Written by the operator before every create of the remote repository, and removed once
-    /// the outcome is known, so that after a crash a repository of this name created since is
-    /// known to be ours rather than a clash. Its value is `TIME/NONCE`: the first attempt's
-    /// time and a nonce that changes with each attempt.
+    /// the outcome is known, so that after a crash the repository that create made is known
+    /// to be ours rather than a clash. Its value is JSON: the first attempt's time, a nonce
+    /// that changes with each attempt, the name sent and a fingerprint of the body sent
+    /// (`controller::create_marker`).
     pub const CREATE_STARTED_AT: &str = "flashback.tech/create-started-at";
 }
+
+/// A CEL rule for names and ids: no leading or trailing whitespace (so a blank value is
+/// refused too), and no control characters. The API trims what it stores, so a padded value
+/// would differ from the remote forever.
+const PLAIN_TEXT: &str = r"!self.matches(r'^\s|\s$|[[:cntrl:]]')";
 
 /// A Flashback storage repository: a group of buckets on S3, GCS, Azure Blob or compatible
 /// services that Flashback serves in MIRROR or BACKUP mode, kept in step with this object.
@@ -73,10 +79,14 @@ pub struct FlashbackRepositorySpec {
     /// object's metadata.name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(PLAIN_TEXT).message("name must not start or end with whitespace, nor hold control characters such as a line break"))]
     pub name: Option<String>,
 
     /// The Flashback workspace that owns the repository. Immutable once set.
-    #[x_kube(validation = Rule::new("self == oldSelf").message("workspaceId is immutable"))]
+    #[x_kube(
+        validation = Rule::new("self == oldSelf").message("workspaceId is immutable"),
+        validation = Rule::new(PLAIN_TEXT).message("workspaceId must not start or end with whitespace, nor hold control characters such as a line break"),
+    )]
     #[schemars(length(min = 1, max = 253))]
     pub workspace_id: String,
 
@@ -115,11 +125,13 @@ pub struct FlashbackRepositorySpec {
 pub struct RepositoryBucket {
     /// Id of a bucket registered in Flashback.
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(PLAIN_TEXT).message("bucketId must not start or end with whitespace, nor hold control characters such as a line break"))]
     pub bucket_id: String,
 
     /// Folder inside the bucket that the repository uses; the bucket root when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
+    #[x_kube(validation = Rule::new(PLAIN_TEXT).message("folder must not start or end with whitespace, nor hold control characters such as a line break"))]
     pub folder: Option<String>,
 
     /// Whether this bucket is the master of a MIRROR repository.
@@ -258,13 +270,6 @@ impl FlashbackRepository {
     /// The value of the reconcile-requested-at annotation, if any.
     pub fn reconcile_requested_at(&self) -> Option<&str> {
         self.annotation(annotations::RECONCILE_REQUESTED_AT)
-    }
-
-    /// When the first create attempt whose outcome is unknown started (the marker's value is
-    /// `TIME/NONCE`).
-    pub fn create_started_at(&self) -> Option<k8s_openapi::jiff::Timestamp> {
-        let value = self.annotation(annotations::CREATE_STARTED_AT)?;
-        value.split('/').next()?.parse().ok()
     }
 
     /// Whether the operator started a remote create for this object before.

@@ -28,6 +28,11 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
     endpoint: &'static str,
     /// The HTTP status, or `none` when no answer came (connection failure, timeout).
@@ -43,6 +48,7 @@ pub struct Metrics {
     reconcile_duration: Histogram,
     api_calls: Family<CallLabels, Counter>,
     rate_limit_wait: Counter<f64, std::sync::atomic::AtomicU64>,
+    tracked: Family<KindLabels, Gauge>,
 }
 
 impl fmt::Debug for Metrics {
@@ -85,8 +91,16 @@ impl Metrics {
             "Time Flashback API calls waited for their credential's rate limiter",
             rate_limit_wait.clone(),
         );
+        let tracked = Family::<KindLabels, Gauge>::default();
+        registry.register(
+            "tracked_entries",
+            "Entries the operator keeps in memory, by kind (api_clients, listings, backoff), \
+             as of the last housekeeping pass",
+            tracked.clone(),
+        );
         registry.register_collector(Box::new(RepositoriesByCondition { store }));
         Self {
+            tracked,
             registry,
             reconciles,
             failures,
@@ -124,6 +138,13 @@ impl Metrics {
             self.rate_limit_wait
                 .inc_by(call.rate_limit_wait.as_secs_f64());
         }
+    }
+
+    /// Records how many entries of a kind the operator keeps in memory.
+    pub fn tracked(&self, kind: &'static str, entries: usize) {
+        self.tracked
+            .get_or_create(&KindLabels { kind })
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
     }
 
     /// The metrics in the Prometheus text format.

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use flashback_operator::emulator::{
-    EmulatorProcess, FailNext, Faults, Latency, RandomErrors, RandomRateLimit, RepoPatch,
-    RouteFilter, StatsPatch,
+    EmulatorProcess, FailNext, Faults, IN_FLIGHT_GRACE, Latency, RandomErrors, RandomRateLimit,
+    RepoPatch, RouteFilter, StatsPatch,
 };
 use flashback_operator::flashback::{
     ApiError, CallRecord, FlashbackClient, RateLimit, RepoFilter, RepoMode, RetryPolicy,
@@ -601,6 +601,8 @@ async fn retry_after_is_obeyed() {
             .send()
             .await
             .unwrap();
+        // Past the grace for calls that were already in flight when the 429 was answered.
+        tokio::time::sleep(IN_FLIGHT_GRACE * 2).await;
     }
     assert_eq!(control.calls().await.unwrap().retry_after_violations, 1);
 }

@@ -33,6 +33,14 @@ impl Backoff {
         delay.max(at_least.unwrap_or_default())
     }
 
+    /// Forgets the failures of every key `keep` refuses (objects that are gone); returns how
+    /// many keys are left.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) -> usize {
+        let mut map = self.failures.lock().expect("backoff lock");
+        map.retain(|key, _| keep(key));
+        map.len()
+    }
+
     /// Forgets the failures of `key` after a successful reconcile.
     pub fn reset(&self, key: &str) {
         self.failures.lock().expect("backoff lock").remove(key);
@@ -84,6 +92,15 @@ mod tests {
         assert!(other <= BASE, "another object starts from the base");
         backoff.reset("a");
         assert!(backoff.next("a", None) <= BASE);
+    }
+
+    #[test]
+    fn the_failures_of_objects_that_are_gone_are_forgotten() {
+        let backoff = Backoff::new(BASE, CAP);
+        backoff.next("gone", None);
+        backoff.next("here", None);
+        assert_eq!(backoff.retain(|key| key == "here"), 1);
+        assert!(backoff.next("gone", None) <= BASE, "starts afresh");
     }
 
     #[test]

@@ -4,9 +4,13 @@ use std::time::Duration;
 
 use kube::runtime::events::Recorder;
 
+use kube::runtime::reflector::Store;
+
 use crate::controller::backoff::Backoff;
-use crate::controller::credentials::SecretName;
+use crate::controller::credentials::{ApiUrls, SecretName};
+use crate::controller::fairness::Fairness;
 use crate::controller::remote::Remote;
+use crate::crd::FlashbackRepository;
 
 /// A named step where a test can stop the operator, to kill it exactly there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -20,9 +24,12 @@ pub struct Context {
     pub remote: Remote,
     pub recorder: Recorder,
     pub backoff: Backoff,
+    pub fairness: Fairness,
+    /// Every object the operator watches: who manages which remote repository.
+    pub store: Store<FlashbackRepository>,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
-    /// API URL for credentials that do not name one.
-    pub api_url: reqwest::Url,
+    /// Where credentials may send their token.
+    pub api_urls: ApiUrls,
     pub default_credentials: Option<SecretName>,
     pub resync_interval: Duration,
     pub failpoint: Option<Failpoint>,

@@ -63,15 +63,52 @@ impl fmt::Debug for Credentials {
     }
 }
 
+/// Where the operator may send a credential's token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiUrls {
+    /// For credentials that name no URL.
+    pub default: Url,
+    /// Hosts (`host` for any port, `host:port`, or `*` for any) that a tenant's Secret may
+    /// name in `apiUrl`. Empty: a tenant's Secret may not name one. The operator's default
+    /// Secret is the operator's own and may always name one.
+    pub allowed_hosts: Vec<String>,
+}
+
+impl ApiUrls {
+    /// Whether a tenant's Secret may send the operator to `url`.
+    pub fn allows(&self, url: &Url) -> bool {
+        let Some(host) = url.host_str() else {
+            return false;
+        };
+        let with_port = url
+            .port_or_known_default()
+            .map(|port| format!("{host}:{port}"));
+        self.allowed_hosts.iter().any(|allowed| {
+            allowed == "*"
+                || allowed.eq_ignore_ascii_case(host)
+                || with_port
+                    .as_deref()
+                    .is_some_and(|hp| allowed.eq_ignore_ascii_case(hp))
+        })
+    }
+}
+
 /// Why an object has no usable credentials. Each is for a person to fix.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum CredentialsError {
     #[error("the credentials Secret {0} does not exist")]
     SecretNotFound(SecretName),
     #[error("the credentials Secret {0} has no non-empty key `token`")]
     TokenMissing(SecretName),
-    #[error("the key `apiUrl` of the credentials Secret {0} is not a URL")]
-    InvalidApiUrl(SecretName),
+    #[error("the key `token` of the credentials Secret {0} is not UTF-8 text")]
+    TokenNotText(SecretName),
+    #[error("the key `apiUrl` of the credentials Secret {0} {1}")]
+    InvalidApiUrl(SecretName, &'static str),
+    #[error(
+        "the key `apiUrl` of the credentials Secret {0} names the host {1}, which the operator \
+         is not allowed to call (its --allowed-api-hosts)"
+    )]
+    ApiUrlNotAllowed(SecretName, String),
     #[error("the operator may not read the credentials Secret {0}: grant it `get` on that Secret")]
     SecretForbidden(SecretName),
     #[error(
@@ -96,22 +133,44 @@ pub fn secret_for(
     }
 }
 
-/// Reads the token and API URL out of a Secret.
+/// Reads the token and API URL out of a Secret. `trusted` is true for the operator's own
+/// default Secret, whose `apiUrl` needs no allowance.
 pub fn from_secret(
     name: &SecretName,
     secret: &Secret,
-    default_api_url: &Url,
+    urls: &ApiUrls,
+    trusted: bool,
 ) -> Result<Credentials, CredentialsError> {
-    let value = |key: &str| -> Option<String> {
-        let bytes = secret.data.as_ref()?.get(key)?;
-        let text = String::from_utf8(bytes.0.clone()).ok()?;
-        let text = text.trim();
-        (!text.is_empty()).then(|| text.to_string())
+    // `Ok(None)`: absent or blank; `Err(())`: present but not text.
+    let value = |key: &str| -> Result<Option<String>, ()> {
+        let Some(bytes) = secret.data.as_ref().and_then(|data| data.get(key)) else {
+            return Ok(None);
+        };
+        let text = std::str::from_utf8(&bytes.0).map_err(|_| ())?.trim();
+        Ok((!text.is_empty()).then(|| text.to_string()))
     };
-    let token = value(TOKEN_KEY).ok_or_else(|| CredentialsError::TokenMissing(name.clone()))?;
-    let api_url = match value(API_URL_KEY) {
-        Some(url) => Url::parse(&url).map_err(|_| CredentialsError::InvalidApiUrl(name.clone()))?,
-        None => default_api_url.clone(),
+    let token = value(TOKEN_KEY)
+        .map_err(|()| CredentialsError::TokenNotText(name.clone()))?
+        .ok_or_else(|| CredentialsError::TokenMissing(name.clone()))?;
+    let invalid = |why| CredentialsError::InvalidApiUrl(name.clone(), why);
+    let api_url = match value(API_URL_KEY).map_err(|()| invalid("is not UTF-8 text"))? {
+        Some(text) => {
+            let url = Url::parse(&text).map_err(|_| invalid("is not a URL"))?;
+            if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
+                return Err(invalid("is not an http:// or https:// URL"));
+            }
+            if !url.username().is_empty() || url.password().is_some() {
+                return Err(invalid(
+                    "carries a user name or password; the token goes in the key `token`",
+                ));
+            }
+            if !trusted && !urls.allows(&url) {
+                let host = url.host_str().unwrap_or_default().to_string();
+                return Err(CredentialsError::ApiUrlNotAllowed(name.clone(), host));
+            }
+            url
+        }
+        None => urls.default.clone(),
     };
     Ok(Credentials {
         api_url,
@@ -125,7 +184,7 @@ pub async fn resolve(
     client: &Client,
     repo: &FlashbackRepository,
     default: Option<&SecretName>,
-    default_api_url: &Url,
+    urls: &ApiUrls,
 ) -> Result<Result<Credentials, CredentialsError>, kube::Error> {
     let name = match secret_for(repo, default) {
         Ok(name) => name,
@@ -133,7 +192,7 @@ pub async fn resolve(
     };
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &name.namespace);
     Ok(match secrets.get_opt(&name.name).await {
-        Ok(Some(secret)) => from_secret(&name, &secret, default_api_url),
+        Ok(Some(secret)) => from_secret(&name, &secret, urls, Some(&name) == default),
         Ok(None) => Err(CredentialsError::SecretNotFound(name)),
         Err(kube::Error::Api(status)) if status.is_forbidden() => {
             Err(CredentialsError::SecretForbidden(name))
@@ -166,6 +225,13 @@ mod tests {
         Url::parse("https://api.example").unwrap()
     }
 
+    fn urls(allowed: &[&str]) -> ApiUrls {
+        ApiUrls {
+            default: default_url(),
+            allowed_hosts: allowed.iter().map(|h| h.to_string()).collect(),
+        }
+    }
+
     fn name() -> SecretName {
         "team-a/flashback-token".parse().unwrap()
     }
@@ -188,31 +254,81 @@ mod tests {
     #[test]
     fn token_and_optional_url_are_read() {
         let credentials =
-            from_secret(&name(), &secret(&[("token", "t0k\n")]), &default_url()).unwrap();
+            from_secret(&name(), &secret(&[("token", "t0k\n")]), &urls(&[]), false).unwrap();
         assert_eq!(credentials.api_url, default_url());
         assert_eq!(credentials.token, Token::new("t0k".to_string()));
 
-        let credentials = from_secret(
-            &name(),
-            &secret(&[("token", "t0k"), ("apiUrl", "http://127.0.0.1:9")]),
-            &default_url(),
-        )
-        .unwrap();
+        let with_url = secret(&[("token", "t0k"), ("apiUrl", "http://127.0.0.1:9")]);
+        let credentials = from_secret(&name(), &with_url, &urls(&["127.0.0.1"]), false).unwrap();
         assert_eq!(credentials.api_url.as_str(), "http://127.0.0.1:9/");
+    }
 
-        let problem = from_secret(
-            &name(),
-            &secret(&[("token", "t0k"), ("apiUrl", "not a url")]),
-            &default_url(),
-        )
-        .unwrap_err();
-        assert_eq!(problem, CredentialsError::InvalidApiUrl(name()));
+    #[test]
+    fn a_tenants_api_url_is_used_only_on_an_allowed_host() {
+        let with_url = secret(&[("token", "t0k"), ("apiUrl", "http://127.0.0.1:9/api")]);
+        let refused = CredentialsError::ApiUrlNotAllowed(name(), "127.0.0.1".into());
+        for allowed in [&[][..], &["127.0.0.2"], &["127.0.0.1:10"]] {
+            assert_eq!(
+                from_secret(&name(), &with_url, &urls(allowed), false),
+                Err(refused.clone()),
+                "{allowed:?}"
+            );
+        }
+        for allowed in [&["127.0.0.1"][..], &["127.0.0.1:9"], &["x", "*"]] {
+            assert!(
+                from_secret(&name(), &with_url, &urls(allowed), false).is_ok(),
+                "{allowed:?}"
+            );
+        }
+        // The operator's own default Secret needs no allowance.
+        assert!(from_secret(&name(), &with_url, &urls(&[]), true).is_ok());
+        assert!(refused.to_string().contains("--allowed-api-hosts"));
+    }
+
+    #[test]
+    fn a_bad_api_url_says_what_is_wrong_with_it() {
+        let cases = [
+            ("not a url", "is not a URL"),
+            ("ftp://127.0.0.1/", "is not an http:// or https:// URL"),
+            (
+                "http://user:pw@127.0.0.1/",
+                "carries a user name or password; the token goes in the key `token`",
+            ),
+        ];
+        for (url, why) in cases {
+            let problem = from_secret(
+                &name(),
+                &secret(&[("token", "t0k"), ("apiUrl", url)]),
+                &urls(&["*"]),
+                false,
+            )
+            .unwrap_err();
+            assert_eq!(
+                problem,
+                CredentialsError::InvalidApiUrl(name(), why),
+                "{url}"
+            );
+            assert!(!problem.to_string().contains("pw"), "{problem}");
+        }
+    }
+
+    #[test]
+    fn a_token_that_is_not_text_is_named_as_such() {
+        let mut broken = secret(&[]);
+        broken.data = Some(BTreeMap::from([(
+            "token".to_string(),
+            ByteString(vec![0xff, 0xfe, b'x']),
+        )]));
+        assert_eq!(
+            from_secret(&name(), &broken, &urls(&[]), false),
+            Err(CredentialsError::TokenNotText(name()))
+        );
     }
 
     #[test]
     fn a_missing_or_empty_token_is_named_without_its_value() {
         for data in [vec![], vec![("token", "  ")], vec![("apiUrl", "http://x")]] {
-            let problem = from_secret(&name(), &secret(&data), &default_url()).unwrap_err();
+            let problem = from_secret(&name(), &secret(&data), &urls(&[]), false).unwrap_err();
             assert_eq!(problem, CredentialsError::TokenMissing(name()));
             assert!(problem.to_string().contains("team-a/flashback-token"));
         }
@@ -223,7 +339,8 @@ mod tests {
         let credentials = from_secret(
             &name(),
             &secret(&[("token", "very-secret")]),
-            &default_url(),
+            &urls(&[]),
+            false,
         )
         .unwrap();
         assert!(!format!("{credentials:?}").contains("very-secret"));

@@ -3,8 +3,10 @@
 
 pub mod backoff;
 pub mod context;
+pub mod create_marker;
 pub mod credentials;
 pub mod error;
+pub mod fairness;
 pub mod leader;
 pub mod plan;
 pub mod reconcile;
@@ -35,7 +37,8 @@ pub use context::Failpoint;
 use crate::cli::RunArgs;
 use crate::controller::backoff::Backoff;
 use crate::controller::context::Context;
-use crate::controller::credentials::SecretName;
+use crate::controller::credentials::{ApiUrls, SecretName};
+use crate::controller::fairness::Fairness;
 use crate::controller::remote::{Remote, RemoteSettings};
 use crate::crd::{FlashbackRepository, annotations};
 use crate::flashback::CallRecord;
@@ -47,11 +50,15 @@ use crate::metrics::Metrics;
 pub struct Settings {
     pub api_url: reqwest::Url,
     pub namespace: Option<String>,
+    /// A label selector the objects must match.
+    pub selector: Option<String>,
     pub default_credentials: Option<SecretName>,
     pub resync_interval: Duration,
     pub stats_interval: Duration,
     pub stats_batch_size: u16,
     pub concurrency: u16,
+    pub namespace_concurrency: u16,
+    pub allowed_api_hosts: Vec<String>,
     pub api_rate: f64,
     pub api_burst: u32,
     pub metrics_address: SocketAddr,
@@ -81,11 +88,14 @@ impl Settings {
         Ok(Self {
             api_url: args.api_url,
             namespace: args.namespace,
+            selector: args.selector,
             default_credentials: args.default_credentials_secret,
             resync_interval: args.resync_interval,
             stats_interval: args.stats_interval,
             stats_batch_size: args.stats_batch_size,
             concurrency: args.concurrency,
+            namespace_concurrency: args.namespace_concurrency,
+            allowed_api_hosts: args.allowed_api_hosts,
             api_rate: args.api_rate,
             api_burst: args.api_burst,
             metrics_address: args.metrics_address,
@@ -172,9 +182,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         ready.store(false, Ordering::Relaxed);
     }
 
-    let context = Arc::new(context(&kube, &settings, metrics));
+    let context = Arc::new(context(&kube, &settings, metrics, store.clone()));
 
-    let objects = watcher(repos, watcher::Config::default())
+    let mut watched = watcher::Config::default();
+    if let Some(selector) = &settings.selector {
+        watched = watched.labels(selector);
+    }
+    let objects = watcher(repos, watched)
         .default_backoff()
         .reflect(writer)
         .applied_objects()
@@ -198,6 +212,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             }
         }
     };
+    let store_for_housekeeping = store.clone();
+    let context_for_housekeeping = context.clone();
     let statistics = stats::run(
         store.clone(),
         context.clone(),
@@ -212,7 +228,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             };
             users_of_secret(&users_store, &name, default_secret.as_ref())
         })
-        .with_config(kube::runtime::controller::Config::default().concurrency(settings.concurrency))
+        // Unbounded here: `Fairness` bounds reconciles per namespace and in all, and a
+        // reconcile waiting for its namespace's turn must not hold a slot another needs.
+        .with_config(kube::runtime::controller::Config::default().concurrency(0))
         .graceful_shutdown_on(stopped())
         .run(reconcile::reconcile, reconcile::error_policy, context)
         .for_each(|result| async move {
@@ -220,10 +238,17 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                 warn!(error = %error, "controller error");
             }
         });
+    let housekeeping = housekeeping(
+        store_for_housekeeping,
+        context_for_housekeeping,
+        settings.resync_interval,
+        stopped(),
+    );
     let work = async {
         tokio::join!(
             controller,
             statistics,
+            housekeeping,
             futures::future::select(Box::pin(became_ready), Box::pin(stopped())).map(|_| ())
         )
     };
@@ -245,8 +270,42 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     finish(server).await
 }
 
+/// Every resync interval, forgets what no object needs any more (backoff of objects that are
+/// gone, clients of credentials nobody uses, listings too old to serve) and reports what is
+/// left in `flashback_operator_tracked_entries`.
+async fn housekeeping(
+    store: Store<FlashbackRepository>,
+    ctx: Arc<Context>,
+    interval: Duration,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = &mut stop => return,
+        }
+        let live: std::collections::HashSet<String> = store
+            .state()
+            .iter()
+            .map(|repo| reconcile::object_key(repo))
+            .collect();
+        let backoff = ctx.backoff.retain(|key| live.contains(key));
+        // Every object is looked at once per resync: a client unused for two is nobody's.
+        let (clients, listings) = ctx.remote.forget_unused(interval * 2);
+        ctx.metrics.tracked("backoff", backoff);
+        ctx.metrics.tracked("api_clients", clients);
+        ctx.metrics.tracked("listings", listings);
+    }
+}
+
 /// What every reconcile shares.
-fn context(kube: &Client, settings: &Settings, metrics: Arc<Metrics>) -> Context {
+fn context(
+    kube: &Client,
+    settings: &Settings,
+    metrics: Arc<Metrics>,
+    store: Store<FlashbackRepository>,
+) -> Context {
     let observer_metrics = metrics.clone();
     Context {
         kube: kube.clone(),
@@ -267,8 +326,16 @@ fn context(kube: &Client, settings: &Settings, metrics: Arc<Metrics>) -> Context
             },
         ),
         backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
+        fairness: Fairness::new(
+            usize::from(settings.concurrency),
+            usize::from(settings.namespace_concurrency),
+        ),
+        store,
         metrics,
-        api_url: settings.api_url.clone(),
+        api_urls: ApiUrls {
+            default: settings.api_url.clone(),
+            allowed_hosts: settings.allowed_api_hosts.clone(),
+        },
         default_credentials: settings.default_credentials.clone(),
         resync_interval: settings.resync_interval,
         failpoint: settings.failpoint,

@@ -1,8 +1,8 @@
 //! Pure decisions: what the remote repository should look like, whether it does, and what to
 //! do about it. No I/O here, so every rule has a plain unit test.
 
+use crate::controller::create_marker::CreateAttempt;
 use crate::crd::{FlashbackRepository, ManagementPolicy, RepositoryMode, StorageType, annotations};
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::flashback::{self, Repo, RepoBucketWrite, RepoWrite};
 
@@ -102,16 +102,27 @@ pub enum Decision {
     Stall(Stall),
 }
 
-/// Decides from the object and the listing of its workspace. The repository is found by
-/// the adoption annotation, else by the id in status, else by name; a repository found by
-/// name is ours only if we started creating it (the create marker) or we only observe.
-pub fn decide(repo: &FlashbackRepository, workspace: &[Repo]) -> Decision {
+/// Decides from the object, the listing of its workspace, and `held`, which tells whether
+/// another object manages a repository id (see [`holds`]). The repository is found by the
+/// adoption annotation, else by the id in status, else as the result of this object's own
+/// unfinished create (the create marker), else, ObserveOnly, by name. A repository that
+/// another object manages is never adopted, claimed or observed.
+pub fn decide(
+    repo: &FlashbackRepository,
+    workspace: &[Repo],
+    held: impl Fn(&str) -> bool,
+) -> Decision {
     let desired = desired(repo);
     let workspace_id = &repo.spec.workspace_id;
     let observe_only = repo.spec.management_policy == ManagementPolicy::ObserveOnly;
     let by_id = |id: &str| workspace.iter().find(|r| r.id == id);
+    let by_name = workspace.iter().find(|r| r.name == desired.name);
 
     let found = if let Some(id) = repo.adopted_repo_id() {
+        let known = repo.status.as_ref().and_then(|s| s.repo_id.as_deref());
+        if known != Some(id) && held(id) {
+            return Decision::Stall(managed_elsewhere(id));
+        }
         match by_id(id) {
             Some(remote) => Some(remote),
             None => {
@@ -132,8 +143,22 @@ pub fn decide(repo: &FlashbackRepository, workspace: &[Repo]) -> Decision {
         .and_then(by_id)
     {
         Some(remote)
-    } else if let Some(remote) = workspace.iter().find(|r| r.name == desired.name) {
-        if !((repo.create_started() && may_be_ours(repo, remote)) || observe_only) {
+    } else if let Some(remote) = CreateAttempt::read(repo)
+        .and_then(|attempt| workspace.iter().find(|r| attempt.made(r) && !held(&r.id)))
+    {
+        Some(remote)
+    } else if let Some(remote) = by_name {
+        if held(&remote.id) {
+            return Decision::Stall(Stall {
+                reason: "NameAlreadyUsed",
+                message: format!(
+                    "a repository named {:?} already exists in workspace {workspace_id} and \
+                     is managed by another FlashbackRepository; choose another spec.name",
+                    desired.name
+                ),
+            });
+        }
+        if !observe_only {
             return Decision::Stall(Stall {
                 reason: "NameAlreadyUsed",
                 message: format!(
@@ -185,21 +210,33 @@ pub fn decide(repo: &FlashbackRepository, workspace: &[Repo]) -> Decision {
     }
 }
 
-/// How far the Flashback server's clock may be behind the operator's.
-const CLOCK_SKEW: SignedDuration = SignedDuration::from_mins(5);
-
-/// Whether a repository of this object's name can be the one an unfinished create of this
-/// object made: it was created no earlier than the first attempt (allowing for clocks that
-/// differ). When either time is unknown, it may be.
-pub fn may_be_ours(repo: &FlashbackRepository, remote: &Repo) -> bool {
-    let created = remote
-        .created_at
-        .as_deref()
-        .and_then(|t| t.parse::<Timestamp>().ok());
-    match (repo.create_started_at(), created) {
-        (Some(started), Some(created)) => created >= started - CLOCK_SKEW,
-        _ => true,
+/// The stall of an object asked to adopt a repository another object manages. It names
+/// neither that object nor its namespace: they may be another tenant's.
+fn managed_elsewhere(repo_id: &str) -> Stall {
+    Stall {
+        reason: "ManagedByAnotherObject",
+        message: format!(
+            "repository {repo_id} is managed by another FlashbackRepository; an object adopts \
+             only a repository that no other object manages"
+        ),
     }
+}
+
+/// Whether `other` manages the repository `repo_id` rather than `me`: its status records
+/// the id (it created or verifiably adopted it), or it asks to adopt the id and is older
+/// (ties go by uid), so that of two objects adopting one id the first keeps it.
+pub fn holds(other: &FlashbackRepository, me: &FlashbackRepository, repo_id: &str) -> bool {
+    if other.metadata.uid == me.metadata.uid {
+        return false;
+    }
+    let recorded = other.status.as_ref().and_then(|s| s.repo_id.as_deref()) == Some(repo_id);
+    let age = |r: &FlashbackRepository| {
+        (
+            r.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            r.metadata.uid.clone(),
+        )
+    };
+    recorded || (other.adopted_repo_id() == Some(repo_id) && age(other) < age(me))
 }
 
 /// Whether an update corrects drift (the remote changed behind the operator's back) rather
@@ -224,6 +261,20 @@ mod tests {
 
     fn remote_of(repo: &FlashbackRepository, id: &str) -> Repo {
         fixtures::remote_repo(id, &desired(repo))
+    }
+
+    fn none_held(_: &str) -> bool {
+        false
+    }
+
+    /// Marks `repo` as having started a create of its current spec at `at`.
+    fn mark(repo: &mut FlashbackRepository, at: &str) {
+        let attempt = CreateAttempt::next(None, &desired(repo), at.parse().unwrap());
+        fixtures::annotate(
+            repo,
+            annotations::CREATE_STARTED_AT,
+            &attempt.to_annotation(),
+        );
     }
 
     #[test]
@@ -258,7 +309,7 @@ mod tests {
     #[test]
     fn missing_repo_is_created() {
         let repo = fixtures::repo("team-a", "media");
-        assert_eq!(decide(&repo, &[]), Decision::Create);
+        assert_eq!(decide(&repo, &[], none_held), Decision::Create);
     }
 
     #[test]
@@ -267,7 +318,7 @@ mod tests {
         repo.status = Some(fixtures::status_with_id("r1"));
         let remote = remote_of(&repo, "r1");
         assert_eq!(
-            decide(&repo, std::slice::from_ref(&remote)),
+            decide(&repo, std::slice::from_ref(&remote), none_held),
             Decision::InSync {
                 repo_id: "r1".into()
             }
@@ -279,7 +330,7 @@ mod tests {
             master: false,
         });
         assert_eq!(
-            decide(&repo, &[remote]),
+            decide(&repo, &[remote], none_held),
             Decision::Update {
                 repo_id: "r1".into()
             }
@@ -290,7 +341,7 @@ mod tests {
     fn a_name_we_did_not_create_stalls_unless_adopted() {
         let mut repo = fixtures::repo("team-a", "media");
         let other = remote_of(&repo, "someone-elses");
-        let Decision::Stall(stall) = decide(&repo, std::slice::from_ref(&other)) else {
+        let Decision::Stall(stall) = decide(&repo, std::slice::from_ref(&other), none_held) else {
             panic!("expected a stall");
         };
         assert_eq!(stall.reason, "NameAlreadyUsed");
@@ -304,7 +355,7 @@ mod tests {
 
         fixtures::annotate(&mut repo, annotations::REPO_ID, "someone-elses");
         assert_eq!(
-            decide(&repo, &[other]),
+            decide(&repo, &[other], none_held),
             Decision::InSync {
                 repo_id: "someone-elses".into()
             }
@@ -312,46 +363,57 @@ mod tests {
     }
 
     #[test]
-    fn after_a_crash_the_repo_we_created_is_found_by_name() {
+    fn after_a_crash_the_repo_we_created_is_found_by_the_name_it_was_sent_under() {
         let mut repo = fixtures::repo("team-a", "media");
-        fixtures::annotate(
-            &mut repo,
-            annotations::CREATE_STARTED_AT,
-            "2026-11-26T19:00:00Z",
-        );
-        let ours = remote_of(&repo, "r1");
+        mark(&mut repo, "2026-11-26T19:00:00Z");
+        let mut ours = remote_of(&repo, "r1");
+        ours.created_at = Some("2026-11-26T19:00:02Z".into());
         assert_eq!(
-            decide(&repo, &[ours]),
+            decide(&repo, std::slice::from_ref(&ours), none_held),
             Decision::InSync {
+                repo_id: "r1".into()
+            }
+        );
+        // Renamed before the operator came back: still found, and renamed by an update.
+        repo.spec.name = Some("renamed".into());
+        assert_eq!(
+            decide(&repo, &[ours], none_held),
+            Decision::Update {
                 repo_id: "r1".into()
             }
         );
     }
 
     #[test]
-    fn a_marker_claims_only_a_repo_created_since_the_first_attempt() {
+    fn a_marker_never_claims_a_repo_that_another_object_holds_or_did_not_send() {
         let mut repo = fixtures::repo("team-a", "media");
+        mark(&mut repo, "2026-11-26T19:00:00Z");
+        let mut same = remote_of(&repo, "r1");
+        same.created_at = Some("2026-11-26T19:00:02Z".into());
+        let Decision::Stall(stall) = decide(&repo, std::slice::from_ref(&same), |id| id == "r1")
+        else {
+            panic!("expected a stall");
+        };
+        assert_eq!(stall.reason, "NameAlreadyUsed");
+        assert!(!stall.message.contains("r1"), "{}", stall.message);
+
+        let mut other_buckets = same.clone();
+        other_buckets.buckets[1].bucket_id = "b9".into();
+        assert!(matches!(
+            decide(&repo, &[other_buckets], none_held),
+            Decision::Stall(Stall {
+                reason: "NameAlreadyUsed",
+                ..
+            })
+        ));
+        // A marker in an older form claims nothing either.
         fixtures::annotate(
             &mut repo,
             annotations::CREATE_STARTED_AT,
             "2026-11-26T19:00:00Z/ab12cd34",
         );
-        let mut remote = remote_of(&repo, "r1");
-
-        remote.created_at = Some("2026-11-26T19:00:02Z".into());
-        assert_eq!(
-            decide(&repo, std::slice::from_ref(&remote)),
-            Decision::InSync {
-                repo_id: "r1".into()
-            }
-        );
-        // A server clock a little behind ours still counts.
-        remote.created_at = Some("2026-11-26T18:58:00Z".into());
-        assert!(may_be_ours(&repo, &remote));
-        // Made long before this object tried: someone else's.
-        remote.created_at = Some("2026-11-25T10:00:00Z".into());
         assert!(matches!(
-            decide(&repo, &[remote]),
+            decide(&repo, &[same], none_held),
             Decision::Stall(Stall {
                 reason: "NameAlreadyUsed",
                 ..
@@ -360,10 +422,56 @@ mod tests {
     }
 
     #[test]
+    fn an_id_another_object_manages_is_never_adopted() {
+        let mut repo = fixtures::repo("team-b", "thief");
+        fixtures::annotate(&mut repo, annotations::REPO_ID, "r1");
+        let remote = remote_of(&repo, "r1");
+        let Decision::Stall(stall) = decide(&repo, std::slice::from_ref(&remote), |id| id == "r1")
+        else {
+            panic!("expected a stall");
+        };
+        assert_eq!(stall.reason, "ManagedByAnotherObject");
+        assert!(!stall.message.contains("team-a"), "{}", stall.message);
+        // Once this object's own status records it, it is this object's.
+        repo.status = Some(fixtures::status_with_id("r1"));
+        assert_eq!(
+            decide(&repo, &[remote], |id| id == "r1"),
+            Decision::InSync {
+                repo_id: "r1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn an_id_is_held_by_the_object_that_records_it_or_the_older_adopter() {
+        let mut owner = fixtures::repo("team-a", "owner");
+        owner.metadata.uid = Some("uid-a".into());
+        owner.metadata.creation_timestamp = Some(fixtures::time("2026-11-26T10:00:00Z"));
+        let mut other = fixtures::repo("team-b", "other");
+        other.metadata.uid = Some("uid-b".into());
+        other.metadata.creation_timestamp = Some(fixtures::time("2026-11-26T09:00:00Z"));
+
+        assert!(
+            !holds(&owner, &owner, "r1"),
+            "an object never holds against itself"
+        );
+        owner.status = Some(fixtures::status_with_id("r1"));
+        assert!(holds(&owner, &other, "r1"));
+        assert!(!holds(&owner, &other, "r2"));
+
+        // Two adopters of one id: the older keeps it, whoever asks.
+        owner.status = None;
+        fixtures::annotate(&mut owner, annotations::REPO_ID, "r1");
+        fixtures::annotate(&mut other, annotations::REPO_ID, "r1");
+        assert!(holds(&other, &owner, "r1"));
+        assert!(!holds(&owner, &other, "r1"));
+    }
+
+    #[test]
     fn adopting_an_unknown_id_stalls() {
         let mut repo = fixtures::repo("team-a", "media");
         fixtures::annotate(&mut repo, annotations::REPO_ID, "nope");
-        let Decision::Stall(stall) = decide(&repo, &[]) else {
+        let Decision::Stall(stall) = decide(&repo, &[], none_held) else {
             panic!("expected a stall");
         };
         assert_eq!(stall.reason, "AdoptedRepoNotFound");
@@ -378,7 +486,7 @@ mod tests {
             annotations::CREATE_STARTED_AT,
             "2026-11-26T19:00:00Z",
         );
-        assert_eq!(decide(&repo, &[]), Decision::Create);
+        assert_eq!(decide(&repo, &[], none_held), Decision::Create);
     }
 
     #[test]
@@ -390,14 +498,18 @@ mod tests {
 
         fixtures::annotate(&mut repo, annotations::PAUSED, "true");
         assert_eq!(
-            decide(&repo, std::slice::from_ref(&remote)),
+            decide(&repo, std::slice::from_ref(&remote), none_held),
             Decision::Paused {
                 repo_id: Some("r1".into()),
                 in_sync: false
             }
         );
         assert_eq!(
-            decide(&fixtures::paused(fixtures::repo("team-a", "new")), &[]),
+            decide(
+                &fixtures::paused(fixtures::repo("team-a", "new")),
+                &[],
+                none_held
+            ),
             Decision::Paused {
                 repo_id: None,
                 in_sync: false
@@ -407,7 +519,7 @@ mod tests {
         let mut observed = fixtures::repo("team-a", "media");
         observed.spec.management_policy = ManagementPolicy::ObserveOnly;
         assert!(matches!(
-            decide(&observed, &[]),
+            decide(&observed, &[], none_held),
             Decision::Stall(Stall {
                 reason: "RemoteNotFound",
                 ..
@@ -415,7 +527,7 @@ mod tests {
         ));
         observed.status = Some(fixtures::status_with_id("r1"));
         assert_eq!(
-            decide(&observed, &[remote]),
+            decide(&observed, &[remote], none_held),
             Decision::Observe {
                 repo_id: "r1".into(),
                 in_sync: false

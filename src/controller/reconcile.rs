@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -14,6 +15,7 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use crate::controller::context::{Context, Failpoint};
+use crate::controller::create_marker::CreateAttempt;
 use crate::controller::credentials::{self, Credentials, CredentialsError};
 use crate::controller::error::Error;
 use crate::controller::plan::{self, Decision, Stall};
@@ -22,13 +24,15 @@ use crate::crd::{
     DeletionPolicy, FINALIZER, FlashbackRepository, FlashbackRepositoryStatus, ManagementPolicy,
     annotations,
 };
-use crate::flashback::ApiError;
+use crate::flashback::{ApiError, RepoWrite};
 
 /// The entry point kube-runtime calls for every object that needs a look.
 pub async fn reconcile(repo: Arc<FlashbackRepository>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = repo.namespace().unwrap_or_default();
     let api: Api<FlashbackRepository> = Api::namespaced(ctx.kube.clone(), &namespace);
     let key = object_key(&repo);
+    // Waiting for a turn is not reconcile time.
+    let _turn = ctx.fairness.turn(&namespace).await;
     let started = Instant::now();
     let result = finalizer(&api, FINALIZER, repo, |event| async {
         match event {
@@ -66,7 +70,8 @@ pub fn error_policy(repo: Arc<FlashbackRepository>, error: &Error, ctx: Arc<Cont
     Action::requeue(delay)
 }
 
-fn object_key(repo: &FlashbackRepository) -> String {
+/// The key of an object's backoff: its uid.
+pub(crate) fn object_key(repo: &FlashbackRepository) -> String {
     repo.uid().unwrap_or_else(|| {
         format!(
             "{}/{}",
@@ -104,11 +109,11 @@ impl<'a> Reconcile<'a> {
             Err(problem) => return self.stall(None, credentials_stall(&problem)).await,
         };
         let workspace = self.repo.spec.workspace_id.clone();
-        // A person asked for a look now: no listing from before the request will do.
-        let fetched_after = self
-            .repo
-            .pending_reconcile_request()
-            .map(|_| Instant::now());
+        // A person asked for a look now, or an earlier create's outcome is unknown: no
+        // listing from before this reconcile will do.
+        let fetched_after = (self.repo.pending_reconcile_request().is_some()
+            || self.repo.create_started())
+        .then(Instant::now);
         let listing = match self
             .ctx
             .remote
@@ -120,11 +125,9 @@ impl<'a> Reconcile<'a> {
         };
 
         let desired = plan::desired(&self.repo);
-        match plan::decide(&self.repo, &listing) {
+        match plan::decide(&self.repo, &listing, |id| self.held_by_another(id)) {
             Decision::Create => {
-                // An earlier attempt whose outcome is unknown may have made the repository.
-                let retrying = self.repo.create_started();
-                self.mark_create_started().await?;
+                self.mark_create_started(&desired).await?;
                 self.progress(None, "Creating", "creating the remote repository")
                     .await?;
                 let repo_id = match self
@@ -134,15 +137,15 @@ impl<'a> Reconcile<'a> {
                     .await
                 {
                     Ok(id) => id,
-                    Err(ApiError::NameAlreadyUsed { .. }) if retrying => {
-                        // Likely our earlier attempt after all: a fresh listing will tell.
-                        debug!("the name is taken after an unfinished create; looking again");
-                        return Ok(Action::requeue(Duration::from_secs(1)));
+                    Err(ApiError::NameAlreadyUsed { .. }) => {
+                        return self.name_taken(&credentials, &desired.name).await;
                     }
                     Err(error) => {
-                        // A refusal of a first attempt proves nothing was created: the marker
-                        // must not make a later repository of this name look like ours.
-                        if !retrying && api_stall(&error, &self.repo).is_some() {
+                        // The listing this create was decided on was fresh whenever an earlier
+                        // attempt's outcome was unknown: a refusal now proves nothing of this
+                        // object's exists, and the marker must not make a later repository of
+                        // this name look like ours.
+                        if api_stall(&error, &self.repo).is_some() {
                             self.clear_create_marker().await?;
                         }
                         return self
@@ -270,48 +273,54 @@ impl<'a> Reconcile<'a> {
             return Ok(Action::await_change());
         }
 
-        let known = self
-            .repo
-            .adopted_repo_id()
-            .or(self.repo.status.as_ref().and_then(|s| s.repo_id.as_deref()))
-            .map(str::to_string);
+        // Only an id this object verified in its workspace and recorded in its status is
+        // ever deleted; the adoption annotation alone names nothing to delete.
+        let known = self.repo.status.as_ref().and_then(|s| s.repo_id.clone());
+        let attempt = CreateAttempt::read(&self.repo);
         // Nothing was ever created for this object: release it, credentials or not.
         if known.is_none() && !self.repo.create_started() {
             return Ok(Action::await_change());
         }
         let credentials = match self.credentials().await? {
             Ok(credentials) => credentials,
-            Err(problem) => {
-                let mut problem = credentials_stall(&problem);
-                problem.message.push_str(
-                    "; the remote repository is kept until then (set deletionPolicy: Orphan \
-                     to release the object without deleting it)",
-                );
-                self.stall(None, problem.clone()).await?;
-                return Err(Error::CleanupBlocked(problem.message));
-            }
+            Err(problem) => return self.cleanup_without_credentials(&problem, known).await,
         };
         let workspace = self.repo.spec.workspace_id.clone();
-        let mut doomed: Vec<String> = known.into_iter().collect();
         // A create whose outcome was never recorded (a crash, a status write that failed) may
-        // have made a repository under a new id: find it by name so it does not leak.
-        if self.repo.create_started() {
-            match self.ctx.remote.repos(&credentials, &workspace, None).await {
-                Ok(listing) => {
-                    let found: Vec<String> = listing
-                        .iter()
-                        .filter(|r| {
-                            r.name == self.repo.remote_name()
-                                && plan::may_be_ours(&self.repo, r)
-                                && !doomed.contains(&r.id)
-                        })
-                        .map(|r| r.id.clone())
-                        .collect();
-                    doomed.extend(found);
-                }
-                Err(error) => return Err(self.deletion_failed(error).await),
+        // have made a repository: look with a listing from after it, so nothing leaks.
+        let fetched_after = attempt.is_some().then(Instant::now);
+        let listing = match self
+            .ctx
+            .remote
+            .repos(&credentials, &workspace, fetched_after)
+            .await
+        {
+            Ok(listing) => listing,
+            Err(error) => return Err(self.deletion_failed(error).await),
+        };
+        let mut doomed: Vec<String> = Vec::new();
+        for remote in listing.iter() {
+            let recorded = known.as_deref() == Some(remote.id.as_str());
+            let made = attempt.as_ref().is_some_and(|a| a.made(remote));
+            if !(recorded || made) {
+                continue;
             }
+            if self.held_by_another(&remote.id) {
+                self.publish(
+                    EventType::Warning,
+                    "LeftInPlace",
+                    format!(
+                        "left remote repository {} in Flashback: another FlashbackRepository \
+                         manages it",
+                        remote.id
+                    ),
+                )
+                .await;
+                continue;
+            }
+            doomed.push(remote.id.clone());
         }
+        // Not listed in the object's workspace: already gone, or never this object's to delete.
         for repo_id in doomed {
             if let Err(error) = self
                 .ctx
@@ -329,6 +338,96 @@ impl<'a> Reconcile<'a> {
             .await;
         }
         Ok(Action::await_change())
+    }
+
+    /// A delete whose credentials are missing or broken. It waits for a person, unless the
+    /// whole namespace is going and its Secret went first (the order a namespace deletion
+    /// often takes): then nobody can fix it, and waiting would hang the namespace's deletion
+    /// forever, so the object is released and the operator's log names what was left in
+    /// Flashback. (An Event cannot say it: a terminating namespace takes no new objects.)
+    async fn cleanup_without_credentials(
+        &mut self,
+        problem: &CredentialsError,
+        known: Option<String>,
+    ) -> Result<Action, Error> {
+        if matches!(problem, CredentialsError::SecretNotFound(_))
+            && self.namespace_terminating().await
+        {
+            let left = known.as_deref().map_or_else(
+                || "any repository it may have created".to_string(),
+                |id| format!("remote repository {id}"),
+            );
+            warn!(
+                namespace = self.repo.namespace().unwrap_or_default(),
+                name = self.repo.name_any(),
+                remote_name = self.repo.remote_name(),
+                workspace = self.repo.spec.workspace_id,
+                repo_id = known.as_deref().unwrap_or(""),
+                "the namespace is being deleted and {problem}: released without deleting; \
+                 {left} is left in Flashback"
+            );
+            return Ok(Action::await_change());
+        }
+        let mut problem = credentials_stall(problem);
+        problem.message.push_str(
+            "; the remote repository is kept until then (set deletionPolicy: Orphan \
+             to release the object without deleting it)",
+        );
+        self.stall(None, problem.clone()).await?;
+        Err(Error::CleanupBlocked(problem.message))
+    }
+
+    /// Whether the object's namespace is being deleted. Not knowing (the operator may not
+    /// read namespaces) counts as no.
+    async fn namespace_terminating(&self) -> bool {
+        let namespaces: Api<Namespace> = Api::all(self.ctx.kube.clone());
+        let namespace = self.repo.namespace().unwrap_or_default();
+        match namespaces.get_opt(&namespace).await {
+            Ok(found) => found.is_none_or(|ns| ns.metadata.deletion_timestamp.is_some()),
+            Err(error) => {
+                debug!(error = %error, "cannot tell whether the namespace is being deleted");
+                false
+            }
+        }
+    }
+
+    /// Whether another object manages the remote repository `repo_id` (see [`plan::holds`]).
+    fn held_by_another(&self, repo_id: &str) -> bool {
+        self.ctx
+            .store
+            .find(|other| plan::holds(other, &self.repo, repo_id))
+            .is_some()
+    }
+
+    /// `POST /repo` answered that the name is taken. A listing from after the answer tells
+    /// whether it is this object's own earlier attempt (the next reconcile then claims it);
+    /// if the workspace shows no repository of that name at all, another workspace of the
+    /// organisation uses it, and only a person can fix that.
+    async fn name_taken(&mut self, credentials: &Credentials, name: &str) -> Result<Action, Error> {
+        let workspace = self.repo.spec.workspace_id.clone();
+        let listing = match self
+            .ctx
+            .remote
+            .repos(credentials, &workspace, Some(Instant::now()))
+            .await
+        {
+            Ok(listing) => listing,
+            Err(error) => return self.remote_failed(None, "list repositories", error).await,
+        };
+        if listing.iter().any(|r| r.name == name) {
+            debug!("the name is taken in the workspace; deciding again on a fresh listing");
+            return Ok(Action::requeue(Duration::from_millis(100)));
+        }
+        // Nothing of this name in the workspace: no earlier attempt of ours made it.
+        self.clear_create_marker().await?;
+        let stall = plan::Stall {
+            reason: "NameAlreadyUsed",
+            message: format!(
+                "the Flashback API refused the name {name:?}: another repository of the \
+                 organisation uses it, outside workspace {workspace}; choose another spec.name"
+            ),
+        };
+        self.stall(None, stall).await
     }
 
     /// An Event when the adoption annotation makes this object take over `repo_id`, naming the
@@ -354,7 +453,7 @@ impl<'a> Reconcile<'a> {
             &ctx.kube,
             &self.repo,
             ctx.default_credentials.as_ref(),
-            &ctx.api_url,
+            &ctx.api_urls,
         )
         .await?)
     }
@@ -502,23 +601,21 @@ impl<'a> Reconcile<'a> {
         Ok(())
     }
 
-    /// Writes the create marker before every create, with an optimistic-concurrency patch (it
-    /// carries the resourceVersion that was read). Its success proves the decision to create
-    /// was made on the latest version of the object, not on a cache that has not yet seen the
-    /// status write of an earlier create. The marker is left out of the watch predicate, so
-    /// writing it triggers no extra reconcile.
-    async fn mark_create_started(&mut self) -> Result<(), Error> {
-        // The first attempt's time stays; a new nonce per attempt makes every mark a real
-        // write, so it fences out a second writer holding the same resourceVersion.
-        let first = self
-            .repo
-            .create_started_at()
-            .unwrap_or_else(k8s_openapi::jiff::Timestamp::now);
-        let nonce = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    /// Writes the create marker (what this attempt sends, see [`CreateAttempt`]) before every
+    /// create, with an optimistic-concurrency patch (it carries the resourceVersion that was
+    /// read). Its success proves the decision to create was made on the latest version of the
+    /// object, not on a cache that has not yet seen the status write of an earlier create.
+    /// The marker is left out of the watch predicate, so writing it triggers no reconcile.
+    async fn mark_create_started(&mut self, body: &RepoWrite) -> Result<(), Error> {
+        let attempt = CreateAttempt::next(
+            CreateAttempt::read(&self.repo).as_ref(),
+            body,
+            k8s_openapi::jiff::Timestamp::now(),
+        );
         let patch = json!({
             "metadata": {
                 "resourceVersion": self.repo.resource_version(),
-                "annotations": { annotations::CREATE_STARTED_AT: format!("{first}/{nonce}") },
+                "annotations": { annotations::CREATE_STARTED_AT: attempt.to_annotation() },
             }
         });
         self.repo = self
@@ -605,7 +702,9 @@ fn credentials_stall(problem: &CredentialsError) -> Stall {
         reason: match problem {
             CredentialsError::SecretNotFound(_) => "SecretNotFound",
             CredentialsError::TokenMissing(_) => "TokenMissing",
-            CredentialsError::InvalidApiUrl(_) => "InvalidApiUrl",
+            CredentialsError::TokenNotText(_) => "TokenNotText",
+            CredentialsError::InvalidApiUrl(..) => "InvalidApiUrl",
+            CredentialsError::ApiUrlNotAllowed(..) => "ApiUrlNotAllowed",
             CredentialsError::SecretForbidden(_) => "SecretForbidden",
             CredentialsError::NoDefault => "NoCredentials",
         },
@@ -636,6 +735,10 @@ fn api_stall(error: &ApiError, repo: &FlashbackRepository) -> Option<Stall> {
             message: format!(
                 "the Flashback API does not let the token from {secret} do this: {message}"
             ),
+        },
+        ApiError::ResponseTooLarge { .. } => Stall {
+            reason: "ResponseTooLarge",
+            message: format!("the Flashback API named by {secret} cannot be used: {error}"),
         },
         ApiError::Config { reason, .. } => Stall {
             reason: "InvalidCredentials",

@@ -38,7 +38,8 @@ struct Listing {
 /// Shared by every reconcile.
 pub struct Remote {
     settings: RemoteSettings,
-    clients: Mutex<HashMap<Credentials, FlashbackClient>>,
+    /// Each client with when it was last used, so that one no object uses any more goes.
+    clients: Mutex<HashMap<Credentials, (FlashbackClient, Instant)>>,
     // One async lock per workspace: concurrent reconciles of the same workspace wait for the
     // one listing in flight instead of sending their own.
     listings: Mutex<HashMap<ListingKey, Arc<tokio::sync::Mutex<Option<Listing>>>>>,
@@ -55,7 +56,8 @@ impl Remote {
 
     fn client(&self, credentials: &Credentials) -> Result<FlashbackClient, ApiError> {
         let mut clients = self.clients.lock().expect("client map lock");
-        if let Some(client) = clients.get(credentials) {
+        if let Some((client, used)) = clients.get_mut(credentials) {
+            *used = Instant::now();
             return Ok(client.clone());
         }
         let mut config = ClientConfig::new(credentials.api_url.clone(), credentials.token.clone());
@@ -66,8 +68,27 @@ impl Remote {
         config.stats_batch_size = self.settings.stats_batch_size.max(1);
         config.observer = self.settings.observer.clone();
         let client = FlashbackClient::new(config)?;
-        clients.insert(credentials.clone(), client.clone());
+        clients.insert(credentials.clone(), (client.clone(), Instant::now()));
         Ok(client)
+    }
+
+    /// Forgets what no reconcile needs any more: clients unused for `idle`, and listings too
+    /// old to serve anyone. Returns how many (clients, listings) are left.
+    pub fn forget_unused(&self, idle: Duration) -> (usize, usize) {
+        let clients = {
+            let mut clients = self.clients.lock().expect("client map lock");
+            clients.retain(|_, (_, used)| used.elapsed() < idle);
+            clients.len()
+        };
+        let mut listings = self.listings.lock().expect("listing map lock");
+        listings.retain(|_, slot| match slot.try_lock() {
+            Ok(listing) => listing
+                .as_ref()
+                .is_some_and(|l| l.started_at.elapsed() < self.settings.listing_max_age),
+            // In use right now.
+            Err(_) => true,
+        });
+        (clients, listings.len())
     }
 
     fn listing_slot(&self, key: &ListingKey) -> Arc<tokio::sync::Mutex<Option<Listing>>> {
@@ -322,6 +343,22 @@ mod tests {
             .unwrap();
         let calls = emulator.control().calls().await.unwrap();
         assert_eq!(calls.count("GET", "/repo"), 2);
+    }
+
+    #[tokio::test]
+    async fn clients_and_listings_nobody_uses_are_forgotten() {
+        let (_emulator, remote, credentials, _) = setup().await;
+        remote.repos(&credentials, "ws", None).await.unwrap();
+        assert_eq!(remote.forget_unused(Duration::from_secs(60)), (1, 1));
+        // The listing is fresh for a minute in this setup; forgetting with no idle time
+        // drops the client but keeps a listing that can still serve.
+        assert_eq!(remote.forget_unused(Duration::ZERO), (0, 1));
+        let short = Remote::new(RemoteSettings {
+            listing_max_age: Duration::ZERO,
+            ..remote.settings.clone()
+        });
+        short.repos(&credentials, "ws", None).await.unwrap();
+        assert_eq!(short.forget_unused(Duration::ZERO), (0, 0));
     }
 
     #[tokio::test]

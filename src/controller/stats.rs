@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::Store;
@@ -41,14 +42,32 @@ pub async fn run(
     }
 }
 
+/// How many credentials' statistics are read at once: one credential's slow API delays
+/// only its own figures.
+const CREDENTIALS_AT_ONCE: usize = 8;
+
 /// One pass over every object that has a remote repository.
 pub async fn refresh(store: &Store<FlashbackRepository>, ctx: &Context) {
-    for (secret, repos) in by_credentials(&store.state(), ctx.default_credentials.as_ref()) {
+    let groups = by_credentials(&store.state(), ctx.default_credentials.as_ref());
+    futures::stream::iter(groups)
+        .for_each_concurrent(CREDENTIALS_AT_ONCE, |(secret, repos)| {
+            refresh_credential(ctx, secret, repos)
+        })
+        .await;
+}
+
+/// The statistics of the objects that use one credential.
+async fn refresh_credential(
+    ctx: &Context,
+    secret: SecretName,
+    repos: Vec<Arc<FlashbackRepository>>,
+) {
+    {
         let credentials = match credentials::resolve(
             &ctx.kube,
             &repos[0],
             ctx.default_credentials.as_ref(),
-            &ctx.api_url,
+            &ctx.api_urls,
         )
         .await
         {
@@ -56,11 +75,11 @@ pub async fn refresh(store: &Store<FlashbackRepository>, ctx: &Context) {
             // The reconciler reports missing or broken credentials on each object.
             Ok(Err(problem)) => {
                 debug!(secret = %secret, problem = %problem, "no statistics without credentials");
-                continue;
+                return;
             }
             Err(error) => {
                 warn!(secret = %secret, error = %error, "cannot read the credentials Secret");
-                continue;
+                return;
             }
         };
         let ids: Vec<String> = repos
@@ -71,7 +90,7 @@ pub async fn refresh(store: &Store<FlashbackRepository>, ctx: &Context) {
             Ok(figures) => figures,
             Err(error) => {
                 warn!(secret = %secret, error = %error, "cannot read repository statistics");
-                continue;
+                return;
             }
         };
         let by_id: BTreeMap<&str, &RepoStats> =

@@ -1,7 +1,7 @@
 //! Counters of the calls the emulator answered, and a watch on `Retry-After` being obeyed.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 pub struct CallStats {
     /// Every public API call answered since the last reset.
     pub total: u64,
-    /// Calls that arrived from a token before a `Retry-After` given to that token had expired.
+    /// Calls that arrived from a token before a `Retry-After` given to that token had expired,
+    /// leaving out those that arrived within [`IN_FLIGHT_GRACE`] of the answer that asked for
+    /// quiet: the client had sent them before it could read that answer.
     pub retry_after_violations: u64,
     /// One entry per (method, route template, status).
     pub calls: Vec<CallCount>,
@@ -47,20 +49,26 @@ impl CallStats {
     }
 }
 
+/// How long after an answer that asked for quiet a call still counts as sent before the
+/// client could read it. On loopback an answer is read within microseconds; calls sent
+/// together with the throttled one land within a few milliseconds.
+pub const IN_FLIGHT_GRACE: Duration = Duration::from_millis(50);
+
 /// The live counters.
 #[derive(Default)]
 pub struct CallLog {
     counts: HashMap<(String, String, u16), u64>,
-    /// Per token: no call should arrive before this instant.
-    quiet_until: HashMap<String, Instant>,
+    /// Per token: (when the latest `Retry-After` was answered, no call should arrive before).
+    quiet: HashMap<String, (Instant, Instant)>,
     violations: u64,
 }
 
 impl CallLog {
     /// Notes a call arriving at `now` from `token`; counts it if it ignores a `Retry-After`.
     pub fn arrived(&mut self, token: Option<&str>, now: Instant) {
-        if let Some(until) = token.and_then(|t| self.quiet_until.get(t))
+        if let Some((asked_at, until)) = token.and_then(|t| self.quiet.get(t))
             && now < *until
+            && now >= *asked_at + IN_FLIGHT_GRACE
         {
             self.violations += 1;
         }
@@ -80,8 +88,9 @@ impl CallLog {
             .entry((method.to_owned(), route.to_owned(), status))
             .or_default() += 1;
         if let (Some(token), Some(until)) = (token, quiet_until) {
-            let entry = self.quiet_until.entry(token.to_owned()).or_insert(until);
-            *entry = (*entry).max(until);
+            let now = Instant::now();
+            let entry = self.quiet.entry(token.to_owned()).or_insert((now, until));
+            *entry = (now, entry.1.max(until));
         }
     }
 
@@ -109,8 +118,6 @@ impl CallLog {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     #[test]
@@ -140,8 +147,10 @@ mod tests {
             Some("a"),
             Some(t0 + Duration::from_secs(1)),
         );
-        log.arrived(Some("b"), t0 + Duration::from_millis(10));
+        log.arrived(Some("b"), t0 + Duration::from_millis(100));
         log.arrived(Some("a"), t0 + Duration::from_secs(1));
+        // Sent before the client could read the 429: in flight, not a violation.
+        log.arrived(Some("a"), t0 + Duration::from_millis(5));
         assert_eq!(log.snapshot().retry_after_violations, 0);
         log.arrived(Some("a"), t0 + Duration::from_millis(500));
         assert_eq!(log.snapshot().retry_after_violations, 1);

@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
-pub use calls::{CallCount, CallStats};
+pub use calls::{CallCount, CallStats, IN_FLIGHT_GRACE};
 pub use control::{EmulatorControl, EmulatorProcess, RepoPatch, StatsPatch};
 pub use faults::{FailNext, Faults, Latency, RandomErrors, RandomRateLimit, RouteFilter};
 

@@ -94,7 +94,12 @@ async fn gate(State(state): State<Arc<AppState>>, mut request: Request, next: Ne
         .headers()
         .get(RETRY_AFTER)
         .and_then(|value| value.to_str().ok()?.parse::<u64>().ok())
-        .map(|seconds| Instant::now() + Duration::from_secs(seconds));
+        // However long a fault asks for, an instant far enough away will do.
+        .map(|seconds| {
+            let now = Instant::now();
+            now.checked_add(Duration::from_secs(seconds))
+                .unwrap_or(now + Duration::from_secs(10 * 365 * 24 * 3600))
+        });
     let status = response.status().as_u16();
     state
         .calls()

@@ -42,8 +42,14 @@ pub type CallObserver = Arc<dyn Fn(&CallRecord) + Send + Sync>;
 pub struct ClientConfig {
     pub base_url: Url,
     pub token: Token,
-    /// Whole-request timeout of one attempt.
+    /// Whole-request timeout of one attempt that writes (POST, PUT, DELETE).
     pub timeout: Duration,
+    /// Whole-request timeout of one attempt that reads (GET): shorter, since a read is
+    /// cheap to try again and a server that never answers should not hold its caller long.
+    pub read_timeout: Duration,
+    /// The most bytes of one answer the client reads; a longer one is
+    /// [`ApiError::ResponseTooLarge`].
+    pub max_response_bytes: usize,
     pub retry: RetryPolicy,
     pub rate_limit: RateLimit,
     /// Repo or bucket ids per `GET .../stats` call.
@@ -52,13 +58,16 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// Defaults: 30 s timeout, 4 attempts with 200 ms→10 s backoff, 10 calls/s with bursts of
-    /// 20, stats in batches of 50.
+    /// Defaults: 30 s timeout for writes and 10 s for reads, answers of at most 16 MiB,
+    /// 4 attempts with 200 ms→10 s backoff, 10 calls/s with bursts of 20, stats in batches
+    /// of 50.
     pub fn new(base_url: Url, token: Token) -> Self {
         Self {
             base_url,
             token,
             timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(10),
+            max_response_bytes: 16 << 20,
             retry: RetryPolicy::default(),
             rate_limit: RateLimit::default(),
             stats_batch_size: 50,
@@ -73,6 +82,8 @@ impl fmt::Debug for ClientConfig {
             .field("base_url", &self.base_url.as_str())
             .field("token", &self.token)
             .field("timeout", &self.timeout)
+            .field("read_timeout", &self.read_timeout)
+            .field("max_response_bytes", &self.max_response_bytes)
             .field("retry", &self.retry)
             .field("rate_limit", &self.rate_limit)
             .field("stats_batch_size", &self.stats_batch_size)
@@ -95,6 +106,8 @@ struct Inner {
     auth: HeaderValue,
     retry: RetryPolicy,
     limiter: RateLimiter,
+    read_timeout: Duration,
+    max_response_bytes: usize,
     stats_batch_size: usize,
     observer: Option<CallObserver>,
 }
@@ -118,6 +131,13 @@ impl FlashbackClient {
         {
             return Err(config_error("the base URL must be an http(s) URL"));
         }
+        // The token is the only credential sent: a user name or password in the URL would
+        // add a second Authorization header, and the server would blame the token.
+        if !config.base_url.username().is_empty() || config.base_url.password().is_some() {
+            return Err(config_error(
+                "the base URL must not carry a user name or password",
+            ));
+        }
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", config.token.expose()))
             .map_err(|_| config_error("the token holds characters an HTTP header cannot carry"))?;
         auth.set_sensitive(true);
@@ -137,6 +157,8 @@ impl FlashbackClient {
                 auth,
                 retry: config.retry,
                 limiter: RateLimiter::new(config.rate_limit),
+                read_timeout: config.read_timeout.min(config.timeout),
+                max_response_bytes: config.max_response_bytes,
                 stats_batch_size: config.stats_batch_size.max(1),
                 observer: config.observer,
             }),
@@ -297,10 +319,8 @@ impl FlashbackClient {
             };
             if let Some(wait) = error.retry_after() {
                 // The server asked this credential for quiet: hold back every clone, not only
-                // this call (capped, so a silly header cannot stall the client for hours).
-                self.inner
-                    .limiter
-                    .pause_for(wait.min(self.inner.retry.max_delay));
+                // this call, for as long as asked (the parser caps what a server may ask).
+                self.inner.limiter.pause_for(wait);
             }
             match self
                 .inner
@@ -338,7 +358,16 @@ impl FlashbackClient {
         body: Option<&[u8]>,
         attempt: u32,
     ) -> Result<T, ApiError> {
-        let rate_limit_wait = self.inner.limiter.acquire().await;
+        // Waiting out a long pause would hold the caller idle: it gets the pause back as an
+        // error instead, and comes back when it is over.
+        let rate_limit_wait = self
+            .inner
+            .limiter
+            .acquire(self.inner.retry.max_delay)
+            .await
+            .map_err(|remaining| ApiError::RateLimited {
+                retry_after: Some(remaining),
+            })?;
         let started = Instant::now();
         let mut request = self
             .inner
@@ -346,6 +375,9 @@ impl FlashbackClient {
             .request(method.clone(), url.clone())
             .header(AUTHORIZATION, self.inner.auth.clone())
             .header(ACCEPT, "application/json");
+        if method == Method::GET {
+            request = request.timeout(self.inner.read_timeout);
+        }
         if let Some(body) = body {
             request = request
                 .header(CONTENT_TYPE, "application/json")
@@ -359,13 +391,12 @@ impl FlashbackClient {
                     .get(RETRY_AFTER)
                     .and_then(|value| value.to_str().ok())
                     .and_then(|value| parse_retry_after(value, SystemTime::now()));
-                response
-                    .bytes()
+                read_bounded(response, self.inner.max_response_bytes)
                     .await
                     .map(|bytes| (status, retry_after, bytes))
                     .map_err(|error| (Some(status), error))
             }
-            Err(error) => Err((None, error)),
+            Err(error) => Err((None, Read::Failed(error))),
         };
         let status = match &answer {
             Ok((status, ..)) => Some(*status),
@@ -389,8 +420,13 @@ impl FlashbackClient {
                 rate_limit_wait,
             });
         }
-        let (status, retry_after, bytes) =
-            answer.map_err(|(_, error)| ApiError::from_transport(error))?;
+        let (status, retry_after, bytes) = answer.map_err(|(_, error)| match error {
+            Read::TooLarge => ApiError::ResponseTooLarge {
+                endpoint,
+                limit: self.inner.max_response_bytes,
+            },
+            Read::Failed(error) => ApiError::from_transport(error),
+        })?;
         if let Some(error) = judge_response(status, retry_after, &bytes) {
             return Err(error);
         }
@@ -400,10 +436,41 @@ impl FlashbackClient {
         } else {
             &bytes
         };
+        // serde's messages quote the values they choke on: say where, never what.
         serde_json::from_slice(bytes).map_err(|source| {
-            ApiError::decode_with(endpoint, format!("unexpected body: {source}"), source)
+            let detail = format!(
+                "the body is not the JSON this call answers (line {}, column {})",
+                source.line(),
+                source.column()
+            );
+            ApiError::decode(endpoint, detail)
         })
     }
+}
+
+/// Why an answer's body could not be read.
+enum Read {
+    TooLarge,
+    Failed(reqwest::Error),
+}
+
+/// Reads a body chunk by chunk, giving up as soon as it is longer than `limit` bytes, so a
+/// server cannot make the client hold more than that.
+async fn read_bounded(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, Read> {
+    if response
+        .content_length()
+        .is_some_and(|length| length > limit as u64)
+    {
+        return Err(Read::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(Read::Failed)? {
+        if body.len() + chunk.len() > limit {
+            return Err(Read::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// Percent-encodes a query value, keeping only RFC 3986 unreserved characters.
@@ -453,6 +520,20 @@ mod tests {
                 .as_str(),
             "http://127.0.0.1:9/repo/stats?repoId=r1,r%2C2"
         );
+    }
+
+    #[test]
+    fn a_base_url_with_a_user_name_or_password_is_refused() {
+        for base in [
+            "http://user@127.0.0.1:9",
+            "http://user:s3cr3t@127.0.0.1:9",
+            "ftp://x",
+        ] {
+            let config = ClientConfig::new(Url::parse(base).unwrap(), Token::new("t"));
+            let err = FlashbackClient::new(config).unwrap_err();
+            assert_eq!(err.metric_label(), "config", "{base}");
+            assert!(!err.to_string().contains("s3cr3t"), "{err}");
+        }
     }
 
     #[test]

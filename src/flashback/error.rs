@@ -75,6 +75,13 @@ pub enum ApiError {
         last: Box<ApiError>,
     },
 
+    /// The answer was longer than the client reads (`ClientConfig::max_response_bytes`).
+    #[error("the answer of {endpoint} was larger than {limit} bytes, the most the client reads")]
+    ResponseTooLarge {
+        endpoint: &'static str,
+        limit: usize,
+    },
+
     /// The client could not be built (bad base URL, TLS setup).
     #[error("invalid Flashback client configuration: {reason}")]
     Config {
@@ -84,10 +91,18 @@ pub enum ApiError {
     },
 }
 
+/// The longest `Retry-After` the client honours; a server asking for more gets this much.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
 fn after(retry_after: Option<Duration>) -> String {
-    retry_after
-        .map(|wait| format!(" (retry after {})", humantime::format_duration(wait)))
-        .unwrap_or_default()
+    match retry_after {
+        Some(wait) if wait >= MAX_RETRY_AFTER => format!(
+            " (retry after {}, the longest wait the client honours)",
+            humantime::format_duration(wait)
+        ),
+        Some(wait) => format!(" (retry after {})", humantime::format_duration(wait)),
+        None => String::new(),
+    }
 }
 
 impl ApiError {
@@ -103,6 +118,7 @@ impl ApiError {
             | Self::InvalidSpec { .. }
             | Self::Rejected { .. }
             | Self::Decode { .. }
+            | Self::ResponseTooLarge { .. }
             | Self::Config { .. } => false,
         }
     }
@@ -131,6 +147,7 @@ impl ApiError {
             Self::QuotaExceeded { .. } => "quota_exceeded",
             Self::Transient { .. } => "transient",
             Self::Decode { .. } => "decode",
+            Self::ResponseTooLarge { .. } => "response_too_large",
             Self::RetriesExhausted { last, .. } => last.metric_label(),
             Self::Config { .. } => "config",
         }
@@ -239,11 +256,18 @@ pub(crate) fn judge_response(
     if success_status && envelope.success != Some(false) {
         return None;
     }
-    let code = envelope.error_code.clone().filter(|c| !c.is_empty());
+    // Only the API's own code and message fields are ever quoted, and only so much of them:
+    // the server may be anyone's, and what it says ends up in statuses and Events.
+    let code = envelope
+        .error_code
+        .as_deref()
+        .map(quotable)
+        .filter(|c| !c.is_empty());
     let message = envelope
         .error_message
-        .clone()
-        .or_else(|| envelope.message.clone())
+        .as_deref()
+        .or(envelope.message.as_deref())
+        .map(quotable)
         .or_else(|| code.clone())
         .unwrap_or_else(|| format!("HTTP {status}"));
 
@@ -288,14 +312,38 @@ pub(crate) fn judge_response(
     })
 }
 
-/// Reads `Retry-After`: delay-seconds or an HTTP-date (relative to `now`).
+/// How many characters of a server's error code or message are quoted.
+const QUOTED_CHARS: usize = 200;
+
+/// A server's text made fit to quote: at most [`QUOTED_CHARS`] characters, control
+/// characters (line breaks included) as spaces.
+fn quotable(text: &str) -> String {
+    let text = text.trim();
+    let mut quoted: String = text
+        .chars()
+        .take(QUOTED_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.chars().nth(QUOTED_CHARS).is_some() {
+        quoted.push('…');
+    }
+    quoted
+}
+
+/// Reads `Retry-After`: delay-seconds or an HTTP-date (relative to `now`), capped at
+/// [`MAX_RETRY_AFTER`].
 pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    let wait = if value.bytes().all(|b| b.is_ascii_digit()) && !value.is_empty() {
+        // Any run of digits is a number of seconds, however large.
+        value
+            .parse::<u64>()
+            .map_or(MAX_RETRY_AFTER, Duration::from_secs)
+    } else {
+        let at = httpdate::parse_http_date(value).ok()?;
+        at.duration_since(now).unwrap_or(Duration::ZERO)
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 #[cfg(test)]
@@ -426,5 +474,47 @@ mod tests {
         let earlier = httpdate::fmt_http_date(now - Duration::from_secs(30));
         assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn a_retry_after_beyond_the_cap_is_capped_and_says_so() {
+        let now = SystemTime::now();
+        for asked in ["18446744073709551615", "99999999999999999999999", "301"] {
+            assert_eq!(
+                parse_retry_after(asked, now),
+                Some(MAX_RETRY_AFTER),
+                "{asked}"
+            );
+        }
+        let err =
+            judge_response(429, parse_retry_after("18446744073709551615", now), b"{}").unwrap();
+        assert_eq!(
+            err.to_string(),
+            "rate limited by the Flashback API (retry after 5m, the longest wait the client honours)"
+        );
+        let err = judge_response(429, parse_retry_after("2", now), b"{}").unwrap();
+        assert_eq!(
+            err.to_string(),
+            "rate limited by the Flashback API (retry after 2s)"
+        );
+    }
+
+    #[test]
+    fn only_so_much_of_a_servers_message_is_quoted_and_on_one_line() {
+        let long = "x".repeat(5000);
+        let body = format!(
+            r#"{{"success":false,"error_code":"WEIRD","error_message":"line\nbreak {long}"}}"#
+        );
+        let err = judge(400, &body).unwrap();
+        let text = err.to_string();
+        assert!(!text.contains('\n'), "{text}");
+        assert!(text.chars().count() < 300, "{} chars", text.chars().count());
+        assert!(
+            text.starts_with(
+                "the Flashback API refused the request (WEIRD): WEIRD: line break xxx"
+            ),
+            "{text}"
+        );
+        assert!(text.ends_with('…'), "{text}");
     }
 }

@@ -63,6 +63,12 @@ impl TokenBucket {
         self.paused_until = Some(self.paused_until.map_or(until, |p| p.max(until)));
     }
 
+    /// How long from `now` the server's pause still holds every call back.
+    pub(crate) fn paused_for(&self, now: Instant) -> Duration {
+        self.paused_until
+            .map_or(Duration::ZERO, |until| until.saturating_duration_since(now))
+    }
+
     /// Takes one token at `now`; returns how long the caller must wait before it may call.
     pub(crate) fn reserve(&mut self, now: Instant) -> Duration {
         // A paused bucket serves its callers as if they arrived when the pause ends.
@@ -103,17 +109,39 @@ impl RateLimiter {
         bucket.pause_until(Instant::now() + wait);
     }
 
-    /// Waits until a call is allowed; returns how long that took.
-    pub(crate) async fn acquire(&self) -> Duration {
+    fn bucket(&self) -> std::sync::MutexGuard<'_, TokenBucket> {
+        // A poisoned lock only means another task panicked mid-update; the level is still usable.
+        self.bucket.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until a call is allowed and returns how long that took. A server's pause that
+    /// is set while the caller waits holds it back too: a call that queued before a 429 never
+    /// goes out inside the quiet period the 429 asked for. When the pause would hold the
+    /// caller longer than `max_wait`, it gets `Err(remaining pause)` at once instead, so that
+    /// no task sits idle for minutes.
+    pub(crate) async fn acquire(&self, max_wait: Duration) -> Result<Duration, Duration> {
+        let started = Instant::now();
         let wait = {
-            // A poisoned lock only means another task panicked mid-update; the level is still usable.
-            let mut bucket = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
-            bucket.reserve(Instant::now())
+            let mut bucket = self.bucket();
+            let paused = bucket.paused_for(started);
+            if paused > max_wait {
+                return Err(paused);
+            }
+            bucket.reserve(started)
         };
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
-        wait
+        loop {
+            let paused = self.bucket().paused_for(Instant::now());
+            if paused.is_zero() {
+                return Ok(started.elapsed());
+            }
+            if paused > max_wait {
+                return Err(paused);
+            }
+            tokio::time::sleep(paused).await;
+        }
     }
 }
 
@@ -194,8 +222,39 @@ mod tests {
             burst: 1,
         });
         let clone = limiter.clone();
-        assert_eq!(limiter.acquire().await, ms(0));
-        let waited = clone.acquire().await;
-        assert!(waited > ms(30) && waited <= ms(50), "{waited:?}");
+        let hour = Duration::from_secs(3600);
+        assert!(limiter.acquire(hour).await.unwrap() < ms(5));
+        let waited = clone.acquire(hour).await.unwrap();
+        assert!(waited > ms(30) && waited <= ms(60), "{waited:?}");
+    }
+
+    #[tokio::test]
+    async fn a_pause_set_while_a_caller_waits_holds_it_back_too() {
+        let limiter = RateLimiter::new(RateLimit {
+            per_second: 10.0,
+            burst: 1,
+        });
+        let hour = Duration::from_secs(3600);
+        limiter.acquire(hour).await.unwrap();
+        // The next caller queues for ~100 ms; a 429 arrives meanwhile asking for 300 ms.
+        let queued = tokio::spawn({
+            let limiter = limiter.clone();
+            async move { limiter.acquire(hour).await }
+        });
+        tokio::time::sleep(ms(20)).await;
+        let paused_at = Instant::now();
+        limiter.pause_for(ms(300));
+        queued.await.unwrap().unwrap();
+        assert!(paused_at.elapsed() >= ms(300), "{:?}", paused_at.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_pause_longer_than_the_caller_may_wait_fails_at_once() {
+        let limiter = RateLimiter::new(RateLimit::unlimited());
+        limiter.pause_for(Duration::from_secs(120));
+        let started = Instant::now();
+        let remaining = limiter.acquire(Duration::from_secs(10)).await.unwrap_err();
+        assert!(started.elapsed() < ms(50));
+        assert!(remaining > Duration::from_secs(119), "{remaining:?}");
     }
 }

@@ -23,6 +23,18 @@ impl Operator {
         )
     }
 
+    /// An operator watching every namespace, limited to the objects `extra` selects (pass
+    /// `--selector`, so it never touches the objects of tests running beside it).
+    pub fn start_cluster_wide(api_url: &str, extra: &[&str]) -> Self {
+        Self::launch(
+            &super::cluster::kubeconfig_path(),
+            &[],
+            None,
+            api_url,
+            extra,
+        )
+    }
+
     /// [`Operator::start`] with the identity of another kubeconfig (e.g. a ServiceAccount
     /// token) and extra environment variables, `RUST_LOG` included (flags win over both).
     pub fn start_as(
@@ -32,14 +44,29 @@ impl Operator {
         api_url: &str,
         extra: &[&str],
     ) -> Self {
+        Self::launch(kubeconfig, env, Some(namespace), api_url, extra)
+    }
+
+    fn launch(
+        kubeconfig: &Path,
+        env: &[(String, String)],
+        namespace: Option<&str>,
+        api_url: &str,
+        extra: &[&str],
+    ) -> Self {
         let logs = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("operator-logs");
         std::fs::create_dir_all(&logs).expect("log directory");
-        let log = logs.join(format!("{namespace}-{}.log", uuid::Uuid::new_v4().simple()));
+        let log = logs.join(format!(
+            "{}-{}.log",
+            namespace.unwrap_or("all"),
+            uuid::Uuid::new_v4().simple()
+        ));
         let out = File::create(&log).expect("log file");
         let mut command = Command::new(env!("CARGO_BIN_EXE_flashback-operator"));
-        command
-            .arg("run")
-            .args(["--namespace", namespace, "--api-url", api_url]);
+        command.arg("run").args(["--api-url", api_url]);
+        if let Some(namespace) = namespace {
+            command.args(["--namespace", namespace]);
+        }
         if !extra.contains(&"--resync-interval") {
             command.args(["--resync-interval", "3s"]);
         }

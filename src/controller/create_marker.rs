@@ -1,0 +1,227 @@
+//! The create marker: what one attempt to create a remote repository sent, written to the
+//! object (annotation `flashback.tech/create-started-at`) before the `POST`, so that after an
+//! unknown outcome (a crash, a timeout, a 500) the repository that attempt made can be told
+//! apart from anyone else's. Pure: reading, writing and matching, no I/O.
+
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use crate::crd::{FlashbackRepository, annotations};
+use crate::flashback::{Repo, RepoWrite};
+
+/// How far the Flashback server's clock may be behind the operator's.
+const CLOCK_SKEW: SignedDuration = SignedDuration::from_mins(5);
+
+/// One create attempt, as the marker records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateAttempt {
+    /// When the first attempt whose outcome is unknown started; kept across attempts.
+    pub started_at: Timestamp,
+    /// New for every attempt, so that every mark is a real write that fences out a second
+    /// writer holding the same resourceVersion.
+    pub nonce: String,
+    /// The name the attempt sent: after a rename, the repository is still found by it.
+    pub name: String,
+    /// A fingerprint of the whole body the attempt sent ([`fingerprint`]).
+    pub sent: String,
+}
+
+impl CreateAttempt {
+    /// The next attempt to create `body`: the first attempt's time is kept when `previous`
+    /// is given, and everything else is this attempt's.
+    pub fn next(previous: Option<&CreateAttempt>, body: &RepoWrite, now: Timestamp) -> Self {
+        Self {
+            started_at: previous.map_or(now, |p| p.started_at),
+            nonce: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
+            name: body.name.clone(),
+            sent: fingerprint(&Shape::of_write(body)),
+        }
+    }
+
+    /// The marker on an object, if there is one the operator can read. A marker in any other
+    /// form (written by an older version, or by hand) is present but claims nothing.
+    pub fn read(repo: &FlashbackRepository) -> Option<Self> {
+        let value = repo
+            .metadata
+            .annotations
+            .as_ref()?
+            .get(annotations::CREATE_STARTED_AT)?;
+        serde_json::from_str(value).ok()
+    }
+
+    /// The annotation value.
+    pub fn to_annotation(&self) -> String {
+        serde_json::to_string(self).expect("a CreateAttempt always serializes")
+    }
+
+    /// Whether `remote` can be what this attempt made: the same name and the same body as
+    /// sent, and created no earlier than the first attempt (allowing for clocks that
+    /// differ). An unknown creation time does not rule it out; a different body does.
+    pub fn made(&self, remote: &Repo) -> bool {
+        let created = remote
+            .created_at
+            .as_deref()
+            .and_then(|t| t.parse::<Timestamp>().ok());
+        remote.name == self.name
+            && fingerprint(&Shape::of_listed(remote)) == self.sent
+            && created.is_none_or(|created| created >= self.started_at - CLOCK_SKEW)
+    }
+}
+
+/// What a repository is, in a canonical form: bucket order does not count and an unset folder
+/// is an empty one, as in [`super::plan::matches`].
+struct Shape {
+    name: String,
+    storage_type: String,
+    mode: String,
+    buckets: Vec<(String, String, bool)>,
+}
+
+impl Shape {
+    fn of_write(body: &RepoWrite) -> Self {
+        Self::new(
+            &body.name,
+            wire(&body.storage_type),
+            wire(&body.mode),
+            body.repo_buckets
+                .iter()
+                .map(|b| (b.bucket_id.as_str(), b.folder.as_deref(), b.master)),
+        )
+    }
+
+    fn of_listed(repo: &Repo) -> Self {
+        Self::new(
+            &repo.name,
+            wire(&repo.storage_type),
+            wire(&repo.mode),
+            repo.buckets
+                .iter()
+                .map(|b| (b.bucket_id.as_str(), b.folder.as_deref(), b.master)),
+        )
+    }
+
+    fn new<'a>(
+        name: &str,
+        storage_type: String,
+        mode: String,
+        buckets: impl Iterator<Item = (&'a str, Option<&'a str>, bool)>,
+    ) -> Self {
+        let mut buckets: Vec<_> = buckets
+            .map(|(id, folder, master)| (id.to_string(), folder.unwrap_or("").to_string(), master))
+            .collect();
+        buckets.sort_unstable();
+        Self {
+            name: name.to_string(),
+            storage_type,
+            mode,
+            buckets,
+        }
+    }
+}
+
+/// An enum as the API spells it.
+fn wire(value: &impl Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+/// FNV-1a (64 bit) of the shape's fields, each length-prefixed: stable across Rust versions
+/// and builds, unlike `DefaultHasher`, since it is stored in objects.
+fn fingerprint(shape: &Shape) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for byte in (bytes.len() as u64).to_le_bytes().iter().chain(bytes) {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    feed(shape.name.as_bytes());
+    feed(shape.storage_type.as_bytes());
+    feed(shape.mode.as_bytes());
+    for (id, folder, master) in &shape.buckets {
+        feed(id.as_bytes());
+        feed(folder.as_bytes());
+        feed(&[u8::from(*master)]);
+    }
+    format!("{hash:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::plan;
+    use crate::fixtures;
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn the_marker_round_trips_through_the_annotation() {
+        let mut repo = fixtures::repo("team-a", "media");
+        let attempt = CreateAttempt::next(None, &plan::desired(&repo), at("2026-11-26T19:00:00Z"));
+        fixtures::annotate(
+            &mut repo,
+            annotations::CREATE_STARTED_AT,
+            &attempt.to_annotation(),
+        );
+        assert_eq!(CreateAttempt::read(&repo), Some(attempt));
+
+        fixtures::annotate(
+            &mut repo,
+            annotations::CREATE_STARTED_AT,
+            "2026-11-26T19:00:00Z/ab12cd34",
+        );
+        assert_eq!(
+            CreateAttempt::read(&repo),
+            None,
+            "an older form claims nothing"
+        );
+    }
+
+    #[test]
+    fn a_later_attempt_keeps_the_first_time_and_records_its_own_body() {
+        let repo = fixtures::repo("team-a", "media");
+        let first = CreateAttempt::next(None, &plan::desired(&repo), at("2026-11-26T19:00:00Z"));
+        let mut renamed = repo.clone();
+        renamed.spec.name = Some("renamed".into());
+        let second = CreateAttempt::next(
+            Some(&first),
+            &plan::desired(&renamed),
+            at("2026-11-26T19:05:00Z"),
+        );
+        assert_eq!(second.started_at, first.started_at);
+        assert_eq!(second.name, "renamed");
+        assert_ne!(second.nonce, first.nonce);
+        assert_ne!(second.sent, first.sent);
+    }
+
+    #[test]
+    fn only_the_body_that_was_sent_created_since_the_first_attempt_is_its_result() {
+        let repo = fixtures::repo("team-a", "media");
+        let body = plan::desired(&repo);
+        let attempt = CreateAttempt::next(None, &body, at("2026-11-26T19:00:00Z"));
+        let mut remote = fixtures::remote_repo("r1", &body);
+
+        remote.created_at = Some("2026-11-26T19:00:02Z".into());
+        assert!(attempt.made(&remote));
+        // Bucket order is not significant.
+        remote.buckets.reverse();
+        assert!(attempt.made(&remote));
+        // A server clock a little behind ours still counts.
+        remote.created_at = Some("2026-11-26T18:58:00Z".into());
+        assert!(attempt.made(&remote));
+        // Made long before this object tried: someone else's.
+        remote.created_at = Some("2026-11-25T10:00:00Z".into());
+        assert!(!attempt.made(&remote));
+
+        // The same name with other buckets, made at the same time: someone else's.
+        let mut other = fixtures::remote_repo("r2", &body);
+        other.created_at = Some("2026-11-26T19:00:02Z".into());
+        other.buckets[0].bucket_id = "someone-elses-bucket".into();
+        assert!(!attempt.made(&other));
+        let mut renamed = fixtures::remote_repo("r3", &body);
+        renamed.name = "other".into();
+        assert!(!attempt.made(&renamed));
+    }
+}

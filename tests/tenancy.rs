@@ -1,0 +1,756 @@
+//! One operator, many tenants, end to end: what a tenant who wants to hurt another can write
+//! (annotations, names, Secrets, API URLs, the answers of a server it points the operator at)
+//! never reaches another's repositories, stalls the operator for others, or exhausts it.
+//! Real kube-apiserver, the real operator binary, the emulator over HTTP; the servers a
+//! hostile tenant would run are `support::hostile`.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use flashback_operator::crd::{FlashbackRepository, annotations};
+use flashback_operator::emulator::Faults;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+use support::cluster::{DEADLINE, test_namespace};
+use support::hostile::{Behaviour, HostileServer};
+use support::operator::Operator;
+use support::scene::{SECRET, Scene, WORKSPACE, condition};
+
+async fn annotate(scene: &Scene, name: &str, key: &str, value: Option<&str>) {
+    scene
+        .repos
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {key: value}}})),
+        )
+        .await
+        .expect("annotation is written");
+}
+
+/// Writes a Secret with exactly these bytes under these keys.
+async fn put_secret(kube: &kube::Client, namespace: &str, name: &str, data: &[(&str, &[u8])]) {
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_string()),
+            ..Default::default()
+        },
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.to_vec())))
+                .collect::<BTreeMap<_, _>>(),
+        ),
+        ..Secret::default()
+    };
+    Api::<Secret>::namespaced(kube.clone(), namespace)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("the Secret is written");
+}
+
+/// `repo` with its credentials from the Secret `secret`.
+fn using(mut repo: FlashbackRepository, secret: &str) -> FlashbackRepository {
+    repo.spec.credentials_secret_ref.as_mut().unwrap().name = secret.to_string();
+    repo
+}
+
+/// A BACKUP repository over the scene's second bucket, in a folder of its own.
+fn backup(scene: &Scene, name: &str, folder: usize) -> FlashbackRepository {
+    let mut repo = scene.mirror(name);
+    repo.spec.buckets.remove(0);
+    repo.spec.buckets[0].folder = Some(format!("f{folder}"));
+    repo.spec.mode = flashback_operator::crd::RepositoryMode::Backup;
+    repo
+}
+
+fn stalled_message(repo: &FlashbackRepository) -> String {
+    condition(repo, "Stalled").unwrap().message.clone()
+}
+
+#[tokio::test]
+async fn deleting_an_object_deletes_only_a_repository_it_verified_and_recorded() {
+    let scene = Scene::with_operator("verified").await;
+    scene.create(&scene.mirror("owner")).await;
+    let owned = scene
+        .wait_ready("owner")
+        .await
+        .status
+        .unwrap()
+        .repo_id
+        .unwrap();
+
+    // A repository no object manages, named by an object of another workspace: not adopted.
+    let mut unmanaged_body =
+        flashback_operator::controller::plan::desired(&backup(&scene, "unmanaged", 0));
+    unmanaged_body.name = "unmanaged".into();
+    let unmanaged = scene.api.create_repo(&unmanaged_body).await.unwrap();
+    let mut elsewhere = scene.mirror("elsewhere");
+    elsewhere.spec.workspace_id = "ws-someone-else".into();
+    scene.create(&elsewhere).await;
+    annotate(&scene, "elsewhere", annotations::REPO_ID, Some(&unmanaged)).await;
+    scene.wait_stalled("elsewhere", "AdoptedRepoNotFound").await;
+    // ...and one of the same workspace may not take over what another object manages.
+    scene.create(&scene.mirror("thief")).await;
+    annotate(&scene, "thief", annotations::REPO_ID, Some(&owned)).await;
+    let thief = scene.wait_stalled("thief", "ManagedByAnotherObject").await;
+    let message = stalled_message(&thief);
+    assert_eq!(
+        message,
+        format!(
+            "repository {owned} is managed by another FlashbackRepository; an object adopts \
+             only a repository that no other object manages"
+        )
+    );
+    assert!(!message.contains(&scene.namespace));
+
+    for name in ["elsewhere", "thief"] {
+        scene
+            .repos
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+        scene.wait_gone(name).await;
+    }
+    let mut remote: Vec<String> = scene
+        .remote_repos()
+        .await
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    remote.sort();
+    let mut expected = vec![owned, unmanaged];
+    expected.sort();
+    assert_eq!(remote, expected, "both repositories are still there");
+    assert_eq!(scene.calls("DELETE", "/repo/{id}").await, 0);
+    assert_eq!(scene.calls("PUT", "/repo/{id}").await, 0);
+    scene.wait_ready("owner").await;
+}
+
+#[tokio::test]
+async fn an_ambiguous_create_never_claims_a_repository_another_object_made() {
+    let mut scene = Scene::new("ambiguous").await;
+    // The first create gets a 500: its outcome is unknown to the operator.
+    let faults: Faults = serde_json::from_value(json!({
+        "failNext": {"count": 1, "status": 500, "route": {"method": "POST", "route": "/repo"}}
+    }))
+    .unwrap();
+    scene.control.set_faults(&faults).await.unwrap();
+    scene.start_operator(&[]);
+    let mut late = scene.mirror("late");
+    late.spec.name = Some("same".into());
+    scene.create(&late).await;
+    scene
+        .wait_for("late", "failed its first create", |r| {
+            condition(r, "Ready").is_some_and(|c| c.reason == "RemoteUnavailable")
+        })
+        .await;
+    // Held still (paused) while another object creates the same repository.
+    annotate(&scene, "late", annotations::PAUSED, Some("true")).await;
+    scene
+        .wait_for("late", "paused", |r| {
+            condition(r, "Ready").is_some_and(|c| c.reason == "Paused")
+        })
+        .await;
+    let mut early = scene.mirror("early");
+    early.spec.name = Some("same".into());
+    scene.create(&early).await;
+    let theirs = scene
+        .wait_ready("early")
+        .await
+        .status
+        .unwrap()
+        .repo_id
+        .unwrap();
+
+    annotate(&scene, "late", annotations::PAUSED, None).await;
+    let late = scene.wait_stalled("late", "NameAlreadyUsed").await;
+    assert!(
+        stalled_message(&late).contains("is managed by another FlashbackRepository"),
+        "{}",
+        stalled_message(&late)
+    );
+    assert!(late.status.unwrap().repo_id.is_none());
+
+    scene
+        .repos
+        .delete("late", &DeleteParams::default())
+        .await
+        .unwrap();
+    scene.wait_gone("late").await;
+    let remote = scene.remote_repos().await;
+    assert_eq!(remote.len(), 1, "{remote:?}");
+    assert_eq!(remote[0].id, theirs);
+    assert_eq!(scene.calls("PUT", "/repo/{id}").await, 0);
+    assert_eq!(scene.calls("DELETE", "/repo/{id}").await, 0);
+}
+
+/// Starts the operator at the failpoint after the remote create and kills it there.
+async fn crash_after_the_remote_create(scene: &mut Scene, name: &str) {
+    scene.start_operator(&["--failpoint", "pause-after-remote-create"]);
+    scene.create(&scene.mirror(name)).await;
+    tokio::time::timeout(DEADLINE, async {
+        while !scene
+            .operator()
+            .output()
+            .contains("failpoint pause-after-remote-create reached")
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the operator reaches the failpoint");
+    scene.operator().kill_hard();
+    assert_eq!(scene.remote_repos().await.len(), 1);
+}
+
+async fn rename(scene: &Scene, name: &str, remote_name: &str) {
+    scene
+        .repos
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"name": remote_name}})),
+        )
+        .await
+        .expect("rename is accepted");
+}
+
+#[tokio::test]
+async fn a_rename_after_a_crash_renames_the_repository_the_crashed_create_made() {
+    let mut scene = Scene::new("crashrename").await;
+    crash_after_the_remote_create(&mut scene, "media").await;
+    rename(&scene, "media", "renamed").await;
+
+    scene.start_operator(&[]);
+    let ready = scene.wait_ready("media").await;
+    let remote = scene.remote_repos().await;
+    assert_eq!(remote.len(), 1, "no second repository: {remote:?}");
+    assert_eq!(remote[0].name, "renamed");
+    assert_eq!(ready.status.unwrap().repo_id, Some(remote[0].id.clone()));
+    assert_eq!(scene.calls("POST", "/repo").await, 1);
+}
+
+#[tokio::test]
+async fn a_delete_after_a_crash_and_a_rename_leaks_nothing() {
+    let mut scene = Scene::new("crashdelete").await;
+    crash_after_the_remote_create(&mut scene, "media").await;
+    rename(&scene, "media", "renamed").await;
+    scene
+        .repos
+        .delete("media", &DeleteParams::default())
+        .await
+        .unwrap();
+
+    scene.start_operator(&[]);
+    scene.wait_gone("media").await;
+    assert!(scene.remote_repos().await.is_empty(), "nothing leaked");
+}
+
+#[tokio::test]
+async fn a_name_used_in_another_workspace_stalls_instead_of_looping() {
+    let mut scene = Scene::new("namedelsewhere").await;
+    let other_bucket = scene
+        .api
+        .create_bucket(&support::bucket_write("other", "ws-other"))
+        .await
+        .unwrap();
+    let mut taken = support::repo(
+        "taken",
+        flashback_operator::flashback::RepoMode::Backup,
+        &[(&other_bucket, false)],
+    );
+    taken.workspace_id = Some("ws-other".into());
+    scene.api.create_repo(&taken).await.unwrap();
+    scene.start_operator(&[]);
+
+    scene.create(&scene.mirror("taken")).await;
+    let stalled = scene.wait_stalled("taken", "NameAlreadyUsed").await;
+    assert_eq!(
+        stalled_message(&stalled),
+        format!(
+            "the Flashback API refused the name \"taken\": another repository of the \
+             organisation uses it, outside workspace {WORKSPACE}; choose another spec.name"
+        )
+    );
+    // Stalled, it is looked at again only at the resync pace (3 s here), not every second.
+    let posts = scene.calls("POST", "/repo").await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let more = scene.calls("POST", "/repo").await - posts;
+    println!("POST /repo while stalled for 7 s: {more}");
+    assert!(more <= 3, "{more} creates in 7 s");
+    let events = scene.events("taken").await;
+    let stalls = events
+        .iter()
+        .filter(|e| e.starts_with("NameAlreadyUsed:"))
+        .count();
+    assert_eq!(stalls, 1, "one Event for the stall: {events:?}");
+}
+
+#[tokio::test]
+async fn a_tenant_whose_api_hangs_does_not_delay_another() {
+    let honest = Scene::new("honest").await;
+    let hostile_namespace = test_namespace(&honest.kube, "hostile").await;
+    let hanging = HostileServer::start(Behaviour::Hang).await;
+    put_secret(
+        &honest.kube,
+        &hostile_namespace,
+        SECRET,
+        &[("token", b"whatever"), ("apiUrl", hanging.url.as_bytes())],
+    )
+    .await;
+    // Only this test's objects: tests beside it run operators of their own.
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let label = |mut repo: FlashbackRepository| {
+        repo.metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert("tenancy-run".into(), run.clone());
+        repo
+    };
+    let hostile: Api<FlashbackRepository> =
+        Api::namespaced(honest.kube.clone(), &hostile_namespace);
+    // A workspace each, so that no listing is shared: every object makes its own call.
+    for i in 0..12 {
+        let mut repo = label(honest.mirror(&format!("hang-{i}")));
+        repo.spec.workspace_id = format!("ws-hang-{i}");
+        hostile.create(&PostParams::default(), &repo).await.unwrap();
+    }
+    let selector = format!("tenancy-run={run}");
+    let _operator = Operator::start_cluster_wide(
+        honest.emulator.base_url(),
+        &["--selector", &selector, "--allowed-api-hosts", "127.0.0.1"],
+    );
+    // Wait until the hostile namespace holds every turn it may.
+    tokio::time::timeout(DEADLINE, async {
+        while hanging.in_flight() < 4 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the hostile objects reach their API");
+
+    let started = Instant::now();
+    honest.create(&label(honest.mirror("media"))).await;
+    honest.wait_ready("media").await;
+    let took = started.elapsed();
+    println!(
+        "honest object Ready after {took:?} while {} calls hang",
+        hanging.in_flight()
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert_eq!(
+        hanging.peak_in_flight(),
+        4,
+        "the hostile namespace held exactly its 4 turns"
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_answer_is_refused_without_being_read() {
+    let mut scene = Scene::new("huge").await;
+    let huge = HostileServer::start(Behaviour::Huge(1 << 30)).await;
+    put_secret(
+        &scene.kube,
+        &scene.namespace,
+        "huge",
+        &[("token", b"whatever"), ("apiUrl", huge.url.as_bytes())],
+    )
+    .await;
+    scene.start_operator(&["--allowed-api-hosts", "127.0.0.1"]);
+    scene.create(&using(scene.mirror("media"), "huge")).await;
+    let stalled = scene.wait_stalled("media", "ResponseTooLarge").await;
+    assert_eq!(
+        stalled_message(&stalled),
+        format!(
+            "the Flashback API named by the Secret {}/huge cannot be used: the answer of \
+             list_repos was larger than 16777216 bytes, the most the client reads",
+            scene.namespace
+        )
+    );
+    let peak = scene.operator().peak_memory_kib().unwrap();
+    println!(
+        "operator peak RSS with a 1 GiB answer offered: {} MiB",
+        peak / 1024
+    );
+    assert!(peak < 100 * 1024, "peak RSS {peak} KiB");
+}
+
+#[tokio::test]
+async fn retry_after_holds_back_every_call_of_the_credential() {
+    let mut scene = Scene::new("retryafter").await;
+    let faults: Faults = serde_json::from_value(json!({
+        "rateLimit": {"share": 0.3, "retryAfterSeconds": 2},
+        "seed": 11
+    }))
+    .unwrap();
+    scene.control.set_faults(&faults).await.unwrap();
+    scene.start_operator(&[]);
+    let names: Vec<String> = (0..8).map(|i| format!("r{i}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        scene.create(&backup(&scene, name, i)).await;
+    }
+    for name in &names {
+        scene
+            .wait_for_within(Duration::from_secs(90), name, "Ready", |r| {
+                condition(r, "Ready").is_some_and(|c| c.status == "True")
+            })
+            .await;
+    }
+    let calls = scene.control.calls().await.unwrap();
+    println!(
+        "Retry-After 2 s on 30% of calls: {} calls, {} answered 429, {} violations",
+        calls.total,
+        calls
+            .calls
+            .iter()
+            .filter(|c| c.status == 429)
+            .map(|c| c.count)
+            .sum::<u64>(),
+        calls.retry_after_violations
+    );
+    assert_eq!(calls.retry_after_violations, 0, "{calls:?}");
+
+    // A pause longer than the client sleeps through: every object of the credential waits.
+    let long: Faults = serde_json::from_value(json!({
+        "failNext": {"count": 1, "status": 429, "retryAfterSeconds": 12, "route": {"method": "GET", "route": "/repo"}}
+    }))
+    .unwrap();
+    scene.control.set_faults(&long).await.unwrap();
+    scene.control.reset_calls().await.unwrap();
+    let asked = Instant::now();
+    for name in names.iter().take(3) {
+        annotate(
+            &scene,
+            name,
+            annotations::RECONCILE_REQUESTED_AT,
+            Some("now"),
+        )
+        .await;
+    }
+    for name in names.iter().take(3) {
+        scene
+            .wait_for(name, "handled the request", |r| {
+                r.status
+                    .as_ref()
+                    .and_then(|s| s.last_handled_reconcile_at.as_deref())
+                    == Some("now")
+                    && condition(r, "Ready").is_some_and(|c| c.status == "True")
+            })
+            .await;
+    }
+    let calls = scene.control.calls().await.unwrap();
+    println!(
+        "Retry-After 12 s: handled after {:?}, {} violations",
+        asked.elapsed(),
+        calls.retry_after_violations
+    );
+    assert_eq!(calls.retry_after_violations, 0, "{calls:?}");
+    assert!(asked.elapsed() >= Duration::from_secs(12));
+
+    // What a server may ask is capped, and the status says so.
+    let absurd: Faults = serde_json::from_value(json!({
+        "failNext": {"count": 1, "status": 429, "retryAfterSeconds": u64::MAX, "route": {"method": "GET", "route": "/repo"}}
+    }))
+    .unwrap();
+    scene.control.set_faults(&absurd).await.unwrap();
+    annotate(
+        &scene,
+        "r0",
+        annotations::RECONCILE_REQUESTED_AT,
+        Some("again"),
+    )
+    .await;
+    let parked = scene
+        .wait_for("r0", "told to wait", |r| {
+            condition(r, "Ready").is_some_and(|c| c.reason == "RemoteUnavailable")
+        })
+        .await;
+    assert_eq!(
+        condition(&parked, "Ready").unwrap().message,
+        "could not list repositories, will retry: rate limited by the Flashback API \
+         (retry after 5m, the longest wait the client honours)"
+    );
+}
+
+#[tokio::test]
+async fn a_tenants_api_url_is_refused_unless_allowed_and_answers_are_never_quoted() {
+    let mut scene = Scene::with_operator("ssrf").await;
+    let server = HostileServer::start(Behaviour::Body(
+        r#"{"success":true,"repos":"LEAKED-PAYLOAD-7f3a"}"#,
+    ))
+    .await;
+    put_secret(
+        &scene.kube,
+        &scene.namespace,
+        "elsewhere",
+        &[("token", b"whatever"), ("apiUrl", server.url.as_bytes())],
+    )
+    .await;
+    scene
+        .create(&using(scene.mirror("media"), "elsewhere"))
+        .await;
+    let stalled = scene.wait_stalled("media", "ApiUrlNotAllowed").await;
+    assert_eq!(
+        stalled_message(&stalled),
+        format!(
+            "the key `apiUrl` of the credentials Secret {}/elsewhere names the host \
+             127.0.0.1, which the operator is not allowed to call (its --allowed-api-hosts)",
+            scene.namespace
+        )
+    );
+    assert_eq!(server.requests(), 0, "the operator never called it");
+
+    // Allowed, the host is called; what it answers is never copied anywhere.
+    scene.operator().kill_hard();
+    scene.start_operator(&["--allowed-api-hosts", "127.0.0.1"]);
+    let failing = scene
+        .wait_for("media", "failing on the answer", |r| {
+            condition(r, "Ready").is_some_and(|c| c.reason == "RemoteUnavailable")
+        })
+        .await;
+    assert!(server.requests() > 0);
+    let message = &condition(&failing, "Ready").unwrap().message;
+    assert_eq!(
+        message,
+        "could not list repositories, will retry: could not decode the answer of list_repos: \
+         the body is not the JSON this call answers (line 1, column 45)"
+    );
+    let events = scene.events("media").await.join("\n");
+    let output = scene.operator().output();
+    for (place, text) in [("events", &events), ("operator output", &output)] {
+        assert!(!text.contains("LEAKED-PAYLOAD"), "{place} quote the answer");
+    }
+}
+
+#[tokio::test]
+async fn blank_padded_or_multiline_names_are_refused_at_admission() {
+    let scene = Scene::new("admission").await;
+    let message = |field: &str| {
+        format!(
+            "{field} must not start or end with whitespace, nor hold control characters such as a line break"
+        )
+    };
+    let [primary, replica] = &scene.buckets;
+    let cases = [
+        ("blank name", json!({"name": "   "}), "name"),
+        ("padded name", json!({"name": " padded "}), "name"),
+        ("two-line name", json!({"name": "a\nb"}), "name"),
+        (
+            "padded workspace",
+            json!({"workspaceId": " ws"}),
+            "workspaceId",
+        ),
+        (
+            "blank bucket id",
+            json!({"buckets": [{"bucketId": primary, "master": true}, {"bucketId": "  "}]}),
+            "bucketId",
+        ),
+        (
+            "tabbed folder",
+            json!({"buckets": [{"bucketId": primary, "master": true, "folder": "media\t"}, {"bucketId": replica}]}),
+            "folder",
+        ),
+    ];
+    for (case, spec, field) in cases {
+        let mut repo = serde_json::to_value(scene.mirror("bad")).unwrap();
+        for (key, value) in spec.as_object().unwrap() {
+            repo["spec"][key] = value.clone();
+        }
+        let repo: FlashbackRepository = serde_json::from_value(repo).unwrap();
+        let refused = scene
+            .repos
+            .create(&PostParams::default(), &repo)
+            .await
+            .expect_err(case);
+        let text = refused.to_string();
+        assert!(text.contains(&message(field)), "{case}: {text}");
+    }
+    // A name with inner spaces is a name like any other.
+    let mut fine = scene.mirror("fine");
+    fine.spec.name = Some("media backups".into());
+    scene.create(&fine).await;
+}
+
+#[tokio::test]
+async fn deleting_a_namespace_releases_objects_whose_credentials_went_first() {
+    let mut scene = Scene::with_operator("nsdelete").await;
+    scene.create(&scene.mirror("media")).await;
+    let id = scene
+        .wait_ready("media")
+        .await
+        .status
+        .unwrap()
+        .repo_id
+        .unwrap();
+
+    // `kubectl delete namespace`: the namespace terminates, and its contents go in no order
+    // the operator can count on; here the Secret before the object, as the namespace
+    // controller often does.
+    Api::<Namespace>::all(scene.kube.clone())
+        .delete(&scene.namespace, &DeleteParams::default())
+        .await
+        .unwrap();
+    Api::<Secret>::namespaced(scene.kube.clone(), &scene.namespace)
+        .delete(SECRET, &DeleteParams::default())
+        .await
+        .unwrap();
+    scene
+        .repos
+        .delete("media", &DeleteParams::default())
+        .await
+        .unwrap();
+    scene.wait_gone("media").await;
+
+    let remote = scene.remote_repos().await;
+    assert_eq!(remote.len(), 1, "left in Flashback, as the Warning says");
+    let output = scene.operator().output();
+    let note = format!(
+        "the namespace is being deleted and the credentials Secret {}/{SECRET} does not \
+         exist: released without deleting; remote repository {id} is left in Flashback",
+        scene.namespace
+    );
+    assert!(
+        output.contains(&note),
+        "the log says what was left: {output}"
+    );
+}
+
+#[tokio::test]
+async fn credentials_problems_are_named_for_what_they_are() {
+    let mut scene = Scene::new("blame").await;
+    put_secret(
+        &scene.kube,
+        &scene.namespace,
+        "binary",
+        &[("token", &[0xff, 0xfe, 0x00, 0x41])],
+    )
+    .await;
+    let with_user = scene
+        .emulator
+        .base_url()
+        .replace("http://", "http://me:pw@");
+    put_secret(
+        &scene.kube,
+        &scene.namespace,
+        "userinfo",
+        &[
+            ("token", scene.token.as_bytes()),
+            ("apiUrl", with_user.as_bytes()),
+        ],
+    )
+    .await;
+    scene.control.reset_calls().await.unwrap();
+    scene.start_operator(&["--allowed-api-hosts", "127.0.0.1"]);
+    scene.create(&using(scene.mirror("binary"), "binary")).await;
+    scene
+        .create(&using(scene.mirror("userinfo"), "userinfo"))
+        .await;
+
+    let binary = scene.wait_stalled("binary", "TokenNotText").await;
+    assert_eq!(
+        stalled_message(&binary),
+        format!(
+            "the key `token` of the credentials Secret {}/binary is not UTF-8 text",
+            scene.namespace
+        )
+    );
+    let userinfo = scene.wait_stalled("userinfo", "InvalidApiUrl").await;
+    assert_eq!(
+        stalled_message(&userinfo),
+        format!(
+            "the key `apiUrl` of the credentials Secret {}/userinfo carries a user name or \
+             password; the token goes in the key `token`",
+            scene.namespace
+        )
+    );
+    assert!(!scene.operator().output().contains("pw@"));
+    assert_eq!(scene.control.calls().await.unwrap().total, 0);
+}
+
+/// The value of one exact series in a /metrics text.
+fn series(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn what_deleted_objects_and_unused_credentials_leave_is_forgotten() {
+    let mut scene = Scene::new("forget").await;
+    // The same emulator under a second URL: a second credential, so a second client.
+    let other_url = scene.emulator.base_url().replace("127.0.0.1", "localhost");
+    put_secret(
+        &scene.kube,
+        &scene.namespace,
+        "second",
+        &[
+            ("token", scene.token.as_bytes()),
+            ("apiUrl", other_url.as_bytes()),
+        ],
+    )
+    .await;
+    scene.start_operator(&["--allowed-api-hosts", "localhost"]);
+    scene.create(&scene.mirror("first")).await;
+    scene
+        .create(&using(backup(&scene, "second", 0), "second"))
+        .await;
+    scene.wait_ready("first").await;
+    scene.wait_ready("second").await;
+
+    let metrics = format!("{}/metrics", scene.operator().endpoints_url().await);
+    let read = |metrics: String| async move {
+        reqwest::get(&metrics).await.unwrap().text().await.unwrap()
+    };
+    let clients = r#"flashback_operator_tracked_entries{kind="api_clients"}"#;
+    let backoff = r#"flashback_operator_tracked_entries{kind="backoff"}"#;
+    let deadline = Instant::now() + DEADLINE;
+    while series(&read(metrics.clone()).await, clients) != Some(2.0) {
+        assert!(Instant::now() < deadline, "two clients were never reported");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    for name in ["first", "second"] {
+        scene
+            .repos
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+        scene.wait_gone(name).await;
+    }
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let text = read(metrics.clone()).await;
+        if series(&text, clients) == Some(0.0) && series(&text, backoff) == Some(0.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "state was kept: {text}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_operator_with_a_selector_leaves_other_objects_alone() {
+    // The selector flag is what the cluster-wide test above relies on: an operator with it
+    // leaves objects without the label alone.
+    let scene = Scene::new("selector").await;
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let selector = format!("tenancy-run={run}");
+    let _operator =
+        Operator::start_cluster_wide(scene.emulator.base_url(), &["--selector", &selector]);
+    let mut chosen = scene.mirror("chosen");
+    chosen
+        .metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert("tenancy-run".into(), run.clone());
+    scene.create(&chosen).await;
+    scene.create(&scene.mirror("ignored")).await;
+    scene.wait_ready("chosen").await;
+    let ignored = scene.repos.get("ignored").await.unwrap();
+    assert!(ignored.status.is_none(), "{:?}", ignored.status);
+    assert!(ignored.finalizers().is_empty());
+}
