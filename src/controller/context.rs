@@ -7,7 +7,7 @@ use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
 
 use crate::controller::backoff::Backoff;
-use crate::controller::credentials::{ApiUrls, SecretName};
+use crate::controller::credentials::{ApiUrls, CredentialsCache, SecretName};
 use crate::controller::fairness::Fairness;
 use crate::controller::remote::Remote;
 use crate::crd::FlashbackRepository;
@@ -25,6 +25,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub backoff: Backoff,
     pub fairness: Fairness,
+    /// Credentials as last read from each Secret; the Secret watch keeps it current.
+    pub credentials: std::sync::Arc<CredentialsCache>,
     /// Every object the operator watches: who manages which remote repository.
     pub store: Store<FlashbackRepository>,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,

@@ -1,8 +1,10 @@
 //! Which Flashback credentials an object uses: a Secret in its own namespace, or the
 //! operator-wide default. Reading a Secret's keys is a pure function; fetching it is not.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::Ordering;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
@@ -178,24 +180,85 @@ pub fn from_secret(
     })
 }
 
-/// Fetches the Secret named for an object and reads its credentials. `Ok(Err(..))` is a
-/// problem for a person; `Err(..)` is the Kubernetes API failing, worth a retry.
-pub async fn resolve(
+/// What each Secret's credentials were when last read, so that a Secret is read once per
+/// change rather than once per reconcile. The Secret watch forgets an entry when that Secret
+/// changes, and everything when the watch starts over (it may have missed changes). Only
+/// answers that a Secret event can change are kept: a Kubernetes error (worth a retry) and a
+/// refused read (fixed by RBAC, which no Secret event announces) are not.
+#[derive(Default)]
+pub struct CredentialsCache {
+    entries: std::sync::Mutex<HashMap<SecretName, Result<Credentials, CredentialsError>>>,
+    /// Moves on every forget: a read that started before one is not kept, since the Secret
+    /// may have changed after it was read.
+    epoch: std::sync::atomic::AtomicU64,
+}
+
+impl CredentialsCache {
+    /// The credentials of an object: from the cache, or read (and then kept).
+    pub async fn resolve(
+        &self,
+        client: &Client,
+        repo: &FlashbackRepository,
+        default: Option<&SecretName>,
+        urls: &ApiUrls,
+    ) -> Result<Result<Credentials, CredentialsError>, kube::Error> {
+        let name = match secret_for(repo, default) {
+            Ok(name) => name,
+            Err(problem) => return Ok(Err(problem)),
+        };
+        if let Some(known) = self.lock().get(&name) {
+            return Ok(known.clone());
+        }
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let read = read(client, &name, default, urls).await?;
+        if !matches!(read, Err(CredentialsError::SecretForbidden(_))) {
+            let mut entries = self.lock();
+            if self.epoch.load(Ordering::SeqCst) == epoch {
+                entries.insert(name, read.clone());
+            }
+        }
+        Ok(read)
+    }
+
+    /// The Secret `name` changed: read it again next time.
+    pub fn forget(&self, name: &SecretName) {
+        let mut entries = self.lock();
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        entries.remove(name);
+    }
+
+    /// Every Secret may have changed.
+    pub fn forget_all(&self) {
+        let mut entries = self.lock();
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        entries.clear();
+    }
+
+    /// How many Secrets are remembered.
+    pub fn remembered(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<SecretName, Result<Credentials, CredentialsError>>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Reads the Secret `name` and the credentials in it.
+async fn read(
     client: &Client,
-    repo: &FlashbackRepository,
+    name: &SecretName,
     default: Option<&SecretName>,
     urls: &ApiUrls,
 ) -> Result<Result<Credentials, CredentialsError>, kube::Error> {
-    let name = match secret_for(repo, default) {
-        Ok(name) => name,
-        Err(problem) => return Ok(Err(problem)),
-    };
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &name.namespace);
     Ok(match secrets.get_opt(&name.name).await {
-        Ok(Some(secret)) => from_secret(&name, &secret, urls, Some(&name) == default),
-        Ok(None) => Err(CredentialsError::SecretNotFound(name)),
+        Ok(Some(secret)) => from_secret(name, &secret, urls, Some(name) == default),
+        Ok(None) => Err(CredentialsError::SecretNotFound(name.clone())),
         Err(kube::Error::Api(status)) if status.is_forbidden() => {
-            Err(CredentialsError::SecretForbidden(name))
+            Err(CredentialsError::SecretForbidden(name.clone()))
         }
         Err(error) => return Err(error),
     })

@@ -37,7 +37,7 @@ pub use context::Failpoint;
 use crate::cli::RunArgs;
 use crate::controller::backoff::Backoff;
 use crate::controller::context::Context;
-use crate::controller::credentials::{ApiUrls, SecretName};
+use crate::controller::credentials::{ApiUrls, CredentialsCache, SecretName};
 use crate::controller::fairness::Fairness;
 use crate::controller::remote::{Remote, RemoteSettings};
 use crate::crd::{FlashbackRepository, annotations};
@@ -190,12 +190,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     let objects = watcher(repos, watched)
         .default_backoff()
+        // Nothing reads them, and they were a third of the cache's memory.
+        .modify(|repo| repo.managed_fields_mut().clear())
         .reflect(writer)
         .applied_objects()
         .predicate_filter(worth_a_reconcile, Default::default());
-    let secret_changes = secret_changes(&kube, &settings);
+    let secret_changes = secret_changes(&kube, &settings, context.credentials.clone());
     let default_secret = settings.default_credentials.clone();
     let users_store = store.clone();
+    let changed_secrets = context.credentials.clone();
 
     info!(
         namespace = settings.namespace.as_deref().unwrap_or("<all>"),
@@ -226,6 +229,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                 namespace: secret.namespace().unwrap_or_default(),
                 name: secret.name_any(),
             };
+            // Before the reconciles it starts: they read the Secret afresh.
+            changed_secrets.forget(&name);
             users_of_secret(&users_store, &name, default_secret.as_ref())
         })
         // Unbounded here: `Fairness` bounds reconciles per namespace and in all, and a
@@ -296,6 +301,8 @@ async fn housekeeping(
         ctx.metrics.tracked("backoff", backoff);
         ctx.metrics.tracked("api_clients", clients);
         ctx.metrics.tracked("listings", listings);
+        ctx.metrics
+            .tracked("credentials", ctx.credentials.remembered());
     }
 }
 
@@ -326,6 +333,7 @@ fn context(
             },
         ),
         backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
+        credentials: Arc::default(),
         fairness: Fairness::new(
             usize::from(settings.concurrency),
             usize::from(settings.namespace_concurrency),
@@ -349,38 +357,52 @@ fn context(
 fn secret_changes(
     kube: &Client,
     settings: &Settings,
+    cache: Arc<CredentialsCache>,
 ) -> BoxStream<'static, Result<PartialObjectMeta<Secret>, watcher::Error>> {
     let secrets: Api<PartialObjectMeta<Secret>> =
         namespaced_or_all(kube, settings.namespace.as_deref());
-    let changes = changes_only(watcher(secrets, watcher::Config::default()));
+    let relisted = {
+        let cache = cache.clone();
+        move || cache.forget_all()
+    };
+    let changes = changes_only(watcher(secrets, watcher::Config::default()), relisted);
     match (&settings.namespace, &settings.default_credentials) {
         (Some(watched), Some(default)) if *watched != default.namespace => {
             let api: Api<PartialObjectMeta<Secret>> =
                 Api::namespaced(kube.clone(), &default.namespace);
             let by_name =
                 watcher::Config::default().fields(&format!("metadata.name={}", default.name));
-            let default_changes = changes_only(watcher(api, by_name));
+            let default_changes = changes_only(watcher(api, by_name), move || cache.forget_all());
             futures::stream::select(changes, default_changes).boxed()
         }
         _ => changes.boxed(),
     }
 }
 
-/// The objects a watch sees change after its initial listing.
+/// The objects a watch sees change after its initial listing. `relisted` is called when the
+/// watch lists afresh (at start, and after a disconnect), since changes made meanwhile are not
+/// reported one by one.
 fn changes_only<K: Send + 'static>(
     events: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    relisted: impl Fn() + Send + Sync + 'static,
 ) -> BoxStream<'static, Result<K, watcher::Error>> {
+    let relisted = Arc::new(relisted);
     events
         .default_backoff()
-        .filter_map(|event| async move {
-            match event {
-                Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) => {
-                    Some(Ok(object))
+        .filter_map(move |event| {
+            let relisted = relisted.clone();
+            async move {
+                match event {
+                    Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) => {
+                        Some(Ok(object))
+                    }
+                    Ok(watcher::Event::Init) => {
+                        relisted();
+                        None
+                    }
+                    Ok(watcher::Event::InitApply(_) | watcher::Event::InitDone) => None,
+                    Err(error) => Some(Err(error)),
                 }
-                Ok(
-                    watcher::Event::Init | watcher::Event::InitApply(_) | watcher::Event::InitDone,
-                ) => None,
-                Err(error) => Some(Err(error)),
             }
         })
         .boxed()

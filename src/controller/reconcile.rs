@@ -449,13 +449,15 @@ impl<'a> Reconcile<'a> {
 
     async fn credentials(&self) -> Result<Result<Credentials, CredentialsError>, Error> {
         let ctx = self.ctx;
-        Ok(credentials::resolve(
-            &ctx.kube,
-            &self.repo,
-            ctx.default_credentials.as_ref(),
-            &ctx.api_urls,
-        )
-        .await?)
+        Ok(ctx
+            .credentials
+            .resolve(
+                &ctx.kube,
+                &self.repo,
+                ctx.default_credentials.as_ref(),
+                &ctx.api_urls,
+            )
+            .await?)
     }
 
     /// Reports a failed remote delete on the object; the finalizer stays.

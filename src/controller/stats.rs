@@ -62,48 +62,48 @@ async fn refresh_credential(
     secret: SecretName,
     repos: Vec<Arc<FlashbackRepository>>,
 ) {
-    {
-        let credentials = match credentials::resolve(
+    let credentials = match ctx
+        .credentials
+        .resolve(
             &ctx.kube,
             &repos[0],
             ctx.default_credentials.as_ref(),
             &ctx.api_urls,
         )
         .await
-        {
-            Ok(Ok(credentials)) => credentials,
-            // The reconciler reports missing or broken credentials on each object.
-            Ok(Err(problem)) => {
-                debug!(secret = %secret, problem = %problem, "no statistics without credentials");
-                return;
-            }
-            Err(error) => {
-                warn!(secret = %secret, error = %error, "cannot read the credentials Secret");
-                return;
-            }
+    {
+        Ok(Ok(credentials)) => credentials,
+        // The reconciler reports missing or broken credentials on each object.
+        Ok(Err(problem)) => {
+            debug!(secret = %secret, problem = %problem, "no statistics without credentials");
+            return;
+        }
+        Err(error) => {
+            warn!(secret = %secret, error = %error, "cannot read the credentials Secret");
+            return;
+        }
+    };
+    let ids: Vec<String> = repos
+        .iter()
+        .filter_map(|r| repo_id(r).map(str::to_string))
+        .collect();
+    let figures = match ctx.remote.stats(&credentials, &ids).await {
+        Ok(figures) => figures,
+        Err(error) => {
+            warn!(secret = %secret, error = %error, "cannot read repository statistics");
+            return;
+        }
+    };
+    let by_id: BTreeMap<&str, &RepoStats> =
+        figures.iter().map(|f| (f.repo_id.as_str(), f)).collect();
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    for repo in &repos {
+        let Some(fetched) = repo_id(repo).and_then(|id| by_id.get(id)) else {
+            continue;
         };
-        let ids: Vec<String> = repos
-            .iter()
-            .filter_map(|r| repo_id(r).map(str::to_string))
-            .collect();
-        let figures = match ctx.remote.stats(&credentials, &ids).await {
-            Ok(figures) => figures,
-            Err(error) => {
-                warn!(secret = %secret, error = %error, "cannot read repository statistics");
-                return;
-            }
-        };
-        let by_id: BTreeMap<&str, &RepoStats> =
-            figures.iter().map(|f| (f.repo_id.as_str(), f)).collect();
-        let now = Time(k8s_openapi::jiff::Timestamp::now());
-        for repo in &repos {
-            let Some(fetched) = repo_id(repo).and_then(|id| by_id.get(id)) else {
-                continue;
-            };
-            let current = repo.status.as_ref().and_then(|s| s.stats.as_ref());
-            if let Some(stats) = changed(current, fetched, &now) {
-                write(ctx, repo, &stats).await;
-            }
+        let current = repo.status.as_ref().and_then(|s| s.stats.as_ref());
+        if let Some(stats) = changed(current, fetched, &now) {
+            write(ctx, repo, &stats).await;
         }
     }
 }
