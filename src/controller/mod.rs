@@ -11,6 +11,7 @@ pub mod leader;
 pub mod plan;
 pub mod reconcile;
 pub mod remote;
+pub mod resync;
 pub mod stats;
 pub mod status;
 
@@ -215,6 +216,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             }
         }
     };
+    // The resync sweep names the objects it finds out of step; the controller reconciles them.
+    let (due_tx, due_rx) = tokio::sync::mpsc::channel(1024);
+    let resync = resync::run(
+        store.clone(),
+        context.clone(),
+        settings.resync_interval,
+        due_tx,
+        stopped(),
+    );
     let store_for_housekeeping = store.clone();
     let context_for_housekeeping = context.clone();
     let statistics = stats::run(
@@ -235,6 +245,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         })
         // Unbounded here: `Fairness` bounds reconciles per namespace and in all, and a
         // reconcile waiting for its namespace's turn must not hold a slot another needs.
+        .reconcile_on(tokio_stream_of(due_rx))
         .with_config(kube::runtime::controller::Config::default().concurrency(0))
         .graceful_shutdown_on(stopped())
         .run(reconcile::reconcile, reconcile::error_policy, context)
@@ -253,6 +264,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         tokio::join!(
             controller,
             statistics,
+            resync,
             housekeeping,
             futures::future::select(Box::pin(became_ready), Box::pin(stopped())).map(|_| ())
         )
@@ -273,6 +285,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         },
     }
     finish(server).await
+}
+
+/// The messages of a channel as a stream.
+fn tokio_stream_of<T: Send + 'static>(
+    mut receiver: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> + Send + 'static {
+    futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))
 }
 
 /// Every resync interval, forgets what no object needs any more (backoff of objects that are

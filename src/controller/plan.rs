@@ -239,6 +239,34 @@ pub fn holds(other: &FlashbackRepository, me: &FlashbackRepository, repo_id: &st
     recorded || (other.adopted_repo_id() == Some(repo_id) && age(other) < age(me))
 }
 
+/// Whether a resync must reconcile the object: the decision would change the remote, or the
+/// status does not already say what the decision would make it say.
+pub fn needs_reconcile(repo: &FlashbackRepository, decision: &Decision) -> bool {
+    let Some(status) = &repo.status else {
+        return true;
+    };
+    if status.observed_generation != repo.metadata.generation
+        || repo.pending_reconcile_request().is_some()
+    {
+        return true;
+    }
+    let condition = |type_: &str| status.conditions.iter().find(|c| c.type_ == type_);
+    let (ready, reason, repo_id) = match decision {
+        Decision::Create | Decision::Update { .. } => return true,
+        Decision::Stall(stall) => {
+            return !condition("Stalled")
+                .is_some_and(|c| c.status == "True" && c.reason == stall.reason);
+        }
+        Decision::InSync { repo_id } => ("True", "Synced", Some(repo_id)),
+        Decision::Observe { repo_id, in_sync } if *in_sync => ("True", "Observed", Some(repo_id)),
+        Decision::Observe { repo_id, .. } => ("False", "OutOfSync", Some(repo_id)),
+        Decision::Paused { repo_id, in_sync } if *in_sync => ("True", "Synced", repo_id.as_ref()),
+        Decision::Paused { repo_id, .. } => ("False", "Paused", repo_id.as_ref()),
+    };
+    !(condition("Ready").is_some_and(|c| c.status == ready && c.reason == reason)
+        && repo_id.is_none_or(|id| status.repo_id.as_ref() == Some(id)))
+}
+
 /// Whether an update corrects drift (the remote changed behind the operator's back) rather
 /// than applying a new spec: the spec generation was already reconciled to Ready.
 pub fn is_drift(repo: &FlashbackRepository) -> bool {
@@ -532,6 +560,65 @@ mod tests {
                 repo_id: "r1".into(),
                 in_sync: false
             }
+        );
+    }
+
+    #[test]
+    fn a_resync_reconciles_only_what_is_out_of_step() {
+        let mut repo = fixtures::repo("team-a", "media");
+        let in_sync = Decision::InSync {
+            repo_id: "r1".into(),
+        };
+        assert!(needs_reconcile(&repo, &in_sync), "no status yet");
+        repo.status = Some(fixtures::ready_status("r1", 1));
+        assert!(!needs_reconcile(&repo, &in_sync), "in step: nothing to do");
+        assert!(needs_reconcile(
+            &repo,
+            &Decision::Update {
+                repo_id: "r1".into()
+            }
+        ));
+        assert!(
+            needs_reconcile(&repo, &Decision::Create),
+            "gone behind our back"
+        );
+        assert!(
+            needs_reconcile(
+                &repo,
+                &Decision::InSync {
+                    repo_id: "r2".into()
+                }
+            ),
+            "the status names another repository"
+        );
+        repo.metadata.generation = Some(2);
+        assert!(needs_reconcile(&repo, &in_sync), "a new generation");
+        repo.metadata.generation = Some(1);
+        fixtures::annotate(&mut repo, annotations::RECONCILE_REQUESTED_AT, "now");
+        assert!(needs_reconcile(&repo, &in_sync), "a person asked");
+    }
+
+    #[test]
+    fn a_resync_leaves_a_stall_alone_until_its_reason_changes() {
+        let mut repo = fixtures::repo("team-a", "media");
+        let mut status = fixtures::status_with_id("r1");
+        status.observed_generation = Some(1);
+        status.conditions = vec![
+            fixtures::condition("Ready", "False", "NameAlreadyUsed", 1),
+            fixtures::condition("Stalled", "True", "NameAlreadyUsed", 1),
+        ];
+        repo.status = Some(status);
+        let stall = |reason| {
+            Decision::Stall(Stall {
+                reason,
+                message: String::new(),
+            })
+        };
+        assert!(!needs_reconcile(&repo, &stall("NameAlreadyUsed")));
+        assert!(needs_reconcile(&repo, &stall("AdoptedRepoNotFound")));
+        assert!(
+            needs_reconcile(&repo, &Decision::Create),
+            "the name is free now"
         );
     }
 

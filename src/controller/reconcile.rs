@@ -10,6 +10,7 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{self, finalizer};
+use kube::runtime::reflector::Store;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
@@ -68,6 +69,18 @@ pub fn error_policy(repo: Arc<FlashbackRepository>, error: &Error, ctx: Arc<Cont
         );
     }
     Action::requeue(delay)
+}
+
+/// Whether an object of `store` other than `repo` manages the remote repository `repo_id`
+/// (see [`plan::holds`]).
+pub(crate) fn held_by_another(
+    store: &Store<FlashbackRepository>,
+    repo: &FlashbackRepository,
+    repo_id: &str,
+) -> bool {
+    store
+        .find(|other| plan::holds(other, repo, repo_id))
+        .is_some()
 }
 
 /// The key of an object's backoff: its uid.
@@ -223,7 +236,7 @@ impl<'a> Reconcile<'a> {
                         .into(),
                 };
                 self.write_status(Some(repo_id), &state).await?;
-                Ok(Action::requeue(self.ctx.resync_interval))
+                Ok(Action::await_change())
             }
             Decision::Paused { repo_id, in_sync } => {
                 let state = if in_sync {
@@ -247,7 +260,7 @@ impl<'a> Reconcile<'a> {
                     }
                 };
                 self.write_status(repo_id, &state).await?;
-                Ok(Action::requeue(self.ctx.resync_interval))
+                Ok(Action::await_change())
             }
             Decision::Stall(problem) => self.stall(None, problem).await,
         }
@@ -391,12 +404,9 @@ impl<'a> Reconcile<'a> {
         }
     }
 
-    /// Whether another object manages the remote repository `repo_id` (see [`plan::holds`]).
+    /// Whether another object manages the remote repository `repo_id`.
     fn held_by_another(&self, repo_id: &str) -> bool {
-        self.ctx
-            .store
-            .find(|other| plan::holds(other, &self.repo, repo_id))
-            .is_some()
+        held_by_another(&self.ctx.store, &self.repo, repo_id)
     }
 
     /// `POST /repo` answered that the name is taken. A listing from after the answer tells
@@ -515,8 +525,8 @@ impl<'a> Reconcile<'a> {
             message: problem.message,
         };
         self.write_status(repo_id, &state).await?;
-        // A person has to act; look again only at the slow resync pace (or on a change).
-        Ok(Action::requeue(self.ctx.resync_interval))
+        // A person has to act: look again on a change, or when a resync sees the remote move.
+        Ok(Action::await_change())
     }
 
     async fn progress(
@@ -543,7 +553,7 @@ impl<'a> Reconcile<'a> {
             message: message.to_string(),
         };
         self.write_status(Some(repo_id), &state).await?;
-        Ok(Action::requeue(self.ctx.resync_interval))
+        Ok(Action::await_change())
     }
 
     /// Ready: the remote repository matches the spec.
