@@ -5,11 +5,15 @@ SHELL := /bin/bash
 CONTROL_PLANE := tests/control-plane
 CARGO ?= cargo
 
-.PHONY: test fmt-check clippy build-tests control-plane demo demo-down demo-smoke crds bench chart-lint
+IMAGE_PROFILE ?= release
 
-## test: formatting, lints, unit, integration and end-to-end tests against a real API server,
+.PHONY: test fmt-check clippy build-tests control-plane control-plane-node demo demo-down demo-smoke crds bench chart-lint
+.PHONY: image image-context node-up node-down demo-dev demo-dev-down
+
+## test: formatting, lints, unit, integration and end-to-end tests against a real API server
+## (and, in tests/node_e2e.rs, the image and the chart on a cluster with a real node),
 ## then the demo once from start to Ready
-test: fmt-check clippy control-plane build-tests
+test: fmt-check clippy control-plane control-plane-node build-tests
 	$(CONTROL_PLANE)/with.sh $(CARGO) test --locked
 	$(MAKE) demo-smoke
 
@@ -26,16 +30,49 @@ build-tests:
 control-plane:
 	$(CONTROL_PLANE)/build.sh all
 
-## demo: control plane, emulator and operator; the example repositories become Ready
-demo: control-plane
-	demo/up.sh
+## control-plane-node: also build (once per machine) kubelet, kube-controller-manager,
+## kube-scheduler, containerd and the pause image, and install runc/podman when missing
+control-plane-node: control-plane
+	$(CONTROL_PLANE)/build.sh all-node
 
-## demo-down: stop everything `make demo` started
+## image: build the flashback-operator image with podman (no daemon, nothing pulled) and write
+## target/image/flashback-operator-<version>.oci.tar (IMAGE_PROFILE=debug for a quick one)
+image:
+	IMAGE_PROFILE=$(IMAGE_PROFILE) demo/image.sh build
+
+## image-context: only prepare target/image/context/, e.g. for `docker build -f Containerfile target/image/context`
+image-context:
+	IMAGE_PROFILE=$(IMAGE_PROFILE) demo/image.sh context
+
+## node-up / node-down: the local cluster with a node (containerd + kubelet), nothing installed
+node-up: control-plane-node
+	$(CONTROL_PLANE)/up.sh --node
+
+node-down:
+	$(CONTROL_PLANE)/down.sh --node
+
+## demo: the image, the local cluster with its node, the emulator and the operator installed by
+## Helm, the example repositories applied and watched until Ready
+demo: control-plane-node image
+	DEMO_SKIP_IMAGE=1 demo/node-up.sh
+
+## demo-down: remove everything `make demo` (or `make demo-dev`) started
 demo-down:
+	demo/node-down.sh
 	demo/down.sh
 
-## demo-smoke: `make demo` then `make demo-down`, failing if the demo does not reach Ready
-## (with the binaries `make test` built just before)
+## demo-dev: the faster developer mode: the operator as a host process against the plain
+## control plane (no image, no node)
+demo-dev: control-plane
+	demo/up.sh
+
+## demo-dev-down: stop everything `make demo-dev` started
+demo-dev-down:
+	demo/down.sh
+
+## demo-smoke: `make demo-dev` then `make demo-dev-down`, failing if the demo does not reach
+## Ready (with the binaries `make test` built just before; the Helm path on the node is tested
+## by tests/node_e2e.rs)
 demo-smoke:
 	DEMO_SKIP_BUILD=1 demo/up.sh || { demo/down.sh; exit 1; }
 	demo/down.sh

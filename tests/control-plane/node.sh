@@ -197,7 +197,12 @@ evictionHard:
 imageGCHighThresholdPercent: 100
 serializeImagePulls: false
 EOF
-  setsid "$bin/kubelet" \
+  # One kubelet per machine (kubelets would share the kubepods cgroups): the kubelet holds a
+  # machine-wide lock for as long as it runs, and a second one refuses to start.
+  setsid bash -c 'exec 9>>"$0" && flock -n 9 ||
+    { echo "another cluster with a node runs on this machine (make node-down in its clone)"; exit 75; }
+    exec "$@"' /run/flashback-operator-node.lock \
+    "$bin/kubelet" \
     --config="$run/kubelet-config.yaml" \
     --kubeconfig="$run/kubelet.kubeconfig" \
     --root-dir="$run/kubelet" \
@@ -217,6 +222,9 @@ node_ready() {
 }
 
 start_node() {
+  # up.sh wrote the kubeconfig with umask 077; containerd and runc must not inherit it (the
+  # mount points runc creates in an image would be 0700, unreadable for a non-root Pod).
+  umask 022
   deadline=$(($(date +%s) + ${NODE_START_TIMEOUT:-120}))
   [ -x /usr/sbin/runc ] || node_fail "runc is missing (build.sh containerd installs it)"
   start_containerd
