@@ -4,8 +4,8 @@
 #![allow(dead_code)]
 
 pub mod cluster;
-pub mod node;
 pub mod hostile;
+pub mod node;
 pub mod operator;
 pub mod scene;
 
