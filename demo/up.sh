@@ -61,13 +61,14 @@ kubectl apply -f crds/
 kubectl wait --for=condition=Established crd/flashbackrepositories.flashback.tech --timeout=60s
 kubectl create namespace "$namespace" --dry-run=client -o yaml | kubectl apply -f -
 kubectl -n "$namespace" create secret generic flashback-token \
-  --from-literal=token="$token" --from-literal=apiUrl="$api_url" \
-  --dry-run=client -o yaml | kubectl apply -f -
+  --from-literal=token="$token" --dry-run=client -o yaml | kubectl apply -f -
 
 if ! kill -0 "$(cat "$state/operator.pid" 2>/dev/null)" 2>/dev/null; then
   say "Starting the operator (log: $state/operator.log)"
+  # The emulator is the operator's API URL (a Secret's own apiUrl would need --allowed-api-hosts).
   KUBECONFIG=$root/target/control-plane/kubeconfig setsid target/debug/flashback-operator run \
-    --resync-interval 30s --metrics-address 127.0.0.1:0 </dev/null >"$state/operator.log" 2>&1 &
+    --api-url "$api_url" --resync-interval 30s --metrics-address 127.0.0.1:0 \
+    </dev/null >"$state/operator.log" 2>&1 &
   echo $! >"$state/operator.pid"
 fi
 
@@ -90,5 +91,5 @@ The demo is running. Try:
   kubectl -n $namespace describe fbrepo media-mirror
   curl -s -H 'Authorization: Bearer $token' '$api_url/repo?workspaceId=ws-demo' | jq
   curl -s http://$metrics/metrics | grep '^flashback_operator_'
-Stop everything with: make demo-down
+Stop everything with: make demo-dev-down
 EOT
