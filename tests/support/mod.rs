@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod node;
 pub mod hostile;
 pub mod node;
 pub mod operator;
