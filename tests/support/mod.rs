@@ -4,7 +4,6 @@
 #![allow(dead_code)]
 
 pub mod cluster;
-pub mod node;
 pub mod hostile;
 pub mod node;
 pub mod operator;
