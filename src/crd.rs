@@ -20,12 +20,6 @@ pub mod annotations {
     pub const PAUSED: &str = "flashback.tech/paused";
     /// Any new value forces a reconcile now.
     pub const RECONCILE_REQUESTED_AT: &str = "flashback.tech/reconcile-requested-at";
-    /// Written by the operator before every create of the remote repository, and removed once
-    /// the outcome is known, so that after a crash the repository that create made is known
-    /// to be ours rather than a clash. Its value is JSON: the first attempt's time, a nonce
-    /// that changes with each attempt, the name sent and a fingerprint of the body sent
-    /// (`controller::create_marker`).
-    pub const CREATE_STARTED_AT: &str = "flashback.tech/create-started-at";
 }
 
 /// A CEL rule for names and ids: no leading or trailing whitespace (so a blank value is
@@ -210,6 +204,27 @@ pub struct FlashbackRepositoryStatus {
     /// last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_reconcile_at: Option<String>,
+
+    /// The create of the remote repository whose outcome is not yet known, written before the
+    /// create is sent and removed when its result is recorded. After a crash or an ambiguous
+    /// answer, only the repository with this name and body, created since, is taken as the
+    /// result of this object's create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_attempt: Option<CreateAttempt>,
+}
+
+/// One attempt to create the remote repository, as the status records it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateAttempt {
+    /// When the first attempt whose outcome is unknown started; kept across attempts.
+    pub started_at: Time,
+    /// New for every attempt.
+    pub nonce: String,
+    /// The repository name the attempt sent.
+    pub name: String,
+    /// A fingerprint of the whole request body the attempt sent.
+    pub sent: String,
 }
 
 /// Usage statistics reported by Flashback.
@@ -272,9 +287,11 @@ impl FlashbackRepository {
         self.annotation(annotations::RECONCILE_REQUESTED_AT)
     }
 
-    /// Whether the operator started a remote create for this object before.
+    /// Whether a remote create of this object started and its outcome is not yet recorded.
     pub fn create_started(&self) -> bool {
-        self.annotation(annotations::CREATE_STARTED_AT).is_some()
+        self.status
+            .as_ref()
+            .is_some_and(|s| s.create_attempt.is_some())
     }
 }
 

@@ -12,7 +12,6 @@ use flashback_operator::crd::{DeletionPolicy, ManagementPolicy, RepositoryMode, 
 use flashback_operator::emulator::Faults;
 use flashback_operator::emulator::control::{RepoPatch, StatsPatch};
 use flashback_operator::flashback::{RepoMode, StorageType};
-use kube::ResourceExt;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
 use support::cluster::{DEADLINE, kubeconfig_path};
@@ -329,17 +328,10 @@ async fn an_unknown_bucket_stalls_with_the_api_error_code() {
         refused,
         "the refused create is not retried"
     );
-    let annotations = scene
-        .repos
-        .get("media")
-        .await
-        .unwrap()
-        .metadata
-        .annotations
-        .unwrap_or_default();
-    assert!(
-        !annotations.contains_key(annotations::CREATE_STARTED_AT),
-        "a refused create leaves no create marker"
+    let status = scene.repos.get("media").await.unwrap().status.unwrap();
+    assert_eq!(
+        status.create_attempt, None,
+        "a refused create leaves no record of a pending create"
     );
 }
 
@@ -794,11 +786,9 @@ async fn an_object_in_step_is_not_written_again() {
     let scene = Scene::with_operator("quiet").await;
     scene.create(&scene.mirror("media")).await;
     scene.wait_ready("media").await;
-    // The create's bookkeeping ends with the create marker removed.
+    // The create's bookkeeping ends with its record removed.
     let ready = scene
-        .wait_for("media", "without its create marker", |r| {
-            !r.annotations().contains_key(annotations::CREATE_STARTED_AT)
-        })
+        .wait_for("media", "without a pending create", |r| !r.create_started())
         .await;
     let version = ready.metadata.resource_version.clone();
 
@@ -897,21 +887,33 @@ async fn metrics_health_and_readiness_are_served() {
         let answer = http.get(format!("{url}{path}")).send().await.unwrap();
         assert_eq!(answer.status(), 200, "{path}");
     }
-    let text = http
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for expected in [
+    // The Ready status is written before the reconcile that wrote it is counted: look until
+    // the counters catch up.
+    let expected = [
         r#"flashback_operator_flashback_api_calls_total{endpoint="create_repo",status="200"} 1"#,
         r#"flashback_operator_repositories{condition="Ready",status="True"} 1"#,
         "flashback_operator_reconcile_duration_seconds_count",
         r#"flashback_operator_reconciles_total{result="ok"}"#,
-    ] {
-        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    ];
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let text = http
+            .get(format!("{url}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let missing: Vec<_> = expected.iter().filter(|e| !text.contains(*e)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "missing {missing:?} in\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

@@ -75,6 +75,9 @@ fn stalled_message(repo: &FlashbackRepository) -> String {
 #[tokio::test]
 async fn deleting_an_object_deletes_only_a_repository_it_verified_and_recorded() {
     let scene = Scene::with_operator("verified").await;
+    // An older object, Ready with a repository of its own, will ask for the owner's id.
+    scene.create(&backup(&scene, "hoarder", 9)).await;
+    scene.wait_ready("hoarder").await;
     scene.create(&scene.mirror("owner")).await;
     let owned = scene
         .wait_ready("owner")
@@ -116,19 +119,40 @@ async fn deleting_an_object_deletes_only_a_repository_it_verified_and_recorded()
             .unwrap();
         scene.wait_gone(name).await;
     }
-    let mut remote: Vec<String> = scene
+    let remote: Vec<String> = scene
         .remote_repos()
         .await
         .into_iter()
         .map(|r| r.id)
         .collect();
-    remote.sort();
-    let mut expected = vec![owned, unmanaged];
-    expected.sort();
-    assert_eq!(remote, expected, "both repositories are still there");
+    assert!(
+        remote.contains(&owned) && remote.contains(&unmanaged),
+        "{remote:?}"
+    );
     assert_eq!(scene.calls("DELETE", "/repo/{id}").await, 0);
     assert_eq!(scene.calls("PUT", "/repo/{id}").await, 0);
     scene.wait_ready("owner").await;
+
+    // The older object asking for the id by annotation holds nothing: the owner's delete
+    // still deletes its repository.
+    annotate(&scene, "hoarder", annotations::REPO_ID, Some(&owned)).await;
+    scene
+        .wait_stalled("hoarder", "ManagedByAnotherObject")
+        .await;
+    scene
+        .repos
+        .delete("owner", &DeleteParams::default())
+        .await
+        .unwrap();
+    scene.wait_gone("owner").await;
+    let remote: Vec<String> = scene
+        .remote_repos()
+        .await
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert!(!remote.contains(&owned), "{remote:?}");
+    assert_eq!(scene.calls("DELETE", "/repo/{id}").await, 1);
 }
 
 #[tokio::test]
@@ -368,7 +392,7 @@ async fn an_oversized_answer_is_refused_without_being_read() {
         stalled_message(&stalled),
         format!(
             "the Flashback API named by the Secret {}/huge cannot be used: the answer of \
-             list_repos was larger than 16777216 bytes, the most the client reads",
+             list_repos held more than 16777216 bytes, the most the client reads",
             scene.namespace
         )
     );
@@ -378,6 +402,28 @@ async fn an_oversized_answer_is_refused_without_being_read() {
         peak / 1024
     );
     assert!(peak < 100 * 1024, "peak RSS {peak} KiB");
+
+    // Small in bytes, but more objects than the client parses (each costs memory).
+    let crowded = HostileServer::start(Behaviour::Objects(150_000)).await;
+    put_secret(
+        &scene.kube,
+        &scene.namespace,
+        "crowded",
+        &[("token", b"whatever"), ("apiUrl", crowded.url.as_bytes())],
+    )
+    .await;
+    scene
+        .create(&using(scene.mirror("crowded"), "crowded"))
+        .await;
+    let stalled = scene.wait_stalled("crowded", "ResponseTooLarge").await;
+    assert_eq!(
+        stalled_message(&stalled),
+        format!(
+            "the Flashback API named by the Secret {}/crowded cannot be used: the answer of \
+             list_repos held more than 100000 JSON objects, the most the client reads",
+            scene.namespace
+        )
+    );
 }
 
 #[tokio::test]
@@ -525,6 +571,32 @@ async fn a_tenants_api_url_is_refused_unless_allowed_and_answers_are_never_quote
     for (place, text) in [("events", &events), ("operator output", &output)] {
         assert!(!text.contains("LEAKED-PAYLOAD"), "{place} quote the answer");
     }
+
+    // An allowed host cannot send the operator on to another one.
+    let target = HostileServer::start(Behaviour::Body(r#"{"success":true,"repos":[]}"#)).await;
+    let to: &'static str = Box::leak(target.url.clone().into_boxed_str());
+    let redirector = HostileServer::start(Behaviour::Redirect(to)).await;
+    put_secret(
+        &scene.kube,
+        &scene.namespace,
+        "redirecting",
+        &[
+            ("token", b"whatever"),
+            ("apiUrl", redirector.url.as_bytes()),
+        ],
+    )
+    .await;
+    scene
+        .create(&using(scene.mirror("redirected"), "redirecting"))
+        .await;
+    let refused = scene.wait_stalled("redirected", "SpecRejected").await;
+    assert!(redirector.requests() > 0);
+    assert_eq!(target.requests(), 0, "the redirect was not followed");
+    assert!(
+        stalled_message(&refused).contains("(HTTP 307)"),
+        "{}",
+        stalled_message(&refused)
+    );
 }
 
 #[tokio::test]

@@ -1,58 +1,35 @@
-//! The create marker: what one attempt to create a remote repository sent, written to the
-//! object (annotation `flashback.tech/create-started-at`) before the `POST`, so that after an
-//! unknown outcome (a crash, a timeout, a 500) the repository that attempt made can be told
-//! apart from anyone else's. Pure: reading, writing and matching, no I/O.
+//! The create marker: what one attempt to create a remote repository sent, recorded in the
+//! status (`status.createAttempt`) before the `POST` with a write conditional on the
+//! resourceVersion, so that after an unknown outcome (a crash, a timeout, a 500) the
+//! repository that attempt made can be told apart from anyone else's. Pure: making and
+//! matching, no I/O.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::crd::{FlashbackRepository, annotations};
+pub use crate::crd::CreateAttempt;
+use crate::crd::FlashbackRepository;
 use crate::flashback::{Repo, RepoWrite};
 
 /// How far the Flashback server's clock may be behind the operator's.
 const CLOCK_SKEW: SignedDuration = SignedDuration::from_mins(5);
-
-/// One create attempt, as the marker records it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CreateAttempt {
-    /// When the first attempt whose outcome is unknown started; kept across attempts.
-    pub started_at: Timestamp,
-    /// New for every attempt, so that every mark is a real write that fences out a second
-    /// writer holding the same resourceVersion.
-    pub nonce: String,
-    /// The name the attempt sent: after a rename, the repository is still found by it.
-    pub name: String,
-    /// A fingerprint of the whole body the attempt sent ([`fingerprint`]).
-    pub sent: String,
-}
 
 impl CreateAttempt {
     /// The next attempt to create `body`: the first attempt's time is kept when `previous`
     /// is given, and everything else is this attempt's.
     pub fn next(previous: Option<&CreateAttempt>, body: &RepoWrite, now: Timestamp) -> Self {
         Self {
-            started_at: previous.map_or(now, |p| p.started_at),
+            started_at: previous.map_or(Time(now), |p| p.started_at.clone()),
             nonce: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
             name: body.name.clone(),
             sent: fingerprint(&Shape::of_write(body)),
         }
     }
 
-    /// The marker on an object, if there is one the operator can read. A marker in any other
-    /// form (written by an older version, or by hand) is present but claims nothing.
+    /// The attempt recorded on an object, if any.
     pub fn read(repo: &FlashbackRepository) -> Option<Self> {
-        let value = repo
-            .metadata
-            .annotations
-            .as_ref()?
-            .get(annotations::CREATE_STARTED_AT)?;
-        serde_json::from_str(value).ok()
-    }
-
-    /// The annotation value.
-    pub fn to_annotation(&self) -> String {
-        serde_json::to_string(self).expect("a CreateAttempt always serializes")
+        repo.status.as_ref()?.create_attempt.clone()
     }
 
     /// Whether `remote` can be what this attempt made: the same name and the same body as
@@ -65,7 +42,7 @@ impl CreateAttempt {
             .and_then(|t| t.parse::<Timestamp>().ok());
         remote.name == self.name
             && fingerprint(&Shape::of_listed(remote)) == self.sent
-            && created.is_none_or(|created| created >= self.started_at - CLOCK_SKEW)
+            && created.is_none_or(|created| created >= self.started_at.0 - CLOCK_SKEW)
     }
 }
 
@@ -154,29 +131,6 @@ mod tests {
 
     fn at(text: &str) -> Timestamp {
         text.parse().unwrap()
-    }
-
-    #[test]
-    fn the_marker_round_trips_through_the_annotation() {
-        let mut repo = fixtures::repo("team-a", "media");
-        let attempt = CreateAttempt::next(None, &plan::desired(&repo), at("2026-11-26T19:00:00Z"));
-        fixtures::annotate(
-            &mut repo,
-            annotations::CREATE_STARTED_AT,
-            &attempt.to_annotation(),
-        );
-        assert_eq!(CreateAttempt::read(&repo), Some(attempt));
-
-        fixtures::annotate(
-            &mut repo,
-            annotations::CREATE_STARTED_AT,
-            "2026-11-26T19:00:00Z/ab12cd34",
-        );
-        assert_eq!(
-            CreateAttempt::read(&repo),
-            None,
-            "an older form claims nothing"
-        );
     }
 
     #[test]

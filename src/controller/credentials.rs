@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
-use std::sync::atomic::Ordering;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
@@ -187,10 +186,19 @@ pub fn from_secret(
 /// refused read (fixed by RBAC, which no Secret event announces) are not.
 #[derive(Default)]
 pub struct CredentialsCache {
-    entries: std::sync::Mutex<HashMap<SecretName, Result<Credentials, CredentialsError>>>,
-    /// Moves on every forget: a read that started before one is not kept, since the Secret
-    /// may have changed after it was read.
-    epoch: std::sync::atomic::AtomicU64,
+    state: std::sync::Mutex<CacheState>,
+}
+
+type Read = Result<Credentials, CredentialsError>;
+
+#[derive(Default)]
+struct CacheState {
+    entries: HashMap<SecretName, Read>,
+    /// Secrets being read: (readers, changes seen meanwhile). A read that a change overtook
+    /// is not kept. Only Secrets being read have an entry, so churn elsewhere costs nothing.
+    reading: HashMap<SecretName, (usize, u64)>,
+    /// Moves when every Secret may have changed.
+    relists: u64,
 }
 
 impl CredentialsCache {
@@ -206,43 +214,55 @@ impl CredentialsCache {
             Ok(name) => name,
             Err(problem) => return Ok(Err(problem)),
         };
-        if let Some(known) = self.lock().get(&name) {
-            return Ok(known.clone());
-        }
-        let epoch = self.epoch.load(Ordering::SeqCst);
-        let read = read(client, &name, default, urls).await?;
-        if !matches!(read, Err(CredentialsError::SecretForbidden(_))) {
-            let mut entries = self.lock();
-            if self.epoch.load(Ordering::SeqCst) == epoch {
-                entries.insert(name, read.clone());
+        let before = {
+            let mut state = self.lock();
+            if let Some(known) = state.entries.get(&name) {
+                return Ok(known.clone());
             }
+            let relists = state.relists;
+            let reading = state.reading.entry(name.clone()).or_default();
+            reading.0 += 1;
+            (relists, reading.1)
+        };
+        let read = read(client, &name, default, urls).await;
+        let mut state = self.lock();
+        let (readers, changes) = state.reading.get(&name).copied().unwrap_or_default();
+        if readers <= 1 {
+            state.reading.remove(&name);
+        } else if let Some(reading) = state.reading.get_mut(&name) {
+            reading.0 -= 1;
+        }
+        let read = read?;
+        let unchanged = (state.relists, changes) == before;
+        if unchanged && !matches!(read, Err(CredentialsError::SecretForbidden(_))) {
+            state.entries.insert(name, read.clone());
         }
         Ok(read)
     }
 
     /// The Secret `name` changed: read it again next time.
     pub fn forget(&self, name: &SecretName) {
-        let mut entries = self.lock();
-        self.epoch.fetch_add(1, Ordering::SeqCst);
-        entries.remove(name);
+        let mut state = self.lock();
+        state.entries.remove(name);
+        if let Some(reading) = state.reading.get_mut(name) {
+            reading.1 += 1;
+        }
     }
 
     /// Every Secret may have changed.
     pub fn forget_all(&self) {
-        let mut entries = self.lock();
-        self.epoch.fetch_add(1, Ordering::SeqCst);
-        entries.clear();
+        let mut state = self.lock();
+        state.entries.clear();
+        state.relists += 1;
     }
 
     /// How many Secrets are remembered.
     pub fn remembered(&self) -> usize {
-        self.lock().len()
+        self.lock().entries.len()
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<SecretName, Result<Credentials, CredentialsError>>> {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

@@ -24,9 +24,6 @@ pub enum Error {
     /// Deletion must wait for a person (credentials missing or rejected); the finalizer stays.
     #[error("the remote repository cannot be deleted yet: {0}")]
     CleanupBlocked(String),
-
-    #[error("finalizer step failed: {0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
 
 impl Error {
@@ -34,11 +31,6 @@ impl Error {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::Remote { source, .. } => source.retry_after(),
-            Error::Finalizer(inner) => match inner.as_ref() {
-                kube::runtime::finalizer::Error::ApplyFailed(e)
-                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.retry_after(),
-                _ => None,
-            },
             _ => None,
         }
     }
@@ -50,11 +42,6 @@ impl Error {
             Error::Stale => "stale",
             Error::Remote { source, .. } => source.metric_label(),
             Error::CleanupBlocked(_) => "cleanup_blocked",
-            Error::Finalizer(inner) => match inner.as_ref() {
-                kube::runtime::finalizer::Error::ApplyFailed(e)
-                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.label(),
-                _ => "finalizer",
-            },
         }
     }
 }
@@ -71,15 +58,7 @@ impl Error {
 
     /// Whether this only says that the object changed under the reconcile.
     pub fn is_stale(&self) -> bool {
-        match self {
-            Error::Stale => true,
-            Error::Finalizer(inner) => matches!(
-                inner.as_ref(),
-                kube::runtime::finalizer::Error::ApplyFailed(Error::Stale)
-                    | kube::runtime::finalizer::Error::CleanupFailed(Error::Stale)
-            ),
-            _ => false,
-        }
+        matches!(self, Error::Stale)
     }
 }
 

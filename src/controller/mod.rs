@@ -41,7 +41,7 @@ use crate::controller::context::Context;
 use crate::controller::credentials::{ApiUrls, CredentialsCache, SecretName};
 use crate::controller::fairness::Fairness;
 use crate::controller::remote::{Remote, RemoteSettings};
-use crate::crd::{FlashbackRepository, annotations};
+use crate::crd::FlashbackRepository;
 use crate::flashback::CallRecord;
 use crate::http;
 use crate::metrics::Metrics;
@@ -475,19 +475,18 @@ where
 }
 
 /// A fingerprint of what a reconcile depends on: the spec (generation), annotations,
-/// finalizers and deletion. Status writes and the create marker change none of these, so the
-/// operator's own bookkeeping never triggers a reconcile.
+/// finalizers other than the operator's own, and deletion. The operator's own writes (the
+/// status, with the record of a create attempt, and its finalizer) change none of these, so
+/// its bookkeeping never triggers a reconcile (nor cuts a backoff short).
 pub(crate) fn worth_a_reconcile(repo: &FlashbackRepository) -> Option<u64> {
     let mut hasher = DefaultHasher::new();
     predicates::generation(repo).hash(&mut hasher);
-    // The create marker is the operator's own bookkeeping, like the status: writing or
-    // clearing it must not start another reconcile (nor cut a backoff short).
-    for (key, value) in repo.metadata.annotations.iter().flatten() {
-        if key != annotations::CREATE_STARTED_AT {
-            (key, value).hash(&mut hasher);
+    repo.metadata.annotations.hash(&mut hasher);
+    for finalizer in repo.finalizers() {
+        if finalizer != crate::crd::FINALIZER {
+            finalizer.hash(&mut hasher);
         }
     }
-    repo.metadata.finalizers.hash(&mut hasher);
     repo.metadata.deletion_timestamp.is_some().hash(&mut hasher);
     Some(hasher.finish())
 }
@@ -547,21 +546,24 @@ mod tests {
         fixtures::annotate(&mut requested, annotations::RECONCILE_REQUESTED_AT, "now");
         assert_ne!(worth_a_reconcile(&requested), before);
 
-        let mut marked = repo.clone();
-        fixtures::annotate(
-            &mut marked,
-            annotations::CREATE_STARTED_AT,
-            "2026-11-26T19:00:00Z",
-        );
-        assert_eq!(
-            worth_a_reconcile(&marked),
-            before,
-            "the create marker is bookkeeping"
-        );
-
         let mut finalized = repo.clone();
         finalized.metadata.finalizers = Some(vec![crate::crd::FINALIZER.into()]);
+        assert_eq!(
+            worth_a_reconcile(&finalized),
+            before,
+            "the operator's own finalizer is bookkeeping"
+        );
+        finalized
+            .metadata
+            .finalizers
+            .as_mut()
+            .unwrap()
+            .push("example.com/other".into());
         assert_ne!(worth_a_reconcile(&finalized), before);
+
+        let mut deleted = repo.clone();
+        deleted.metadata.deletion_timestamp = Some(fixtures::time("2026-11-26T19:00:00Z"));
+        assert_ne!(worth_a_reconcile(&deleted), before);
     }
 
     #[test]

@@ -119,8 +119,7 @@ pub fn decide(
     let by_name = workspace.iter().find(|r| r.name == desired.name);
 
     let found = if let Some(id) = repo.adopted_repo_id() {
-        let known = repo.status.as_ref().and_then(|s| s.repo_id.as_deref());
-        if known != Some(id) && held(id) {
+        if held(id) {
             return Decision::Stall(managed_elsewhere(id));
         }
         match by_id(id) {
@@ -142,6 +141,9 @@ pub fn decide(
         .and_then(|s| s.repo_id.as_deref())
         .and_then(by_id)
     {
+        if held(&remote.id) {
+            return Decision::Stall(managed_elsewhere(&remote.id));
+        }
         Some(remote)
     } else if let Some(remote) = CreateAttempt::read(repo)
         .and_then(|attempt| workspace.iter().find(|r| attempt.made(r) && !held(&r.id)))
@@ -222,21 +224,23 @@ fn managed_elsewhere(repo_id: &str) -> Stall {
     }
 }
 
-/// Whether `other` manages the repository `repo_id` rather than `me`: its status records
-/// the id (it created or verifiably adopted it), or it asks to adopt the id and is older
-/// (ties go by uid), so that of two objects adopting one id the first keeps it.
+/// Whether `other` manages the repository `repo_id` rather than `me`: its status records the
+/// id (it created it, or adopted it after finding it in its workspace). Asking for an id by
+/// annotation holds nothing. Should two objects ever both record one id, the older (ties by
+/// uid) holds it, so that exactly one of them acts on it.
 pub fn holds(other: &FlashbackRepository, me: &FlashbackRepository, repo_id: &str) -> bool {
-    if other.metadata.uid == me.metadata.uid {
-        return false;
-    }
-    let recorded = other.status.as_ref().and_then(|s| s.repo_id.as_deref()) == Some(repo_id);
+    let recorded = |r: &FlashbackRepository| {
+        r.status.as_ref().and_then(|s| s.repo_id.as_deref()) == Some(repo_id)
+    };
     let age = |r: &FlashbackRepository| {
         (
             r.metadata.creation_timestamp.as_ref().map(|t| t.0),
             r.metadata.uid.clone(),
         )
     };
-    recorded || (other.adopted_repo_id() == Some(repo_id) && age(other) < age(me))
+    other.metadata.uid != me.metadata.uid
+        && recorded(other)
+        && !(recorded(me) && age(me) < age(other))
 }
 
 /// Whether a resync must reconcile the object: the decision would change the remote, or the
@@ -245,8 +249,16 @@ pub fn needs_reconcile(repo: &FlashbackRepository, decision: &Decision) -> bool 
     let Some(status) = &repo.status else {
         return true;
     };
+    let released = status.repo_id.is_some()
+        && !repo
+            .metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == crate::crd::FINALIZER);
     if status.observed_generation != repo.metadata.generation
         || repo.pending_reconcile_request().is_some()
+        || released
     {
         return true;
     }
@@ -298,11 +310,9 @@ mod tests {
     /// Marks `repo` as having started a create of its current spec at `at`.
     fn mark(repo: &mut FlashbackRepository, at: &str) {
         let attempt = CreateAttempt::next(None, &desired(repo), at.parse().unwrap());
-        fixtures::annotate(
-            repo,
-            annotations::CREATE_STARTED_AT,
-            &attempt.to_annotation(),
-        );
+        repo.status
+            .get_or_insert_with(Default::default)
+            .create_attempt = Some(attempt);
     }
 
     #[test]
@@ -434,12 +444,8 @@ mod tests {
                 ..
             })
         ));
-        // A marker in an older form claims nothing either.
-        fixtures::annotate(
-            &mut repo,
-            annotations::CREATE_STARTED_AT,
-            "2026-11-26T19:00:00Z/ab12cd34",
-        );
+        // Without a marker, a repository of the name is never claimed.
+        repo.status = None;
         assert!(matches!(
             decide(&repo, &[same], none_held),
             Decision::Stall(Stall {
@@ -460,10 +466,10 @@ mod tests {
         };
         assert_eq!(stall.reason, "ManagedByAnotherObject");
         assert!(!stall.message.contains("team-a"), "{}", stall.message);
-        // Once this object's own status records it, it is this object's.
+        // Once its own status records it and no older object's does, it is this object's.
         repo.status = Some(fixtures::status_with_id("r1"));
         assert_eq!(
-            decide(&repo, &[remote], |id| id == "r1"),
+            decide(&repo, &[remote], none_held),
             Decision::InSync {
                 repo_id: "r1".into()
             }
@@ -471,7 +477,7 @@ mod tests {
     }
 
     #[test]
-    fn an_id_is_held_by_the_object_that_records_it_or_the_older_adopter() {
+    fn an_id_is_held_only_by_an_object_whose_status_records_it() {
         let mut owner = fixtures::repo("team-a", "owner");
         owner.metadata.uid = Some("uid-a".into());
         owner.metadata.creation_timestamp = Some(fixtures::time("2026-11-26T10:00:00Z"));
@@ -487,10 +493,12 @@ mod tests {
         assert!(holds(&owner, &other, "r1"));
         assert!(!holds(&owner, &other, "r2"));
 
-        // Two adopters of one id: the older keeps it, whoever asks.
-        owner.status = None;
-        fixtures::annotate(&mut owner, annotations::REPO_ID, "r1");
+        // Asking by annotation, even from an older object, holds nothing.
         fixtures::annotate(&mut other, annotations::REPO_ID, "r1");
+        assert!(!holds(&other, &owner, "r1"));
+
+        // Should both record it, the older holds it, whoever asks.
+        other.status = Some(fixtures::status_with_id("r1"));
         assert!(holds(&other, &owner, "r1"));
         assert!(!holds(&owner, &other, "r1"));
     }
@@ -509,11 +517,7 @@ mod tests {
     fn a_repo_deleted_behind_our_back_is_created_again() {
         let mut repo = fixtures::repo("team-a", "media");
         repo.status = Some(fixtures::status_with_id("gone"));
-        fixtures::annotate(
-            &mut repo,
-            annotations::CREATE_STARTED_AT,
-            "2026-11-26T19:00:00Z",
-        );
+        mark(&mut repo, "2026-11-26T19:00:00Z");
         assert_eq!(decide(&repo, &[], none_held), Decision::Create);
     }
 
@@ -571,6 +575,11 @@ mod tests {
         };
         assert!(needs_reconcile(&repo, &in_sync), "no status yet");
         repo.status = Some(fixtures::ready_status("r1", 1));
+        assert!(
+            needs_reconcile(&repo, &in_sync),
+            "its finalizer was taken off"
+        );
+        repo.metadata.finalizers = Some(vec![crate::crd::FINALIZER.into()]);
         assert!(!needs_reconcile(&repo, &in_sync), "in step: nothing to do");
         assert!(needs_reconcile(
             &repo,
@@ -601,6 +610,7 @@ mod tests {
     #[test]
     fn a_resync_leaves_a_stall_alone_until_its_reason_changes() {
         let mut repo = fixtures::repo("team-a", "media");
+        repo.metadata.finalizers = Some(vec![crate::crd::FINALIZER.into()]);
         let mut status = fixtures::status_with_id("r1");
         status.observed_generation = Some(1);
         status.conditions = vec![

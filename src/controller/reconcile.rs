@@ -2,14 +2,13 @@
 //! the remote → decide (pure, `plan`) → act → write status (pure, `status`) → events.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::Store;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
@@ -25,7 +24,7 @@ use crate::crd::{
     DeletionPolicy, FINALIZER, FlashbackRepository, FlashbackRepositoryStatus, ManagementPolicy,
     annotations,
 };
-use crate::flashback::{ApiError, RepoWrite};
+use crate::flashback::ApiError;
 
 /// The entry point kube-runtime calls for every object that needs a look.
 pub async fn reconcile(repo: Arc<FlashbackRepository>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -35,14 +34,12 @@ pub async fn reconcile(repo: Arc<FlashbackRepository>, ctx: Arc<Context>) -> Res
     // Waiting for a turn is not reconcile time.
     let _turn = ctx.fairness.turn(&namespace).await;
     let started = Instant::now();
-    let result = finalizer(&api, FINALIZER, repo, |event| async {
-        match event {
-            finalizer::Event::Apply(repo) => Reconcile::new(&api, &ctx, &repo).apply().await,
-            finalizer::Event::Cleanup(repo) => Reconcile::new(&api, &ctx, &repo).cleanup().await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
+    let step = Reconcile::new(&api, &ctx, &repo);
+    let result = if repo.metadata.deletion_timestamp.is_some() {
+        step.delete().await
+    } else {
+        step.apply().await
+    };
     if result.is_ok() {
         ctx.backoff.reset(&key);
     }
@@ -140,8 +137,22 @@ impl<'a> Reconcile<'a> {
         let desired = plan::desired(&self.repo);
         match plan::decide(&self.repo, &listing, |id| self.held_by_another(id)) {
             Decision::Create => {
-                self.mark_create_started(&desired).await?;
-                self.progress(None, "Creating", "creating the remote repository")
+                // Before the create: the finalizer (first time only), then, conditional on the
+                // resourceVersion read, the status says Creating and records what this attempt
+                // sends. That write succeeding proves the decision was made on the latest
+                // version of the object, not on a cache that missed an earlier create's
+                // result; the record lets a later look tell this attempt's repository from
+                // anyone else's if the answer is lost.
+                let attempt = CreateAttempt::next(
+                    CreateAttempt::read(&self.repo).as_ref(),
+                    &desired,
+                    k8s_openapi::jiff::Timestamp::now(),
+                );
+                let creating = State::Progressing {
+                    reason: "Creating",
+                    message: "creating the remote repository".into(),
+                };
+                self.write(None, &creating, Attempt::Begin(attempt), Write::Conditional)
                     .await?;
                 let repo_id = match self
                     .ctx
@@ -150,16 +161,16 @@ impl<'a> Reconcile<'a> {
                     .await
                 {
                     Ok(id) => id,
-                    Err(ApiError::NameAlreadyUsed { .. }) => {
-                        return self.name_taken(&credentials, &desired.name).await;
+                    Err(error @ ApiError::NameAlreadyUsed { .. }) => {
+                        return self.name_taken(&credentials, &desired.name, error).await;
                     }
                     Err(error) => {
                         // The listing this create was decided on was fresh whenever an earlier
                         // attempt's outcome was unknown: a refusal now proves nothing of this
-                        // object's exists, and the marker must not make a later repository of
+                        // object's exists, and the record must not make a later repository of
                         // this name look like ours.
-                        if api_stall(&error, &self.repo).is_some() {
-                            self.clear_create_marker().await?;
+                        if let Some(problem) = api_stall(&error, &self.repo) {
+                            return self.stall_resolved(problem).await;
                         }
                         return self
                             .remote_failed(None, "create the repository", error)
@@ -170,16 +181,27 @@ impl<'a> Reconcile<'a> {
                     info!(repo_id, "failpoint pause-after-remote-create reached");
                     std::future::pending::<()>().await;
                 }
-                // The new id is a fact, whatever happened to the object meanwhile: record it
-                // unconditionally, before anything else can fail.
-                self.record_repo_id(&repo_id).await?;
+                // The new id is a fact, whatever happened to the object meanwhile: one write
+                // records it, says Ready and drops the attempt, unconditionally. (A spec
+                // changed meanwhile has a new generation, which this status does not claim.)
+                let synced = State::Ready {
+                    reason: "Synced",
+                    message: "the remote repository matches the spec".into(),
+                };
+                self.write(
+                    Some(repo_id.clone()),
+                    &synced,
+                    Attempt::Resolved,
+                    Write::Unconditional,
+                )
+                .await?;
                 self.publish(
                     EventType::Normal,
                     "Created",
                     format!("created remote repository {repo_id}"),
                 )
                 .await;
-                self.synced(repo_id).await
+                Ok(Action::await_change())
             }
             Decision::Update { repo_id } => {
                 self.announce_adoption(&repo_id).await;
@@ -266,7 +288,17 @@ impl<'a> Reconcile<'a> {
         }
     }
 
-    async fn cleanup(mut self) -> Result<Action, Error> {
+    /// The object is being deleted: clean up what it owns in Flashback, then release it.
+    async fn delete(mut self) -> Result<Action, Error> {
+        if !self.has_finalizer() {
+            return Ok(Action::await_change());
+        }
+        let action = self.cleanup().await?;
+        self.remove_finalizer().await?;
+        Ok(action)
+    }
+
+    async fn cleanup(&mut self) -> Result<Action, Error> {
         let keep = if self.repo.spec.management_policy == ManagementPolicy::ObserveOnly {
             Some("managementPolicy is ObserveOnly")
         } else if self.repo.spec.deletion_policy == DeletionPolicy::Orphan {
@@ -413,7 +445,12 @@ impl<'a> Reconcile<'a> {
     /// whether it is this object's own earlier attempt (the next reconcile then claims it);
     /// if the workspace shows no repository of that name at all, another workspace of the
     /// organisation uses it, and only a person can fix that.
-    async fn name_taken(&mut self, credentials: &Credentials, name: &str) -> Result<Action, Error> {
+    async fn name_taken(
+        &mut self,
+        credentials: &Credentials,
+        name: &str,
+        refusal: ApiError,
+    ) -> Result<Action, Error> {
         let workspace = self.repo.spec.workspace_id.clone();
         let listing = match self
             .ctx
@@ -425,19 +462,23 @@ impl<'a> Reconcile<'a> {
             Err(error) => return self.remote_failed(None, "list repositories", error).await,
         };
         if listing.iter().any(|r| r.name == name) {
+            // The next look, after this object's backoff (a server that answers otherwise
+            // each time gets no faster loop), decides on this listing.
             debug!("the name is taken in the workspace; deciding again on a fresh listing");
-            return Ok(Action::requeue(Duration::from_millis(100)));
+            return Err(Error::Remote {
+                operation: "create the repository",
+                source: refusal,
+            });
         }
         // Nothing of this name in the workspace: no earlier attempt of ours made it.
-        self.clear_create_marker().await?;
-        let stall = plan::Stall {
+        self.stall_resolved(plan::Stall {
             reason: "NameAlreadyUsed",
             message: format!(
                 "the Flashback API refused the name {name:?}: another repository of the \
                  organisation uses it, outside workspace {workspace}; choose another spec.name"
             ),
-        };
-        self.stall(None, stall).await
+        })
+        .await
     }
 
     /// An Event when the adoption annotation makes this object take over `repo_id`, naming the
@@ -529,6 +570,18 @@ impl<'a> Reconcile<'a> {
         Ok(Action::await_change())
     }
 
+    /// Stalled by a refused create, which proves no attempt of this object made anything: the
+    /// attempt's record goes in the same write.
+    async fn stall_resolved(&mut self, problem: Stall) -> Result<Action, Error> {
+        let state = State::Stalled {
+            reason: problem.reason,
+            message: problem.message,
+        };
+        self.write(None, &state, Attempt::Resolved, Write::Conditional)
+            .await?;
+        Ok(Action::await_change())
+    }
+
     async fn progress(
         &mut self,
         repo_id: Option<&str>,
@@ -557,22 +610,44 @@ impl<'a> Reconcile<'a> {
     }
 
     /// Ready: the remote repository matches the spec.
-    /// Once the id is in the status, the create marker has done its job and goes.
     async fn synced(&mut self, repo_id: String) -> Result<Action, Error> {
-        let action = self
-            .ready(repo_id, "Synced", "the remote repository matches the spec")
-            .await?;
-        if self.repo.create_started() {
-            self.clear_create_marker().await?;
-        }
-        Ok(action)
+        self.ready(repo_id, "Synced", "the remote repository matches the spec")
+            .await
+    }
+
+    /// Writes the status, conditional on the resourceVersion read. A status that records a
+    /// repository id resolves any create attempt: its outcome is known.
+    async fn write_status(&mut self, repo_id: Option<String>, state: &State) -> Result<(), Error> {
+        let attempt = if repo_id.is_some() {
+            Attempt::Resolved
+        } else {
+            Attempt::Keep
+        };
+        self.write(repo_id, state, attempt, Write::Conditional)
+            .await
     }
 
     /// Writes the status through the status subresource, only when it changed, and publishes
     /// an Event for every Stalled transition: a new stall reason, or the stall resolved.
-    async fn write_status(&mut self, repo_id: Option<String>, state: &State) -> Result<(), Error> {
+    /// Before the first write that records a repository, or begins a create, the finalizer
+    /// goes on, so nothing the object owns in Flashback can outlive it.
+    async fn write(
+        &mut self,
+        repo_id: Option<String>,
+        state: &State,
+        attempt: Attempt,
+        write: Write,
+    ) -> Result<(), Error> {
+        if repo_id.is_some() || matches!(attempt, Attempt::Begin(_)) {
+            self.ensure_finalizer().await?;
+        }
         let now = Time(k8s_openapi::jiff::Timestamp::now());
-        let next = status::next(&self.repo, repo_id, state, &now);
+        let mut next = status::next(&self.repo, repo_id, state, &now);
+        match attempt {
+            Attempt::Keep => {}
+            Attempt::Begin(attempt) => next.create_attempt = Some(attempt),
+            Attempt::Resolved => next.create_attempt = None,
+        }
         if self.repo.status.as_ref() == Some(&next) {
             return Ok(());
         }
@@ -593,15 +668,20 @@ impl<'a> Reconcile<'a> {
         // The statistics belong to the stats task: leave them out so a status computed from a
         // cached object never writes older figures back. The resourceVersion makes the write
         // conditional: a status decided on a cache that missed a change is refused, not written.
-        let patch = FlashbackRepositoryStatus {
-            stats: None,
-            ..next
-        };
-        let body = json!({
-            "metadata": { "resourceVersion": self.repo.resource_version() },
-            "status": patch,
+        let mut body = json!({
+            "status": FlashbackRepositoryStatus {
+                stats: None,
+                ..next.clone()
+            },
         });
-        self.repo = self
+        if next.create_attempt.is_none() && self.repo.create_started() {
+            // A merge patch leaves out what it does not name: the record goes by name.
+            body["status"]["createAttempt"] = serde_json::Value::Null;
+        }
+        if write == Write::Conditional {
+            body["metadata"] = json!({ "resourceVersion": self.repo.resource_version() });
+        }
+        let fresh = self
             .api
             .patch_status(
                 &self.repo.name_any(),
@@ -610,24 +690,48 @@ impl<'a> Reconcile<'a> {
             )
             .await
             .map_err(Error::from_write)?;
+        match write {
+            Write::Conditional => self.repo = fresh,
+            Write::Unconditional => {
+                self.repo.status = Some(next);
+                self.after_unconditional_write(fresh);
+            }
+        }
         Ok(())
     }
 
-    /// Writes the create marker (what this attempt sends, see [`CreateAttempt`]) before every
-    /// create, with an optimistic-concurrency patch (it carries the resourceVersion that was
-    /// read). Its success proves the decision to create was made on the latest version of the
-    /// object, not on a cache that has not yet seen the status write of an earlier create.
-    /// The marker is left out of the watch predicate, so writing it triggers no reconcile.
-    async fn mark_create_started(&mut self, body: &RepoWrite) -> Result<(), Error> {
-        let attempt = CreateAttempt::next(
-            CreateAttempt::read(&self.repo).as_ref(),
-            body,
-            k8s_openapi::jiff::Timestamp::now(),
-        );
+    fn has_finalizer(&self) -> bool {
+        self.repo.finalizers().iter().any(|f| f == FINALIZER)
+    }
+
+    /// Adds the finalizer, conditional on the resourceVersion read. The operator's own
+    /// finalizer is left out of the watch predicate, so this triggers no second reconcile.
+    async fn ensure_finalizer(&mut self) -> Result<(), Error> {
+        if self.has_finalizer() {
+            return Ok(());
+        }
+        let mut finalizers = self.repo.finalizers().to_vec();
+        finalizers.push(FINALIZER.to_string());
+        self.set_finalizers(finalizers).await
+    }
+
+    /// Releases the object, conditional on the resourceVersion read.
+    async fn remove_finalizer(&mut self) -> Result<(), Error> {
+        let finalizers = self
+            .repo
+            .finalizers()
+            .iter()
+            .filter(|f| *f != FINALIZER)
+            .cloned()
+            .collect();
+        self.set_finalizers(finalizers).await
+    }
+
+    async fn set_finalizers(&mut self, finalizers: Vec<String>) -> Result<(), Error> {
         let patch = json!({
             "metadata": {
                 "resourceVersion": self.repo.resource_version(),
-                "annotations": { annotations::CREATE_STARTED_AT: attempt.to_annotation() },
+                "finalizers": finalizers,
             }
         });
         self.repo = self
@@ -642,26 +746,6 @@ impl<'a> Reconcile<'a> {
         Ok(())
     }
 
-    /// Writes the id of a repository just created, unconditionally: unlike a decision, it
-    /// cannot be made stale by a change to the object.
-    async fn record_repo_id(&mut self, repo_id: &str) -> Result<(), Error> {
-        let patch = json!({ "status": { "repoId": repo_id } });
-        let fresh = self
-            .api
-            .patch_status(
-                &self.repo.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(patch),
-            )
-            .await?;
-        self.repo
-            .status
-            .get_or_insert_with(Default::default)
-            .repo_id = Some(repo_id.to_string());
-        self.after_unconditional_write(fresh);
-        Ok(())
-    }
-
     /// After a write that was not conditional, the object this reconcile decided on stays its
     /// view. It takes the new resourceVersion only when nothing a decision depends on changed
     /// meanwhile, so that a later conditional write still notices such a change.
@@ -669,25 +753,6 @@ impl<'a> Reconcile<'a> {
         if super::worth_a_reconcile(&fresh) == super::worth_a_reconcile(&self.repo) {
             self.repo.metadata.resource_version = fresh.metadata.resource_version;
         }
-    }
-
-    /// Removes the create marker: the create's outcome is known and recorded.
-    async fn clear_create_marker(&mut self) -> Result<(), Error> {
-        let patch =
-            json!({ "metadata": { "annotations": { annotations::CREATE_STARTED_AT: null } } });
-        let fresh = self
-            .api
-            .patch(
-                &self.repo.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(patch),
-            )
-            .await?;
-        if let Some(annotations) = self.repo.metadata.annotations.as_mut() {
-            annotations.remove(annotations::CREATE_STARTED_AT);
-        }
-        self.after_unconditional_write(fresh);
-        Ok(())
     }
 
     async fn publish(&self, type_: EventType, reason: &str, note: String) {
@@ -707,6 +772,22 @@ impl<'a> Reconcile<'a> {
             warn!(error = %error, reason, "could not publish an Event");
         }
     }
+}
+
+/// What a status write does to the record of a create attempt.
+enum Attempt {
+    Keep,
+    Begin(CreateAttempt),
+    /// The outcome is known (recorded, or refused).
+    Resolved,
+}
+
+/// Whether a status write carries the resourceVersion it was decided on.
+#[derive(PartialEq, Eq)]
+enum Write {
+    Conditional,
+    /// Only for facts that no change to the object can make stale (a repository created).
+    Unconditional,
 }
 
 fn credentials_stall(problem: &CredentialsError) -> Stall {

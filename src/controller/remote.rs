@@ -80,6 +80,12 @@ impl Remote {
             clients.retain(|_, (_, used)| used.elapsed() < idle);
             clients.len()
         };
+        (clients, self.forget_stale_listings())
+    }
+
+    /// Drops the listings too old to serve anyone; returns how many are left. Called after
+    /// every fetch too, so that listings of many workspaces never pile up between passes.
+    fn forget_stale_listings(&self) -> usize {
         let mut listings = self.listings.lock().expect("listing map lock");
         listings.retain(|_, slot| match slot.try_lock() {
             Ok(listing) => listing
@@ -88,7 +94,7 @@ impl Remote {
             // In use right now.
             Err(_) => true,
         });
-        (clients, listings.len())
+        listings.len()
     }
 
     fn listing_slot(&self, key: &ListingKey) -> Arc<tokio::sync::Mutex<Option<Listing>>> {
@@ -127,6 +133,8 @@ impl Remote {
             started_at,
             repos: repos.clone(),
         });
+        drop(listing);
+        self.forget_stale_listings();
         Ok(repos)
     }
 

@@ -120,6 +120,7 @@ pub fn next(
             .reconcile_requested_at()
             .map(str::to_string)
             .or(current.last_handled_reconcile_at),
+        create_attempt: current.create_attempt,
     }
 }
 

@@ -9,7 +9,7 @@ use reqwest::{Method, Url};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::error::{ApiError, judge_response, parse_retry_after};
+use super::error::{ApiError, MAX_JSON_OBJECTS, judge_response, parse_retry_after};
 use super::rate_limit::{RateLimit, RateLimiter};
 use super::retry::{Decision, RetryPolicy};
 use super::token::Token;
@@ -141,7 +141,10 @@ impl FlashbackClient {
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", config.token.expose()))
             .map_err(|_| config_error("the token holds characters an HTTP header cannot carry"))?;
         auth.set_sensitive(true);
+        // Redirects are never followed: a server could send the token, and writes, to an
+        // address the operator was never allowed to call. A 3xx is an error like any other.
         let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("flashback-operator/", env!("CARGO_PKG_VERSION")))
@@ -224,8 +227,12 @@ impl FlashbackClient {
         for batch in repo_ids.chunks(self.inner.stats_batch_size) {
             let url = self.url(&["repo", "stats"], &[("repoId", encode_list(batch))]);
             let body: StatsBody = self.call(ENDPOINT, Method::GET, url, None::<&()>).await?;
+            // Only what was asked for: a server cannot make the answer grow with its own.
             for entry in body.stats {
-                all.push(entry.into_repo_stats(ENDPOINT)?);
+                let entry = entry.into_repo_stats(ENDPOINT)?;
+                if batch.contains(&entry.repo_id) {
+                    all.push(entry);
+                }
             }
         }
         Ok(all)
@@ -270,7 +277,10 @@ impl FlashbackClient {
             let url = self.url(&["bucket", "stats"], &[("bucketId", encode_list(batch))]);
             let body: StatsBody = self.call(ENDPOINT, Method::GET, url, None::<&()>).await?;
             for entry in body.stats {
-                all.push(entry.into_bucket_stats(ENDPOINT)?);
+                let entry = entry.into_bucket_stats(ENDPOINT)?;
+                if batch.contains(&entry.bucket_id) {
+                    all.push(entry);
+                }
             }
         }
         Ok(all)
@@ -424,11 +434,19 @@ impl FlashbackClient {
             Read::TooLarge => ApiError::ResponseTooLarge {
                 endpoint,
                 limit: self.inner.max_response_bytes,
+                what: "bytes",
             },
             Read::Failed(error) => ApiError::from_transport(error),
         })?;
         if let Some(error) = judge_response(status, retry_after, &bytes) {
             return Err(error);
+        }
+        if bytes.iter().filter(|b| **b == b'{').count() > MAX_JSON_OBJECTS {
+            return Err(ApiError::ResponseTooLarge {
+                endpoint,
+                limit: MAX_JSON_OBJECTS,
+                what: "JSON objects",
+            });
         }
         // Some servers answer a DELETE with an empty 2xx body: read it as `{}`.
         let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {

@@ -75,11 +75,13 @@ pub enum ApiError {
         last: Box<ApiError>,
     },
 
-    /// The answer was longer than the client reads (`ClientConfig::max_response_bytes`).
-    #[error("the answer of {endpoint} was larger than {limit} bytes, the most the client reads")]
+    /// The answer was longer than the client reads (`ClientConfig::max_response_bytes`), or
+    /// held more JSON objects than it parses ([`MAX_JSON_OBJECTS`]).
+    #[error("the answer of {endpoint} held more than {limit} {what}, the most the client reads")]
     ResponseTooLarge {
         endpoint: &'static str,
         limit: usize,
+        what: &'static str,
     },
 
     /// The client could not be built (bad base URL, TLS setup).
@@ -90,6 +92,11 @@ pub enum ApiError {
         source: Option<reqwest::Error>,
     },
 }
+
+/// The most JSON objects one answer may hold. Parsed, an object costs several times its
+/// text, so this bounds what an answer can cost in memory beyond its bytes. A listing of
+/// 20,000 repositories, two buckets each, holds about 100,000.
+pub const MAX_JSON_OBJECTS: usize = 100_000;
 
 /// The longest `Retry-After` the client honours; a server asking for more gets this much.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
@@ -163,6 +170,18 @@ impl ApiError {
             Self::QuotaExceeded { .. } => Some("QUOTA_EXCEEDED"),
             Self::RetriesExhausted { last, .. } => last.error_code(),
             _ => None,
+        }
+    }
+
+    /// True when no answer came in time.
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            Self::Transient {
+                source: Some(source),
+                ..
+            } => source.is_timeout(),
+            Self::RetriesExhausted { last, .. } => last.is_timeout(),
+            _ => false,
         }
     }
 

@@ -72,7 +72,12 @@ impl RetryPolicy {
         idempotent: bool,
         jitter: f64,
     ) -> Decision {
-        if !error.is_transient() || (!idempotent && !error.request_not_processed()) {
+        // A server that did not answer in time is not asked again at once: the caller backs
+        // off, so a server that never answers holds a caller for one timeout, not four.
+        if !error.is_transient()
+            || error.is_timeout()
+            || (!idempotent && !error.request_not_processed())
+        {
             return Decision::Fail;
         }
         if error

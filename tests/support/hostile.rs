@@ -18,6 +18,10 @@ pub enum Behaviour {
     Huge(u64),
     /// Answers 200 with this body.
     Body(&'static str),
+    /// Answers 200 with a listing of this many empty JSON objects.
+    Objects(usize),
+    /// Answers 307 to this URL.
+    Redirect(&'static str),
 }
 
 pub struct HostileServer {
@@ -104,6 +108,24 @@ async fn respond(stream: &mut TcpStream, behaviour: Behaviour) {
                     break;
                 }
             }
+        }
+        Behaviour::Objects(count) => {
+            let body = format!(
+                r#"{{"success":true,"repos":[{}]}}"#,
+                vec!["{}"; count].join(",")
+            );
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(body.as_bytes()).await;
+        }
+        Behaviour::Redirect(to) => {
+            let head = format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nlocation: {to}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+            let _ = stream.write_all(head.as_bytes()).await;
         }
         Behaviour::Body(body) => {
             let head = format!(
