@@ -359,7 +359,8 @@ async fn default_render_is_accepted_by_the_api_server() {
         ("FLASHBACK_API_URL", "https://backend.flashback.tech"),
         ("FLASHBACK_RESYNC_INTERVAL", "10m"),
         ("FLASHBACK_STATS_INTERVAL", "5m"),
-        ("FLASHBACK_CONCURRENCY", "4"),
+        ("FLASHBACK_CONCURRENCY", "16"),
+        ("FLASHBACK_NAMESPACE_CONCURRENCY", "4"),
         ("FLASHBACK_LOG_FORMAT", "json"),
         ("FLASHBACK_METRICS_ADDRESS", "0.0.0.0:8080"),
         ("FLASHBACK_LEADER_ELECTION", "true"),
@@ -370,6 +371,10 @@ async fn default_render_is_accepted_by_the_api_server() {
         assert_eq!(env.get(name).map(String::as_str), Some(value), "{name}");
     }
     assert!(!env.contains_key("FLASHBACK_WATCH_NAMESPACE"), "{env:?}");
+    assert!(
+        !env.contains_key("FLASHBACK_ALLOWED_API_HOSTS"),
+        "a tenant's Secret may name no API URL unless the values allow one: {env:?}"
+    );
     assert!(!env.contains_key("FLASHBACK_DEFAULT_CREDENTIALS_SECRET"));
 
     for object in &rendered.objects {
@@ -771,8 +776,8 @@ async fn cluster_rbac_allows_what_the_operator_does_and_nothing_more() {
         with(&["list", repos], &all),
         with(&["watch", repos], &all),
         with(&["patch", repos], &elsewhere),
-        with(&["update", repos], &elsewhere),
         with(&["get", repos, "--subresource=status"], &elsewhere),
+        with(&["get", "namespaces"], &[]),
         with(&["patch", repos, "--subresource=status"], &elsewhere),
         with(&["list", "secrets"], &all),
         with(&["watch", "secrets"], &all),
@@ -793,6 +798,9 @@ async fn cluster_rbac_allows_what_the_operator_does_and_nothing_more() {
         with(&["delete", repos], &elsewhere),
         with(&["deletecollection", repos], &elsewhere),
         with(&["update", repos, "--subresource=status"], &elsewhere),
+        with(&["update", repos], &elsewhere),
+        with(&["list", "namespaces"], &[]),
+        with(&["delete", "namespaces"], &[]),
         with(&["get", "configmaps"], &elsewhere),
         with(&["list", "pods"], &all),
         with(&["create", "events"], &elsewhere),
@@ -819,7 +827,8 @@ async fn cluster_rbac_allows_what_the_operator_does_and_nothing_more() {
         .cloned()
         .collect();
     let expected: Rules = [
-        rule(repos, "", "get list watch patch update"),
+        rule(repos, "", "get list watch patch"),
+        rule("namespaces", "", "get"),
         rule(&format!("{repos}/status"), "", "get patch"),
         rule("secrets", "", "get list watch"),
         rule("events.events.k8s.io", "", "create patch"),
@@ -858,7 +867,6 @@ async fn namespaced_rbac_reaches_only_the_watched_namespace_and_the_default_secr
         &["watch", repos, "-n", w],
         &["get", repos, "-n", w],
         &["patch", repos, "-n", w],
-        &["update", repos, "-n", w],
         &["patch", repos, "--subresource=status", "-n", w],
         &["list", "secrets", "-n", w],
         &["watch", "secrets", "-n", w],
@@ -881,6 +889,7 @@ async fn namespaced_rbac_reaches_only_the_watched_namespace_and_the_default_secr
         &["delete", "secrets", "-n", w],
         &["create", "secrets", "-n", w],
         &["delete", repos, "-n", w],
+        &["update", repos, "-n", w],
         &["create", "events.events.k8s.io", "-n", r],
         // Leader election is off: no Lease at all.
         &["create", "leases.coordination.k8s.io", "-n", r],

@@ -72,7 +72,7 @@ they name (metadata watched, the referenced ones read), and the Events it record
 {{- define "flashback-operator.watchRules" -}}
 - apiGroups: ["flashback.tech"]
   resources: ["flashbackrepositories"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["flashback.tech"]
   resources: ["flashbackrepositories/status"]
   verbs: ["get", "patch"]
