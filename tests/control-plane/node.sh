@@ -72,12 +72,13 @@ node_fail() {
 }
 
 # Waits (bounded by $deadline from up.sh) until a command succeeds, failing when the named
-# process exits first.
+# process exits first. (Liveness of its pid, not is_running: just after the start the pid may
+# still be the shell that is about to exec the binary.)
 node_wait() {
   local what=$1 process=$2
   shift 2
   until "$@" >/dev/null 2>&1; do
-    is_running "$process" || node_fail "$process exited"
+    kill -0 "$(cat "$run/$process.pid")" 2>/dev/null || node_fail "$process exited"
     [ "$(date +%s)" -lt "$deadline" ] || node_fail "$what did not happen in time"
     sleep 0.2
   done
