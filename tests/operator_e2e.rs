@@ -552,17 +552,10 @@ async fn a_crash_between_create_and_status_leaves_exactly_one_repo() {
     scene.create(&scene.mirror("media")).await;
 
     // Wait until the remote create happened and the operator stopped right after it.
-    tokio::time::timeout(DEADLINE, async {
-        while !scene
-            .operator()
-            .output()
-            .contains("failpoint pause-after-remote-create reached")
-        {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .expect("the operator reaches the failpoint");
+    scene
+        .operator()
+        .wait_for_output("failpoint pause-after-remote-create reached")
+        .await;
     scene.operator().kill_hard();
     let before_restart = scene.repos.get("media").await.unwrap();
     assert!(

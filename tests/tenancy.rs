@@ -53,6 +53,17 @@ async fn put_secret(kube: &kube::Client, namespace: &str, name: &str, data: &[(&
         .expect("the Secret is written");
 }
 
+/// A Secret whose `apiUrl` sends the operator to `url` (a server of the test's).
+async fn point_at(kube: &kube::Client, namespace: &str, name: &str, url: &str) {
+    put_secret(
+        kube,
+        namespace,
+        name,
+        &[("token", b"whatever"), ("apiUrl", url.as_bytes())],
+    )
+    .await;
+}
+
 /// `repo` with its credentials from the Secret `secret`.
 fn using(mut repo: FlashbackRepository, secret: &str) -> FlashbackRepository {
     repo.spec.credentials_secret_ref.as_mut().unwrap().name = secret.to_string();
@@ -217,17 +228,10 @@ async fn an_ambiguous_create_never_claims_a_repository_another_object_made() {
 async fn crash_after_the_remote_create(scene: &mut Scene, name: &str) {
     scene.start_operator(&["--failpoint", "pause-after-remote-create"]);
     scene.create(&scene.mirror(name)).await;
-    tokio::time::timeout(DEADLINE, async {
-        while !scene
-            .operator()
-            .output()
-            .contains("failpoint pause-after-remote-create reached")
-        {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .expect("the operator reaches the failpoint");
+    scene
+        .operator()
+        .wait_for_output("failpoint pause-after-remote-create reached")
+        .await;
     scene.operator().kill_hard();
     assert_eq!(scene.remote_repos().await.len(), 1);
 }
@@ -320,13 +324,7 @@ async fn a_tenant_whose_api_hangs_does_not_delay_another() {
     let honest = Scene::new("honest").await;
     let hostile_namespace = test_namespace(&honest.kube, "hostile").await;
     let hanging = HostileServer::start(Behaviour::Hang).await;
-    put_secret(
-        &honest.kube,
-        &hostile_namespace,
-        SECRET,
-        &[("token", b"whatever"), ("apiUrl", hanging.url.as_bytes())],
-    )
-    .await;
+    point_at(&honest.kube, &hostile_namespace, SECRET, &hanging.url).await;
     // Only this test's objects: tests beside it run operators of their own.
     let run = uuid::Uuid::new_v4().simple().to_string();
     let label = |mut repo: FlashbackRepository| {
@@ -378,13 +376,7 @@ async fn a_tenant_whose_api_hangs_does_not_delay_another() {
 async fn an_oversized_answer_is_refused_without_being_read() {
     let mut scene = Scene::new("huge").await;
     let huge = HostileServer::start(Behaviour::Huge(1 << 30)).await;
-    put_secret(
-        &scene.kube,
-        &scene.namespace,
-        "huge",
-        &[("token", b"whatever"), ("apiUrl", huge.url.as_bytes())],
-    )
-    .await;
+    point_at(&scene.kube, &scene.namespace, "huge", &huge.url).await;
     scene.start_operator(&["--allowed-api-hosts", "127.0.0.1"]);
     scene.create(&using(scene.mirror("media"), "huge")).await;
     let stalled = scene.wait_stalled("media", "ResponseTooLarge").await;
@@ -405,13 +397,7 @@ async fn an_oversized_answer_is_refused_without_being_read() {
 
     // Small in bytes, but more objects than the client parses (each costs memory).
     let crowded = HostileServer::start(Behaviour::Objects(150_000)).await;
-    put_secret(
-        &scene.kube,
-        &scene.namespace,
-        "crowded",
-        &[("token", b"whatever"), ("apiUrl", crowded.url.as_bytes())],
-    )
-    .await;
+    point_at(&scene.kube, &scene.namespace, "crowded", &crowded.url).await;
     scene
         .create(&using(scene.mirror("crowded"), "crowded"))
         .await;
@@ -530,13 +516,7 @@ async fn a_tenants_api_url_is_refused_unless_allowed_and_answers_are_never_quote
         r#"{"success":true,"repos":"LEAKED-PAYLOAD-7f3a"}"#,
     ))
     .await;
-    put_secret(
-        &scene.kube,
-        &scene.namespace,
-        "elsewhere",
-        &[("token", b"whatever"), ("apiUrl", server.url.as_bytes())],
-    )
-    .await;
+    point_at(&scene.kube, &scene.namespace, "elsewhere", &server.url).await;
     scene
         .create(&using(scene.mirror("media"), "elsewhere"))
         .await;
@@ -576,14 +556,11 @@ async fn a_tenants_api_url_is_refused_unless_allowed_and_answers_are_never_quote
     let target = HostileServer::start(Behaviour::Body(r#"{"success":true,"repos":[]}"#)).await;
     let to: &'static str = Box::leak(target.url.clone().into_boxed_str());
     let redirector = HostileServer::start(Behaviour::Redirect(to)).await;
-    put_secret(
+    point_at(
         &scene.kube,
         &scene.namespace,
         "redirecting",
-        &[
-            ("token", b"whatever"),
-            ("apiUrl", redirector.url.as_bytes()),
-        ],
+        &redirector.url,
     )
     .await;
     scene

@@ -7,7 +7,9 @@ use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
 
 use crate::controller::backoff::Backoff;
-use crate::controller::credentials::{ApiUrls, CredentialsCache, SecretName};
+use crate::controller::credentials::{
+    ApiUrls, Credentials, CredentialsCache, CredentialsError, SecretName,
+};
 use crate::controller::fairness::Fairness;
 use crate::controller::remote::Remote;
 use crate::crd::FlashbackRepository;
@@ -17,6 +19,23 @@ use crate::crd::FlashbackRepository;
 pub enum Failpoint {
     /// Stop after the remote create answered, before the status is written.
     PauseAfterRemoteCreate,
+}
+
+/// An object's credentials: from the cache, or read from its Secret.
+impl Context {
+    pub async fn credentials_of(
+        &self,
+        repo: &FlashbackRepository,
+    ) -> Result<Result<Credentials, CredentialsError>, kube::Error> {
+        self.credentials
+            .resolve(
+                &self.kube,
+                repo,
+                self.default_credentials.as_ref(),
+                &self.api_urls,
+            )
+            .await
+    }
 }
 
 pub struct Context {

@@ -499,16 +499,7 @@ impl<'a> Reconcile<'a> {
     }
 
     async fn credentials(&self) -> Result<Result<Credentials, CredentialsError>, Error> {
-        let ctx = self.ctx;
-        Ok(ctx
-            .credentials
-            .resolve(
-                &ctx.kube,
-                &self.repo,
-                ctx.default_credentials.as_ref(),
-                &ctx.api_urls,
-            )
-            .await?)
+        Ok(self.ctx.credentials_of(&self.repo).await?)
     }
 
     /// Reports a failed remote delete on the object; the finalizer stays.

@@ -82,16 +82,7 @@ async fn sweep_workspace(
     let all = |repos: &[Arc<FlashbackRepository>]| {
         repos.iter().map(|r| ObjectRef::from(r.as_ref())).collect()
     };
-    let credentials = match ctx
-        .credentials
-        .resolve(
-            &ctx.kube,
-            &repos[0],
-            ctx.default_credentials.as_ref(),
-            &ctx.api_urls,
-        )
-        .await
-    {
+    let credentials = match ctx.credentials_of(&repos[0]).await {
         Ok(Ok(credentials)) => credentials,
         Ok(Err(_)) | Err(_) => return all(&repos),
     };

@@ -62,16 +62,7 @@ async fn refresh_credential(
     secret: SecretName,
     repos: Vec<Arc<FlashbackRepository>>,
 ) {
-    let credentials = match ctx
-        .credentials
-        .resolve(
-            &ctx.kube,
-            &repos[0],
-            ctx.default_credentials.as_ref(),
-            &ctx.api_urls,
-        )
-        .await
-    {
+    let credentials = match ctx.credentials_of(&repos[0]).await {
         Ok(Ok(credentials)) => credentials,
         // The reconciler reports missing or broken credentials on each object.
         Ok(Err(problem)) => {

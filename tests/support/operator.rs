@@ -95,6 +95,17 @@ impl Operator {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits (bounded) until the operator has printed `text`.
+    pub async fn wait_for_output(&self, text: &str) {
+        let waited = tokio::time::timeout(super::cluster::DEADLINE, async {
+            while !self.output().contains(text) {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+        assert!(waited.is_ok(), "the operator never printed {text:?}");
+    }
+
     /// The base URL of the operator's /metrics, /healthz and /readyz, once it listens.
     pub async fn endpoints_url(&self) -> String {
         let deadline = tokio::time::Instant::now() + super::cluster::DEADLINE;
