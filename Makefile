@@ -8,7 +8,7 @@ CARGO ?= cargo
 IMAGE_PROFILE ?= release
 
 .PHONY: test fmt-check clippy build-tests control-plane control-plane-node demo demo-down demo-smoke crds bench chart-lint
-.PHONY: image image-context node-up node-down demo-dev demo-dev-down
+.PHONY: image image-context node-up node-down demo-dev demo-dev-down chaos
 
 ## test: formatting, lints, unit, integration and end-to-end tests against a real API server
 ## (and, in tests/node_e2e.rs, the image and the chart on a cluster with a real node),
@@ -94,3 +94,10 @@ bench: control-plane
 	$(CARGO) bench --locked --bench emulator_throughput
 	$(CARGO) bench --locked --bench operator_scale --no-run
 	$(CONTROL_PLANE)/with.sh $(CARGO) bench --locked --bench operator_scale
+
+## chaos: the operator under fire (SIGKILLs during a burst, API faults, a control plane restart,
+## a hostile tenant beside an honest one); prints its figures, exits non-zero on a miss.
+## CHAOS_OBJECTS (default 1000) sets the size of the burst. Not part of `make test`.
+chaos: control-plane
+	$(CARGO) bench --locked --bench chaos --no-run
+	$(CONTROL_PLANE)/with.sh $(CARGO) bench --locked --bench chaos
