@@ -86,7 +86,9 @@ async fn run(count: usize) -> anyhow::Result<()> {
         .sum();
     let peak_kib = operator.peak_memory_kib().unwrap_or(0);
 
-    println!("operator_scale: {count} objects, one workspace, resync {RESYNC}, concurrency 4");
+    println!(
+        "operator_scale: {count} objects, one namespace and workspace, resync {RESYNC}, default concurrency (4 per namespace)"
+    );
     println!(
         "  objects created on the API server in  {:>8.2} s",
         created.as_secs_f64()
