@@ -65,7 +65,7 @@ pub struct RunArgs {
     pub stats_interval: Duration,
 
     /// Repository ids per statistics call.
-    #[arg(long, env = "FLASHBACK_STATS_BATCH_SIZE", default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=500), global = true)]
+    #[arg(long, env = "FLASHBACK_STATS_BATCH_SIZE", default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=500), global = true)]
     pub stats_batch_size: u16,
 
     /// How many objects are reconciled at once, in all namespaces together.
@@ -237,6 +237,7 @@ mod tests {
         assert!(!cli.run.leader_election);
         assert_eq!(cli.run.metrics_address.to_string(), "0.0.0.0:8080");
         assert_eq!(cli.run.concurrency, 16);
+        assert_eq!(cli.run.stats_batch_size, 100);
         assert_eq!(cli.run.namespace_concurrency, 4);
         assert!(cli.run.allowed_api_hosts.is_empty());
     }

@@ -60,7 +60,7 @@ pub struct ClientConfig {
 impl ClientConfig {
     /// Defaults: 30 s timeout for writes and 10 s for reads, answers of at most 16 MiB,
     /// 4 attempts with 200 ms→10 s backoff, 10 calls/s with bursts of 20, stats in batches
-    /// of 50.
+    /// of 100.
     pub fn new(base_url: Url, token: Token) -> Self {
         Self {
             base_url,
@@ -70,7 +70,7 @@ impl ClientConfig {
             max_response_bytes: 16 << 20,
             retry: RetryPolicy::default(),
             rate_limit: RateLimit::default(),
-            stats_batch_size: 50,
+            stats_batch_size: 100,
             observer: None,
         }
     }
