@@ -625,6 +625,50 @@ async fn blank_padded_or_multiline_names_are_refused_at_admission() {
     scene.create(&fine).await;
 }
 
+/// Kubernetes' own namespace controller (kube-controller-manager running only that one,
+/// built with the node's components), against the test control plane: it deletes what a
+/// terminating namespace holds, in its own order, and then the namespace. Killed when dropped.
+struct NamespaceController(std::process::Child);
+
+impl NamespaceController {
+    fn start() -> Self {
+        let kubeconfig = support::cluster::kubeconfig_path();
+        let binary = kubeconfig
+            .parent()
+            .expect("the control plane's directory")
+            .join("bin/kube-controller-manager");
+        let log = std::fs::File::create(
+            std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+                .join(format!("namespace-controller-{}.log", std::process::id())),
+        )
+        .expect("log file");
+        let child = std::process::Command::new(&binary)
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .args([
+                "--controllers=namespace",
+                "--leader-elect=false",
+                "--secure-port=0",
+            ])
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{} does not start ({e}): make control-plane-node builds it",
+                    binary.display()
+                )
+            });
+        Self(child)
+    }
+}
+
+impl Drop for NamespaceController {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[tokio::test]
 async fn deleting_a_namespace_releases_objects_whose_credentials_went_first() {
     let mut scene = Scene::with_operator("nsdelete").await;
@@ -667,6 +711,24 @@ async fn deleting_a_namespace_releases_objects_whose_credentials_went_first() {
         output.contains(&note),
         "the log says what was left: {output}"
     );
+
+    // Kubernetes' namespace controller then finishes the deletion: nothing of the operator's
+    // holds the namespace.
+    let _controller = NamespaceController::start();
+    let namespaces: Api<Namespace> = Api::all(scene.kube.clone());
+    let started = Instant::now();
+    while namespaces
+        .get_opt(&scene.namespace)
+        .await
+        .unwrap()
+        .is_some()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the namespace was still there after 90 s"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 #[tokio::test]
