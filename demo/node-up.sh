@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: the operator as users run it. The image (`make image`), the local cluster with a
-# real node (tests/control-plane/up.sh --node), the emulator as a Pod from the same image, the
-# operator installed by `helm install` of charts/flashback-operator, and the example
+# real node (tests/control-plane/up.sh --node), the emulator and the operator installed by Helm
+# (demo/emulator-chart, a Pod from the same image; charts/flashback-operator), and the example
 # repositories, watched until they are Ready. `make demo-down` undoes it.
 set -euo pipefail
 
@@ -40,16 +40,12 @@ say "Importing $IMAGE_NAME:$IMAGE_TAG into the node's containerd"
   { cat "$state/ctr.log" >&2; exit 1; }
 kubectl get nodes -o wide
 
-say "Starting the Flashback emulator as a Pod (same image, node network, loopback only)"
-kubectl create namespace flashback-emulator --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-kubectl -n flashback-emulator create secret generic flashback-emulator-tokens \
-  --from-literal=tokens="$token" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-emulator_port=$(kubectl -n flashback-emulator get deployment flashback-emulator \
-  -o jsonpath='{.spec.template.spec.containers[0].readinessProbe.httpGet.port}' 2>/dev/null || true)
+say "Installing the Flashback emulator with Helm (demo/emulator-chart: a Pod from the same image)"
+emulator_port=$(helm -n flashback-emulator get values flashback-emulator -o json 2>/dev/null | jq -r '.port // empty' || true)
 [ -n "$emulator_port" ] || emulator_port=$(free_port)
-sed -e "s|IMAGE|$IMAGE_NAME:$IMAGE_TAG|" -e "s|EMULATOR_PORT|$emulator_port|g" demo/emulator.yaml |
-  kubectl -n flashback-emulator apply -f -
-kubectl -n flashback-emulator rollout status deployment/flashback-emulator --timeout=120s
+helm upgrade --install flashback-emulator demo/emulator-chart --namespace flashback-emulator \
+  --create-namespace --set image="$IMAGE_NAME:$IMAGE_TAG" --set port="$emulator_port" \
+  --set tokens="$token" --wait --timeout 120s >/dev/null
 api_url=http://127.0.0.1:$emulator_port
 
 # Two buckets in the demo workspace, registered once per emulator run.
@@ -117,6 +113,7 @@ Try:
   kubectl -n $namespace get fbrepo
   kubectl -n $namespace describe fbrepo media-mirror
   kubectl -n $release_namespace get deploy,pods,lease
+  helm list -A
   helm -n $release_namespace get values flashback-operator
   curl -s -H 'Authorization: Bearer $token' '$api_url/repo?workspaceId=ws-demo' | jq
   curl -s http://127.0.0.1:$metrics_port/metrics | grep '^flashback_operator_'
