@@ -153,9 +153,17 @@ async fn run(count: usize) -> anyhow::Result<()> {
         - PROBES as u64;
     let kube_writes: u64 = quiet_after
         .iter()
-        .filter(|(key, _)| !key.starts_with("get "))
+        .filter(|(key, _)| is_write(key))
         .map(|(key, after)| after - quiet_before.get(key).copied().unwrap_or(0))
         .sum::<u64>();
+    let quiet_by_kind: Vec<String> = quiet_after
+        .iter()
+        .filter(|(key, _)| is_write(key))
+        .filter_map(|(key, after)| {
+            let delta = after - quiet_before.get(key).copied().unwrap_or(0);
+            (delta > 0).then(|| format!("{key}: {delta}"))
+        })
+        .collect();
     // The probes' own writes (three and an Event each) are not quiet-period writes.
     let kube_writes = kube_writes.saturating_sub(5 * PROBES as u64);
     let secret_gets = quiet_after.get("get secrets").copied().unwrap_or(0) - secrets_before;
@@ -249,6 +257,10 @@ async fn run(count: usize) -> anyhow::Result<()> {
             if row.met { "ok" } else { "MISSED" }
         );
     }
+    println!(
+        "  API-server writes in the quiet period by kind, probes included: {}",
+        quiet_by_kind.join(", ")
+    );
     let missed: Vec<_> = rows.iter().filter(|r| !r.met).map(|r| r.what).collect();
     anyhow::ensure!(missed.is_empty(), "targets missed: {}", missed.join("; "));
     Ok(())
@@ -306,6 +318,13 @@ async fn api_server_writes(kube: &Client) -> anyhow::Result<BTreeMap<String, u64
         *counts.entry(key).or_default() += value.trim().parse::<f64>().unwrap_or(0.0) as u64;
     }
     Ok(counts)
+}
+
+/// Whether a "verb resource" key of [`api_server_writes`] is a write.
+fn is_write(key: &str) -> bool {
+    ["post ", "put ", "patch ", "delete ", "deletecollection "]
+        .iter()
+        .any(|verb| key.starts_with(verb))
 }
 
 /// A BACKUP repository on the scene's replica bucket (any number of them can share it).
