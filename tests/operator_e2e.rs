@@ -18,18 +18,6 @@ use support::cluster::{DEADLINE, kubeconfig_path};
 use support::operator::Operator;
 use support::scene::{Scene, WORKSPACE, condition};
 
-async fn annotate(scene: &Scene, name: &str, key: &str, value: Option<&str>) {
-    scene
-        .repos
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {key: value}}})),
-        )
-        .await
-        .expect("annotation is written");
-}
-
 async fn patch_spec(scene: &Scene, name: &str, spec: serde_json::Value) {
     scene
         .repos
@@ -292,7 +280,9 @@ async fn adoption_makes_no_post_and_a_clash_without_it_stalls() {
     );
 
     // Adopting it by annotation takes it over without creating anything.
-    annotate(&scene, "existing", annotations::REPO_ID, Some(&existing_id)).await;
+    scene
+        .annotate("existing", annotations::REPO_ID, Some(&existing_id))
+        .await;
     let ready = scene.wait_ready("existing").await;
     assert_eq!(
         ready.status.unwrap().repo_id.as_deref(),
@@ -420,7 +410,9 @@ async fn paused_objects_make_no_remote_writes_and_converge_when_unpaused() {
     let scene = Scene::with_operator("paused").await;
     scene.create(&scene.mirror("media")).await;
     scene.wait_ready("media").await;
-    annotate(&scene, "media", annotations::PAUSED, Some("true")).await;
+    scene
+        .annotate("media", annotations::PAUSED, Some("true"))
+        .await;
     scene.control.reset_calls().await.unwrap();
 
     patch_spec(
@@ -452,12 +444,14 @@ async fn paused_objects_make_no_remote_writes_and_converge_when_unpaused() {
         .sum();
     assert_eq!(writes, 0, "no remote writes while paused: {calls:?}");
 
-    annotate(&scene, "media", annotations::PAUSED, None).await;
+    scene.annotate("media", annotations::PAUSED, None).await;
     scene.wait_ready("media").await;
     assert_eq!(scene.remote_repos().await[0].mode, RepoMode::Backup);
 
     // Paused again, deleting the object is not blocked: it is released, the remote stays.
-    annotate(&scene, "media", annotations::PAUSED, Some("true")).await;
+    scene
+        .annotate("media", annotations::PAUSED, Some("true"))
+        .await;
     scene
         .repos
         .delete("media", &DeleteParams::default())
@@ -694,13 +688,9 @@ async fn reconcile_requested_at_forces_a_look_now() {
         }
     };
     // A first request, once handled, shows the operator has caught up and gone quiet.
-    annotate(
-        &scene,
-        "media",
-        annotations::RECONCILE_REQUESTED_AT,
-        Some("first"),
-    )
-    .await;
+    scene
+        .annotate("media", annotations::RECONCILE_REQUESTED_AT, Some("first"))
+        .await;
     scene
         .wait_for("media", "done with the first request", handled("first"))
         .await;
@@ -710,13 +700,9 @@ async fn reconcile_requested_at_forces_a_look_now() {
         ..RepoPatch::default()
     };
     scene.control.patch_repo(&repo_id, &drifted).await.unwrap();
-    annotate(
-        &scene,
-        "media",
-        annotations::RECONCILE_REQUESTED_AT,
-        Some("second"),
-    )
-    .await;
+    scene
+        .annotate("media", annotations::RECONCILE_REQUESTED_AT, Some("second"))
+        .await;
     scene
         .wait_for("media", "done with the second request", handled("second"))
         .await;
@@ -1056,13 +1042,9 @@ async fn status_writes_by_others_do_not_trigger_a_reconcile() {
     );
 
     // The same count does move for a change that matters.
-    annotate(
-        &scene,
-        "media",
-        annotations::RECONCILE_REQUESTED_AT,
-        Some("now"),
-    )
-    .await;
+    scene
+        .annotate("media", annotations::RECONCILE_REQUESTED_AT, Some("now"))
+        .await;
     tokio::time::timeout(DEADLINE, async {
         while reconciles().await == settled {
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -21,18 +21,6 @@ use support::hostile::{Behaviour, HostileServer};
 use support::operator::Operator;
 use support::scene::{SECRET, Scene, WORKSPACE, condition};
 
-async fn annotate(scene: &Scene, name: &str, key: &str, value: Option<&str>) {
-    scene
-        .repos
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {key: value}}})),
-        )
-        .await
-        .expect("annotation is written");
-}
-
 /// Writes a Secret with exactly these bytes under these keys.
 async fn put_secret(kube: &kube::Client, namespace: &str, name: &str, data: &[(&str, &[u8])]) {
     let secret = Secret {
@@ -106,11 +94,15 @@ async fn deleting_an_object_deletes_only_a_repository_it_verified_and_recorded()
     let mut elsewhere = scene.mirror("elsewhere");
     elsewhere.spec.workspace_id = "ws-someone-else".into();
     scene.create(&elsewhere).await;
-    annotate(&scene, "elsewhere", annotations::REPO_ID, Some(&unmanaged)).await;
+    scene
+        .annotate("elsewhere", annotations::REPO_ID, Some(&unmanaged))
+        .await;
     scene.wait_stalled("elsewhere", "AdoptedRepoNotFound").await;
     // ...and one of the same workspace may not take over what another object manages.
     scene.create(&scene.mirror("thief")).await;
-    annotate(&scene, "thief", annotations::REPO_ID, Some(&owned)).await;
+    scene
+        .annotate("thief", annotations::REPO_ID, Some(&owned))
+        .await;
     let thief = scene.wait_stalled("thief", "ManagedByAnotherObject").await;
     let message = stalled_message(&thief);
     assert_eq!(
@@ -146,7 +138,9 @@ async fn deleting_an_object_deletes_only_a_repository_it_verified_and_recorded()
 
     // The older object asking for the id by annotation holds nothing: the owner's delete
     // still deletes its repository.
-    annotate(&scene, "hoarder", annotations::REPO_ID, Some(&owned)).await;
+    scene
+        .annotate("hoarder", annotations::REPO_ID, Some(&owned))
+        .await;
     scene
         .wait_stalled("hoarder", "ManagedByAnotherObject")
         .await;
@@ -185,7 +179,9 @@ async fn an_ambiguous_create_never_claims_a_repository_another_object_made() {
         })
         .await;
     // Held still (paused) while another object creates the same repository.
-    annotate(&scene, "late", annotations::PAUSED, Some("true")).await;
+    scene
+        .annotate("late", annotations::PAUSED, Some("true"))
+        .await;
     scene
         .wait_for("late", "paused", |r| {
             condition(r, "Ready").is_some_and(|c| c.reason == "Paused")
@@ -202,7 +198,7 @@ async fn an_ambiguous_create_never_claims_a_repository_another_object_made() {
         .repo_id
         .unwrap();
 
-    annotate(&scene, "late", annotations::PAUSED, None).await;
+    scene.annotate("late", annotations::PAUSED, None).await;
     let late = scene.wait_stalled("late", "NameAlreadyUsed").await;
     assert!(
         stalled_message(&late).contains("is managed by another FlashbackRepository"),
@@ -456,13 +452,9 @@ async fn retry_after_holds_back_every_call_of_the_credential() {
     scene.control.reset_calls().await.unwrap();
     let asked = Instant::now();
     for name in names.iter().take(3) {
-        annotate(
-            &scene,
-            name,
-            annotations::RECONCILE_REQUESTED_AT,
-            Some("now"),
-        )
-        .await;
+        scene
+            .annotate(name, annotations::RECONCILE_REQUESTED_AT, Some("now"))
+            .await;
     }
     for name in names.iter().take(3) {
         scene
@@ -490,13 +482,9 @@ async fn retry_after_holds_back_every_call_of_the_credential() {
     }))
     .unwrap();
     scene.control.set_faults(&absurd).await.unwrap();
-    annotate(
-        &scene,
-        "r0",
-        annotations::RECONCILE_REQUESTED_AT,
-        Some("again"),
-    )
-    .await;
+    scene
+        .annotate("r0", annotations::RECONCILE_REQUESTED_AT, Some("again"))
+        .await;
     let parked = scene
         .wait_for("r0", "told to wait", |r| {
             condition(r, "Ready").is_some_and(|c| c.reason == "RemoteUnavailable")

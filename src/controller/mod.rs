@@ -303,12 +303,7 @@ async fn housekeeping(
     interval: Duration,
     stop: impl std::future::Future<Output = ()>,
 ) {
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(interval) => {}
-            () = &mut stop => return,
-        }
+    every(&store, interval, First::AfterInterval, stop, || async {
         let live: std::collections::HashSet<String> = store
             .state()
             .iter()
@@ -322,6 +317,43 @@ async fn housekeeping(
         ctx.metrics.tracked("listings", listings);
         ctx.metrics
             .tracked("credentials", ctx.credentials.remembered());
+    })
+    .await;
+}
+
+/// When a periodic task first runs.
+pub(crate) enum First {
+    AtOnce,
+    AfterInterval,
+}
+
+/// Runs `work` every `interval` once the object cache is filled, until `stop` resolves.
+pub(crate) async fn every<Work, Done>(
+    store: &Store<FlashbackRepository>,
+    interval: Duration,
+    first: First,
+    stop: impl std::future::Future<Output = ()>,
+    mut work: Work,
+) where
+    Work: FnMut() -> Done,
+    Done: std::future::Future<Output = ()>,
+{
+    tokio::pin!(stop);
+    if tokio::select! {
+        ready = store.wait_until_ready() => ready.is_err(),
+        () = &mut stop => true,
+    } {
+        return;
+    }
+    if matches!(first, First::AtOnce) {
+        work().await;
+    }
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = &mut stop => return,
+        }
+        work().await;
     }
 }
 

@@ -29,22 +29,18 @@ pub async fn run(
     due: mpsc::Sender<ObjectRef<FlashbackRepository>>,
     stop: impl std::future::Future<Output = ()>,
 ) {
-    tokio::pin!(stop);
-    if tokio::select! {
-        ready = store.wait_until_ready() => ready.is_err(),
-        () = &mut stop => true,
-    } {
-        return;
-    }
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(interval) => {}
-            () = &mut stop => return,
-        }
-        let started = Instant::now();
-        let sent = sweep(&store, &ctx, &due).await;
-        debug!(reconciles = sent, took = ?started.elapsed(), "resync sweep");
-    }
+    super::every(
+        &store,
+        interval,
+        super::First::AfterInterval,
+        stop,
+        || async {
+            let started = Instant::now();
+            let sent = sweep(&store, &ctx, &due).await;
+            debug!(reconciles = sent, took = ?started.elapsed(), "resync sweep");
+        },
+    )
+    .await;
 }
 
 /// One pass; returns how many objects were sent to be reconciled.

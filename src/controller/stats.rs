@@ -26,20 +26,10 @@ pub async fn run(
     interval: Duration,
     stop: impl std::future::Future<Output = ()>,
 ) {
-    tokio::pin!(stop);
-    if tokio::select! {
-        ready = store.wait_until_ready() => ready.is_err(),
-        () = &mut stop => true,
-    } {
-        return;
-    }
-    loop {
-        refresh(&store, &ctx).await;
-        tokio::select! {
-            () = tokio::time::sleep(interval) => {}
-            () = &mut stop => return,
-        }
-    }
+    super::every(&store, interval, super::First::AtOnce, stop, || {
+        refresh(&store, &ctx)
+    })
+    .await;
 }
 
 /// How many credentials' statistics are read at once: one credential's slow API delays

@@ -144,6 +144,18 @@ spec:
             .expect("the object is accepted")
     }
 
+    /// Sets (or, with `None`, removes) an annotation of an object, as a person would.
+    pub async fn annotate(&self, name: &str, key: &str, value: Option<&str>) {
+        self.repos
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"metadata": {"annotations": {key: value}}})),
+            )
+            .await
+            .expect("annotation is written");
+    }
+
     /// Waits until `check` holds for the object, or fails with its last status.
     pub async fn wait_for(
         &self,
