@@ -178,8 +178,9 @@ impl Collector for RepositoriesByCondition {
                     .inc();
             }
         }
+        // The registry adds its prefix to this name too.
         let metric = encoder.encode_descriptor(
-            "flashback_operator_repositories",
+            "repositories",
             "FlashbackRepository objects by condition and status",
             None,
             family.metric_type(),
@@ -247,7 +248,14 @@ mod tests {
             r#"flashback_operator_repositories{condition="Ready",status="True"} 1"#,
             r#"flashback_operator_repositories{condition="Ready",status="Unknown"} 1"#,
         ] {
-            assert!(text.contains(line), "missing {line:?} in\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing the series {line:?} in\n{text}"
+            );
         }
+        assert!(
+            !text.contains("flashback_operator_flashback_operator"),
+            "a name carries the prefix twice:\n{text}"
+        );
     }
 }
