@@ -3,7 +3,7 @@
 //! step (drift, a repository gone, a status that no longer tells the truth) are reconciled.
 //! A workspace of ten thousand objects in step costs one `GET /repo` and no reconcile.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 
 use crate::controller::context::Context;
 use crate::controller::credentials::SecretName;
-use crate::controller::{credentials, plan, reconcile};
+use crate::controller::{credentials, plan};
 use crate::crd::FlashbackRepository;
 
 /// How many workspaces are listed at once: one credential's slow API delays only its own.
@@ -49,13 +49,16 @@ async fn sweep(
     ctx: &Context,
     due: &mpsc::Sender<ObjectRef<FlashbackRepository>>,
 ) -> usize {
-    let groups = by_workspace(&store.state(), ctx.default_credentials.as_ref());
+    let objects = store.state();
+    let recorders = by_recorded_id(&objects);
+    let groups = by_workspace(&objects, ctx.default_credentials.as_ref());
     let sent = std::sync::atomic::AtomicUsize::new(0);
     futures::stream::iter(groups)
         .for_each_concurrent(WORKSPACES_AT_ONCE, |((secret, workspace), repos)| {
-            let sent = &sent;
+            let (sent, recorders) = (&sent, &recorders);
             async move {
-                for repo in sweep_workspace(store, ctx, &secret, &workspace, repos).await {
+                let due_here = sweep_workspace(ctx, recorders, &secret, &workspace, repos).await;
+                for repo in due_here {
                     sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     // The controller is gone only when the operator stops.
                     let _ = due.send(repo).await;
@@ -69,8 +72,8 @@ async fn sweep(
 /// The objects of one workspace that need a reconcile. Objects whose credentials cannot be
 /// had, or whose workspace cannot be listed, are all due: their reconcile says why.
 async fn sweep_workspace(
-    store: &Store<FlashbackRepository>,
     ctx: &Context,
+    recorders: &HashMap<&str, Vec<&FlashbackRepository>>,
     secret: &SecretName,
     workspace: &str,
     repos: Vec<Arc<FlashbackRepository>>,
@@ -96,13 +99,28 @@ async fn sweep_workspace(
     repos
         .iter()
         .filter(|repo| {
+            // Only objects whose status records an id can hold it (plan::holds).
             let decision = plan::decide(repo, &listing, |id| {
-                reconcile::held_by_another(store, repo, id)
+                recorders
+                    .get(id)
+                    .is_some_and(|others| others.iter().any(|o| plan::holds(o, repo, id)))
             });
             plan::needs_reconcile(repo, &decision)
         })
         .map(|repo| ObjectRef::from(repo.as_ref()))
         .collect()
+}
+
+/// The objects whose status records each repository id: who may hold it, found once per
+/// sweep rather than by scanning every object for every object.
+fn by_recorded_id(repos: &[Arc<FlashbackRepository>]) -> HashMap<&str, Vec<&FlashbackRepository>> {
+    let mut recorders: HashMap<&str, Vec<&FlashbackRepository>> = HashMap::new();
+    for repo in repos {
+        if let Some(id) = repo.status.as_ref().and_then(|s| s.repo_id.as_deref()) {
+            recorders.entry(id).or_default().push(repo);
+        }
+    }
+    recorders
 }
 
 /// Live objects grouped by the Secret of their credentials and their workspace: the objects
