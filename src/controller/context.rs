@@ -1,7 +1,5 @@
 //! What every reconcile shares: clients, the remote view, the event recorder, settings.
 
-use std::time::Duration;
-
 use kube::runtime::events::Recorder;
 
 use kube::runtime::reflector::Store;
@@ -52,6 +50,5 @@ pub struct Context {
     /// Where credentials may send their token.
     pub api_urls: ApiUrls,
     pub default_credentials: Option<SecretName>,
-    pub resync_interval: Duration,
     pub failpoint: Option<Failpoint>,
 }

@@ -396,7 +396,6 @@ fn context(
             allowed_hosts: settings.allowed_api_hosts.clone(),
         },
         default_credentials: settings.default_credentials.clone(),
-        resync_interval: settings.resync_interval,
         failpoint: settings.failpoint,
     }
 }
