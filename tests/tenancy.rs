@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use flashback_operator::crd::{FlashbackRepository, annotations};
-use flashback_operator::emulator::Faults;
+use flashback_operator::emulator::{FailNext, Faults};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -164,10 +164,7 @@ async fn deleting_an_object_deletes_only_a_repository_it_verified_and_recorded()
 async fn an_ambiguous_create_never_claims_a_repository_another_object_made() {
     let mut scene = Scene::new("ambiguous").await;
     // The first create gets a 500: its outcome is unknown to the operator.
-    let faults: Faults = serde_json::from_value(json!({
-        "failNext": {"count": 1, "status": 500, "route": {"method": "POST", "route": "/repo"}}
-    }))
-    .unwrap();
+    let faults = Faults::from(FailNext::new(1, 500).on("POST", "/repo"));
     scene.control.set_faults(&faults).await.unwrap();
     scene.start_operator(&[]);
     let mut late = scene.mirror("late");
@@ -444,10 +441,10 @@ async fn retry_after_holds_back_every_call_of_the_credential() {
     assert_eq!(calls.retry_after_violations, 0, "{calls:?}");
 
     // A pause longer than the client sleeps through: every object of the credential waits.
-    let long: Faults = serde_json::from_value(json!({
-        "failNext": {"count": 1, "status": 429, "retryAfterSeconds": 12, "route": {"method": "GET", "route": "/repo"}}
-    }))
-    .unwrap();
+    let long = Faults::from(FailNext {
+        retry_after_seconds: Some(12),
+        ..FailNext::new(1, 429).on("GET", "/repo")
+    });
     scene.control.set_faults(&long).await.unwrap();
     scene.control.reset_calls().await.unwrap();
     let asked = Instant::now();
@@ -477,10 +474,10 @@ async fn retry_after_holds_back_every_call_of_the_credential() {
     assert!(asked.elapsed() >= Duration::from_secs(12));
 
     // What a server may ask is capped, and the status says so.
-    let absurd: Faults = serde_json::from_value(json!({
-        "failNext": {"count": 1, "status": 429, "retryAfterSeconds": u64::MAX, "route": {"method": "GET", "route": "/repo"}}
-    }))
-    .unwrap();
+    let absurd = Faults::from(FailNext {
+        retry_after_seconds: Some(u64::MAX),
+        ..FailNext::new(1, 429).on("GET", "/repo")
+    });
     scene.control.set_faults(&absurd).await.unwrap();
     scene
         .annotate("r0", annotations::RECONCILE_REQUESTED_AT, Some("again"))
