@@ -7,24 +7,33 @@ CARGO ?= cargo
 
 IMAGE_PROFILE ?= release
 
-.PHONY: test fmt-check clippy build-tests control-plane control-plane-node demo demo-down demo-smoke crds bench chart-lint
+.PHONY: test unit fmt-check clippy build-tests control-plane control-plane-node demo demo-down demo-smoke crds bench chart-lint
 .PHONY: image image-context node-up node-down demo-dev demo-dev-down chaos
 
 ## test: formatting, lints, unit, integration and end-to-end tests against a real API server
 ## (and, in tests/node_e2e.rs, the image and the chart on a cluster with a real node),
 ## then the demo once from start to Ready
 test: fmt-check clippy control-plane control-plane-node build-tests
-	$(CONTROL_PLANE)/with.sh $(CARGO) test --locked
+	$(CONTROL_PLANE)/with.sh $(CARGO) test --workspace --locked
 	$(MAKE) demo-smoke
+
+## unit: every test that needs no control plane (the crates' unit tests, the emulator's own
+## tests, and the client against the emulator over HTTP); no tool to build, no cluster to start
+unit:
+	$(CARGO) test --workspace --locked --lib --bins
+	$(CARGO) test --locked --test integration -- client::
 
 fmt-check:
 	$(CARGO) fmt --all --check
 
 clippy:
-	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --locked --all-targets -- -D warnings
 
+# The emulator binary the tests run (`support::emulator_bin` asks cargo for it with this same
+# command, a no-op once built here).
 build-tests:
-	$(CARGO) test --locked --no-run
+	$(CARGO) test --workspace --locked --no-run
+	$(CARGO) build --locked --package flashback-emulator --bin flashback-emulator
 
 ## control-plane: build (once per machine) kube-apiserver, kubectl, etcd and helm
 control-plane:

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use flashback_operator::emulator::{EmulatorConfig, RunningEmulator};
-use flashback_operator::flashback::{
+use flashback_client::{
     BucketWrite, ClientConfig, FlashbackClient, RateLimit, RepoBucketWrite, RepoMode, RepoWrite,
     StorageType, Token,
 };
+use flashback_emulator::{EmulatorConfig, RunningEmulator};
 
 const TOKEN: &str = "bench-token";
 const WORKSPACES: usize = 20;

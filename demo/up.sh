@@ -17,10 +17,10 @@ kubectl() { "$bin/kubectl" --kubeconfig target/control-plane/kubeconfig "$@"; }
 # `make test` has built both binaries already and says so with DEMO_SKIP_BUILD=1.
 if [ -z "${DEMO_SKIP_BUILD:-}" ]; then
   say "Building the operator and the emulator"
-  cargo build --locked --bins
+  cargo build --locked --workspace --bins
 fi
 for binary in flashback-operator flashback-emulator; do
-  [ -x "target/debug/$binary" ] || { echo "target/debug/$binary is missing: run cargo build --bins" >&2; exit 1; }
+  [ -x "target/debug/$binary" ] || { echo "target/debug/$binary is missing: run cargo build --workspace --bins" >&2; exit 1; }
 done
 
 say "Starting the local control plane (kube-apiserver + etcd)"

@@ -40,7 +40,7 @@ pub struct RunArgs {
         default_value = "https://backend.flashback.tech",
         global = true
     )]
-    pub api_url: reqwest::Url,
+    pub api_url: flashback_client::Url,
 
     /// Watch FlashbackRepositories in this namespace only; all namespaces when unset.
     #[arg(long, env = "FLASHBACK_WATCH_NAMESPACE", global = true)]

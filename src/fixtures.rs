@@ -3,7 +3,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::crd::{FlashbackRepository, FlashbackRepositoryStatus, annotations};
-use crate::flashback::{Repo, RepoWrite};
+use flashback_client::{Repo, RepoWrite};
 
 /// A MIRROR repository with a master and a second bucket, credentials from a Secret.
 pub fn repo(namespace: &str, name: &str) -> FlashbackRepository {

@@ -5,8 +5,6 @@
 pub mod cli;
 pub mod controller;
 pub mod crd;
-pub mod emulator;
-pub mod flashback;
 pub mod http;
 pub mod metrics;
 pub mod telemetry;

@@ -4,8 +4,6 @@
 //! uses — enough for the real operator, running as the chart's ServiceAccount, to make a
 //! repository Ready.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -18,9 +16,9 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use serde::Deserialize as _;
 
-use support::cluster::{kube_client, kubeconfig_path, test_namespace};
-use support::operator::Operator;
-use support::scene::{Scene, WORKSPACE};
+use crate::support::cluster::{kube_client, kubeconfig_path, test_namespace};
+use crate::support::operator::Operator;
+use crate::support::scene::{Scene, WORKSPACE};
 
 const CHART: &str = "charts/flashback-operator";
 const CRD_FILE: &str = "flashbackrepositories.flashback.tech.yaml";
@@ -753,7 +751,7 @@ fn baseline_rules(namespace: &str) -> Rules {
 async fn cluster_rbac_allows_what_the_operator_does_and_nothing_more() {
     let kube = kube_client().await;
     let version = kube_version(&kube).await;
-    support::scene::install_crd(&kube).await;
+    crate::support::scene::install_crd(&kube).await;
     let namespace = test_namespace(&kube, "chart-rbac").await;
     let release = release("fbrbac");
     let rendered = render(&version, &release, &namespace, &[]);
@@ -843,7 +841,7 @@ async fn cluster_rbac_allows_what_the_operator_does_and_nothing_more() {
 async fn namespaced_rbac_reaches_only_the_watched_namespace_and_the_default_secret() {
     let kube = kube_client().await;
     let version = kube_version(&kube).await;
-    support::scene::install_crd(&kube).await;
+    crate::support::scene::install_crd(&kube).await;
     let namespace = test_namespace(&kube, "chart-nsrbac").await;
     let watched = test_namespace(&kube, "chart-watched").await;
     let release = release("fbnsrbac");
@@ -1053,7 +1051,7 @@ async fn a_secret_the_operator_may_not_read_stalls_with_a_reason() {
     repo.spec.credentials_secret_ref = None;
     scene.create(&repo).await;
     let stalled = scene.wait_stalled("media", "SecretForbidden").await;
-    let message = &support::scene::condition(&stalled, "Stalled")
+    let message = &crate::support::scene::condition(&stalled, "Stalled")
         .unwrap()
         .message;
     assert!(message.contains(&not_granted), "{message}");

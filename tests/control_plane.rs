@@ -1,10 +1,9 @@
 //! Proves that our kube client and the real kube-apiserver built by `tests/control-plane/`
 //! agree: core objects round-trip, a CRD becomes Established and is served, watches deliver.
 
-mod support;
-
 use std::collections::BTreeMap;
 
+use crate::support::cluster::{DEADLINE, kube_client, test_namespace};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -14,7 +13,6 @@ use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patc
 use kube::api::{ObjectMeta, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::runtime::watcher;
-use support::cluster::{DEADLINE, kube_client, test_namespace};
 
 #[tokio::test]
 async fn server_reports_the_version_we_built() {

@@ -2,24 +2,22 @@
 //! (annotations, names, Secrets, API URLs, the answers of a server it points the operator at)
 //! never reaches another's repositories, stalls the operator for others, or exhausts it.
 //! Real kube-apiserver, the real operator binary, the emulator over HTTP; the servers a
-//! hostile tenant would run are `support::hostile`.
-
-mod support;
+//! hostile tenant would run are `crate::support::hostile`.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use crate::support::cluster::{DEADLINE, test_namespace};
+use crate::support::hostile::{Behaviour, HostileServer};
+use crate::support::operator::Operator;
+use crate::support::scene::{SECRET, Scene, WORKSPACE, condition};
+use flashback_emulator::{FailNext, Faults};
 use flashback_operator::crd::{FlashbackRepository, annotations};
-use flashback_operator::emulator::{FailNext, Faults};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
-use support::cluster::{DEADLINE, test_namespace};
-use support::hostile::{Behaviour, HostileServer};
-use support::operator::Operator;
-use support::scene::{SECRET, Scene, WORKSPACE, condition};
 
 /// Writes a Secret with exactly these bytes under these keys.
 async fn put_secret(kube: &kube::Client, namespace: &str, name: &str, data: &[(&str, &[u8])]) {
@@ -277,12 +275,12 @@ async fn a_name_used_in_another_workspace_stalls_instead_of_looping() {
     let mut scene = Scene::new("namedelsewhere").await;
     let other_bucket = scene
         .api
-        .create_bucket(&support::bucket_write("other", "ws-other"))
+        .create_bucket(&crate::support::bucket_write("other", "ws-other"))
         .await
         .unwrap();
-    let mut taken = support::repo(
+    let mut taken = crate::support::repo(
         "taken",
-        flashback_operator::flashback::RepoMode::Backup,
+        flashback_client::RepoMode::Backup,
         &[(&other_bucket, false)],
     );
     taken.workspace_id = Some("ws-other".into());
@@ -617,7 +615,7 @@ struct NamespaceController(std::process::Child);
 
 impl NamespaceController {
     fn start() -> Self {
-        let kubeconfig = support::cluster::kubeconfig_path();
+        let kubeconfig = crate::support::cluster::kubeconfig_path();
         let binary = kubeconfig
             .parent()
             .expect("the control plane's directory")

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 pub use crate::crd::CreateAttempt;
 use crate::crd::FlashbackRepository;
-use crate::flashback::{Repo, RepoWrite};
+use flashback_client::{Repo, RepoWrite};
 
 /// How far the Flashback server's clock may be behind the operator's.
 const CLOCK_SKEW: SignedDuration = SignedDuration::from_mins(5);

@@ -5,12 +5,12 @@ use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
+use flashback_client::Url;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
-use reqwest::Url;
 
 use crate::crd::FlashbackRepository;
-use crate::flashback::Token;
+use flashback_client::Token;
 
 /// The Secret key holding the API token.
 pub const TOKEN_KEY: &str = "token";

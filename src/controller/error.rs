@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::flashback::ApiError;
+use flashback_client::ApiError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

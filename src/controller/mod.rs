@@ -42,14 +42,14 @@ use crate::controller::credentials::{ApiUrls, CredentialsCache, SecretName};
 use crate::controller::fairness::Fairness;
 use crate::controller::remote::{Remote, RemoteSettings};
 use crate::crd::FlashbackRepository;
-use crate::flashback::CallRecord;
 use crate::http;
 use crate::metrics::Metrics;
+use flashback_client::CallRecord;
 
 /// What `flashback-operator run` was asked to do.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub api_url: reqwest::Url,
+    pub api_url: flashback_client::Url,
     pub namespace: Option<String>,
     /// A label selector the objects must match.
     pub selector: Option<String>,

@@ -4,7 +4,7 @@
 use crate::controller::create_marker::CreateAttempt;
 use crate::crd::{FlashbackRepository, ManagementPolicy, RepositoryMode, StorageType, annotations};
 
-use crate::flashback::{self, Repo, RepoBucketWrite, RepoWrite};
+use flashback_client::{self as flashback, Repo, RepoBucketWrite, RepoWrite};
 
 /// The repository the spec asks for, as the API's create and update body.
 pub fn desired(repo: &FlashbackRepository) -> RepoWrite {

@@ -24,7 +24,7 @@ use crate::crd::{
     DeletionPolicy, FINALIZER, FlashbackRepository, FlashbackRepositoryStatus, ManagementPolicy,
     annotations,
 };
-use crate::flashback::ApiError;
+use flashback_client::ApiError;
 
 /// The entry point kube-runtime calls for every object that needs a look.
 pub async fn reconcile(repo: Arc<FlashbackRepository>, ctx: Arc<Context>) -> Result<Action, Error> {

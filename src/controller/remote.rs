@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::controller::credentials::Credentials;
-use crate::flashback::{
+use flashback_client::{
     ApiError, CallObserver, ClientConfig, FlashbackClient, RateLimit, Repo, RepoFilter, RepoStats,
     RepoWrite,
 };
@@ -226,8 +226,8 @@ impl Remote {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::emulator::{EmulatorConfig, RunningEmulator};
-    use crate::flashback::{BucketWrite, RepoBucketWrite, RepoMode, StorageType, Token};
+    use flashback_client::{BucketWrite, RepoBucketWrite, RepoMode, StorageType, Token};
+    use flashback_emulator::{EmulatorConfig, RunningEmulator};
 
     const TOKEN: &str = "remote-test-token";
 

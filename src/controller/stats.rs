@@ -17,7 +17,7 @@ use tracing::{debug, warn};
 use crate::controller::context::Context;
 use crate::controller::credentials::{self, SecretName};
 use crate::crd::{FlashbackRepository, RepositoryStats};
-use crate::flashback::RepoStats;
+use flashback_client::RepoStats;
 
 /// Refreshes statistics every `interval` until `stop` resolves.
 pub async fn run(

@@ -1,4 +1,4 @@
-//! Shared by the integration tests; each test crate uses its own subset.
+//! Shared by the integration tests (`tests/main.rs`) and the benchmarks.
 //! Here: an in-process emulator and clients tuned for quick tests. In the modules: the local
 //! control plane (`cluster`), the operator process (`operator`), end-to-end scenes (`scene`).
 #![allow(dead_code)]
@@ -9,16 +9,59 @@ pub mod node;
 pub mod operator;
 pub mod scene;
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use flashback_operator::emulator::{EmulatorConfig, RunningEmulator};
-use flashback_operator::flashback::{
+use flashback_client::{
     BucketWrite, ClientConfig, FlashbackClient, RateLimit, RepoBucketWrite, RepoMode, RepoWrite,
     RetryPolicy, StorageType, Token,
 };
+use flashback_emulator::{EmulatorConfig, RunningEmulator};
 use reqwest::Url;
 
 pub const WORKSPACE: &str = "ws-test";
+
+/// The `flashback-emulator` binary of this workspace, built with the profile of the running
+/// test. Cargo only hands a test the binaries of its own package, and the emulator is another
+/// crate, so this asks cargo itself: `cargo build` is a no-op when the binary is fresh, and its
+/// JSON output names the file, so no path is guessed.
+pub fn emulator_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut command = Command::new(cargo);
+        command.args([
+            "build",
+            "--locked",
+            "--quiet",
+            "--package",
+            "flashback-emulator",
+            "--bin",
+            "flashback-emulator",
+            "--message-format=json",
+        ]);
+        if !cfg!(debug_assertions) {
+            command.arg("--release");
+        }
+        let output = command.output().expect("cargo runs");
+        assert!(
+            output.status.success(),
+            "building flashback-emulator failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find_map(|message| {
+                let named = message["target"]["name"] == "flashback-emulator";
+                let path = message["executable"].as_str()?;
+                named.then(|| PathBuf::from(path))
+            })
+            .expect("cargo names the flashback-emulator executable")
+    })
+}
 
 pub async fn emulator(tokens: &[&str]) -> RunningEmulator {
     RunningEmulator::start(EmulatorConfig {

@@ -1,11 +1,9 @@
 //! One end-to-end scene: a namespace on the real API server, an emulator process with two
 //! buckets, a token Secret, and (optionally) the operator watching that namespace.
 
+use flashback_client::{ClientConfig, FlashbackClient, Repo, RepoFilter, RetryPolicy, Token};
+use flashback_emulator::control::{EmulatorControl, EmulatorProcess};
 use flashback_operator::crd::FlashbackRepository;
-use flashback_operator::emulator::control::{EmulatorControl, EmulatorProcess};
-use flashback_operator::flashback::{
-    ClientConfig, FlashbackClient, Repo, RepoFilter, RetryPolicy, Token,
-};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -38,10 +36,9 @@ impl Scene {
         install_crd(&kube).await;
         let namespace = test_namespace(&kube, prefix).await;
         let token = format!("tok-{}", uuid::Uuid::new_v4().simple());
-        let emulator =
-            EmulatorProcess::spawn(env!("CARGO_BIN_EXE_flashback-emulator"), &[&token], None)
-                .await
-                .expect("the emulator starts");
+        let emulator = EmulatorProcess::spawn(super::emulator_bin(), &[&token], None)
+            .await
+            .expect("the emulator starts");
         let control = emulator.control();
         let mut config = ClientConfig::new(
             emulator.base_url().parse().unwrap(),
@@ -142,6 +139,18 @@ spec:
             .create(&PostParams::default(), repo)
             .await
             .expect("the object is accepted")
+    }
+
+    /// Merges `spec` into the object's spec, as `kubectl patch --type merge` would.
+    pub async fn patch_spec(&self, name: &str, spec: serde_json::Value) {
+        self.repos
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({ "spec": spec })),
+            )
+            .await
+            .expect("spec change is accepted");
     }
 
     /// Sets (or, with `None`, removes) an annotation of an object, as a person would.

@@ -1,22 +1,18 @@
 //! The Flashback client against the emulator, over real HTTP on loopback.
 
-mod support;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flashback_operator::emulator::{
-    EmulatorProcess, FailNext, Faults, IN_FLIGHT_GRACE, Latency, RandomErrors, RandomRateLimit,
-    RepoPatch, RouteFilter, StatsPatch,
-};
-use flashback_operator::flashback::{
+use crate::support::{WORKSPACE, bucket, client, config, emulator, emulator_bin, repo};
+use flashback_client::{
     ApiError, CallRecord, FlashbackClient, RateLimit, RepoFilter, RepoMode, RetryPolicy,
     StorageType,
 };
+use flashback_emulator::{
+    EmulatorProcess, FailNext, Faults, IN_FLIGHT_GRACE, Latency, RandomErrors, RandomRateLimit,
+    RepoPatch, RouteFilter, StatsPatch,
+};
 use serde_json::{Value, json};
-use support::{WORKSPACE, bucket, client, config, emulator, repo};
-
-const EMULATOR_BIN: &str = env!("CARGO_BIN_EXE_flashback-emulator");
 
 fn route(method: &str, route: &str) -> Option<RouteFilter> {
     Some(RouteFilter {
@@ -25,10 +21,7 @@ fn route(method: &str, route: &str) -> Option<RouteFilter> {
     })
 }
 
-async fn only_repo(
-    client: &FlashbackClient,
-    id: &str,
-) -> Option<flashback_operator::flashback::Repo> {
+async fn only_repo(client: &FlashbackClient, id: &str) -> Option<flashback_client::Repo> {
     let mut repos = client.list_repos(&RepoFilter::repo(id)).await.unwrap();
     assert!(repos.len() <= 1);
     repos.pop()
@@ -965,7 +958,7 @@ async fn the_observer_sees_every_exchange_and_clones_share_the_rate_limit() {
 async fn the_binary_prints_its_address_first_and_keeps_state_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let state_file = dir.path().join("state.json");
-    let first = EmulatorProcess::spawn(EMULATOR_BIN, &["t1", "t2"], Some(&state_file))
+    let first = EmulatorProcess::spawn(emulator_bin(), &["t1", "t2"], Some(&state_file))
         .await
         .unwrap();
     let port: u16 = first
@@ -991,7 +984,7 @@ async fn the_binary_prints_its_address_first_and_keeps_state_across_a_restart() 
     let status = first.terminate().await.unwrap();
     assert!(status.success(), "SIGTERM is a clean stop: {status}");
 
-    let second = EmulatorProcess::spawn(EMULATOR_BIN, &["t1", "t2"], Some(&state_file))
+    let second = EmulatorProcess::spawn(emulator_bin(), &["t1", "t2"], Some(&state_file))
         .await
         .unwrap();
     let api = client(second.base_url(), "t1");
@@ -1023,7 +1016,7 @@ async fn the_binary_prints_its_address_first_and_keeps_state_across_a_restart() 
 async fn the_state_file_is_written_soon_after_each_change() {
     let dir = tempfile::tempdir().unwrap();
     let state_file = dir.path().join("state.json");
-    let first = EmulatorProcess::spawn(EMULATOR_BIN, &["t1"], Some(&state_file))
+    let first = EmulatorProcess::spawn(emulator_bin(), &["t1"], Some(&state_file))
         .await
         .unwrap();
     let api = client(first.base_url(), "t1");
@@ -1044,7 +1037,7 @@ async fn the_state_file_is_written_soon_after_each_change() {
     }
     first.kill().await.unwrap(); // no goodbye write
 
-    let second = EmulatorProcess::spawn(EMULATOR_BIN, &["t1"], Some(&state_file))
+    let second = EmulatorProcess::spawn(emulator_bin(), &["t1"], Some(&state_file))
         .await
         .unwrap();
     assert!(

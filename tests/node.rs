@@ -9,17 +9,15 @@
 //! the Lease takes over when the leader's Pod is deleted; upgrade rolls the Pod; the Pods' logs
 //! hold no token; uninstall leaves the CRD.
 
-mod support;
-
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use flashback_operator::crd::FlashbackRepository;
-use flashback_operator::emulator::control::{EmulatorControl, EmulatorProcess, RepoPatch};
-use flashback_operator::flashback::{
+use flashback_client::{
     ClientConfig, FlashbackClient, Repo, RepoFilter, RepoMode, RetryPolicy, Token,
 };
+use flashback_emulator::control::{EmulatorControl, EmulatorProcess, RepoPatch};
+use flashback_operator::crd::FlashbackRepository;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
@@ -28,8 +26,10 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 
-use support::node::{NodeCluster, process_status, root, root_is_read_only, run_bounded, run_ok};
-use support::scene::condition;
+use crate::support::node::{
+    NodeCluster, process_status, root, root_is_read_only, run_bounded, run_ok,
+};
+use crate::support::scene::condition;
 
 const RELEASE_NAMESPACE: &str = "flashback-system";
 const TEAM: &str = "team-a";
@@ -129,10 +129,9 @@ struct Remote {
 impl Remote {
     async fn start() -> Self {
         let token = format!("tok-{}", uuid::Uuid::new_v4().simple());
-        let process =
-            EmulatorProcess::spawn(env!("CARGO_BIN_EXE_flashback-emulator"), &[&token], None)
-                .await
-                .expect("the emulator starts");
+        let process = EmulatorProcess::spawn(crate::support::emulator_bin(), &[&token], None)
+            .await
+            .expect("the emulator starts");
         let mut config = ClientConfig::new(
             process.base_url().parse().unwrap(),
             Token::new(token.clone()),
@@ -142,7 +141,7 @@ impl Remote {
         let mut buckets = Vec::new();
         for name in ["primary", "replica", "third"] {
             buckets.push(
-                api.create_bucket(&support::bucket_write(name, WORKSPACE))
+                api.create_bucket(&crate::support::bucket_write(name, WORKSPACE))
                     .await
                     .expect("bucket is created"),
             );

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use flashback_operator::emulator::{self, EmulatorConfig};
+use flashback_emulator::EmulatorConfig;
 use tracing_subscriber::EnvFilter;
 
 /// A local emulator of the Flashback platform API, for development, demos and tests.
@@ -64,7 +64,7 @@ async fn main() -> anyhow::Result<()> {
         tokens: args.tokens,
         state_file: args.state_file,
     };
-    emulator::serve(listener, config, shutdown_signal()).await?;
+    flashback_emulator::serve(listener, config, shutdown_signal()).await?;
     tracing::info!("emulator stopped");
     Ok(())
 }

@@ -13,6 +13,8 @@ mod types;
 pub use client::{CallObserver, CallRecord, ClientConfig, DEFAULT_BASE_URL, FlashbackClient};
 pub use error::ApiError;
 pub use rate_limit::RateLimit;
+/// The URL type the client takes, so that callers need no HTTP crate of their own.
+pub use reqwest::Url;
 pub use retry::RetryPolicy;
 pub use token::Token;
 pub use types::{

@@ -1,0 +1,17 @@
+//! The integration tests, one binary with a module per topic. Only `client` needs nothing but
+//! the emulator (`make unit` runs it); every other module talks to the local control plane of
+//! `tests/control-plane/` (`make test` starts it), and `node` to its cluster with a real node.
+//! Each test has its own namespace, emulator and operator, so they run side by side.
+
+mod support;
+
+mod chart;
+mod client;
+mod control_plane;
+mod credentials;
+mod failures;
+mod leader;
+mod lifecycle;
+mod node;
+mod observability;
+mod tenancy;
