@@ -1,4 +1,11 @@
 //! Counters of the calls the emulator answered, and a watch on `Retry-After` being obeyed.
+//!
+//! A call is counted under its method, its route template (`/repo/{id}`) and its status. A
+//! call to a path the API does not have is counted too, under its raw path without the query
+//! (`GET /repos` → route `/repos`, status 404), so a test sees which wrong path a client used:
+//! no template can be mistaken for it, as a raw path never holds `{`. A known path with a
+//! method it does not take is counted under its template, with status 405. `/_emulator/` calls
+//! are never counted.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -23,7 +30,7 @@ pub struct CallStats {
 #[serde(rename_all = "camelCase")]
 pub struct CallCount {
     pub method: String,
-    /// The route template, e.g. `/repo/{id}`.
+    /// The route template, e.g. `/repo/{id}`; the raw path for a path no route matches.
     pub route: String,
     pub status: u16,
     pub count: u64,

@@ -11,9 +11,34 @@ use clap::Parser;
 use flashback_emulator::EmulatorConfig;
 use tracing_subscriber::EnvFilter;
 
+/// What `--help` says before the options (`-h` shows only its first line).
+const LONG_ABOUT: &str = "\
+A local emulator of the Flashback platform API, for development, demos and tests.
+
+It serves over plain HTTP the repository and bucket routes of the Flashback REST API, as the
+official client calls them: /repo (list, create, update, delete, stats, validate) and /bucket
+(list, create, update, delete, stats, status, available, validate), with the API's checks,
+error codes and JSON bodies. A path the API does not have answers 404 with a JSON body.
+
+Tokens: every call needs `Authorization: Bearer <token>` with one of the --token values;
+each token is its own organisation, which sees nothing of the others. Other tokens get 401.
+
+State: kept in memory, and with --state-file also in a JSON file, written shortly after every
+change and on shutdown (SIGTERM, ctrl-c), and read back at start.
+
+Control routes, without auth, for tests:
+  GET /_emulator/health                   liveness
+  GET|DELETE /_emulator/calls             call counters by method, route and status; reset
+  GET|PUT|DELETE /_emulator/faults        injected latency, errors, rate limits, failNext
+  PATCH /_emulator/repos/{id}             change a repo behind the API's back
+  PUT /_emulator/repos/{id}/stats         set a repo's usage figures
+  PUT /_emulator/buckets/{id}/stats       set a bucket's usage figures
+
+The first line on stdout is `listening on http://HOST:PORT`; logs go to stderr.";
+
 /// A local emulator of the Flashback platform API, for development, demos and tests.
 #[derive(Debug, Parser)]
-#[command(name = "flashback-emulator", version, about)]
+#[command(name = "flashback-emulator", version, about, long_about = LONG_ABOUT)]
 struct Args {
     /// Address to listen on; port 0 picks a free port.
     #[arg(

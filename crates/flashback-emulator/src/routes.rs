@@ -1,6 +1,11 @@
 //! The HTTP face of the emulator: the public API of `flashback-api.md` and the `/_emulator/`
 //! control API. Handlers translate between the wire and [`super::state`]; they hold the store's
 //! lock only for the in-memory work, never across an await.
+//!
+//! Every call outside `/_emulator/` passes the [`gate`] (counters, faults, auth), a wrong path
+//! or method included: those answer JSON like every refusal, so a client under test that calls
+//! a route the API does not have shows up in `/_emulator/calls` (see [`super::calls`]).
+//! An optional field the emulator has no value for is left out of an answer, never `null`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,9 +15,10 @@ use axum::body::Bytes;
 use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, put};
+use axum::routing::{any, get, post, put};
 use axum::{Extension, Router};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -21,21 +27,30 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::control::{RepoPatch, StatsPatch};
 use super::faults::{FaultState, Faults, Injected};
-use super::state::{BucketRecord, Failure, Figures, Org, RepoRecord, Unit};
+use super::state::{
+    BucketRecord, Failure, Figures, Org, RepoRecord, RepoWriteBody, SealedSecret, Unit,
+};
 
 /// The organisation of the caller, set by [`gate`] once the token is known good.
 #[derive(Clone)]
 struct Caller(Arc<str>);
 
 pub(crate) fn router(state: Arc<AppState>) -> Router {
+    // The fallbacks come before the gate so that it wraps them too.
     let api = Router::new()
         .route("/repo", get(list_repos).post(create_repo))
         .route("/repo/stats", get(repo_stats))
-        .route("/repo/validate", axum::routing::post(validate_repo))
+        .route("/repo/validate", post(validate_repo))
         .route("/repo/{id}", put(update_repo).delete(delete_repo))
+        .route("/repo/{id}/validate", post(validate_repo_update))
         .route("/bucket", get(list_buckets).post(create_bucket))
         .route("/bucket/stats", get(bucket_stats))
-        .route("/bucket/{id}", delete(delete_bucket))
+        .route("/bucket/available", get(available_buckets))
+        .route("/bucket/{id}", put(update_bucket).delete(delete_bucket))
+        .route("/bucket/{id}/status", get(bucket_status))
+        .route("/bucket/{id}/validate", post(validate_bucket))
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn_with_state(state.clone(), gate));
     let control = Router::new()
         .route("/_emulator/health", get(health))
@@ -46,8 +61,12 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         )
         .route("/_emulator/repos/{id}", axum::routing::patch(patch_repo))
         .route("/_emulator/repos/{id}/stats", put(set_repo_stats))
-        .route("/_emulator/buckets/{id}/stats", put(set_bucket_stats));
-    api.merge(control).fallback(unknown_route).with_state(state)
+        .route("/_emulator/buckets/{id}/stats", put(set_bucket_stats))
+        // A typo in a control path is the test's own bug, not a call of the client under test:
+        // answered, but neither gated nor counted.
+        .route("/_emulator/{*rest}", any(unknown_control_route))
+        .method_not_allowed_fallback(wrong_control_method);
+    control.merge(api).with_state(state)
 }
 
 // ---- the gate: counters, faults, auth ----
@@ -65,6 +84,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 async fn gate(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
     let arrived = Instant::now();
     let method = request.method().as_str().to_owned();
+    // A path no route matches is labelled with itself (no query): see `calls`.
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -144,14 +164,21 @@ fn ok(body: impl Serialize) -> Response {
     )
 }
 
-/// A refusal, as the API words it; validation refusals become HTTP 200 with
-/// `"success": false` while the `successFalseUnder200` fault is on.
-fn refuse(state: &AppState, failure: Failure) -> Response {
+/// The body of a refusal: `{"success": false, "message"}`, with `error_code` and
+/// `error_message` when the API has a code for it.
+fn failure_body(failure: &Failure) -> Value {
     let mut body = json!({"success": false, "message": failure.message});
     if let Some(code) = failure.code {
         body["error_code"] = json!(code);
         body["error_message"] = json!(failure.message);
     }
+    body
+}
+
+/// A refusal, as the API words it; validation refusals become HTTP 200 with
+/// `"success": false` while the `successFalseUnder200` fault is on.
+fn refuse(state: &AppState, failure: Failure) -> Response {
+    let body = failure_body(&failure);
     let status = if failure.is_validation() && state.faults().faults().success_false_under_200 {
         StatusCode::OK
     } else {
@@ -230,32 +257,31 @@ struct RepoView<'a> {
     ai_llms: &'a [Value],
     api_keys: [(); 0],
     ai_api_keys: [(); 0],
-    wallet_address: Option<()>,
+    // No `walletAddress`: that is for Web3 users, and the emulator has none.
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct UnitView<'a> {
     bucket_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
     folder: Option<&'a str>,
     master: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
     bucket: Option<EmbeddedBucketView<'a>>,
 }
 
-/// The bucket object embedded in a listed repo. Like the real API it carries the access `key`
-/// and an encrypted secret; the emulator never sends the secret itself.
+/// The bucket object embedded in a listed repo: a listed bucket plus, like the real API, the
+/// access `key` and the secret as its encrypted object (never the secret itself).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct EmbeddedBucketView<'a> {
-    id: &'a str,
-    name: &'a str,
-    bucket: &'a str,
-    storage_type: &'a str,
-    region: Option<&'a str>,
-    endpoint: Option<&'a str>,
-    status: &'a str,
-    key: &'a str,
-    secret: &'static str,
+    #[serde(flatten)]
+    bucket: BucketView<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret: Option<&'a SealedSecret>,
 }
 
 impl<'a> RepoView<'a> {
@@ -276,7 +302,6 @@ impl<'a> RepoView<'a> {
             ai_llms: &repo.ai_llms,
             api_keys: [],
             ai_api_keys: [],
-            wallet_address: None,
         }
     }
 }
@@ -291,15 +316,10 @@ impl<'a> UnitView<'a> {
                 .buckets
                 .get(&unit.bucket_id)
                 .map(|bucket| EmbeddedBucketView {
-                    id: &bucket.id,
-                    name: &bucket.name,
-                    bucket: &bucket.bucket,
-                    storage_type: &bucket.storage_type,
-                    region: bucket.region.as_deref(),
-                    endpoint: bucket.endpoint.as_deref(),
-                    status: &bucket.status,
-                    key: &bucket.key,
-                    secret: "encrypted:emulator",
+                    bucket: BucketView::from(bucket),
+                    // Empty in state files written before keys became optional.
+                    key: bucket.key.as_deref().filter(|key| !key.is_empty()),
+                    secret: bucket.secret.as_ref(),
                 }),
         }
     }
@@ -312,7 +332,9 @@ struct BucketView<'a> {
     name: &'a str,
     bucket: &'a str,
     storage_type: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
     region: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     endpoint: Option<&'a str>,
     status: &'a str,
     workspace_id: &'a str,
@@ -447,22 +469,54 @@ async fn delete_repo(
     }
 }
 
+/// The answer of a dry run: 200 either way, the verdict in the body.
+fn verdict(result: Result<(), Failure>) -> Response {
+    match result {
+        Ok(()) => ok(json!({"success": true})),
+        // `{success, error_code?, error_message?}`, as the contract words a verdict.
+        Err(failure) => {
+            let mut body = json!({"success": false, "error_message": failure.message});
+            if let Some(code) = failure.code {
+                body["error_code"] = json!(code);
+            }
+            ok(body)
+        }
+    }
+}
+
+/// `POST /repo/validate`: would this new repo (or, with `repoId`, this replacement) pass?
 async fn validate_repo(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> Response {
-    let result = parse_body(&body)
-        .and_then(|body| read_org(&state, &caller, |org| org.validate_units_only(body)));
-    // A dry run answers 200 either way: the verdict is in the body.
-    match result {
-        Ok(()) => ok(json!({"success": true})),
-        Err(failure) => ok(json!({
-            "success": false,
-            "error_code": failure.code,
-            "error_message": failure.message,
-        })),
+    let result = parse_body::<RepoWriteBody>(&body).and_then(|mut body| {
+        let exclude = body.repo_id.take();
+        read_org(&state, &caller, |org| {
+            org.validate_units_only(body, exclude.as_deref())
+        })
+    });
+    verdict(result)
+}
+
+/// `POST /repo/{id}/validate`: would this replacement of repo `id` pass? The path names the
+/// repo; a `repoId` in the body is ignored, as the path is what a real server routes on.
+async fn validate_repo_update(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    // A repo that does not exist is a missing resource (404), not a verdict on the buckets.
+    if let Err(failure) = read_org(&state, &caller, |org| org.repo_exists(&id)) {
+        return refuse(&state, failure);
     }
+    let result = parse_body::<RepoWriteBody>(&body).and_then(|body| {
+        read_org(&state, &caller, |org| {
+            org.validate_units_only(body, Some(&id))
+        })
+    });
+    verdict(result)
 }
 
 async fn repo_stats(
@@ -520,6 +574,94 @@ async fn create_bucket(
     }
 }
 
+/// `PUT /bucket/{id}`: `{"success": true, "bucketId", "status"}`. The real API re-validates
+/// the cloud credentials here and reports `latency_ms`; the emulator measures nothing, so it
+/// leaves `latency_ms` out.
+async fn update_bucket(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let result = parse_body(&body).and_then(|body| {
+        write_org(&state, &caller, |org| {
+            org.update_bucket(&id, body)
+                .map(|bucket| bucket.status.clone())
+        })
+    });
+    match result {
+        Ok(status) => ok(json!({"success": true, "bucketId": id, "status": status})),
+        Err(failure) => refuse(&state, failure),
+    }
+}
+
+/// `POST /bucket/{id}/validate`: the real API tries the credentials against the cloud; the
+/// emulator has no cloud to try, so a known bucket and a well-formed body pass, with the
+/// bucket's status.
+async fn validate_bucket(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let result = parse_body::<Value>(&body).and_then(|body| {
+        let status = read_org(&state, &caller, |org| {
+            org.bucket(&id).map(|b| b.status.clone())
+        })?;
+        match body.get("bucket").and_then(Value::as_str) {
+            Some(name) if !name.trim().is_empty() => Ok(status),
+            _ => Err(Failure::invalid_request("bucket is required")),
+        }
+    });
+    match result {
+        Ok(status) => ok(json!({"success": true, "status": status})),
+        Err(failure) => refuse(&state, failure),
+    }
+}
+
+/// `GET /bucket/{id}/status`: the nodes serving the bucket. The emulator is the only one.
+async fn bucket_status(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
+    match read_org(&state, &caller, |org| org.bucket(&id).map(|_| ())) {
+        // `success` too: the contract's transport rule puts it in every body.
+        Ok(()) => ok(json!({
+            "success": true,
+            "bucketId": id,
+            "nodeStatus": [{
+                "ip": "127.0.0.1",
+                "region": EMULATOR_REGION,
+                "version": env!("CARGO_PKG_VERSION"),
+                "status": "ONLINE",
+                "lastUpdated": now(),
+            }],
+        })),
+        Err(failure) => refuse(&state, failure),
+    }
+}
+
+/// The region the emulator's one node reports in `GET /bucket/{id}/status`.
+const EMULATOR_REGION: &str = "local";
+
+/// `GET /bucket/available`: a bare array (no `success`, as the contract says) of the buckets
+/// that no repo uses.
+async fn available_buckets(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let bytes = read_org(&state, &caller, |org| {
+        let buckets: Vec<BucketView> = org
+            .available_buckets(query.get("workspaceId").map(String::as_str))
+            .map(BucketView::from)
+            .collect();
+        serde_json::to_vec(&buckets).expect("answers are plain data")
+    });
+    json_bytes(StatusCode::OK, bytes)
+}
+
 async fn delete_bucket(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -554,12 +696,21 @@ async fn bucket_stats(
     json_bytes(StatusCode::OK, bytes)
 }
 
-async fn unknown_route() -> Response {
-    (
+/// A path the API does not have: 404 in the shape of the API's other 404s, no `error_code`
+/// so that it cannot pass for a missing repo or bucket.
+async fn unknown_route(method: Method, uri: Uri) -> Response {
+    control_error(
         StatusCode::NOT_FOUND,
-        axum::Json(json!({"success": false, "message": "no such route"})),
+        format!("no route {method} {}", uri.path()),
     )
-        .into_response()
+}
+
+/// A path the API has, with a method it does not take.
+async fn wrong_method(method: Method, uri: Uri) -> Response {
+    control_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("no route {method} {}", uri.path()),
+    )
 }
 
 // ---- control API (no auth, no faults) ----
@@ -570,6 +721,20 @@ fn control_error(status: StatusCode, message: impl Into<String>) -> Response {
         axum::Json(json!({"success": false, "message": message.into()})),
     )
         .into_response()
+}
+
+async fn unknown_control_route(method: Method, uri: Uri) -> Response {
+    control_error(
+        StatusCode::NOT_FOUND,
+        format!("no control route {method} {}", uri.path()),
+    )
+}
+
+async fn wrong_control_method(method: Method, uri: Uri) -> Response {
+    control_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("no control route {method} {}", uri.path()),
+    )
 }
 
 async fn health() -> Response {

@@ -9,6 +9,7 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -106,9 +107,13 @@ pub struct BucketRecord {
     pub name: String,
     pub bucket: String,
     pub storage_type: String,
-    /// The access key, which the real API embeds in listed repos. The secret is not kept at
-    /// all: the API never returns it, so the emulator has no use for it.
-    pub key: String,
+    /// The access key, which the real API embeds in listed repos.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// What the API shows of the secret. The secret itself is never kept: the API never
+    /// returns it, so the emulator has no use for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SealedSecret>,
     pub region: Option<String>,
     pub endpoint: Option<String>,
     pub workspace_id: String,
@@ -116,6 +121,35 @@ pub struct BucketRecord {
     pub created_at: String,
     #[serde(default)]
     pub stats: Figures,
+}
+
+/// A bucket secret as the API shows it: the `{key, iv, authTag, message}` of an AES-GCM
+/// envelope. The emulator's are random hex of the real sizes, sealing nothing, and new at every
+/// write of a secret, as a fresh IV would make them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SealedSecret {
+    pub key: String,
+    pub iv: String,
+    pub auth_tag: String,
+    pub message: String,
+}
+
+impl SealedSecret {
+    fn new() -> Self {
+        fn random_hex(bytes: usize) -> String {
+            let mut rng = rand::rng();
+            (0..bytes)
+                .map(|_| format!("{:02x}", rng.random::<u8>()))
+                .collect()
+        }
+        Self {
+            key: random_hex(32),
+            iv: random_hex(12),
+            auth_tag: random_hex(16),
+            message: random_hex(32),
+        }
+    }
 }
 
 /// Body of `POST /repo`, `PUT /repo/{id}` and `POST /repo/validate`, read leniently so that
@@ -147,7 +181,7 @@ pub struct EmbeddedBucket {
     pub id: Option<String>,
 }
 
-/// Body of `POST /bucket`.
+/// Body of `POST /bucket` and `PUT /bucket/{id}`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BucketWriteBody {
@@ -169,6 +203,51 @@ pub struct Org {
     /// Repo name → id. Rebuilt on load, so not persisted.
     #[serde(skip)]
     names: HashMap<String, String>,
+}
+
+/// A bucket write that passed every check, ready to store.
+struct ValidBucket {
+    name: String,
+    bucket: String,
+    storage_type: String,
+    key: Option<String>,
+    secret: Option<SealedSecret>,
+    region: Option<String>,
+    endpoint: Option<String>,
+    workspace_id: Option<String>,
+}
+
+impl ValidBucket {
+    /// The checks of a bucket write; `workspaceId` is required unless `updating`.
+    fn check(body: BucketWriteBody, updating: bool) -> Result<Self, Failure> {
+        let given = |value: Option<String>| value.filter(|v| !v.trim().is_empty());
+        let required = |value: Option<String>, field: &str| {
+            given(value).ok_or_else(|| Failure::invalid_request(format!("{field} is required")))
+        };
+        let name = required(body.name, "name")?;
+        let bucket = required(body.bucket, "bucket")?;
+        let workspace_id = if updating {
+            given(body.workspace_id)
+        } else {
+            Some(required(body.workspace_id, "workspaceId")?)
+        };
+        let storage_type = required_enum(
+            body.storage_type,
+            "storageType",
+            STORAGE_TYPES,
+            "INVALID_STORAGE_TYPE",
+        )?;
+        Ok(Self {
+            name,
+            bucket,
+            storage_type,
+            key: given(body.key),
+            secret: given(body.secret).map(|_| SealedSecret::new()),
+            region: given(body.region),
+            endpoint: given(body.endpoint),
+            workspace_id,
+        })
+    }
 }
 
 /// A write that passed every check, ready to store.
@@ -267,15 +346,26 @@ impl Org {
         Ok(())
     }
 
-    /// `POST /repo/validate`: the unit rules of a write, without storing anything.
-    pub fn validate_units_only(&self, body: RepoWriteBody) -> Result<(), Failure> {
+    /// `POST /repo/validate` and `POST /repo/{id}/validate`: the unit rules of a write, without
+    /// storing anything. `exclude` is the repo the write would replace, whose own buckets do not
+    /// clash with it.
+    pub fn validate_units_only(
+        &self,
+        body: RepoWriteBody,
+        exclude: Option<&str>,
+    ) -> Result<(), Failure> {
         let mode = required_enum(body.mode, "mode", MODES, "INVALID_MODE")?;
-        self.check_units(
-            &mode,
-            body.repo_buckets.unwrap_or_default(),
-            body.repo_id.as_deref(),
-        )
-        .map(|_| ())
+        self.check_units(&mode, body.repo_buckets.unwrap_or_default(), exclude)
+            .map(|_| ())
+    }
+
+    /// Refuses an id that names no repo of this organisation.
+    pub fn repo_exists(&self, id: &str) -> Result<(), Failure> {
+        if self.repos.contains_key(id) {
+            Ok(())
+        } else {
+            Err(Failure::not_found(format!("repo {id} not found")))
+        }
     }
 
     /// Every rule of a repo write, `exclude` being the repo that is replaced (if any).
@@ -409,37 +499,76 @@ impl Org {
         id: String,
         now: String,
     ) -> Result<String, Failure> {
-        let required = |value: Option<String>, field: &str| {
-            value
-                .filter(|v| !v.trim().is_empty())
-                .ok_or_else(|| Failure::invalid_request(format!("{field} is required")))
-        };
-        let name = required(body.name, "name")?;
-        let bucket = required(body.bucket, "bucket")?;
-        let workspace_id = required(body.workspace_id, "workspaceId")?;
-        let storage_type = required_enum(
-            body.storage_type,
-            "storageType",
-            STORAGE_TYPES,
-            "INVALID_STORAGE_TYPE",
-        )?;
+        let valid = ValidBucket::check(body, false)?;
         self.buckets.insert(
             id.clone(),
             BucketRecord {
                 id: id.clone(),
-                name,
-                bucket,
-                storage_type,
-                key: body.key.unwrap_or_default(),
-                region: body.region,
-                endpoint: body.endpoint,
-                workspace_id,
+                name: valid.name,
+                bucket: valid.bucket,
+                storage_type: valid.storage_type,
+                key: valid.key,
+                secret: valid.secret,
+                region: valid.region,
+                endpoint: valid.endpoint,
+                workspace_id: valid.workspace_id.expect("required on create"),
                 status: "ACTIVE".to_owned(),
                 created_at: now,
                 stats: Figures::default(),
             },
         );
         Ok(id)
+    }
+
+    /// `PUT /bucket/{id}`: a full replacement, checked like a create. The contract is silent on
+    /// what an update leaves out; like a real server behind a form that never shows the stored
+    /// credentials, an absent `workspaceId`, `key` or `secret` keeps the current one.
+    pub fn update_bucket(
+        &mut self,
+        id: &str,
+        body: BucketWriteBody,
+    ) -> Result<&BucketRecord, Failure> {
+        let record = self
+            .buckets
+            .get_mut(id)
+            .ok_or_else(|| Failure::not_found(format!("bucket {id} not found")))?;
+        let valid = ValidBucket::check(body, true)?;
+        record.name = valid.name;
+        record.bucket = valid.bucket;
+        record.storage_type = valid.storage_type;
+        record.region = valid.region;
+        record.endpoint = valid.endpoint;
+        if let Some(workspace_id) = valid.workspace_id {
+            record.workspace_id = workspace_id;
+        }
+        if valid.key.is_some() {
+            record.key = valid.key;
+        }
+        if valid.secret.is_some() {
+            record.secret = valid.secret;
+        }
+        Ok(record)
+    }
+
+    /// `GET /bucket/{id}/status` and the like: one bucket, or the API's `NOT_FOUND`.
+    pub fn bucket(&self, id: &str) -> Result<&BucketRecord, Failure> {
+        self.buckets
+            .get(id)
+            .ok_or_else(|| Failure::not_found(format!("bucket {id} not found")))
+    }
+
+    /// `GET /bucket/available`: the buckets (of `workspace_id`, if given) that no repo uses.
+    pub fn available_buckets<'a>(
+        &'a self,
+        workspace_id: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a BucketRecord> + 'a {
+        let used: HashSet<&str> = self
+            .repos
+            .values()
+            .flat_map(|repo| repo.units.iter().map(|unit| unit.bucket_id.as_str()))
+            .collect();
+        self.list_buckets(workspace_id)
+            .filter(move |bucket| !used.contains(bucket.id.as_str()))
     }
 
     /// `DELETE /bucket/{id}`: refused while a repo still uses the bucket.

@@ -1,0 +1,791 @@
+//! The emulator over real HTTP: the routes the official client calls, wrong paths, the shape
+//! of every answer, and faults and counters on each of them.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use flashback_emulator::{
+    CallCount, EmulatorConfig, FailNext, Faults, Latency, RandomRateLimit, RouteFilter,
+    RunningEmulator,
+};
+use reqwest::Method;
+use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
+use serde_json::{Value, json};
+
+const WS: &str = "ws-1";
+
+struct Emulator {
+    running: RunningEmulator,
+    http: reqwest::Client,
+}
+
+impl Emulator {
+    async fn start(state_file: Option<PathBuf>) -> Self {
+        let running = RunningEmulator::start(EmulatorConfig {
+            tokens: vec!["t1".to_owned(), "t2".to_owned()],
+            state_file,
+        })
+        .await
+        .unwrap();
+        Self {
+            running,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// One call as `token` (none: no `Authorization`); every answer must be JSON.
+    async fn call_as(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let url = format!("{}{path}", self.running.base_url());
+        let mut request = self.http.request(method.clone(), url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let content_type = response.headers().get(CONTENT_TYPE).cloned();
+        let bytes = response.bytes().await.unwrap();
+        let body = serde_json::from_slice(&bytes).unwrap_or_else(|error| {
+            panic!(
+                "{method} {path} answered {status} with no JSON ({error}): {:?}",
+                String::from_utf8_lossy(&bytes)
+            )
+        });
+        assert_eq!(
+            content_type.as_ref().and_then(|v| v.to_str().ok()),
+            Some("application/json"),
+            "{method} {path}"
+        );
+        (status, body)
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call_as(Some("t1"), method, path, body).await
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.call(Method::GET, path, None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    async fn put(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call(Method::PUT, path, Some(body)).await
+    }
+
+    /// Registers a bucket of `workspace` with the fields of `extra` added; returns its id.
+    async fn bucket(&self, name: &str, workspace: &str, extra: Value) -> String {
+        let mut body = json!({"name": name, "bucket": name, "storageType": "S3",
+                              "workspaceId": workspace});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let (status, answer) = self.post("/bucket", body).await;
+        assert_eq!(status, 200, "{answer}");
+        answer["bucketId"].as_str().unwrap().to_owned()
+    }
+
+    async fn repo(&self, name: &str, mode: &str, units: Value) -> String {
+        let (status, answer) = self
+            .post(
+                "/repo",
+                json!({"name": name, "storageType": "S3", "mode": mode, "workspaceId": WS,
+                       "repoBuckets": units}),
+            )
+            .await;
+        assert_eq!(status, 200, "{answer}");
+        answer["repoId"].as_str().unwrap().to_owned()
+    }
+
+    async fn listed_bucket(&self, id: &str) -> Value {
+        let (_, listing) = self.get("/bucket").await;
+        listing["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|bucket| bucket["id"] == json!(id))
+            .cloned()
+            .unwrap_or_else(|| panic!("bucket {id} is not listed: {listing}"))
+    }
+}
+
+fn not_found(message: &str) -> Value {
+    json!({"success": false, "message": message, "error_code": "NOT_FOUND",
+           "error_message": message})
+}
+
+fn on(method: &str, route: &str) -> Option<RouteFilter> {
+    Some(RouteFilter {
+        method: Some(method.to_owned()),
+        route: route.to_owned(),
+    })
+}
+
+fn count(method: &str, route: &str, status: u16, count: u64) -> CallCount {
+    CallCount {
+        method: method.to_owned(),
+        route: route.to_owned(),
+        status,
+        count,
+    }
+}
+
+#[tokio::test]
+async fn validating_an_update_does_not_clash_with_the_repo_itself() {
+    let emu = Emulator::start(None).await;
+    let b1 = emu.bucket("b1", WS, json!({})).await;
+    let b2 = emu.bucket("b2", WS, json!({})).await;
+    let repo = emu
+        .repo(
+            "mirror",
+            "MIRROR",
+            json!([{"bucketId": b1, "master": true}]),
+        )
+        .await;
+    let same_buckets = json!({"mode": "MIRROR", "repoBuckets": [{"bucketId": b1, "master": true}]});
+
+    // As a new repo, the bucket clashes with the existing one; as its update, it does not.
+    assert_eq!(
+        emu.post("/repo/validate", same_buckets.clone()).await,
+        (
+            200,
+            json!({"success": false, "error_code": "MIRROR_UNIT_ALREADY_IN_OTHER_REPO",
+                   "error_message": format!("bucket {b1} already serves the MIRROR repository {repo}")})
+        )
+    );
+    assert_eq!(
+        emu.post(&format!("/repo/{repo}/validate"), same_buckets.clone())
+            .await,
+        (200, json!({"success": true}))
+    );
+    assert_eq!(
+        emu.post(
+            &format!("/repo/{repo}/validate"),
+            json!({"repoId": repo, "mode": "MIRROR", "repoBuckets": [{"bucketId": b2}]}),
+        )
+        .await,
+        (
+            200,
+            json!({"success": false, "error_code": "MIRROR_MASTER_UNIT_MISSING",
+                   "error_message": "a MIRROR repository needs one master bucket"})
+        )
+    );
+    assert_eq!(
+        emu.post("/repo/nope/validate", same_buckets).await,
+        (404, not_found("repo nope not found"))
+    );
+
+    // A dry run: the repo still has its one bucket.
+    let (_, listed) = emu.get(&format!("/repo?repoId={repo}")).await;
+    assert_eq!(listed["repos"][0]["buckets"].as_array().unwrap().len(), 1);
+    let calls = emu.running.control().calls().await.unwrap();
+    assert_eq!(calls.count_status("POST", "/repo/{id}/validate", 200), 2);
+    assert_eq!(calls.count_status("POST", "/repo/{id}/validate", 404), 1);
+    assert_eq!(calls.count_status("POST", "/repo/validate", 200), 1);
+}
+
+#[tokio::test]
+async fn a_bucket_update_replaces_it_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_file = dir.path().join("state.json");
+    let emu = Emulator::start(Some(state_file.clone())).await;
+    let id = emu
+        .bucket(
+            "old",
+            WS,
+            json!({"key": "AKIAOLD", "secret": "s", "region": "us-east-1",
+                   "endpoint": "https://s3.example"}),
+        )
+        .await;
+    let created_at = emu.listed_bucket(&id).await["createdAt"].clone();
+
+    assert_eq!(
+        emu.put(
+            &format!("/bucket/{id}"),
+            json!({"name": "renamed", "bucket": "cloud-2", "storageType": "GCS",
+                   "region": "eu-west-1"}),
+        )
+        .await,
+        (
+            200,
+            json!({"success": true, "bucketId": id, "status": "ACTIVE"})
+        )
+    );
+    // A full replacement: the endpoint it left out is gone; the workspace it left out stays.
+    let replaced = json!({"id": id, "name": "renamed", "bucket": "cloud-2", "storageType": "GCS",
+                          "region": "eu-west-1", "status": "ACTIVE", "workspaceId": WS,
+                          "createdAt": created_at});
+    assert_eq!(emu.listed_bucket(&id).await, replaced);
+
+    assert_eq!(
+        emu.put(
+            "/bucket/nope",
+            json!({"name": "n", "bucket": "b", "storageType": "S3"})
+        )
+        .await,
+        (404, not_found("bucket nope not found"))
+    );
+    assert_eq!(
+        emu.put(
+            &format!("/bucket/{id}"),
+            json!({"bucket": "b", "storageType": "S3"})
+        )
+        .await,
+        (
+            400,
+            json!({"success": false, "message": "name is required",
+                   "error_code": "INVALID_REQUEST", "error_message": "name is required"})
+        )
+    );
+    assert_eq!(
+        emu.put(
+            &format!("/bucket/{id}"),
+            json!({"name": "n", "bucket": "b", "storageType": "FTP"})
+        )
+        .await
+        .1["error_code"],
+        json!("INVALID_STORAGE_TYPE")
+    );
+    let calls = emu.running.control().calls().await.unwrap();
+    assert_eq!(
+        (
+            calls.count_status("PUT", "/bucket/{id}", 200),
+            calls.count_status("PUT", "/bucket/{id}", 404),
+            calls.count_status("PUT", "/bucket/{id}", 400),
+        ),
+        (1, 1, 2)
+    );
+
+    emu.running.shutdown().await.unwrap();
+    let again = Emulator::start(Some(state_file)).await;
+    assert_eq!(again.listed_bucket(&id).await, replaced);
+}
+
+#[tokio::test]
+async fn a_bucket_status_names_the_emulator_as_its_one_node() {
+    let emu = Emulator::start(None).await;
+    let id = emu.bucket("b1", WS, json!({"region": "us-east-1"})).await;
+
+    let (status, mut body) = emu.get(&format!("/bucket/{id}/status")).await;
+    assert_eq!(status, 200, "{body}");
+    let last_updated = body["nodeStatus"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("lastUpdated")
+        .unwrap();
+    humantime::parse_rfc3339(last_updated.as_str().unwrap()).unwrap();
+    assert_eq!(
+        body,
+        json!({"success": true, "bucketId": id, "nodeStatus": [{
+            "ip": "127.0.0.1", "region": "local", "version": env!("CARGO_PKG_VERSION"),
+            "status": "ONLINE"}]})
+    );
+
+    assert_eq!(
+        emu.get("/bucket/nope/status").await,
+        (404, not_found("bucket nope not found"))
+    );
+    // Another organisation does not see the bucket.
+    assert_eq!(
+        emu.call_as(
+            Some("t2"),
+            Method::GET,
+            &format!("/bucket/{id}/status"),
+            None
+        )
+        .await,
+        (404, not_found(&format!("bucket {id} not found")))
+    );
+}
+
+#[tokio::test]
+async fn validating_a_bucket_checks_the_request_and_reaches_no_cloud() {
+    let emu = Emulator::start(None).await;
+    let id = emu.bucket("b1", WS, json!({})).await;
+    let path = format!("/bucket/{id}/validate");
+    assert_eq!(
+        emu.post(&path, json!({"bucket": "b1", "key": "AKIA", "secret": "s"}))
+            .await,
+        (200, json!({"success": true, "status": "ACTIVE"}))
+    );
+    assert_eq!(
+        emu.post(&path, json!({"key": "AKIA"})).await,
+        (
+            400,
+            json!({"success": false, "message": "bucket is required",
+                   "error_code": "INVALID_REQUEST", "error_message": "bucket is required"})
+        )
+    );
+    assert_eq!(
+        emu.post("/bucket/nope/validate", json!({"bucket": "b1"}))
+            .await,
+        (404, not_found("bucket nope not found"))
+    );
+    let calls = emu.running.control().calls().await.unwrap();
+    assert_eq!(calls.count("POST", "/bucket/{id}/validate"), 3);
+}
+
+#[tokio::test]
+async fn available_buckets_are_a_bare_array_of_those_in_no_repo() {
+    let emu = Emulator::start(None).await;
+    let used = emu.bucket("used", WS, json!({})).await;
+    let free = emu
+        .bucket("free", WS, json!({"key": "AKIAFREE", "secret": "s"}))
+        .await;
+    let elsewhere = emu.bucket("elsewhere", "ws-2", json!({})).await;
+    let repo = emu.repo("r", "NORMAL", json!([{"bucketId": used}])).await;
+    let ids = |body: &Value| {
+        let mut ids: Vec<String> = body
+            .as_array()
+            .unwrap_or_else(|| panic!("not a bare array: {body}"))
+            .iter()
+            .map(|bucket| bucket["id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+
+    let (status, all) = emu.get("/bucket/available").await;
+    assert_eq!(status, 200);
+    let mut expected = vec![free.clone(), elsewhere.clone()];
+    expected.sort();
+    assert_eq!(ids(&all), expected);
+
+    // Listed as `GET /bucket` lists it: no credentials.
+    let (_, mine) = emu
+        .get(&format!("/bucket/available?workspaceId={WS}"))
+        .await;
+    assert_eq!(mine, json!([emu.listed_bucket(&free).await]));
+    assert_eq!(mine[0].get("key"), None);
+
+    let (status, _) = emu
+        .call(Method::DELETE, &format!("/repo/{repo}"), None)
+        .await;
+    assert_eq!(status, 200);
+    let (_, mine) = emu
+        .get(&format!("/bucket/available?workspaceId={WS}"))
+        .await;
+    let mut expected = vec![used, free];
+    expected.sort();
+    assert_eq!(ids(&mine), expected);
+    assert_eq!(
+        emu.call_as(Some("t2"), Method::GET, "/bucket/available", None)
+            .await,
+        (200, json!([]))
+    );
+}
+
+#[tokio::test]
+async fn a_path_the_api_lacks_is_json_404_counted_under_the_path() {
+    let emu = Emulator::start(None).await;
+    let control = emu.running.control();
+
+    assert_eq!(
+        emu.get("/repos?workspaceId=ws-1").await,
+        (
+            404,
+            json!({"success": false, "message": "no route GET /repos"})
+        )
+    );
+    assert_eq!(
+        emu.call(Method::DELETE, "/bucket/b1/extra", None).await,
+        (
+            404,
+            json!({"success": false, "message": "no route DELETE /bucket/b1/extra"})
+        )
+    );
+    assert_eq!(
+        emu.call(Method::PATCH, "/repo/r1", Some(json!({}))).await,
+        (
+            405,
+            json!({"success": false, "message": "no route PATCH /repo/r1"})
+        )
+    );
+    // Checked like any call: no token, no answer.
+    assert_eq!(
+        emu.call_as(None, Method::GET, "/repos", None).await,
+        (401, json!({"success": false, "error_code": "NO_AUTH_USER"}))
+    );
+    // A wrong control path answers, but is not a call of the API.
+    assert_eq!(
+        emu.call_as(None, Method::GET, "/_emulator/nope", None)
+            .await,
+        (
+            404,
+            json!({"success": false, "message": "no control route GET /_emulator/nope"})
+        )
+    );
+
+    let calls = control.calls().await.unwrap();
+    assert_eq!(calls.total, 4);
+    assert_eq!(
+        calls.calls,
+        vec![
+            count("DELETE", "/bucket/b1/extra", 404, 1),
+            count("GET", "/repos", 401, 1),
+            count("GET", "/repos", 404, 1),
+            count("PATCH", "/repo/{id}", 405, 1),
+        ]
+    );
+
+    // Faults reach wrong paths too, narrowed by the same label.
+    control
+        .set_faults(&FailNext::new(1, 503).on("GET", "/repos").into())
+        .await
+        .unwrap();
+    assert_eq!(emu.get("/repos").await.0, 503);
+    assert_eq!(emu.get("/repos").await.0, 404);
+}
+
+/// Every route added for the official client, with a call that succeeds.
+async fn new_routes(emu: &Emulator) -> Vec<(Method, &'static str, String, Option<Value>)> {
+    let bucket = emu.bucket("b", WS, json!({})).await;
+    let repo = emu.repo("r", "NORMAL", json!([])).await;
+    vec![
+        (
+            Method::POST,
+            "/repo/{id}/validate",
+            format!("/repo/{repo}/validate"),
+            Some(json!({"mode": "NORMAL", "repoBuckets": []})),
+        ),
+        (
+            Method::PUT,
+            "/bucket/{id}",
+            format!("/bucket/{bucket}"),
+            Some(json!({"name": "b", "bucket": "b", "storageType": "S3"})),
+        ),
+        (
+            Method::GET,
+            "/bucket/{id}/status",
+            format!("/bucket/{bucket}/status"),
+            None,
+        ),
+        (
+            Method::GET,
+            "/bucket/available",
+            "/bucket/available".to_owned(),
+            None,
+        ),
+        (
+            Method::POST,
+            "/bucket/{id}/validate",
+            format!("/bucket/{bucket}/validate"),
+            Some(json!({"bucket": "b"})),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn the_new_routes_are_counted_checked_and_faulted_like_the_others() {
+    let emu = Emulator::start(None).await;
+    let control = emu.running.control();
+    let routes = new_routes(&emu).await;
+    control.reset_calls().await.unwrap();
+
+    for (method, template, path, body) in &routes {
+        let faults = Faults::from(FailNext {
+            error_code: Some("QUOTA_EXCEEDED".to_owned()),
+            ..FailNext::new(1, 503).on(method.as_str(), template)
+        });
+        control.set_faults(&faults).await.unwrap();
+        assert_eq!(
+            emu.call(method.clone(), path, body.clone()).await,
+            (
+                503,
+                json!({"success": false, "message": "injected fault (HTTP 503)",
+                       "error_code": "QUOTA_EXCEEDED"})
+            ),
+            "{method} {path}"
+        );
+        assert_eq!(
+            emu.call(method.clone(), path, body.clone()).await.0,
+            200,
+            "{method} {path}"
+        );
+        assert_eq!(
+            emu.call_as(Some("wrong"), method.clone(), path, body.clone())
+                .await,
+            (401, json!({"success": false, "error_code": "NO_AUTH_USER"})),
+            "{method} {path}"
+        );
+    }
+    let calls = control.calls().await.unwrap();
+    for (method, template, ..) in &routes {
+        let method = method.as_str();
+        assert_eq!(
+            [503, 200, 401].map(|status| calls.count_status(method, template, status)),
+            [1, 1, 1],
+            "{method} {template}: {calls:?}"
+        );
+    }
+    assert_eq!(calls.total, 15);
+
+    // Latency and random rate limits, each narrowed to one of the new routes.
+    let (method, template, path, body) = &routes[3];
+    control
+        .set_faults(&Faults {
+            latency: Some(Latency {
+                ms: 300,
+                route: on(method.as_str(), template),
+            }),
+            ..Faults::default()
+        })
+        .await
+        .unwrap();
+    let started = Instant::now();
+    assert_eq!(emu.call(method.clone(), path, body.clone()).await.0, 200);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let (method, template, path, _) = &routes[2];
+    control
+        .set_faults(&Faults {
+            rate_limit: Some(RandomRateLimit {
+                share: 1.0,
+                retry_after_seconds: 7,
+                error_code: None,
+                route: on(method.as_str(), template),
+            }),
+            ..Faults::default()
+        })
+        .await
+        .unwrap();
+    let response = emu
+        .http
+        .get(format!("{}{path}", emu.running.base_url()))
+        .bearer_auth("t2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 429);
+    assert_eq!(response.headers()[RETRY_AFTER], "7");
+}
+
+/// The JSON pointers of every `null` in `value`.
+fn nulls(value: &Value, at: String, found: &mut Vec<String>) {
+    match value {
+        Value::Null => found.push(at),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                nulls(item, format!("{at}/{i}"), found);
+            }
+        }
+        Value::Object(fields) => {
+            for (name, field) in fields {
+                nulls(field, format!("{at}/{name}"), found);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn no_answer_carries_a_null() {
+    let emu = Emulator::start(None).await;
+    let bare = emu.bucket("bare", WS, json!({})).await;
+    let full = emu
+        .bucket(
+            "full",
+            WS,
+            json!({"key": "AKIAFULL", "secret": "s", "region": "r", "endpoint": "https://e"}),
+        )
+        .await;
+    let repo = emu
+        .repo(
+            "r",
+            "NORMAL",
+            json!([{"bucketId": bare}, {"bucketId": full, "folder": "f"}]),
+        )
+        .await;
+    let (_, listed) = emu.get(&format!("/repo?repoId={repo}")).await;
+    let units = &listed["repos"][0]["buckets"];
+    let unit_bare = units
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|unit| unit["bucketId"] == json!(bare))
+        .unwrap();
+    // Absent optional fields are left out, not `null`.
+    let keys = |value: &Value| {
+        let mut keys: Vec<String> = value.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(keys(unit_bare), ["bucket", "bucketId", "master"]);
+    assert_eq!(
+        keys(&unit_bare["bucket"]),
+        [
+            "bucket",
+            "createdAt",
+            "id",
+            "name",
+            "status",
+            "storageType",
+            "workspaceId"
+        ]
+    );
+    assert_eq!(listed["repos"][0].get("walletAddress"), None);
+
+    let control = emu.running.control();
+    let mut answers = vec![("GET /repo".to_owned(), listed.clone())];
+    let calls: Vec<(Method, String, Option<Value>)> = vec![
+        (Method::GET, "/repo".into(), None),
+        (Method::GET, "/repo/stats".into(), None),
+        (Method::GET, "/bucket".into(), None),
+        (Method::GET, "/bucket/stats".into(), None),
+        (Method::GET, "/bucket/available".into(), None),
+        (Method::GET, format!("/bucket/{bare}/status"), None),
+        (
+            Method::POST,
+            format!("/bucket/{bare}/validate"),
+            Some(json!({"bucket": "bare"})),
+        ),
+        (
+            Method::PUT,
+            format!("/bucket/{bare}"),
+            Some(json!({"name": "bare", "bucket": "bare", "storageType": "S3"})),
+        ),
+        (
+            Method::POST,
+            "/repo/validate".into(),
+            Some(json!({"mode": "MIRROR", "repoBuckets": []})),
+        ),
+        (
+            Method::POST,
+            format!("/repo/{repo}/validate"),
+            Some(json!({"mode": "LOOSE"})),
+        ),
+        (
+            Method::PUT,
+            format!("/repo/{repo}"),
+            Some(json!({"name": "r", "storageType": "S3", "mode": "NORMAL"})),
+        ),
+        (Method::DELETE, "/repo/nope".into(), None),
+        (Method::DELETE, format!("/bucket/{full}"), None),
+        (Method::GET, "/no/such/route".into(), None),
+        (Method::PATCH, "/bucket".into(), Some(json!({}))),
+        (Method::POST, "/repo".into(), Some(json!("not an object"))),
+    ];
+    for (method, path, body) in calls {
+        let (_, answer) = emu.call(method.clone(), &path, body).await;
+        answers.push((format!("{method} {path}"), answer));
+    }
+    control
+        .set_faults(&FailNext::new(1, 500).into())
+        .await
+        .unwrap();
+    answers.push(("fault".into(), emu.get("/repo").await.1));
+    answers.push((
+        "no token".into(),
+        emu.call_as(None, Method::GET, "/repo", None).await.1,
+    ));
+    for path in ["/_emulator/calls", "/_emulator/faults", "/_emulator/health"] {
+        answers.push((
+            path.into(),
+            emu.call_as(None, Method::GET, path, None).await.1,
+        ));
+    }
+
+    for (call, answer) in &answers {
+        let mut found = Vec::new();
+        nulls(answer, String::new(), &mut found);
+        assert!(
+            found.is_empty(),
+            "{call} answered null at {found:?}: {answer}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn embedded_buckets_carry_their_workspace_creation_time_and_sealed_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_file = dir.path().join("state.json");
+    let emu = Emulator::start(Some(state_file.clone())).await;
+    let id = emu
+        .bucket(
+            "b1",
+            WS,
+            json!({"key": "AKIAEMBEDDED", "secret": "plain-secret-value", "region": "us-east-1",
+                   "endpoint": "https://s3.example"}),
+        )
+        .await;
+    let repo = emu
+        .repo("r", "NORMAL", json!([{"bucketId": id, "folder": "f"}]))
+        .await;
+    let embedded = || async {
+        let (status, listed) = emu.get(&format!("/repo?repoId={repo}")).await;
+        assert_eq!(status, 200);
+        assert!(!listed.to_string().contains("plain-secret-value"));
+        listed["repos"][0]["buckets"][0]["bucket"].clone()
+    };
+
+    let mut first = embedded().await;
+    let secret = first.as_object_mut().unwrap().remove("secret").unwrap();
+    // The listed bucket, its key, and the secret as the client's `EncryptedKey`.
+    let mut expected = emu.listed_bucket(&id).await;
+    expected["key"] = json!("AKIAEMBEDDED");
+    assert_eq!(first, expected);
+    assert_eq!(
+        (&first["workspaceId"], first["createdAt"].is_string()),
+        (&json!(WS), true)
+    );
+    let sizes: Vec<(String, usize)> = secret
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(name, value)| {
+            let hex = value.as_str().unwrap();
+            assert!(
+                hex.chars()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+            );
+            (name.clone(), hex.len())
+        })
+        .collect();
+    assert_eq!(
+        sizes,
+        [
+            ("authTag".into(), 32),
+            ("iv".into(), 24),
+            ("key".into(), 64),
+            ("message".into(), 64)
+        ]
+    );
+    assert_eq!(embedded().await["secret"], secret, "stable across reads");
+
+    // An update that leaves the credentials out keeps them; a new secret is sealed anew.
+    let update = json!({"name": "b1", "bucket": "b1", "storageType": "S3"});
+    assert_eq!(
+        emu.put(&format!("/bucket/{id}"), update.clone()).await.0,
+        200
+    );
+    let kept = embedded().await;
+    assert_eq!(
+        (&kept["key"], &kept["secret"]),
+        (&json!("AKIAEMBEDDED"), &secret)
+    );
+    let mut rotated = update;
+    rotated["secret"] = json!("another-secret");
+    assert_eq!(emu.put(&format!("/bucket/{id}"), rotated).await.0, 200);
+    let resealed = embedded().await["secret"].clone();
+    assert_ne!(resealed["iv"], secret["iv"]);
+    assert_ne!(resealed["message"], secret["message"]);
+
+    emu.running.shutdown().await.unwrap();
+    let saved = std::fs::read_to_string(&state_file).unwrap();
+    assert!(!saved.contains("plain-secret-value") && !saved.contains("another-secret"));
+    let again = Emulator::start(Some(state_file)).await;
+    let (_, listed) = again.get(&format!("/repo?repoId={repo}")).await;
+    assert_eq!(
+        listed["repos"][0]["buckets"][0]["bucket"]["secret"],
+        resealed
+    );
+}
