@@ -17,11 +17,13 @@ test: fmt-check clippy control-plane control-plane-node build-tests
 	$(CONTROL_PLANE)/with.sh $(CARGO) test --workspace --locked
 	$(MAKE) demo-smoke
 
-## unit: every test that needs no control plane (the crates' unit tests, the emulator's own
-## tests, and the client against the emulator over HTTP); no tool to build, no cluster to start
+## unit: every test that needs no control plane: the client's and the emulator's own tests,
+## the operator's unit tests, the client against the emulator over HTTP, and the workspace's
+## boundaries; no tool to build, no cluster to start
 unit:
-	$(CARGO) test --workspace --locked --lib --bins
-	$(CARGO) test --locked --test integration -- client::
+	$(CARGO) test --workspace --locked --exclude flashback-operator
+	$(CARGO) test --locked --lib --bins
+	$(CARGO) test --locked --test integration -- client:: layout::
 
 fmt-check:
 	$(CARGO) fmt --all --check

@@ -38,7 +38,8 @@ context() {
   need_packages ca-certificates binutils
   if [ -z "${IMAGE_SKIP_BUILD:-}" ]; then
     log "building the binaries ($profile)"
-    if [ "$profile" = release ]; then cargo build --locked --workspace --release --bins; else cargo build --locked --workspace --bins; fi
+    # Without the test-only failpoints (src/controller/failpoint.rs).
+    if [ "$profile" = release ]; then cargo build --locked --workspace --no-default-features --release --bins; else cargo build --locked --workspace --no-default-features --bins; fi
   fi
   local dir=target/$profile binary
   rm -rf "$context" && mkdir -p "$rootfs/usr/local/bin" "$rootfs/etc/ssl/certs" "$rootfs/tmp"

@@ -98,7 +98,7 @@ async fn an_unknown_bucket_stalls_with_the_api_error_code() {
 #[tokio::test]
 async fn a_crash_between_create_and_status_leaves_exactly_one_repo() {
     let mut scene = Scene::new("crash").await;
-    scene.start_operator(&["--failpoint", "pause-after-remote-create"]);
+    scene.start_operator_at_failpoint("pause-after-remote-create");
     scene.create(&scene.mirror("media")).await;
 
     // Wait until the remote create happened and the operator stopped right after it.

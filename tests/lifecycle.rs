@@ -194,7 +194,7 @@ async fn adoption_makes_no_post_and_a_clash_without_it_stalls() {
     // A repo that exists before any object names it.
     let mut existing = scene.mirror("existing");
     existing.metadata.name = Some("existing".into());
-    let body = flashback_operator::controller::plan::desired(&existing);
+    let body = flashback_operator::controller::repository::plan::desired(&existing);
     let existing_id = scene
         .api
         .create_repo(&body)
@@ -370,7 +370,7 @@ async fn observe_only_reports_without_writing_and_never_deletes() {
     let mut watched = scene.mirror("watched");
     let existing_id = scene
         .api
-        .create_repo(&flashback_operator::controller::plan::desired(&watched))
+        .create_repo(&flashback_operator::controller::repository::plan::desired(&watched))
         .await
         .expect("pre-existing repo");
     scene.control.reset_calls().await.unwrap();

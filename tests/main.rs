@@ -1,5 +1,5 @@
-//! The integration tests, one binary with a module per topic. Only `client` needs nothing but
-//! the emulator (`make unit` runs it); every other module talks to the local control plane of
+//! The integration tests, one binary with a module per topic. Only `client` and `layout` need
+//! no cluster (`make unit` runs them); every other module talks to the local control plane of
 //! `tests/control-plane/` (`make test` starts it), and `node` to its cluster with a real node.
 //! Each test has its own namespace, emulator and operator, so they run side by side.
 
@@ -10,6 +10,7 @@ mod client;
 mod control_plane;
 mod credentials;
 mod failures;
+mod layout;
 mod leader;
 mod lifecycle;
 mod node;

@@ -86,7 +86,7 @@ async fn deleting_an_object_deletes_only_a_repository_it_verified_and_recorded()
 
     // A repository no object manages, named by an object of another workspace: not adopted.
     let mut unmanaged_body =
-        flashback_operator::controller::plan::desired(&backup(&scene, "unmanaged", 0));
+        flashback_operator::controller::repository::plan::desired(&backup(&scene, "unmanaged", 0));
     unmanaged_body.name = "unmanaged".into();
     let unmanaged = scene.api.create_repo(&unmanaged_body).await.unwrap();
     let mut elsewhere = scene.mirror("elsewhere");
@@ -217,7 +217,7 @@ async fn an_ambiguous_create_never_claims_a_repository_another_object_made() {
 
 /// Starts the operator at the failpoint after the remote create and kills it there.
 async fn crash_after_the_remote_create(scene: &mut Scene, name: &str) {
-    scene.start_operator(&["--failpoint", "pause-after-remote-create"]);
+    scene.start_operator_at_failpoint("pause-after-remote-create");
     scene.create(&scene.mirror(name)).await;
     scene
         .operator()

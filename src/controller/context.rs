@@ -1,54 +1,80 @@
-//! What every reconcile shares: clients, the remote view, the event recorder, settings.
+//! What every reconcile shares: the settings, the Kubernetes client, the remote view, the
+//! event recorder, backoff, fairness, the credentials cache and the metrics.
 
-use kube::runtime::events::Recorder;
+use std::sync::Arc;
+use std::time::Duration;
 
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
 
 use crate::controller::backoff::Backoff;
-use crate::controller::credentials::{
-    ApiUrls, Credentials, CredentialsCache, CredentialsError, SecretName,
-};
+use crate::controller::credentials::{Credentials, CredentialsCache, CredentialsError};
 use crate::controller::fairness::Fairness;
-use crate::controller::remote::Remote;
+use crate::controller::remote::{Remote, RemoteSettings};
 use crate::crd::FlashbackRepository;
-
-/// A named step where a test can stop the operator, to kill it exactly there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Failpoint {
-    /// Stop after the remote create answered, before the status is written.
-    PauseAfterRemoteCreate,
-}
-
-/// An object's credentials: from the cache, or read from its Secret.
-impl Context {
-    pub async fn credentials_of(
-        &self,
-        repo: &FlashbackRepository,
-    ) -> Result<Result<Credentials, CredentialsError>, kube::Error> {
-        self.credentials
-            .resolve(
-                &self.kube,
-                repo,
-                self.default_credentials.as_ref(),
-                &self.api_urls,
-            )
-            .await
-    }
-}
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+use flashback_client::CallRecord;
 
 pub struct Context {
+    pub settings: Arc<Settings>,
     pub kube: kube::Client,
     pub remote: Remote,
     pub recorder: Recorder,
     pub backoff: Backoff,
     pub fairness: Fairness,
     /// Credentials as last read from each Secret; the Secret watch keeps it current.
-    pub credentials: std::sync::Arc<CredentialsCache>,
-    /// Every object the operator watches: who manages which remote repository.
-    pub store: Store<FlashbackRepository>,
-    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
-    /// Where credentials may send their token.
-    pub api_urls: ApiUrls,
-    pub default_credentials: Option<SecretName>,
-    pub failpoint: Option<Failpoint>,
+    pub credentials: Arc<CredentialsCache>,
+    /// Every repository object the operator watches: who manages which remote repository.
+    pub repositories: Store<FlashbackRepository>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Context {
+    pub fn new(
+        kube: &kube::Client,
+        settings: Arc<Settings>,
+        metrics: Arc<Metrics>,
+        repositories: Store<FlashbackRepository>,
+    ) -> Self {
+        let observer_metrics = metrics.clone();
+        Context {
+            kube: kube.clone(),
+            remote: Remote::new(RemoteSettings {
+                rate: settings.api_rate,
+                burst: settings.api_burst,
+                listing_max_age: settings.listing_max_age(),
+                stats_batch_size: usize::from(settings.stats_batch_size),
+                observer: Some(Arc::new(move |call: &CallRecord| {
+                    observer_metrics.api_call(call)
+                })),
+            }),
+            recorder: Recorder::new(
+                kube.clone(),
+                Reporter {
+                    controller: "flashback-operator".into(),
+                    instance: std::env::var("POD_NAME").ok(),
+                },
+            ),
+            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
+            credentials: Arc::default(),
+            fairness: Fairness::new(
+                usize::from(settings.concurrency),
+                usize::from(settings.namespace_concurrency),
+            ),
+            repositories,
+            metrics,
+            settings,
+        }
+    }
+
+    /// An object's credentials: from the cache, or read from its Secret.
+    pub async fn credentials_of(
+        &self,
+        repo: &FlashbackRepository,
+    ) -> Result<Result<Credentials, CredentialsError>, kube::Error> {
+        self.credentials
+            .resolve(&self.kube, repo, &self.settings)
+            .await
+    }
 }

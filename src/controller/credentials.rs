@@ -3,50 +3,20 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::str::FromStr;
 
 use flashback_client::Url;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 
 use crate::crd::FlashbackRepository;
+pub use crate::settings::SecretName;
+use crate::settings::Settings;
 use flashback_client::Token;
 
 /// The Secret key holding the API token.
 pub const TOKEN_KEY: &str = "token";
 /// The optional Secret key holding the API base URL.
 pub const API_URL_KEY: &str = "apiUrl";
-
-/// `NAMESPACE/NAME` of a Secret.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SecretName {
-    pub namespace: String,
-    pub name: String,
-}
-
-impl fmt::Display for SecretName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
-
-impl FromStr for SecretName {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.split_once('/') {
-            Some((namespace, name))
-                if !namespace.is_empty() && !name.is_empty() && !name.contains('/') =>
-            {
-                Ok(Self {
-                    namespace: namespace.to_string(),
-                    name: name.to_string(),
-                })
-            }
-            _ => Err(format!("expected NAMESPACE/NAME, got {s:?}")),
-        }
-    }
-}
 
 /// What an object authenticates with. The token never leaves [`Token`]'s redaction.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -64,18 +34,25 @@ impl fmt::Debug for Credentials {
     }
 }
 
-/// Where the operator may send a credential's token.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiUrls {
-    /// For credentials that name no URL.
-    pub default: Url,
+/// Where the operator may send a credential's token: a view of two settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiUrls<'a> {
+    /// For credentials that name no URL (`--api-url`).
+    pub default: &'a Url,
     /// Hosts (`host` for any port, `host:port`, or `*` for any) that a tenant's Secret may
-    /// name in `apiUrl`. Empty: a tenant's Secret may not name one. The operator's default
-    /// Secret is the operator's own and may always name one.
-    pub allowed_hosts: Vec<String>,
+    /// name in `apiUrl` (`--allowed-api-hosts`). Empty: a tenant's Secret may not name one.
+    /// The operator's default Secret is the operator's own and may always name one.
+    pub allowed_hosts: &'a [String],
 }
 
-impl ApiUrls {
+impl<'a> ApiUrls<'a> {
+    pub fn of(settings: &'a Settings) -> Self {
+        Self {
+            default: &settings.api_url,
+            allowed_hosts: &settings.allowed_api_hosts,
+        }
+    }
+
     /// Whether a tenant's Secret may send the operator to `url`.
     pub fn allows(&self, url: &Url) -> bool {
         let Some(host) = url.host_str() else {
@@ -139,7 +116,7 @@ pub fn secret_for(
 pub fn from_secret(
     name: &SecretName,
     secret: &Secret,
-    urls: &ApiUrls,
+    urls: ApiUrls<'_>,
     trusted: bool,
 ) -> Result<Credentials, CredentialsError> {
     // `Ok(None)`: absent or blank; `Err(())`: present but not text.
@@ -207,9 +184,9 @@ impl CredentialsCache {
         &self,
         client: &Client,
         repo: &FlashbackRepository,
-        default: Option<&SecretName>,
-        urls: &ApiUrls,
+        settings: &Settings,
     ) -> Result<Result<Credentials, CredentialsError>, kube::Error> {
+        let default = settings.default_credentials_secret.as_ref();
         let name = match secret_for(repo, default) {
             Ok(name) => name,
             Err(problem) => return Ok(Err(problem)),
@@ -224,7 +201,7 @@ impl CredentialsCache {
             reading.0 += 1;
             (relists, reading.1)
         };
-        let read = read(client, &name, default, urls).await;
+        let read = read(client, &name, default, ApiUrls::of(settings)).await;
         let mut state = self.lock();
         let (readers, changes) = state.reading.get(&name).copied().unwrap_or_default();
         if readers <= 1 {
@@ -271,7 +248,7 @@ async fn read(
     client: &Client,
     name: &SecretName,
     default: Option<&SecretName>,
-    urls: &ApiUrls,
+    urls: ApiUrls<'_>,
 ) -> Result<Result<Credentials, CredentialsError>, kube::Error> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &name.namespace);
     Ok(match secrets.get_opt(&name.name).await {
@@ -308,11 +285,20 @@ mod tests {
         Url::parse("https://api.example").unwrap()
     }
 
-    fn urls(allowed: &[&str]) -> ApiUrls {
-        ApiUrls {
-            default: default_url(),
-            allowed_hosts: allowed.iter().map(|h| h.to_string()).collect(),
+    /// The operator's URLs with `--api-url https://api.example` and these allowed hosts
+    /// (leaked: a test's settings live as long as the test process).
+    fn urls(allowed: &[&str]) -> ApiUrls<'static> {
+        let mut flags = vec!["--api-url", "https://api.example"];
+        if !allowed.is_empty() {
+            flags.push("--allowed-api-hosts");
         }
+        let joined = allowed.join(",");
+        flags.push(&joined);
+        if allowed.is_empty() {
+            flags.pop();
+        }
+        let settings = Box::leak(Box::new(crate::settings::tests::from_flags(&flags)));
+        ApiUrls::of(settings)
     }
 
     fn name() -> SecretName {
@@ -337,12 +323,12 @@ mod tests {
     #[test]
     fn token_and_optional_url_are_read() {
         let credentials =
-            from_secret(&name(), &secret(&[("token", "t0k\n")]), &urls(&[]), false).unwrap();
+            from_secret(&name(), &secret(&[("token", "t0k\n")]), urls(&[]), false).unwrap();
         assert_eq!(credentials.api_url, default_url());
         assert_eq!(credentials.token, Token::new("t0k".to_string()));
 
         let with_url = secret(&[("token", "t0k"), ("apiUrl", "http://127.0.0.1:9")]);
-        let credentials = from_secret(&name(), &with_url, &urls(&["127.0.0.1"]), false).unwrap();
+        let credentials = from_secret(&name(), &with_url, urls(&["127.0.0.1"]), false).unwrap();
         assert_eq!(credentials.api_url.as_str(), "http://127.0.0.1:9/");
     }
 
@@ -352,19 +338,19 @@ mod tests {
         let refused = CredentialsError::ApiUrlNotAllowed(name(), "127.0.0.1".into());
         for allowed in [&[][..], &["127.0.0.2"], &["127.0.0.1:10"]] {
             assert_eq!(
-                from_secret(&name(), &with_url, &urls(allowed), false),
+                from_secret(&name(), &with_url, urls(allowed), false),
                 Err(refused.clone()),
                 "{allowed:?}"
             );
         }
         for allowed in [&["127.0.0.1"][..], &["127.0.0.1:9"], &["x", "*"]] {
             assert!(
-                from_secret(&name(), &with_url, &urls(allowed), false).is_ok(),
+                from_secret(&name(), &with_url, urls(allowed), false).is_ok(),
                 "{allowed:?}"
             );
         }
         // The operator's own default Secret needs no allowance.
-        assert!(from_secret(&name(), &with_url, &urls(&[]), true).is_ok());
+        assert!(from_secret(&name(), &with_url, urls(&[]), true).is_ok());
         assert!(refused.to_string().contains("--allowed-api-hosts"));
     }
 
@@ -382,7 +368,7 @@ mod tests {
             let problem = from_secret(
                 &name(),
                 &secret(&[("token", "t0k"), ("apiUrl", url)]),
-                &urls(&["*"]),
+                urls(&["*"]),
                 false,
             )
             .unwrap_err();
@@ -403,7 +389,7 @@ mod tests {
             ByteString(vec![0xff, 0xfe, b'x']),
         )]));
         assert_eq!(
-            from_secret(&name(), &broken, &urls(&[]), false),
+            from_secret(&name(), &broken, urls(&[]), false),
             Err(CredentialsError::TokenNotText(name()))
         );
     }
@@ -411,7 +397,7 @@ mod tests {
     #[test]
     fn a_missing_or_empty_token_is_named_without_its_value() {
         for data in [vec![], vec![("token", "  ")], vec![("apiUrl", "http://x")]] {
-            let problem = from_secret(&name(), &secret(&data), &urls(&[]), false).unwrap_err();
+            let problem = from_secret(&name(), &secret(&data), urls(&[]), false).unwrap_err();
             assert_eq!(problem, CredentialsError::TokenMissing(name()));
             assert!(problem.to_string().contains("team-a/flashback-token"));
         }
@@ -422,7 +408,7 @@ mod tests {
         let credentials = from_secret(
             &name(),
             &secret(&[("token", "very-secret")]),
-            &urls(&[]),
+            urls(&[]),
             false,
         )
         .unwrap();

@@ -15,6 +15,8 @@ use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 use tracing::{info, warn};
 
+use crate::settings::Settings;
+
 /// Where the Lease lives and who this replica is.
 #[derive(Debug, Clone)]
 pub struct LeaseSettings {
@@ -25,10 +27,32 @@ pub struct LeaseSettings {
 }
 
 impl LeaseSettings {
+    /// The Lease of these settings; `None` without `--leader-election` (or without a
+    /// namespace for it, which `Settings::check` refuses first).
+    pub fn from_settings(settings: &Settings) -> Option<Self> {
+        if !settings.leader_election {
+            return None;
+        }
+        Some(Self {
+            namespace: settings.leader_election_namespace()?,
+            name: settings.leader_election_lease.clone(),
+            identity: replica_identity(),
+            duration: settings.leader_election_lease_duration,
+        })
+    }
+
     /// How often the holder renews, and a candidate retries.
     pub fn retry_period(&self) -> Duration {
         self.duration / 3
     }
+}
+
+/// This replica's name in the Lease: the pod name when there is one, made unique per process.
+fn replica_identity() -> String {
+    let base = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "flashback-operator".into());
+    format!("{base}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
 }
 
 /// What a replica does next with the Lease it read.

@@ -84,6 +84,18 @@ impl Scene {
         ));
     }
 
+    /// Starts the operator armed to stop for good at `failpoint` (one of
+    /// `src/controller/failpoint.rs`, armed by the environment, never by a flag).
+    pub fn start_operator_at_failpoint(&mut self, failpoint: &str) {
+        self.operator = Some(Operator::start_as(
+            &super::cluster::kubeconfig_path(),
+            &[("FLASHBACK_FAILPOINT".into(), failpoint.into())],
+            &self.namespace,
+            self.emulator.base_url(),
+            &[],
+        ));
+    }
+
     pub fn operator(&mut self) -> &mut Operator {
         self.operator.as_mut().expect("the operator was started")
     }

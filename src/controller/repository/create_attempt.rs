@@ -126,7 +126,7 @@ fn fingerprint(shape: &Shape) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::plan;
+    use crate::controller::repository::plan;
     use crate::fixtures;
 
     fn at(text: &str) -> Timestamp {

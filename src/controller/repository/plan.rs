@@ -1,10 +1,17 @@
-//! Pure decisions: what the remote repository should look like, whether it does, and what to
-//! do about it. No I/O here, so every rule has a plain unit test.
+//! Pure decisions: what the remote repository should look like, whether it does, what to do
+//! about it, and what to tell a person: which API errors and credentials problems stall and
+//! why, when a delete keeps the remote, and the messages of every state. No I/O here, so every
+//! rule has a plain unit test.
 
-use crate::controller::create_marker::CreateAttempt;
-use crate::crd::{FlashbackRepository, ManagementPolicy, RepositoryMode, StorageType, annotations};
+use crate::controller::conditions::State;
+use crate::controller::credentials::{self, CredentialsError};
+use crate::controller::reason::Reason;
+use crate::controller::repository::create_attempt::CreateAttempt;
+use crate::crd::{
+    DeletionPolicy, FlashbackRepository, ManagementPolicy, RepositoryMode, StorageType, annotations,
+};
 
-use flashback_client::{self as flashback, Repo, RepoBucketWrite, RepoWrite};
+use flashback_client::{self as flashback, ApiError, Repo, RepoBucketWrite, RepoWrite};
 
 /// The repository the spec asks for, as the API's create and update body.
 pub fn desired(repo: &FlashbackRepository) -> RepoWrite {
@@ -72,8 +79,17 @@ fn bucket_set<'a>(
 /// A problem only a person can fix, with a CamelCase reason and a message for that person.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stall {
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
+}
+
+impl Stall {
+    pub fn state(self) -> State {
+        State::Stalled {
+            reason: self.reason,
+            message: self.message,
+        }
+    }
 }
 
 /// What a reconcile should do with the remote repository.
@@ -126,7 +142,7 @@ pub fn decide(
             Some(remote) => Some(remote),
             None => {
                 return Decision::Stall(Stall {
-                    reason: "AdoptedRepoNotFound",
+                    reason: Reason::AdoptedRepoNotFound,
                     message: format!(
                         "no repository with id {id} exists in workspace {workspace_id} \
                          (named by annotation {})",
@@ -152,7 +168,7 @@ pub fn decide(
     } else if let Some(remote) = by_name {
         if held(&remote.id) {
             return Decision::Stall(Stall {
-                reason: "NameAlreadyUsed",
+                reason: Reason::NameAlreadyUsed,
                 message: format!(
                     "a repository named {:?} already exists in workspace {workspace_id} and \
                      is managed by another FlashbackRepository; choose another spec.name",
@@ -162,7 +178,7 @@ pub fn decide(
         }
         if !observe_only {
             return Decision::Stall(Stall {
-                reason: "NameAlreadyUsed",
+                reason: Reason::NameAlreadyUsed,
                 message: format!(
                     "a repository named {:?} already exists in workspace {workspace_id} \
                      (id {}) and was not created for this object; to manage it, set the \
@@ -197,7 +213,7 @@ pub fn decide(
             }
         }
         None if observe_only => Decision::Stall(Stall {
-            reason: "RemoteNotFound",
+            reason: Reason::RemoteNotFound,
             message: format!(
                 "managementPolicy is ObserveOnly and no repository named {:?} exists in \
                  workspace {workspace_id}",
@@ -216,7 +232,7 @@ pub fn decide(
 /// neither that object nor its namespace: they may be another tenant's.
 fn managed_elsewhere(repo_id: &str) -> Stall {
     Stall {
-        reason: "ManagedByAnotherObject",
+        reason: Reason::ManagedByAnotherObject,
         message: format!(
             "repository {repo_id} is managed by another FlashbackRepository; an object adopts \
              only a repository that no other object manages"
@@ -267,15 +283,27 @@ pub fn needs_reconcile(repo: &FlashbackRepository, decision: &Decision) -> bool 
         Decision::Create | Decision::Update { .. } => return true,
         Decision::Stall(stall) => {
             return !condition("Stalled")
-                .is_some_and(|c| c.status == "True" && c.reason == stall.reason);
+                .is_some_and(|c| c.status == "True" && c.reason == stall.reason.as_str());
         }
-        Decision::InSync { repo_id } => ("True", "Synced", Some(repo_id)),
-        Decision::Observe { repo_id, in_sync } if *in_sync => ("True", "Observed", Some(repo_id)),
-        Decision::Observe { repo_id, .. } => ("False", "OutOfSync", Some(repo_id)),
-        Decision::Paused { repo_id, in_sync } if *in_sync => ("True", "Synced", repo_id.as_ref()),
-        Decision::Paused { repo_id, .. } => ("False", "Paused", repo_id.as_ref()),
+        Decision::InSync { repo_id } => ("True", Reason::Synced, Some(repo_id)),
+        Decision::Observe { repo_id, in_sync } => {
+            let reason = observed(*in_sync).reason();
+            (
+                if *in_sync { "True" } else { "False" },
+                reason,
+                Some(repo_id),
+            )
+        }
+        Decision::Paused { repo_id, in_sync } => {
+            let reason = paused(repo_id.is_some(), *in_sync).reason();
+            (
+                if *in_sync { "True" } else { "False" },
+                reason,
+                repo_id.as_ref(),
+            )
+        }
     };
-    !(condition("Ready").is_some_and(|c| c.status == ready && c.reason == reason)
+    !(condition("Ready").is_some_and(|c| c.status == ready && c.reason == reason.as_str())
         && repo_id.is_none_or(|id| status.repo_id.as_ref() == Some(id)))
 }
 
@@ -291,6 +319,221 @@ pub fn is_drift(repo: &FlashbackRepository) -> bool {
             .conditions
             .iter()
             .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+/// Ready: the remote repository matches the spec.
+pub fn synced() -> State {
+    State::Ready {
+        reason: Reason::Synced,
+        message: "the remote repository matches the spec".into(),
+    }
+}
+
+/// Reconciling, before a create: the status write that also records the attempt.
+pub fn creating() -> State {
+    State::Progressing {
+        reason: Reason::Creating,
+        message: "creating the remote repository".into(),
+    }
+}
+
+/// Reconciling, before an update.
+pub fn updating() -> State {
+    State::Progressing {
+        reason: Reason::Updating,
+        message: "updating the remote repository".into(),
+    }
+}
+
+/// ObserveOnly: what the object says after looking at its remote repository.
+pub fn observed(in_sync: bool) -> State {
+    if in_sync {
+        State::Ready {
+            reason: Reason::Observed,
+            message: "observed the remote repository; it matches the spec".into(),
+        }
+    } else {
+        State::Waiting {
+            reason: Reason::OutOfSync,
+            message: "observed the remote repository; it differs from the spec, and \
+                      managementPolicy ObserveOnly never writes"
+                .into(),
+        }
+    }
+}
+
+/// Paused by annotation: in step, or waiting, saying whether a remote repository exists.
+pub fn paused(exists: bool, in_sync: bool) -> State {
+    if in_sync {
+        return State::Ready {
+            reason: Reason::Synced,
+            message: "the remote repository matches the spec; remote writes are paused".into(),
+        };
+    }
+    State::Waiting {
+        reason: Reason::Paused,
+        message: format!(
+            "remote writes are paused by the annotation {}: \"true\"; the remote repository {}",
+            annotations::PAUSED,
+            if exists {
+                "differs from the spec"
+            } else {
+                "has not been created"
+            }
+        ),
+    }
+}
+
+/// Reconciling after a failed API call that is worth another try.
+pub fn retrying(operation: &str, error: &ApiError) -> State {
+    State::Progressing {
+        reason: Reason::RemoteUnavailable,
+        message: format!("could not {operation}, will retry: {error}"),
+    }
+}
+
+/// The Event of an update: drift corrected, or a new generation applied.
+pub fn updated(repo: &FlashbackRepository, drift: bool, repo_id: &str) -> (Reason, String) {
+    if drift {
+        (
+            Reason::DriftCorrected,
+            format!(
+                "remote repository {repo_id} had changed outside the operator and was set back \
+                 to the spec"
+            ),
+        )
+    } else {
+        (
+            Reason::Updated,
+            format!(
+                "updated remote repository {repo_id} to generation {}",
+                repo.metadata.generation.unwrap_or_default()
+            ),
+        )
+    }
+}
+
+/// The Event when the adoption annotation makes `repo` take over `repo_id`, naming the
+/// repository it managed before, if any, which is left in Flashback; `None` when `repo`
+/// already manages `repo_id` or was not asked to adopt it.
+pub fn adoption_note(repo: &FlashbackRepository, repo_id: &str) -> Option<String> {
+    let known = repo.status.as_ref().and_then(|s| s.repo_id.as_deref());
+    if known == Some(repo_id) || repo.adopted_repo_id() != Some(repo_id) {
+        return None;
+    }
+    Some(match known {
+        Some(previous) => format!(
+            "adopted remote repository {repo_id}; the repository it managed before, \
+             {previous}, is left in Flashback as it is"
+        ),
+        None => format!("adopted remote repository {repo_id}"),
+    })
+}
+
+/// Why deleting the object leaves its remote repository in Flashback, if it does.
+pub fn kept_on_delete(repo: &FlashbackRepository) -> Option<&'static str> {
+    if repo.spec.management_policy == ManagementPolicy::ObserveOnly {
+        Some("managementPolicy is ObserveOnly")
+    } else if repo.spec.deletion_policy == DeletionPolicy::Orphan {
+        Some("deletionPolicy is Orphan")
+    } else if repo.is_paused() {
+        Some("remote writes are paused")
+    } else {
+        None
+    }
+}
+
+/// The stall of a credentials problem.
+pub fn credentials_stall(problem: &CredentialsError) -> Stall {
+    Stall {
+        reason: match problem {
+            CredentialsError::SecretNotFound(_) => Reason::SecretNotFound,
+            CredentialsError::TokenMissing(_) => Reason::TokenMissing,
+            CredentialsError::TokenNotText(_) => Reason::TokenNotText,
+            CredentialsError::InvalidApiUrl(..) => Reason::InvalidApiUrl,
+            CredentialsError::ApiUrlNotAllowed(..) => Reason::ApiUrlNotAllowed,
+            CredentialsError::SecretForbidden(_) => Reason::SecretForbidden,
+            CredentialsError::NoDefault => Reason::NoCredentials,
+        },
+        message: problem.to_string(),
+    }
+}
+
+/// The stall of a delete that has no usable credentials: it keeps the remote repository, and
+/// says how to release the object anyway.
+pub fn delete_without_credentials(problem: &CredentialsError) -> Stall {
+    let mut stall = credentials_stall(problem);
+    stall.message.push_str(
+        "; the remote repository is kept until then (set deletionPolicy: Orphan to release the \
+         object without deleting it)",
+    );
+    stall
+}
+
+/// `POST /repo` refused the name and the workspace shows no repository of that name: another
+/// workspace of the organisation uses it.
+pub fn name_used_elsewhere(name: &str, workspace: &str) -> Stall {
+    Stall {
+        reason: Reason::NameAlreadyUsed,
+        message: format!(
+            "the Flashback API refused the name {name:?}: another repository of the \
+             organisation uses it, outside workspace {workspace}; choose another spec.name"
+        ),
+    }
+}
+
+/// The stall an API error means, or `None` when it is worth a retry.
+pub fn api_stall(error: &ApiError, repo: &FlashbackRepository) -> Option<Stall> {
+    let error = match error {
+        ApiError::RetriesExhausted { last, .. } => last.as_ref(),
+        other => other,
+    };
+    // An answer the client cannot read (a proxy's error page, say) is worth another try.
+    if error.is_transient() || matches!(error, ApiError::Decode { .. }) {
+        return None;
+    }
+    let secret = credentials::secret_for(repo, None)
+        .map(|name| format!("the Secret {name}"))
+        .unwrap_or_else(|_| "the operator's default credentials".into());
+    let (reason, message) = match error {
+        ApiError::Unauthorized => (
+            Reason::Unauthorized,
+            format!("the Flashback API rejected the token from {secret}"),
+        ),
+        ApiError::Forbidden { message } => (
+            Reason::Forbidden,
+            format!("the Flashback API does not let the token from {secret} do this: {message}"),
+        ),
+        ApiError::ResponseTooLarge { .. } => (
+            Reason::ResponseTooLarge,
+            format!("the Flashback API named by {secret} cannot be used: {error}"),
+        ),
+        ApiError::Config { reason, .. } => (
+            Reason::InvalidCredentials,
+            format!("the credentials from {secret} cannot be used: {reason}"),
+        ),
+        ApiError::NameAlreadyUsed { .. } => (
+            Reason::NameAlreadyUsed,
+            format!(
+                "the Flashback API refused the name {:?}: another repository of the \
+                 organisation uses it",
+                repo.remote_name()
+            ),
+        ),
+        ApiError::InvalidSpec { code, message } => (
+            Reason::SpecRejected,
+            format!("the Flashback API refused the repository with {code}: {message}"),
+        ),
+        ApiError::NotFound { message } => (
+            Reason::SpecRejected,
+            format!("the Flashback API refused the repository with NOT_FOUND: {message}"),
+        ),
+        other => (
+            Reason::SpecRejected,
+            format!("the Flashback API refused the repository: {other}"),
+        ),
+    };
+    Some(Stall { reason, message })
 }
 
 #[cfg(test)]
@@ -382,7 +625,7 @@ mod tests {
         let Decision::Stall(stall) = decide(&repo, std::slice::from_ref(&other), none_held) else {
             panic!("expected a stall");
         };
-        assert_eq!(stall.reason, "NameAlreadyUsed");
+        assert_eq!(stall.reason, Reason::NameAlreadyUsed);
         assert!(
             stall
                 .message
@@ -432,7 +675,7 @@ mod tests {
         else {
             panic!("expected a stall");
         };
-        assert_eq!(stall.reason, "NameAlreadyUsed");
+        assert_eq!(stall.reason, Reason::NameAlreadyUsed);
         assert!(!stall.message.contains("r1"), "{}", stall.message);
 
         let mut other_buckets = same.clone();
@@ -440,7 +683,7 @@ mod tests {
         assert!(matches!(
             decide(&repo, &[other_buckets], none_held),
             Decision::Stall(Stall {
-                reason: "NameAlreadyUsed",
+                reason: Reason::NameAlreadyUsed,
                 ..
             })
         ));
@@ -449,7 +692,7 @@ mod tests {
         assert!(matches!(
             decide(&repo, &[same], none_held),
             Decision::Stall(Stall {
-                reason: "NameAlreadyUsed",
+                reason: Reason::NameAlreadyUsed,
                 ..
             })
         ));
@@ -464,7 +707,7 @@ mod tests {
         else {
             panic!("expected a stall");
         };
-        assert_eq!(stall.reason, "ManagedByAnotherObject");
+        assert_eq!(stall.reason, Reason::ManagedByAnotherObject);
         assert!(!stall.message.contains("team-a"), "{}", stall.message);
         // Once its own status records it and no older object's does, it is this object's.
         repo.status = Some(fixtures::status_with_id("r1"));
@@ -510,7 +753,7 @@ mod tests {
         let Decision::Stall(stall) = decide(&repo, &[], none_held) else {
             panic!("expected a stall");
         };
-        assert_eq!(stall.reason, "AdoptedRepoNotFound");
+        assert_eq!(stall.reason, Reason::AdoptedRepoNotFound);
     }
 
     #[test]
@@ -553,7 +796,7 @@ mod tests {
         assert!(matches!(
             decide(&observed, &[], none_held),
             Decision::Stall(Stall {
-                reason: "RemoteNotFound",
+                reason: Reason::RemoteNotFound,
                 ..
             })
         ));
@@ -624,8 +867,8 @@ mod tests {
                 message: String::new(),
             })
         };
-        assert!(!needs_reconcile(&repo, &stall("NameAlreadyUsed")));
-        assert!(needs_reconcile(&repo, &stall("AdoptedRepoNotFound")));
+        assert!(!needs_reconcile(&repo, &stall(Reason::NameAlreadyUsed)));
+        assert!(needs_reconcile(&repo, &stall(Reason::AdoptedRepoNotFound)));
         assert!(
             needs_reconcile(&repo, &Decision::Create),
             "the name is free now"
@@ -641,5 +884,203 @@ mod tests {
         assert!(is_drift(&repo));
         repo.metadata.generation = Some(4);
         assert!(!is_drift(&repo));
+    }
+
+    #[test]
+    fn api_errors_a_person_must_fix_stall_and_the_rest_are_retried() {
+        let repo = fixtures::repo("team-a", "media");
+        let transient = ApiError::Transient {
+            status: Some(503),
+            reason: "unavailable".into(),
+            retry_after: None,
+            source: None,
+        };
+        assert_eq!(api_stall(&transient, &repo), None);
+        assert_eq!(
+            api_stall(&ApiError::RateLimited { retry_after: None }, &repo),
+            None
+        );
+        let exhausted = ApiError::RetriesExhausted {
+            attempts: 4,
+            last: Box::new(transient),
+        };
+        assert_eq!(api_stall(&exhausted, &repo), None, "judged by the last failure");
+        let decode = ApiError::Decode {
+            endpoint: "list_repos",
+            detail: "not JSON".into(),
+            source: None,
+        };
+        assert_eq!(api_stall(&decode, &repo), None, "a proxy's page is worth a retry");
+
+        let unauthorized = api_stall(&ApiError::Unauthorized, &repo).unwrap();
+        assert_eq!(unauthorized.reason, Reason::Unauthorized);
+        assert_eq!(
+            unauthorized.message,
+            "the Flashback API rejected the token from the Secret team-a/flashback-token"
+        );
+        let invalid = ApiError::InvalidSpec {
+            code: "INVALID_BUCKET".into(),
+            message: "no bucket b9".into(),
+        };
+        let rejected = api_stall(&invalid, &repo).unwrap();
+        assert_eq!(rejected.reason, Reason::SpecRejected);
+        assert_eq!(
+            rejected.message,
+            "the Flashback API refused the repository with INVALID_BUCKET: no bucket b9"
+        );
+        let taken = ApiError::NameAlreadyUsed {
+            message: "taken".into(),
+        };
+        assert_eq!(
+            api_stall(&taken, &repo).unwrap().reason,
+            Reason::NameAlreadyUsed
+        );
+        let mut defaulted = repo.clone();
+        defaulted.spec.credentials_secret_ref = None;
+        let forbidden = ApiError::Forbidden {
+            message: "read only".into(),
+        };
+        assert_eq!(
+            api_stall(&forbidden, &defaulted).unwrap().message,
+            "the Flashback API does not let the token from the operator's default credentials \
+             do this: read only"
+        );
+    }
+
+    #[test]
+    fn each_credentials_problem_has_its_own_reason_and_a_delete_says_how_to_release() {
+        let name: credentials::SecretName = "team-a/token".parse().unwrap();
+        let cases = [
+            (
+                CredentialsError::SecretNotFound(name.clone()),
+                Reason::SecretNotFound,
+            ),
+            (
+                CredentialsError::TokenMissing(name.clone()),
+                Reason::TokenMissing,
+            ),
+            (
+                CredentialsError::TokenNotText(name.clone()),
+                Reason::TokenNotText,
+            ),
+            (
+                CredentialsError::SecretForbidden(name.clone()),
+                Reason::SecretForbidden,
+            ),
+            (CredentialsError::NoDefault, Reason::NoCredentials),
+        ];
+        for (problem, reason) in cases {
+            let stall = credentials_stall(&problem);
+            assert_eq!(stall.reason, reason);
+            assert_eq!(stall.message, problem.to_string());
+        }
+        let on_delete =
+            delete_without_credentials(&CredentialsError::SecretNotFound(name.clone()));
+        assert_eq!(on_delete.reason, Reason::SecretNotFound);
+        assert_eq!(
+            on_delete.message,
+            "the credentials Secret team-a/token does not exist; the remote repository is kept \
+             until then (set deletionPolicy: Orphan to release the object without deleting it)"
+        );
+    }
+
+    #[test]
+    fn a_delete_keeps_the_remote_for_observe_only_orphan_or_paused() {
+        let repo = fixtures::repo("team-a", "media");
+        assert_eq!(kept_on_delete(&repo), None);
+        let mut orphan = repo.clone();
+        orphan.spec.deletion_policy = DeletionPolicy::Orphan;
+        assert_eq!(kept_on_delete(&orphan), Some("deletionPolicy is Orphan"));
+        let mut observe = repo.clone();
+        observe.spec.management_policy = ManagementPolicy::ObserveOnly;
+        assert_eq!(
+            kept_on_delete(&observe),
+            Some("managementPolicy is ObserveOnly")
+        );
+        assert_eq!(
+            kept_on_delete(&fixtures::paused(repo)),
+            Some("remote writes are paused")
+        );
+    }
+
+    #[test]
+    fn waiting_and_paused_states_say_why_in_words() {
+        assert_eq!(
+            paused(false, false),
+            State::Waiting {
+                reason: Reason::Paused,
+                message: "remote writes are paused by the annotation flashback.tech/paused: \
+                          \"true\"; the remote repository has not been created"
+                    .into(),
+            }
+        );
+        assert_eq!(paused(true, false).reason(), Reason::Paused);
+        assert!(paused(true, false).message().ends_with("differs from the spec"));
+        assert_eq!(
+            paused(true, true),
+            State::Ready {
+                reason: Reason::Synced,
+                message: "the remote repository matches the spec; remote writes are paused"
+                    .into(),
+            }
+        );
+        assert_eq!(observed(true).reason(), Reason::Observed);
+        assert_eq!(observed(false).reason(), Reason::OutOfSync);
+        assert_eq!(
+            observed(false).message(),
+            "observed the remote repository; it differs from the spec, and managementPolicy \
+             ObserveOnly never writes"
+        );
+        let error = ApiError::RateLimited { retry_after: None };
+        assert_eq!(
+            retrying("list repositories", &error),
+            State::Progressing {
+                reason: Reason::RemoteUnavailable,
+                message: "could not list repositories, will retry: rate limited by the \
+                          Flashback API"
+                    .into(),
+            }
+        );
+        assert_eq!(
+            name_used_elsewhere("media", "ws-1"),
+            Stall {
+                reason: Reason::NameAlreadyUsed,
+                message: "the Flashback API refused the name \"media\": another repository of \
+                          the organisation uses it, outside workspace ws-1; choose another \
+                          spec.name"
+                    .into(),
+            }
+        );
+    }
+
+    #[test]
+    fn updates_and_adoptions_are_told_apart() {
+        let mut repo = fixtures::repo("team-a", "media");
+        repo.metadata.generation = Some(4);
+        assert_eq!(
+            updated(&repo, false, "r1"),
+            (
+                Reason::Updated,
+                "updated remote repository r1 to generation 4".into()
+            )
+        );
+        assert_eq!(updated(&repo, true, "r1").0, Reason::DriftCorrected);
+
+        assert_eq!(adoption_note(&repo, "r1"), None, "not asked to adopt");
+        fixtures::annotate(&mut repo, annotations::REPO_ID, "r1");
+        assert_eq!(
+            adoption_note(&repo, "r1").as_deref(),
+            Some("adopted remote repository r1")
+        );
+        repo.status = Some(fixtures::status_with_id("r0"));
+        assert_eq!(
+            adoption_note(&repo, "r1").as_deref(),
+            Some(
+                "adopted remote repository r1; the repository it managed before, r0, is left \
+                 in Flashback as it is"
+            )
+        );
+        repo.status = Some(fixtures::status_with_id("r1"));
+        assert_eq!(adoption_note(&repo, "r1"), None, "already its own");
     }
 }

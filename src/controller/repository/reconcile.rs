@@ -1,107 +1,49 @@
-//! One reconcile of one `FlashbackRepository`, spelled out as steps: credentials → observe
-//! the remote → decide (pure, `plan`) → act → write status (pure, `status`) → events.
+//! One reconcile of one `FlashbackRepository`, as named steps: **observe** (credentials, then
+//! the workspace listing), **decide** (pure: [`plan::decide`]), **act** (one method per
+//! decision: create, update, report), **report** (the status, pure: [`status::next`], and
+//! Events). Every rule is in [`plan`]; this file only carries out what it says.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
-use kube::runtime::reflector::Store;
+use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
-use crate::controller::context::{Context, Failpoint};
-use crate::controller::create_marker::CreateAttempt;
-use crate::controller::credentials::{self, Credentials, CredentialsError};
+use crate::controller::conditions::State;
+use crate::controller::context::Context;
+use crate::controller::credentials::{Credentials, CredentialsError};
 use crate::controller::error::Error;
-use crate::controller::plan::{self, Decision, Stall};
-use crate::controller::status::{self, State};
-use crate::crd::{
-    DeletionPolicy, FINALIZER, FlashbackRepository, FlashbackRepositoryStatus, ManagementPolicy,
-    annotations,
-};
-use flashback_client::ApiError;
-
-/// The entry point kube-runtime calls for every object that needs a look.
-pub async fn reconcile(repo: Arc<FlashbackRepository>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let namespace = repo.namespace().unwrap_or_default();
-    let api: Api<FlashbackRepository> = Api::namespaced(ctx.kube.clone(), &namespace);
-    let key = object_key(&repo);
-    // Waiting for a turn is not reconcile time.
-    let _turn = ctx.fairness.turn(&namespace).await;
-    let started = Instant::now();
-    let step = Reconcile::new(&api, &ctx, &repo);
-    let result = if repo.metadata.deletion_timestamp.is_some() {
-        step.delete().await
-    } else {
-        step.apply().await
-    };
-    if result.is_ok() {
-        ctx.backoff.reset(&key);
-    }
-    ctx.metrics
-        .reconciled(result.as_ref().err().map(Error::label), started.elapsed());
-    result
-}
-
-/// Called by kube-runtime when `reconcile` failed: back off per object.
-pub fn error_policy(repo: Arc<FlashbackRepository>, error: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx.backoff.next(&object_key(&repo), error.retry_after());
-    if error.is_stale() {
-        // Not a failure: the watch brings the new version. Backing off still bounds a cache
-        // that stays behind.
-        debug!(name = repo.name_any(), retry_in = ?delay, "the object changed while it was reconciled; looking again");
-    } else {
-        warn!(
-            namespace = repo.namespace().unwrap_or_default(),
-            name = repo.name_any(),
-            error = %error,
-            reason = error.label(),
-            retry_in = ?delay,
-            "reconcile failed"
-        );
-    }
-    Action::requeue(delay)
-}
-
-/// Whether an object of `store` other than `repo` manages the remote repository `repo_id`
-/// (see [`plan::holds`]).
-pub(crate) fn held_by_another(
-    store: &Store<FlashbackRepository>,
-    repo: &FlashbackRepository,
-    repo_id: &str,
-) -> bool {
-    store
-        .find(|other| plan::holds(other, repo, repo_id))
-        .is_some()
-}
-
-/// The key of an object's backoff: its uid.
-pub(crate) fn object_key(repo: &FlashbackRepository) -> String {
-    repo.uid().unwrap_or_else(|| {
-        format!(
-            "{}/{}",
-            repo.namespace().unwrap_or_default(),
-            repo.name_any()
-        )
-    })
-}
+use crate::controller::events;
+use crate::controller::failpoint::{self, Failpoint};
+use crate::controller::reason::Reason;
+use crate::controller::repository::create_attempt::CreateAttempt;
+use crate::controller::repository::plan::{self, Decision, Stall};
+use crate::controller::repository::{held_by_another, status};
+use crate::crd::{FINALIZER, FlashbackRepository, FlashbackRepositoryStatus};
+use flashback_client::{ApiError, Repo, RepoWrite};
 
 /// One reconcile of one object. It keeps the object as its own writes left it (status and
 /// resourceVersion), so a later step compares with what the API server holds, and its
 /// conditional writes still notice a change made by anyone else.
-struct Reconcile<'a> {
+pub struct Reconcile<'a> {
     api: &'a Api<FlashbackRepository>,
     ctx: &'a Context,
     repo: FlashbackRepository,
 }
 
+/// What the observe step found: the credentials to act with and the workspace's listing.
+struct Observed {
+    credentials: Credentials,
+    listing: std::sync::Arc<Vec<Repo>>,
+}
+
 impl<'a> Reconcile<'a> {
-    fn new(
+    pub fn new(
         api: &'a Api<FlashbackRepository>,
         ctx: &'a Context,
         repo: &FlashbackRepository,
@@ -113,183 +55,155 @@ impl<'a> Reconcile<'a> {
         }
     }
 
-    async fn apply(mut self) -> Result<Action, Error> {
+    /// The object exists: observe → decide → act → report.
+    pub async fn apply(mut self) -> Result<Action, Error> {
+        let observed = match self.observe().await? {
+            Ok(observed) => observed,
+            Err(outcome) => return outcome,
+        };
+        let decision = plan::decide(&self.repo, &observed.listing, |id| self.held_by_another(id));
+        let credentials = &observed.credentials;
+        match decision {
+            Decision::Create => self.create(credentials).await,
+            Decision::Update { repo_id } => self.update(credentials, repo_id).await,
+            Decision::InSync { repo_id } => {
+                self.announce_adoption(&repo_id).await;
+                self.report(Some(repo_id), plan::synced()).await
+            }
+            Decision::Observe { repo_id, in_sync } => {
+                self.report(Some(repo_id), plan::observed(in_sync)).await
+            }
+            Decision::Paused { repo_id, in_sync } => {
+                let state = plan::paused(repo_id.is_some(), in_sync);
+                self.report(repo_id, state).await
+            }
+            Decision::Stall(problem) => self.report(None, problem.state()).await,
+        }
+    }
+
+    /// Observe: the object's credentials, then its workspace's listing. A problem with either
+    /// is reported on the object, and ends the reconcile with that outcome.
+    async fn observe(&mut self) -> Result<Result<Observed, Result<Action, Error>>, Error> {
         let credentials = match self.credentials().await? {
             Ok(credentials) => credentials,
-            Err(problem) => return self.stall(None, credentials_stall(&problem)).await,
+            Err(problem) => {
+                let stall = plan::credentials_stall(&problem);
+                return Ok(Err(self.report(None, stall.state()).await));
+            }
         };
-        let workspace = self.repo.spec.workspace_id.clone();
         // A person asked for a look now, or an earlier create's outcome is unknown: no
         // listing from before this reconcile will do.
         let fetched_after = (self.repo.pending_reconcile_request().is_some()
             || self.repo.create_started())
         .then(Instant::now);
-        let listing = match self
-            .ctx
-            .remote
-            .repos(&credentials, &workspace, fetched_after)
-            .await
-        {
-            Ok(listing) => listing,
-            Err(error) => return self.remote_failed(None, "list repositories", error).await,
-        };
-
-        let desired = plan::desired(&self.repo);
-        match plan::decide(&self.repo, &listing, |id| self.held_by_another(id)) {
-            Decision::Create => {
-                // Before the create: the finalizer (first time only), then, conditional on the
-                // resourceVersion read, the status says Creating and records what this attempt
-                // sends. That write succeeding proves the decision was made on the latest
-                // version of the object, not on a cache that missed an earlier create's
-                // result; the record lets a later look tell this attempt's repository from
-                // anyone else's if the answer is lost.
-                let attempt = CreateAttempt::next(
-                    CreateAttempt::read(&self.repo).as_ref(),
-                    &desired,
-                    k8s_openapi::jiff::Timestamp::now(),
-                );
-                let creating = State::Progressing {
-                    reason: "Creating",
-                    message: "creating the remote repository".into(),
-                };
-                self.write(None, &creating, Attempt::Begin(attempt), Write::Conditional)
-                    .await?;
-                let repo_id = match self
-                    .ctx
-                    .remote
-                    .create(&credentials, &workspace, &desired)
-                    .await
-                {
-                    Ok(id) => id,
-                    Err(error @ ApiError::NameAlreadyUsed { .. }) => {
-                        return self.name_taken(&credentials, &desired.name, error).await;
-                    }
-                    Err(error) => {
-                        // The listing this create was decided on was fresh whenever an earlier
-                        // attempt's outcome was unknown: a refusal now proves nothing of this
-                        // object's exists, and the record must not make a later repository of
-                        // this name look like ours.
-                        if let Some(problem) = api_stall(&error, &self.repo) {
-                            return self.stall_resolved(problem).await;
-                        }
-                        return self
-                            .remote_failed(None, "create the repository", error)
-                            .await;
-                    }
-                };
-                if self.ctx.failpoint == Some(Failpoint::PauseAfterRemoteCreate) {
-                    info!(repo_id, "failpoint pause-after-remote-create reached");
-                    std::future::pending::<()>().await;
-                }
-                // The new id is a fact, whatever happened to the object meanwhile: one write
-                // records it, says Ready and drops the attempt, unconditionally. (A spec
-                // changed meanwhile has a new generation, which this status does not claim.)
-                let synced = State::Ready {
-                    reason: "Synced",
-                    message: "the remote repository matches the spec".into(),
-                };
-                self.write(
-                    Some(repo_id.clone()),
-                    &synced,
-                    Attempt::Resolved,
-                    Write::Unconditional,
-                )
-                .await?;
-                self.publish(
-                    EventType::Normal,
-                    "Created",
-                    format!("created remote repository {repo_id}"),
-                )
-                .await;
-                Ok(Action::await_change())
-            }
-            Decision::Update { repo_id } => {
-                self.announce_adoption(&repo_id).await;
-                let drift = plan::is_drift(&self.repo);
-                self.progress(Some(&repo_id), "Updating", "updating the remote repository")
-                    .await?;
-                if let Err(error) = self
-                    .ctx
-                    .remote
-                    .update(&credentials, &workspace, &repo_id, &desired)
-                    .await
-                {
-                    return self
-                        .remote_failed(Some(repo_id), "update the repository", error)
-                        .await;
-                }
-                let (reason, note) = if drift {
-                    (
-                        "DriftCorrected",
-                        format!(
-                            "remote repository {repo_id} had changed outside the operator and was set back to the spec"
-                        ),
-                    )
-                } else {
-                    (
-                        "Updated",
-                        format!(
-                            "updated remote repository {repo_id} to generation {}",
-                            self.repo.metadata.generation.unwrap_or_default()
-                        ),
-                    )
-                };
-                self.publish(EventType::Normal, reason, note).await;
-                self.synced(repo_id).await
-            }
-            Decision::InSync { repo_id } => {
-                self.announce_adoption(&repo_id).await;
-                self.synced(repo_id).await
-            }
-            Decision::Observe { repo_id, in_sync } => {
-                if in_sync {
-                    return self
-                        .ready(
-                            repo_id,
-                            "Observed",
-                            "observed the remote repository; it matches the spec",
-                        )
-                        .await;
-                }
-                let state = State::Waiting {
-                    reason: "OutOfSync",
-                    message: "observed the remote repository; it differs from the spec, and \
-                              managementPolicy ObserveOnly never writes"
-                        .into(),
-                };
-                self.write_status(Some(repo_id), &state).await?;
-                Ok(Action::await_change())
-            }
-            Decision::Paused { repo_id, in_sync } => {
-                let state = if in_sync {
-                    State::Ready {
-                        reason: "Synced",
-                        message: "the remote repository matches the spec; remote writes are paused"
-                            .into(),
-                    }
-                } else {
-                    State::Waiting {
-                        reason: "Paused",
-                        message: format!(
-                            "remote writes are paused by the annotation {}: \"true\"; the remote repository {}",
-                            annotations::PAUSED,
-                            if repo_id.is_some() {
-                                "differs from the spec"
-                            } else {
-                                "has not been created"
-                            }
-                        ),
-                    }
-                };
-                self.write_status(repo_id, &state).await?;
-                Ok(Action::await_change())
-            }
-            Decision::Stall(problem) => self.stall(None, problem).await,
+        match self.list(&credentials, fetched_after).await {
+            Ok(listing) => Ok(Ok(Observed {
+                credentials,
+                listing,
+            })),
+            Err(error) => Ok(Err(self
+                .remote_failed(None, "list repositories", error)
+                .await)),
         }
     }
 
+    /// Act: create the remote repository.
+    ///
+    /// Before the create: the finalizer (first time only), then, conditional on the
+    /// resourceVersion read, the status says Creating and records what this attempt sends.
+    /// That write succeeding proves the decision was made on the latest version of the object,
+    /// not on a cache that missed an earlier create's result; the record lets a later look tell
+    /// this attempt's repository from anyone else's if the answer is lost.
+    async fn create(&mut self, credentials: &Credentials) -> Result<Action, Error> {
+        let desired = plan::desired(&self.repo);
+        let attempt = CreateAttempt::next(
+            CreateAttempt::read(&self.repo).as_ref(),
+            &desired,
+            k8s_openapi::jiff::Timestamp::now(),
+        );
+        self.write(
+            None,
+            &plan::creating(),
+            Attempt::Begin(attempt),
+            Write::Conditional,
+        )
+        .await?;
+        let workspace = &self.repo.spec.workspace_id;
+        let repo_id = match self
+            .ctx
+            .remote
+            .create(credentials, workspace, &desired)
+            .await
+        {
+            Ok(id) => id,
+            Err(error @ ApiError::NameAlreadyUsed { .. }) => {
+                return self.name_taken(credentials, &desired, error).await;
+            }
+            Err(error) => {
+                // The listing this create was decided on was fresh whenever an earlier
+                // attempt's outcome was unknown: a refusal now proves nothing of this object's
+                // exists, and the record must not make a later repository of this name look
+                // like ours.
+                if let Some(problem) = plan::api_stall(&error, &self.repo) {
+                    return self.stall_resolved(problem).await;
+                }
+                return self
+                    .remote_failed(None, "create the repository", error)
+                    .await;
+            }
+        };
+        failpoint::pause_at(Failpoint::PauseAfterRemoteCreate).await;
+        // The new id is a fact, whatever happened to the object meanwhile: one write records
+        // it, says Ready and drops the attempt, unconditionally. (A spec changed meanwhile has
+        // a new generation, which this status does not claim.)
+        self.write(
+            Some(repo_id.clone()),
+            &plan::synced(),
+            Attempt::Resolved,
+            Write::Unconditional,
+        )
+        .await?;
+        let note = format!("created remote repository {repo_id}");
+        self.publish(EventType::Normal, Reason::Created, note).await;
+        Ok(Action::await_change())
+    }
+
+    /// Act: send the whole spec to a repository that differs from it.
+    async fn update(
+        &mut self,
+        credentials: &Credentials,
+        repo_id: String,
+    ) -> Result<Action, Error> {
+        self.announce_adoption(&repo_id).await;
+        let drift = plan::is_drift(&self.repo);
+        self.write_status(Some(repo_id.clone()), &plan::updating())
+            .await?;
+        let desired = plan::desired(&self.repo);
+        let workspace = &self.repo.spec.workspace_id;
+        if let Err(error) = self
+            .ctx
+            .remote
+            .update(credentials, workspace, &repo_id, &desired)
+            .await
+        {
+            return self
+                .remote_failed(Some(repo_id), "update the repository", error)
+                .await;
+        }
+        let (reason, note) = plan::updated(&self.repo, drift, &repo_id);
+        self.publish(EventType::Normal, reason, note).await;
+        self.report(Some(repo_id), plan::synced()).await
+    }
+
+    /// Report: write the state (and the id, when known); wait for the next change.
+    async fn report(&mut self, repo_id: Option<String>, state: State) -> Result<Action, Error> {
+        self.write_status(repo_id, &state).await?;
+        // Nothing left to do: look again on a change, or when a resync sees the remote move.
+        Ok(Action::await_change())
+    }
+
     /// The object is being deleted: clean up what it owns in Flashback, then release it.
-    async fn delete(mut self) -> Result<Action, Error> {
+    pub async fn delete(mut self) -> Result<Action, Error> {
         if !self.has_finalizer() {
             return Ok(Action::await_change());
         }
@@ -299,25 +213,12 @@ impl<'a> Reconcile<'a> {
     }
 
     async fn cleanup(&mut self) -> Result<Action, Error> {
-        let keep = if self.repo.spec.management_policy == ManagementPolicy::ObserveOnly {
-            Some("managementPolicy is ObserveOnly")
-        } else if self.repo.spec.deletion_policy == DeletionPolicy::Orphan {
-            Some("deletionPolicy is Orphan")
-        } else if self.repo.is_paused() {
-            Some("remote writes are paused")
-        } else {
-            None
-        };
-        if let Some(why) = keep {
-            self.publish(
-                EventType::Normal,
-                "Orphaned",
-                format!("left the remote repository in Flashback: {why}"),
-            )
-            .await;
+        if let Some(why) = plan::kept_on_delete(&self.repo) {
+            let note = format!("left the remote repository in Flashback: {why}");
+            self.publish(EventType::Normal, Reason::Orphaned, note)
+                .await;
             return Ok(Action::await_change());
         }
-
         // Only an id this object verified in its workspace and recorded in its status is
         // ever deleted; the adoption annotation alone names nothing to delete.
         let known = self.repo.status.as_ref().and_then(|s| s.repo_id.clone());
@@ -330,16 +231,10 @@ impl<'a> Reconcile<'a> {
             Ok(credentials) => credentials,
             Err(problem) => return self.cleanup_without_credentials(&problem, known).await,
         };
-        let workspace = self.repo.spec.workspace_id.clone();
         // A create whose outcome was never recorded (a crash, a status write that failed) may
         // have made a repository: look with a listing from after it, so nothing leaks.
         let fetched_after = attempt.is_some().then(Instant::now);
-        let listing = match self
-            .ctx
-            .remote
-            .repos(&credentials, &workspace, fetched_after)
-            .await
-        {
+        let listing = match self.list(&credentials, fetched_after).await {
             Ok(listing) => listing,
             Err(error) => return Err(self.deletion_failed(error).await),
         };
@@ -351,21 +246,19 @@ impl<'a> Reconcile<'a> {
                 continue;
             }
             if self.held_by_another(&remote.id) {
-                self.publish(
-                    EventType::Warning,
-                    "LeftInPlace",
-                    format!(
-                        "left remote repository {} in Flashback: another FlashbackRepository \
-                         manages it",
-                        remote.id
-                    ),
-                )
-                .await;
+                let note = format!(
+                    "left remote repository {} in Flashback: another FlashbackRepository \
+                     manages it",
+                    remote.id
+                );
+                self.publish(EventType::Warning, Reason::LeftInPlace, note)
+                    .await;
                 continue;
             }
             doomed.push(remote.id.clone());
         }
         // Not listed in the object's workspace: already gone, or never this object's to delete.
+        let workspace = self.repo.spec.workspace_id.clone();
         for repo_id in doomed {
             if let Err(error) = self
                 .ctx
@@ -375,12 +268,8 @@ impl<'a> Reconcile<'a> {
             {
                 return Err(self.deletion_failed(error).await);
             }
-            self.publish(
-                EventType::Normal,
-                "Deleted",
-                format!("deleted remote repository {repo_id}"),
-            )
-            .await;
+            let note = format!("deleted remote repository {repo_id}");
+            self.publish(EventType::Normal, Reason::Deleted, note).await;
         }
         Ok(Action::await_change())
     }
@@ -413,13 +302,10 @@ impl<'a> Reconcile<'a> {
             );
             return Ok(Action::await_change());
         }
-        let mut problem = credentials_stall(problem);
-        problem.message.push_str(
-            "; the remote repository is kept until then (set deletionPolicy: Orphan \
-             to release the object without deleting it)",
-        );
-        self.stall(None, problem.clone()).await?;
-        Err(Error::CleanupBlocked(problem.message))
+        let stall = plan::delete_without_credentials(problem);
+        let message = stall.message.clone();
+        self.report(None, stall.state()).await?;
+        Err(Error::CleanupBlocked(message))
     }
 
     /// Whether the object's namespace is being deleted. Not knowing (the operator may not
@@ -438,7 +324,19 @@ impl<'a> Reconcile<'a> {
 
     /// Whether another object manages the remote repository `repo_id`.
     fn held_by_another(&self, repo_id: &str) -> bool {
-        held_by_another(&self.ctx.store, &self.repo, repo_id)
+        held_by_another(&self.ctx.repositories, &self.repo, repo_id)
+    }
+
+    /// The listing of the object's workspace, fetched after `fetched_after` when given.
+    async fn list(
+        &self,
+        credentials: &Credentials,
+        fetched_after: Option<Instant>,
+    ) -> Result<std::sync::Arc<Vec<Repo>>, ApiError> {
+        self.ctx
+            .remote
+            .repos(credentials, &self.repo.spec.workspace_id, fetched_after)
+            .await
     }
 
     /// `POST /repo` answered that the name is taken. A listing from after the answer tells
@@ -448,20 +346,14 @@ impl<'a> Reconcile<'a> {
     async fn name_taken(
         &mut self,
         credentials: &Credentials,
-        name: &str,
+        desired: &RepoWrite,
         refusal: ApiError,
     ) -> Result<Action, Error> {
-        let workspace = self.repo.spec.workspace_id.clone();
-        let listing = match self
-            .ctx
-            .remote
-            .repos(credentials, &workspace, Some(Instant::now()))
-            .await
-        {
+        let listing = match self.list(credentials, Some(Instant::now())).await {
             Ok(listing) => listing,
             Err(error) => return self.remote_failed(None, "list repositories", error).await,
         };
-        if listing.iter().any(|r| r.name == name) {
+        if listing.iter().any(|r| r.name == desired.name) {
             // The next look, after this object's backoff (a server that answers otherwise
             // each time gets no faster loop), decides on this listing.
             debug!("the name is taken in the workspace; deciding again on a fresh listing");
@@ -471,31 +363,15 @@ impl<'a> Reconcile<'a> {
             });
         }
         // Nothing of this name in the workspace: no earlier attempt of ours made it.
-        self.stall_resolved(plan::Stall {
-            reason: "NameAlreadyUsed",
-            message: format!(
-                "the Flashback API refused the name {name:?}: another repository of the \
-                 organisation uses it, outside workspace {workspace}; choose another spec.name"
-            ),
-        })
-        .await
+        let stall = plan::name_used_elsewhere(&desired.name, &self.repo.spec.workspace_id);
+        self.stall_resolved(stall).await
     }
 
-    /// An Event when the adoption annotation makes this object take over `repo_id`, naming the
-    /// repository it managed before, if any, which is left in Flashback as it is.
+    /// An Event when the adoption annotation makes this object take over `repo_id`.
     async fn announce_adoption(&self, repo_id: &str) {
-        let known = self.repo.status.as_ref().and_then(|s| s.repo_id.as_deref());
-        if known == Some(repo_id) || self.repo.adopted_repo_id() != Some(repo_id) {
-            return;
+        if let Some(note) = plan::adoption_note(&self.repo, repo_id) {
+            self.publish(EventType::Normal, Reason::Adopted, note).await;
         }
-        let note = match known {
-            Some(previous) => format!(
-                "adopted remote repository {repo_id}; the repository it managed before, \
-                 {previous}, is left in Flashback as it is"
-            ),
-            None => format!("adopted remote repository {repo_id}"),
-        };
-        self.publish(EventType::Normal, "Adopted", note).await;
     }
 
     async fn credentials(&self) -> Result<Result<Credentials, CredentialsError>, Error> {
@@ -505,15 +381,12 @@ impl<'a> Reconcile<'a> {
     /// Reports a failed remote delete on the object; the finalizer stays.
     async fn deletion_failed(&mut self, error: ApiError) -> Error {
         let message = format!("cannot delete the remote repository: {error}");
-        self.publish(EventType::Warning, "DeleteFailed", message.clone())
+        self.publish(EventType::Warning, Reason::DeleteFailed, message.clone())
             .await;
-        let state = match api_stall(&error, &self.repo) {
-            Some(problem) => State::Stalled {
-                reason: problem.reason,
-                message: problem.message,
-            },
+        let state = match plan::api_stall(&error, &self.repo) {
+            Some(problem) => problem.state(),
             None => State::Progressing {
-                reason: "DeleteFailed",
+                reason: Reason::DeleteFailed,
                 message,
             },
         };
@@ -530,80 +403,35 @@ impl<'a> Reconcile<'a> {
         }
     }
 
-    /// Handles a failed remote call during apply: a stall for a person, or a retry.
+    /// Handles a failed remote call: a stall for a person, or a retry.
     async fn remote_failed(
         &mut self,
         repo_id: Option<String>,
         operation: &'static str,
         error: ApiError,
     ) -> Result<Action, Error> {
-        if let Some(problem) = api_stall(&error, &self.repo) {
-            return self.stall(repo_id, problem).await;
+        if let Some(problem) = plan::api_stall(&error, &self.repo) {
+            return self.report(repo_id, problem.state()).await;
         }
-        let state = State::Progressing {
-            reason: "RemoteUnavailable",
-            message: format!("could not {operation}, will retry: {error}"),
-        };
-        self.write_status(repo_id, &state).await?;
+        self.write_status(repo_id, &plan::retrying(operation, &error))
+            .await?;
         Err(Error::Remote {
             operation,
             source: error,
         })
     }
 
-    async fn stall(&mut self, repo_id: Option<String>, problem: Stall) -> Result<Action, Error> {
-        let state = State::Stalled {
-            reason: problem.reason,
-            message: problem.message,
-        };
-        self.write_status(repo_id, &state).await?;
-        // A person has to act: look again on a change, or when a resync sees the remote move.
-        Ok(Action::await_change())
-    }
-
     /// Stalled by a refused create, which proves no attempt of this object made anything: the
     /// attempt's record goes in the same write.
     async fn stall_resolved(&mut self, problem: Stall) -> Result<Action, Error> {
-        let state = State::Stalled {
-            reason: problem.reason,
-            message: problem.message,
-        };
-        self.write(None, &state, Attempt::Resolved, Write::Conditional)
-            .await?;
+        self.write(
+            None,
+            &problem.state(),
+            Attempt::Resolved,
+            Write::Conditional,
+        )
+        .await?;
         Ok(Action::await_change())
-    }
-
-    async fn progress(
-        &mut self,
-        repo_id: Option<&str>,
-        reason: &'static str,
-        message: &str,
-    ) -> Result<(), Error> {
-        let state = State::Progressing {
-            reason,
-            message: message.to_string(),
-        };
-        self.write_status(repo_id.map(str::to_string), &state).await
-    }
-
-    async fn ready(
-        &mut self,
-        repo_id: String,
-        reason: &'static str,
-        message: &str,
-    ) -> Result<Action, Error> {
-        let state = State::Ready {
-            reason,
-            message: message.to_string(),
-        };
-        self.write_status(Some(repo_id), &state).await?;
-        Ok(Action::await_change())
-    }
-
-    /// Ready: the remote repository matches the spec.
-    async fn synced(&mut self, repo_id: String) -> Result<Action, Error> {
-        self.ready(repo_id, "Synced", "the remote repository matches the spec")
-            .await
     }
 
     /// Writes the status, conditional on the resourceVersion read. A status that records a
@@ -644,15 +472,18 @@ impl<'a> Reconcile<'a> {
         }
         let was_stalled = status::stalled_reason(self.repo.status.as_ref()).map(str::to_string);
         match state {
-            State::Stalled { reason, message } if was_stalled.as_deref() != Some(reason) => {
-                self.publish(EventType::Warning, reason, message.clone())
+            State::Stalled { reason, message }
+                if was_stalled.as_deref() != Some(reason.as_str()) =>
+            {
+                self.publish(EventType::Warning, *reason, message.clone())
                     .await;
             }
             State::Stalled { .. } => {}
             _ => {
                 if let Some(was) = was_stalled {
                     let note = format!("no longer stalled ({was}): {}", state.message());
-                    self.publish(EventType::Normal, "StallResolved", note).await;
+                    self.publish(EventType::Normal, Reason::StallResolved, note)
+                        .await;
                 }
             }
         }
@@ -746,22 +577,15 @@ impl<'a> Reconcile<'a> {
         }
     }
 
-    async fn publish(&self, type_: EventType, reason: &str, note: String) {
-        let event = Event {
+    async fn publish(&self, type_: EventType, reason: Reason, note: String) {
+        events::publish(
+            &self.ctx.recorder,
+            &self.repo.object_ref(&()),
             type_,
-            reason: reason.to_string(),
-            note: Some(note),
-            action: "Reconcile".to_string(),
-            secondary: None,
-        };
-        if let Err(error) = self
-            .ctx
-            .recorder
-            .publish(&event, &self.repo.object_ref(&()))
-            .await
-        {
-            warn!(error = %error, reason, "could not publish an Event");
-        }
+            reason,
+            note,
+        )
+        .await;
     }
 }
 
@@ -779,73 +603,4 @@ enum Write {
     Conditional,
     /// Only for facts that no change to the object can make stale (a repository created).
     Unconditional,
-}
-
-fn credentials_stall(problem: &CredentialsError) -> Stall {
-    Stall {
-        reason: match problem {
-            CredentialsError::SecretNotFound(_) => "SecretNotFound",
-            CredentialsError::TokenMissing(_) => "TokenMissing",
-            CredentialsError::TokenNotText(_) => "TokenNotText",
-            CredentialsError::InvalidApiUrl(..) => "InvalidApiUrl",
-            CredentialsError::ApiUrlNotAllowed(..) => "ApiUrlNotAllowed",
-            CredentialsError::SecretForbidden(_) => "SecretForbidden",
-            CredentialsError::NoDefault => "NoCredentials",
-        },
-        message: problem.to_string(),
-    }
-}
-
-/// The stall an API error means, or `None` when it is worth a retry.
-fn api_stall(error: &ApiError, repo: &FlashbackRepository) -> Option<Stall> {
-    let error = match error {
-        ApiError::RetriesExhausted { last, .. } => last.as_ref(),
-        other => other,
-    };
-    // An answer the client cannot read (a proxy's error page, say) is worth another try.
-    if error.is_transient() || matches!(error, ApiError::Decode { .. }) {
-        return None;
-    }
-    let secret = credentials::secret_for(repo, None)
-        .map(|name| format!("the Secret {name}"))
-        .unwrap_or_else(|_| "the operator's default credentials".into());
-    Some(match error {
-        ApiError::Unauthorized => Stall {
-            reason: "Unauthorized",
-            message: format!("the Flashback API rejected the token from {secret}"),
-        },
-        ApiError::Forbidden { message } => Stall {
-            reason: "Forbidden",
-            message: format!(
-                "the Flashback API does not let the token from {secret} do this: {message}"
-            ),
-        },
-        ApiError::ResponseTooLarge { .. } => Stall {
-            reason: "ResponseTooLarge",
-            message: format!("the Flashback API named by {secret} cannot be used: {error}"),
-        },
-        ApiError::Config { reason, .. } => Stall {
-            reason: "InvalidCredentials",
-            message: format!("the credentials from {secret} cannot be used: {reason}"),
-        },
-        ApiError::NameAlreadyUsed { .. } => Stall {
-            reason: "NameAlreadyUsed",
-            message: format!(
-                "the Flashback API refused the name {:?}: another repository of the organisation uses it",
-                repo.remote_name()
-            ),
-        },
-        ApiError::InvalidSpec { code, message } => Stall {
-            reason: "SpecRejected",
-            message: format!("the Flashback API refused the repository with {code}: {message}"),
-        },
-        ApiError::NotFound { message } => Stall {
-            reason: "SpecRejected",
-            message: format!("the Flashback API refused the repository with NOT_FOUND: {message}"),
-        },
-        other => Stall {
-            reason: "SpecRejected",
-            message: format!("the Flashback API refused the repository: {other}"),
-        },
-    })
 }

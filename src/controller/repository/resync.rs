@@ -14,8 +14,10 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use crate::controller::context::Context;
+use crate::controller::credentials;
 use crate::controller::credentials::SecretName;
-use crate::controller::{credentials, plan};
+use crate::controller::periodic::{self, First};
+use crate::controller::repository::plan;
 use crate::crd::FlashbackRepository;
 
 /// How many workspaces are listed at once: one credential's slow API delays only its own.
@@ -29,17 +31,11 @@ pub async fn run(
     due: mpsc::Sender<ObjectRef<FlashbackRepository>>,
     stop: impl std::future::Future<Output = ()>,
 ) {
-    super::every(
-        &store,
-        interval,
-        super::First::AfterInterval,
-        stop,
-        || async {
-            let started = Instant::now();
-            let sent = sweep(&store, &ctx, &due).await;
-            debug!(reconciles = sent, took = ?started.elapsed(), "resync sweep");
-        },
-    )
+    periodic::every(&store, interval, First::AfterInterval, stop, || async {
+        let started = Instant::now();
+        let sent = sweep(&store, &ctx, &due).await;
+        debug!(reconciles = sent, took = ?started.elapsed(), "resync sweep");
+    })
     .await;
 }
 
@@ -51,7 +47,7 @@ async fn sweep(
 ) -> usize {
     let objects = store.state();
     let recorders = by_recorded_id(&objects);
-    let groups = by_workspace(&objects, ctx.default_credentials.as_ref());
+    let groups = by_workspace(&objects, ctx.settings.default_credentials_secret.as_ref());
     let sent = std::sync::atomic::AtomicUsize::new(0);
     futures::stream::iter(groups)
         .for_each_concurrent(WORKSPACES_AT_ONCE, |((secret, workspace), repos)| {

@@ -16,6 +16,7 @@ use tracing::{debug, warn};
 
 use crate::controller::context::Context;
 use crate::controller::credentials::{self, SecretName};
+use crate::controller::periodic::{self, First};
 use crate::crd::{FlashbackRepository, RepositoryStats};
 use flashback_client::RepoStats;
 
@@ -26,7 +27,7 @@ pub async fn run(
     interval: Duration,
     stop: impl std::future::Future<Output = ()>,
 ) {
-    super::every(&store, interval, super::First::AtOnce, stop, || {
+    periodic::every(&store, interval, First::AtOnce, stop, || {
         refresh(&store, &ctx)
     })
     .await;
@@ -41,7 +42,10 @@ const WRITES_AT_ONCE: usize = 8;
 
 /// One pass over every object that has a remote repository.
 pub async fn refresh(store: &Store<FlashbackRepository>, ctx: &Context) {
-    let groups = by_credentials(&store.state(), ctx.default_credentials.as_ref());
+    let groups = by_credentials(
+        &store.state(),
+        ctx.settings.default_credentials_secret.as_ref(),
+    );
     futures::stream::iter(groups)
         .for_each_concurrent(CREDENTIALS_AT_ONCE, |(secret, repos)| {
             refresh_credential(ctx, secret, repos)

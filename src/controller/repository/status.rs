@@ -1,75 +1,10 @@
-//! The status a reconcile writes, computed as a pure function of what it found, following
-//! kstatus: `Ready`, `Reconciling` and `Stalled`, each with the generation it describes, a
-//! CamelCase reason and a message for a person. `lastTransitionTime` moves only when a
-//! condition's status changes.
+//! The status a repository reconcile writes, computed as a pure function of what it found;
+//! the conditions themselves are the shared [`conditions`].
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use crate::controller::conditions::{self, State};
 use crate::crd::{FlashbackRepository, FlashbackRepositoryStatus};
-
-pub const READY: &str = "Ready";
-pub const RECONCILING: &str = "Reconciling";
-pub const STALLED: &str = "Stalled";
-
-/// Where an object stands after a reconcile step.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum State {
-    /// The remote repository is what the object asks for (or, ObserveOnly, was observed).
-    Ready {
-        reason: &'static str,
-        message: String,
-    },
-    /// The operator is working on it: a create, update or delete in flight, or a retry.
-    Progressing {
-        reason: &'static str,
-        message: String,
-    },
-    /// Nothing to do until a person lifts a hold (paused by annotation).
-    Waiting {
-        reason: &'static str,
-        message: String,
-    },
-    /// Only a person can fix this.
-    Stalled {
-        reason: &'static str,
-        message: String,
-    },
-}
-
-impl State {
-    pub fn reason(&self) -> &'static str {
-        match self {
-            State::Ready { reason, .. }
-            | State::Progressing { reason, .. }
-            | State::Waiting { reason, .. }
-            | State::Stalled { reason, .. } => reason,
-        }
-    }
-
-    pub fn message(&self) -> &str {
-        match self {
-            State::Ready { message, .. }
-            | State::Progressing { message, .. }
-            | State::Waiting { message, .. }
-            | State::Stalled { message, .. } => message,
-        }
-    }
-
-    /// (Ready, Reconciling, Stalled) as condition statuses.
-    fn statuses(&self) -> [(&'static str, bool); 3] {
-        let (ready, reconciling, stalled) = match self {
-            State::Ready { .. } => (true, false, false),
-            State::Progressing { .. } => (false, true, false),
-            State::Waiting { .. } => (false, false, false),
-            State::Stalled { .. } => (false, false, true),
-        };
-        [
-            (READY, ready),
-            (RECONCILING, reconciling),
-            (STALLED, stalled),
-        ]
-    }
-}
 
 /// The status to write: the current one with the id, name and conditions replaced.
 /// Statistics belong to the stats task and are kept as they are.
@@ -81,35 +16,7 @@ pub fn next(
 ) -> FlashbackRepositoryStatus {
     let current = repo.status.clone().unwrap_or_default();
     let generation = repo.metadata.generation;
-    let conditions = state
-        .statuses()
-        .into_iter()
-        .map(|(type_, is_true)| {
-            let status = if is_true { "True" } else { "False" };
-            // Each condition speaks for itself: the state's reason where it is the one that
-            // holds, a plain "Not<Type>" otherwise.
-            let (reason, message) = if is_true || type_ == READY {
-                (state.reason().to_string(), state.message().to_string())
-            } else {
-                (format!("Not{type_}"), String::new())
-            };
-            let previous = current.conditions.iter().find(|c| c.type_ == type_);
-            let last_transition_time = match previous {
-                Some(previous) if previous.status == status => {
-                    previous.last_transition_time.clone()
-                }
-                _ => now.clone(),
-            };
-            Condition {
-                type_: type_.to_string(),
-                status: status.to_string(),
-                reason,
-                message,
-                observed_generation: generation,
-                last_transition_time,
-            }
-        })
-        .collect();
+    let conditions = conditions::next(&current.conditions, state, generation, now);
     FlashbackRepositoryStatus {
         repo_id: repo_id.or(current.repo_id.clone()),
         remote_name: Some(repo.remote_name().to_string()),
@@ -126,17 +33,16 @@ pub fn next(
 
 /// The Stalled condition's reason when it is True.
 pub fn stalled_reason(status: Option<&FlashbackRepositoryStatus>) -> Option<&str> {
-    status?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == STALLED && c.status == "True")
-        .map(|c| c.reason.as_str())
+    conditions::stalled_reason(&status?.conditions)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::conditions::{READY, RECONCILING, STALLED};
+    use crate::controller::reason::Reason;
     use crate::fixtures;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
     fn condition<'a>(status: &'a FlashbackRepositoryStatus, type_: &str) -> &'a Condition {
         status.conditions.iter().find(|c| c.type_ == type_).unwrap()
@@ -148,7 +54,7 @@ mod tests {
         repo.metadata.generation = Some(3);
         let now = fixtures::time("2026-11-26T20:00:00Z");
         let state = State::Ready {
-            reason: "Synced",
+            reason: Reason::Synced,
             message: "in step".into(),
         };
         let status = next(&repo, Some("r1".into()), &state, &now);
@@ -176,7 +82,7 @@ mod tests {
             &repo,
             None,
             &State::Ready {
-                reason: "Synced",
+                reason: Reason::Synced,
                 message: "new words".into(),
             },
             &now,
@@ -188,7 +94,7 @@ mod tests {
             &repo,
             None,
             &State::Stalled {
-                reason: "Unauthorized",
+                reason: Reason::Unauthorized,
                 message: "token rejected".into(),
             },
             &now,
@@ -203,7 +109,7 @@ mod tests {
     fn an_unchanged_outcome_gives_an_equal_status() {
         let mut repo = fixtures::repo("team-a", "media");
         let state = State::Ready {
-            reason: "Synced",
+            reason: Reason::Synced,
             message: "in step".into(),
         };
         let first = next(

@@ -1,0 +1,152 @@
+//! The one vocabulary of reasons: every condition reason and every Event reason the operator
+//! writes is a [`Reason`], so a person reading `kubectl describe` finds each of them in the
+//! README's tables (a test checks that the README names them all).
+
+use std::fmt;
+
+macro_rules! reasons {
+    ($($(#[doc = $doc:literal])+ $name:ident,)+) => {
+        /// A CamelCase reason, as conditions and Events carry it.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Reason {
+            $($(#[doc = $doc])+ $name,)+
+        }
+
+        impl Reason {
+            /// Every reason, in declaration order.
+            pub const ALL: &'static [Reason] = &[$(Reason::$name,)+];
+
+            /// The reason as written in a condition or an Event.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Reason::$name => stringify!($name),)+
+                }
+            }
+        }
+    };
+}
+
+reasons! {
+    // In step.
+    /// Ready: the remote repository matches the spec.
+    Synced,
+    /// Ready, ObserveOnly: the remote repository was observed and matches the spec.
+    Observed,
+
+    // Out of step by choice.
+    /// Waiting: remote writes are paused by annotation and the remote differs or is missing.
+    Paused,
+    /// Waiting, ObserveOnly: the remote repository differs from the spec.
+    OutOfSync,
+
+    // Working.
+    /// Reconciling: a create is in flight.
+    Creating,
+    /// Reconciling: an update is in flight.
+    Updating,
+    /// Reconciling: a Flashback API call failed and will be retried.
+    RemoteUnavailable,
+    /// Reconciling (and a Warning Event): the remote repository could not be deleted yet.
+    DeleteFailed,
+
+    // A person must act (Stalled).
+    /// The credentials Secret does not exist.
+    SecretNotFound,
+    /// The operator may not read the credentials Secret.
+    SecretForbidden,
+    /// The credentials Secret has no `token` key.
+    TokenMissing,
+    /// The token is not text (a bearer token must be a header value).
+    TokenNotText,
+    /// The Secret's `apiUrl` is not a URL the operator can call.
+    InvalidApiUrl,
+    /// The Secret's `apiUrl` names a host `--allowed-api-hosts` does not allow.
+    ApiUrlNotAllowed,
+    /// Neither a `credentialsSecretRef` nor the operator's default credentials.
+    NoCredentials,
+    /// The Flashback API rejected the token.
+    Unauthorized,
+    /// The Flashback API does not let the token do this.
+    Forbidden,
+    /// The credentials cannot be used to build a client.
+    InvalidCredentials,
+    /// The Flashback API answered more than the operator reads.
+    ResponseTooLarge,
+    /// The remote name is taken by a repository this object may not claim.
+    NameAlreadyUsed,
+    /// The Flashback API refused the repository (with its error code).
+    SpecRejected,
+    /// The repository named by the adoption annotation does not exist.
+    AdoptedRepoNotFound,
+    /// The repository is managed by another object.
+    ManagedByAnotherObject,
+    /// ObserveOnly, and no repository of that name exists.
+    RemoteNotFound,
+
+    // Events only.
+    /// A remote repository was created.
+    Created,
+    /// The remote repository was updated to a new generation.
+    Updated,
+    /// The remote repository had changed outside the operator and was set back.
+    DriftCorrected,
+    /// The adoption annotation made the object take over a repository.
+    Adopted,
+    /// The remote repository was deleted with its object.
+    Deleted,
+    /// The remote repository was left in Flashback when its object went.
+    Orphaned,
+    /// A delete found the repository managed by another object and left it.
+    LeftInPlace,
+    /// A stall ended.
+    StallResolved,
+
+    // The reason of a condition that does not hold.
+    /// The Reconciling condition is False.
+    NotReconciling,
+    /// The Stalled condition is False.
+    NotStalled,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_readmes_status_section_names_every_reason() {
+        let readme = include_str!("../../README.md");
+        let section = readme
+            .split("\n### Status\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .expect("the README has a Status section");
+        let missing: Vec<&str> = Reason::ALL
+            .iter()
+            .map(|reason| reason.as_str())
+            .filter(|name| !section.contains(&format!("`{name}`")))
+            .collect();
+        assert_eq!(
+            missing,
+            Vec::<&str>::new(),
+            "reasons the README does not name"
+        );
+    }
+
+    #[test]
+    fn reasons_are_camel_case_and_distinct() {
+        let mut seen = std::collections::HashSet::new();
+        for reason in Reason::ALL {
+            let name = reason.as_str();
+            assert!(name.starts_with(|c: char| c.is_ascii_uppercase()), "{name}");
+            assert!(name.chars().all(|c| c.is_ascii_alphanumeric()), "{name}");
+            assert!(seen.insert(name), "{name} twice");
+        }
+        assert_eq!(Reason::Synced.to_string(), "Synced");
+    }
+}

@@ -1,0 +1,271 @@
+//! The `FlashbackRepository` kind: its controller (the watch, what wakes a reconcile, the
+//! resync sweep and the statistics task), and its reconcile in steps.
+//!
+//! - [`plan`]: pure decisions (what to do with the remote, which errors stall and why).
+//! - [`reconcile`]: one reconcile as observe → decide → act → report; the only I/O.
+//! - [`status`]: the status a reconcile writes, pure.
+//! - [`create_attempt`]: the record that tells this object's create from anyone else's.
+//! - [`resync`]: the periodic sweep that finds objects out of step with their remote.
+//! - [`stats`]: the periodic, batched read of usage figures into the status.
+
+pub mod create_attempt;
+pub mod plan;
+pub mod reconcile;
+pub mod resync;
+pub mod stats;
+pub mod status;
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
+use kube::runtime::{Controller, WatchStreamExt, predicates, watcher};
+use kube::{Api, ResourceExt};
+use tracing::{debug, warn};
+
+use crate::controller::context::Context;
+use crate::controller::credentials::{self, SecretName};
+use crate::controller::error::Error;
+use crate::controller::watches;
+use crate::crd::FlashbackRepository;
+
+/// Runs the repository controller until `stopped` resolves: the watch (filling `writer`, the
+/// store the context reads), the resync sweep, the statistics task, and the reconciles they
+/// and Secret changes call for.
+pub async fn run<Stop, StopFuture>(
+    api: Api<FlashbackRepository>,
+    writer: Writer<FlashbackRepository>,
+    ctx: Arc<Context>,
+    stopped: &Stop,
+) where
+    Stop: Fn() -> StopFuture,
+    StopFuture: std::future::Future<Output = ()> + Send + Sync + 'static,
+{
+    let settings = ctx.settings.clone();
+    let store = ctx.repositories.clone();
+    let mut watched = watcher::Config::default();
+    if let Some(selector) = &settings.selector {
+        watched = watched.labels(selector);
+    }
+    let objects = watcher(api, watched)
+        .default_backoff()
+        // Nothing reads them, and they were a third of the cache's memory.
+        .modify(|repo| repo.managed_fields_mut().clear())
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(worth_a_reconcile, Default::default());
+    let secret_changes = watches::secret_changes(&ctx.kube, &settings, ctx.credentials.clone());
+    let users = store.clone();
+    let changed_secrets = ctx.credentials.clone();
+    let default_secret = settings.default_credentials_secret.clone();
+
+    // The resync sweep names the objects it finds out of step; the controller reconciles them.
+    let (due_tx, due_rx) = tokio::sync::mpsc::channel(1024);
+    let resync = resync::run(
+        store.clone(),
+        ctx.clone(),
+        settings.resync_interval,
+        due_tx,
+        stopped(),
+    );
+    let statistics = stats::run(
+        store.clone(),
+        ctx.clone(),
+        settings.stats_interval,
+        stopped(),
+    );
+    let controller = Controller::for_stream(objects, store)
+        .watches_stream(secret_changes, move |secret| {
+            let name = SecretName {
+                namespace: secret.namespace().unwrap_or_default(),
+                name: secret.name_any(),
+            };
+            // Before the reconciles it starts: they read the Secret afresh.
+            changed_secrets.forget(&name);
+            users_of_secret(&users, &name, default_secret.as_ref())
+        })
+        // Unbounded here: `Fairness` bounds reconciles per namespace and in all, and a
+        // reconcile waiting for its namespace's turn must not hold a slot another needs.
+        .reconcile_on(watches::stream_of(due_rx))
+        .with_config(kube::runtime::controller::Config::default().concurrency(0))
+        .graceful_shutdown_on(stopped())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                warn!(error = %error, "controller error");
+            }
+        });
+    tokio::join!(controller, statistics, resync);
+}
+
+/// The entry point kube-runtime calls for every object that needs a look.
+pub async fn reconcile(repo: Arc<FlashbackRepository>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = repo.namespace().unwrap_or_default();
+    let api: Api<FlashbackRepository> = Api::namespaced(ctx.kube.clone(), &namespace);
+    let key = object_key(&repo);
+    // Waiting for a turn is not reconcile time.
+    let _turn = ctx.fairness.turn(&namespace).await;
+    let started = Instant::now();
+    let step = reconcile::Reconcile::new(&api, &ctx, &repo);
+    let result = if repo.metadata.deletion_timestamp.is_some() {
+        step.delete().await
+    } else {
+        step.apply().await
+    };
+    if result.is_ok() {
+        ctx.backoff.reset(&key);
+    }
+    ctx.metrics
+        .reconciled(result.as_ref().err().map(Error::label), started.elapsed());
+    result
+}
+
+/// Called by kube-runtime when `reconcile` failed: back off per object.
+pub fn error_policy(repo: Arc<FlashbackRepository>, error: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.backoff.next(&object_key(&repo), error.retry_after());
+    if error.is_stale() {
+        // Not a failure: the watch brings the new version. Backing off still bounds a cache
+        // that stays behind.
+        debug!(name = repo.name_any(), retry_in = ?delay, "the object changed while it was reconciled; looking again");
+    } else {
+        warn!(
+            namespace = repo.namespace().unwrap_or_default(),
+            name = repo.name_any(),
+            error = %error,
+            reason = error.label(),
+            retry_in = ?delay,
+            "reconcile failed"
+        );
+    }
+    Action::requeue(delay)
+}
+
+/// Whether an object of `store` other than `repo` manages the remote repository `repo_id`
+/// (see [`plan::holds`]).
+pub(crate) fn held_by_another(
+    store: &Store<FlashbackRepository>,
+    repo: &FlashbackRepository,
+    repo_id: &str,
+) -> bool {
+    store
+        .find(|other| plan::holds(other, repo, repo_id))
+        .is_some()
+}
+
+/// The key of an object's backoff: its uid.
+pub(crate) fn object_key(repo: &FlashbackRepository) -> String {
+    repo.uid().unwrap_or_else(|| {
+        format!(
+            "{}/{}",
+            repo.namespace().unwrap_or_default(),
+            repo.name_any()
+        )
+    })
+}
+
+/// A fingerprint of what a reconcile depends on: the spec (generation), annotations,
+/// finalizers other than the operator's own, and deletion. The operator's own writes (the
+/// status, with the record of a create attempt, and its finalizer) change none of these, so
+/// its bookkeeping never triggers a reconcile (nor cuts a backoff short).
+pub fn worth_a_reconcile(repo: &FlashbackRepository) -> Option<u64> {
+    let mut hasher = DefaultHasher::new();
+    predicates::generation(repo).hash(&mut hasher);
+    repo.metadata.annotations.hash(&mut hasher);
+    for finalizer in repo.finalizers() {
+        if finalizer != crate::crd::FINALIZER {
+            finalizer.hash(&mut hasher);
+        }
+    }
+    repo.metadata.deletion_timestamp.is_some().hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+/// Objects whose credentials come from `secret`: those naming it, and, for the operator's
+/// default Secret, those naming none.
+fn users_of_secret(
+    store: &Store<FlashbackRepository>,
+    secret: &SecretName,
+    default: Option<&SecretName>,
+) -> Vec<ObjectRef<FlashbackRepository>> {
+    store
+        .state()
+        .iter()
+        .filter(|repo| credentials::secret_for(repo, default).as_ref() == Ok(secret))
+        .map(|repo| ObjectRef::from(repo.as_ref()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::annotations;
+    use crate::fixtures;
+    use kube::runtime::reflector;
+
+    #[test]
+    fn status_writes_do_not_call_for_a_reconcile_but_spec_and_annotations_do() {
+        let repo = fixtures::repo("team-a", "media");
+        let before = worth_a_reconcile(&repo);
+
+        let mut status_only = repo.clone();
+        status_only.status = Some(fixtures::ready_status("r1", 1));
+        status_only.metadata.resource_version = Some("42".into());
+        assert_eq!(worth_a_reconcile(&status_only), before);
+
+        let mut new_generation = repo.clone();
+        new_generation.metadata.generation = Some(2);
+        assert_ne!(worth_a_reconcile(&new_generation), before);
+
+        let mut requested = repo.clone();
+        fixtures::annotate(&mut requested, annotations::RECONCILE_REQUESTED_AT, "now");
+        assert_ne!(worth_a_reconcile(&requested), before);
+
+        let mut finalized = repo.clone();
+        finalized.metadata.finalizers = Some(vec![crate::crd::FINALIZER.into()]);
+        assert_eq!(
+            worth_a_reconcile(&finalized),
+            before,
+            "the operator's own finalizer is bookkeeping"
+        );
+        finalized
+            .metadata
+            .finalizers
+            .as_mut()
+            .unwrap()
+            .push("example.com/other".into());
+        assert_ne!(worth_a_reconcile(&finalized), before);
+
+        let mut deleted = repo.clone();
+        deleted.metadata.deletion_timestamp = Some(fixtures::time("2026-11-26T19:00:00Z"));
+        assert_ne!(worth_a_reconcile(&deleted), before);
+    }
+
+    #[test]
+    fn secret_changes_reach_the_objects_that_use_the_secret() {
+        let (store, mut writer) = reflector::store::<FlashbackRepository>();
+        let with_ref = fixtures::repo("team-a", "with-ref");
+        let mut without_ref = fixtures::repo("team-a", "without-ref");
+        without_ref.spec.credentials_secret_ref = None;
+        let other_namespace = fixtures::repo("team-b", "elsewhere");
+        for repo in [&with_ref, &without_ref, &other_namespace] {
+            writer.apply_watcher_event(&watcher::Event::Apply(repo.clone()));
+        }
+        let default: SecretName = "flashback-system/default".parse().unwrap();
+        let names = |secret: &str| {
+            let mut names: Vec<String> =
+                users_of_secret(&store, &secret.parse().unwrap(), Some(&default))
+                    .into_iter()
+                    .map(|r| format!("{}/{}", r.namespace.unwrap_or_default(), r.name))
+                    .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(names("team-a/flashback-token"), ["team-a/with-ref"]);
+        assert_eq!(names("team-b/flashback-token"), ["team-b/elsewhere"]);
+        assert_eq!(names("flashback-system/default"), ["team-a/without-ref"]);
+        assert!(names("team-a/unrelated").is_empty());
+    }
+}
