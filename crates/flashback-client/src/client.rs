@@ -12,10 +12,11 @@ use serde::de::DeserializeOwned;
 use super::error::{ApiError, MAX_JSON_OBJECTS, judge_response, parse_retry_after};
 use super::rate_limit::{RateLimit, RateLimiter};
 use super::retry::{Decision, RetryPolicy};
-use super::token::Token;
+use super::secret::Token;
 use super::types::{
-    Bucket, BucketIdBody, BucketStats, BucketWrite, BucketsBody, Ignored, Repo, RepoFilter,
-    RepoIdBody, RepoStats, RepoWrite, ReposBody, StatsBody,
+    Bucket, BucketIdBody, BucketStats, BucketWrite, BucketsBody, CreatedRepoKey, Ignored, Repo,
+    RepoFilter, RepoIdBody, RepoKey, RepoKeyCreate, RepoKeyWrite, RepoKeysBody, RepoStats,
+    RepoWrite, ReposBody, StatsBody,
 };
 
 /// The base URL of the reference's samples.
@@ -236,6 +237,57 @@ impl FlashbackClient {
             }
         }
         Ok(all)
+    }
+
+    /// `GET /repo/{repoId}/apikey`: the repo's access keys, without their secrets.
+    pub async fn list_repo_keys(&self, repo_id: &str) -> Result<Vec<RepoKey>, ApiError> {
+        let url = self.url(&["repo", repo_id, "apikey"], &[]);
+        let body: RepoKeysBody = self
+            .call("list_repo_keys", Method::GET, url, None::<&()>)
+            .await?;
+        Ok(body.keys)
+    }
+
+    /// `POST /repo/{repoId}/apikey`: a new access key, with its plain secret (the only answer
+    /// that carries it).
+    ///
+    /// Retried like [`Self::create_repo`], only when the server certainly did not act. After a
+    /// timeout or a 5xx the key may exist with a secret nobody will ever see again: look it up
+    /// by name with [`Self::list_repo_keys`] and delete it before creating another.
+    pub async fn create_repo_key(
+        &self,
+        repo_id: &str,
+        key: &RepoKeyWrite,
+    ) -> Result<CreatedRepoKey, ApiError> {
+        let url = self.url(&["repo", repo_id, "apikey"], &[]);
+        let body = RepoKeyCreate { repo_id, key };
+        self.call("create_repo_key", Method::POST, url, Some(&body))
+            .await
+    }
+
+    /// `PUT /repo/{repoId}/apikey/{keyId}`: renames the key and sets what it may do. The
+    /// access key id and the secret stay.
+    pub async fn update_repo_key(
+        &self,
+        repo_id: &str,
+        key_id: &str,
+        key: &RepoKeyWrite,
+    ) -> Result<(), ApiError> {
+        let url = self.url(&["repo", repo_id, "apikey", key_id], &[]);
+        let _: Ignored = self
+            .call("update_repo_key", Method::PUT, url, Some(key))
+            .await?;
+        Ok(())
+    }
+
+    /// `DELETE /repo/{repoId}/apikey/{keyId}`. A key (or repo) that is already gone is
+    /// [`ApiError::NotFound`], as with [`Self::delete_repo`].
+    pub async fn delete_repo_key(&self, repo_id: &str, key_id: &str) -> Result<(), ApiError> {
+        let url = self.url(&["repo", repo_id, "apikey", key_id], &[]);
+        let _: Ignored = self
+            .call("delete_repo_key", Method::DELETE, url, None::<&()>)
+            .await?;
+        Ok(())
     }
 
     /// `GET /bucket`, optionally filtered by workspace.

@@ -7,7 +7,7 @@ mod client;
 mod error;
 mod rate_limit;
 mod retry;
-mod token;
+mod secret;
 mod types;
 
 pub use client::{CallObserver, CallRecord, ClientConfig, DEFAULT_BASE_URL, FlashbackClient};
@@ -16,8 +16,9 @@ pub use rate_limit::RateLimit;
 /// The URL type the client takes, so that callers need no HTTP crate of their own.
 pub use reqwest::Url;
 pub use retry::RetryPolicy;
-pub use token::Token;
+pub use secret::{KeySecret, Token};
 pub use types::{
-    AiLlmRef, Bucket, BucketStats, BucketWrite, Repo, RepoBucket, RepoBucketWrite, RepoFilter,
-    RepoMode, RepoStats, RepoWrite, StorageType,
+    AccessType, AiLlmRef, Bucket, BucketStats, BucketWrite, CreatedRepoKey, Repo, RepoBucket,
+    RepoBucketWrite, RepoFilter, RepoKey, RepoKeyWrite, RepoMode, RepoStats, RepoWrite,
+    StorageType,
 };

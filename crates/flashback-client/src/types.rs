@@ -2,8 +2,9 @@
 //!
 //! Read types are tolerant: unknown fields are ignored and unknown enum values are kept in an
 //! `Other` variant, so a server that grows a new mode does not break the operator. Bucket
-//! credentials embedded in read responses (`key`, `secret`) are never deserialized, so they
-//! cannot end up in a log line or a Kubernetes status by accident.
+//! credentials embedded in read responses (`key`, `secret`) and the encrypted secrets of listed
+//! repository keys are never deserialized, so they cannot end up in a log line or a Kubernetes
+//! status by accident; the one plain secret the API answers is held in a [`KeySecret`].
 
 use std::fmt;
 use std::str::FromStr;
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::error::ApiError;
+use super::secret::KeySecret;
 
 /// Declares a string enum of the wire that keeps values it does not know.
 macro_rules! wire_enum {
@@ -79,6 +81,11 @@ wire_enum! {
 wire_enum! {
     /// How a repo uses its buckets. The reference names `BACKUP`, the TypeScript client `NORMAL`.
     RepoMode { Mirror => "MIRROR", Backup => "BACKUP", Normal => "NORMAL" }
+}
+
+wire_enum! {
+    /// What a repository access key may do.
+    AccessType { Read => "READ", Write => "WRITE", Admin => "ADMIN" }
 }
 
 /// Filters of `GET /repo`.
@@ -269,6 +276,42 @@ pub struct BucketStats {
     pub total_size_change: i128,
 }
 
+/// What a repository access key is called and may do: the body of
+/// `PUT /repo/{repoId}/apikey/{keyId}`, and of `POST /repo/{repoId}/apikey` with the `repoId`
+/// added.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RepoKeyWrite {
+    pub name: String,
+    pub access_type: AccessType,
+}
+
+/// The answer of `POST /repo/{repoId}/apikey`: the only time the API shows the plain secret.
+/// `Debug` prints the secret as `***`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct CreatedRepoKey {
+    /// The key's id, which names it in `PUT` and `DELETE`.
+    pub id: String,
+    /// The access key id a workload signs with.
+    pub key: String,
+    pub secret: KeySecret,
+}
+
+/// A repository access key as `GET /repo/{repoId}/apikey` lists it. The encrypted `secret` the
+/// API lists too is deliberately not read: nobody can use it, and it has no business in a log.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RepoKey {
+    pub id: String,
+    pub name: String,
+    pub access_type: AccessType,
+    /// The access key id.
+    pub key: String,
+    /// RFC 3339, as sent.
+    #[serde(default)]
+    pub created_at: Option<String>,
+}
+
 fn null_as_empty<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
 where
     D: serde::Deserializer<'de>,
@@ -303,6 +346,23 @@ pub(crate) struct BucketsBody {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct BucketIdBody {
     pub bucket_id: String,
+}
+
+/// Body of `POST /repo/{repoId}/apikey`: the write plus the repo it is for, which the contract
+/// wants in the body as well as in the path.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RepoKeyCreate<'a> {
+    pub repo_id: &'a str,
+    #[serde(flatten)]
+    pub key: &'a RepoKeyWrite,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct RepoKeysBody {
+    // Required: a success body without its list must not read as "no keys".
+    #[serde(deserialize_with = "null_as_empty")]
+    pub keys: Vec<RepoKey>,
 }
 
 /// Any success body whose content the caller does not need.
@@ -526,6 +586,70 @@ mod tests {
         assert!(serde_json::from_str::<ReposBody>(r#"{"success": true}"#).is_err());
         let empty: ReposBody = serde_json::from_str(r#"{"success": true, "repos": null}"#).unwrap();
         assert!(empty.repos.is_empty());
+    }
+
+    #[test]
+    fn a_key_create_sends_the_repo_id_and_the_wire_names() {
+        let write = RepoKeyWrite {
+            name: "app".to_owned(),
+            access_type: AccessType::Write,
+        };
+        let body = RepoKeyCreate {
+            repo_id: "r1",
+            key: &write,
+        };
+        assert_eq!(
+            serde_json::to_value(&body).unwrap(),
+            json!({"repoId": "r1", "name": "app", "accessType": "WRITE"})
+        );
+        assert_eq!(
+            serde_json::to_value(&write).unwrap(),
+            json!({"name": "app", "accessType": "WRITE"})
+        );
+        assert_eq!("ADMIN".parse::<AccessType>().unwrap(), AccessType::Admin);
+    }
+
+    #[test]
+    fn a_created_key_prints_without_its_secret() {
+        let created: CreatedRepoKey = serde_json::from_value(json!({
+            "success": true, "id": "k1", "key": "AKIAREPOKEY000000001",
+            "secret": "plain-secret-0123456789"
+        }))
+        .unwrap();
+        assert_eq!(created.secret.expose(), "plain-secret-0123456789");
+        let printed = format!("{created:?}");
+        assert!(!printed.contains("plain-secret"), "{printed}");
+        assert_eq!(
+            printed,
+            r#"CreatedRepoKey { id: "k1", key: "AKIAREPOKEY000000001", secret: *** }"#
+        );
+    }
+
+    #[test]
+    fn a_listed_key_never_keeps_its_encrypted_secret() {
+        let body: RepoKeysBody = serde_json::from_value(json!({
+            "success": true,
+            "keys": [{"id": "k1", "name": "app", "accessType": "READ", "key": "AKIAREPOKEY000000001",
+                      "secret": {"key": "a1b2", "iv": "c3d4", "authTag": "e5f6", "message": "0718"},
+                      "createdAt": "2026-11-26T19:00:00Z"}]
+        }))
+        .unwrap();
+        assert_eq!(
+            body.keys,
+            [RepoKey {
+                id: "k1".to_owned(),
+                name: "app".to_owned(),
+                access_type: AccessType::Read,
+                key: "AKIAREPOKEY000000001".to_owned(),
+                created_at: Some("2026-11-26T19:00:00Z".to_owned()),
+            }]
+        );
+        let printed = format!("{:?}", body.keys);
+        assert!(
+            !printed.contains("a1b2") && !printed.contains("0718"),
+            "{printed}"
+        );
+        assert!(serde_json::from_str::<RepoKeysBody>(r#"{"success": true}"#).is_err());
     }
 
     #[test]

@@ -87,6 +87,29 @@ pub struct RepoPatch {
     pub disabled: Option<bool>,
 }
 
+/// A repository access key as `GET /_emulator/repos/{id}/keys` lists it; the sealed secret the
+/// listing carries too is left unread.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListedKey {
+    pub id: String,
+    pub name: String,
+    pub access_type: String,
+    /// The access key id.
+    pub key: String,
+    pub created_at: String,
+}
+
+#[derive(Deserialize)]
+struct ListedKeys {
+    keys: Vec<ListedKey>,
+}
+
+#[derive(Deserialize)]
+struct Liveness {
+    live: bool,
+}
+
 /// Talks to the `/_emulator/` routes of one emulator.
 #[derive(Clone, Debug)]
 pub struct EmulatorControl {
@@ -178,6 +201,31 @@ impl EmulatorControl {
     ) -> anyhow::Result<()> {
         let url = self.url(&format!("/_emulator/buckets/{bucket_id}/stats"));
         self.send_ok(self.http.put(url).json(stats)).await
+    }
+
+    /// `GET /_emulator/repos/{id}/keys`: the repo's access keys, whichever organisation owns
+    /// it. An unknown repo is an error.
+    pub async fn repo_keys(&self, repo_id: &str) -> anyhow::Result<Vec<ListedKey>> {
+        let url = self.url(&format!("/_emulator/repos/{repo_id}/keys"));
+        let listed: ListedKeys = self.send(self.http.get(url)).await?;
+        Ok(listed.keys)
+    }
+
+    /// `GET /_emulator/repos/{id}/keys/verify`: true when the repo has a key with access key
+    /// id `key` whose secret is `secret`, i.e. a workload holding them could sign with them.
+    /// An unknown repo or key is simply `false`.
+    pub async fn verify_repo_key(
+        &self,
+        repo_id: &str,
+        key: &str,
+        secret: &str,
+    ) -> anyhow::Result<bool> {
+        let mut url = self.url(&format!("/_emulator/repos/{repo_id}/keys/verify"));
+        url.query_pairs_mut()
+            .append_pair("key", key)
+            .append_pair("secret", secret);
+        let answer: Liveness = self.send(self.http.get(url)).await?;
+        Ok(answer.live)
     }
 
     /// `PATCH /_emulator/repos/{id}`.

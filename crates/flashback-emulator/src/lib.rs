@@ -4,7 +4,8 @@
 //! Each accepted token is its own organisation. State lives in memory behind one lock; with a
 //! state file, a background task writes it atomically (temp file + rename) shortly after every
 //! change, coalescing bursts, and once more on shutdown. The `/_emulator/` routes (no auth)
-//! read call counters, inject faults and set statistics; see [`control`] for a typed client.
+//! read call counters, inject faults, set statistics and check repository access keys; see
+//! [`control`] for a typed client.
 
 mod calls;
 pub mod control;
@@ -25,7 +26,7 @@ use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
 pub use calls::{CallCount, CallStats, IN_FLIGHT_GRACE};
-pub use control::{EmulatorControl, EmulatorProcess, RepoPatch, StatsPatch};
+pub use control::{EmulatorControl, EmulatorProcess, ListedKey, RepoPatch, StatsPatch};
 pub use faults::{FailNext, Faults, Latency, RandomErrors, RandomRateLimit, RouteFilter};
 
 use self::calls::CallLog;

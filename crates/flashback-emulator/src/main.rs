@@ -20,6 +20,10 @@ official client calls them: /repo (list, create, update, delete, stats, validate
 (list, create, update, delete, stats, status, available, validate), with the API's checks,
 error codes and JSON bodies. A path the API does not have answers 404 with a JSON body.
 
+Repository access keys: /repo/{id}/apikey (list, create) and /repo/{id}/apikey/{keyId}
+(update, delete). The plain secret is answered once, by the create; the emulator keeps only its
+SHA-256, and lists a sealed look-alike, so no listing and no state file ever holds it.
+
 Tokens: every call needs `Authorization: Bearer <token>` with one of the --token values;
 each token is its own organisation, which sees nothing of the others. Other tokens get 401.
 
@@ -32,6 +36,8 @@ Control routes, without auth, for tests:
   GET|PUT|DELETE /_emulator/faults        injected latency, errors, rate limits, failNext
   PATCH /_emulator/repos/{id}             change a repo behind the API's back
   PUT /_emulator/repos/{id}/stats         set a repo's usage figures
+  GET /_emulator/repos/{id}/keys          a repo's access keys, as the API lists them
+  GET /_emulator/repos/{id}/keys/verify   ?key=&secret=: {\"live\": bool}, is that key usable
   PUT /_emulator/buckets/{id}/stats       set a bucket's usage figures
 
 The first line on stdout is `listening on http://HOST:PORT`; logs go to stderr.";

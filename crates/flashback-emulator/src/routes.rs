@@ -28,7 +28,7 @@ use super::AppState;
 use super::control::{RepoPatch, StatsPatch};
 use super::faults::{FaultState, Faults, Injected};
 use super::state::{
-    BucketRecord, Failure, Figures, Org, RepoRecord, RepoWriteBody, SealedSecret, Unit,
+    BucketRecord, Failure, Figures, KeyRecord, Org, RepoRecord, RepoWriteBody, SealedSecret, Unit,
 };
 
 /// The organisation of the caller, set by [`gate`] once the token is known good.
@@ -43,6 +43,14 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/repo/validate", post(validate_repo))
         .route("/repo/{id}", put(update_repo).delete(delete_repo))
         .route("/repo/{id}/validate", post(validate_repo_update))
+        .route(
+            "/repo/{id}/apikey",
+            get(list_repo_keys).post(create_repo_key),
+        )
+        .route(
+            "/repo/{id}/apikey/{keyId}",
+            put(update_repo_key).delete(delete_repo_key),
+        )
         .route("/bucket", get(list_buckets).post(create_bucket))
         .route("/bucket/stats", get(bucket_stats))
         .route("/bucket/available", get(available_buckets))
@@ -61,6 +69,8 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         )
         .route("/_emulator/repos/{id}", axum::routing::patch(patch_repo))
         .route("/_emulator/repos/{id}/stats", put(set_repo_stats))
+        .route("/_emulator/repos/{id}/keys", get(control_repo_keys))
+        .route("/_emulator/repos/{id}/keys/verify", get(verify_repo_key))
         .route("/_emulator/buckets/{id}/stats", put(set_bucket_stats))
         // A typo in a control path is the test's own bug, not a call of the client under test:
         // answered, but neither gated nor counted.
@@ -255,9 +265,39 @@ struct RepoView<'a> {
     disabled: bool,
     buckets: Vec<UnitView<'a>>,
     ai_llms: &'a [Value],
-    api_keys: [(); 0],
+    api_keys: Vec<KeyView<'a>>,
     ai_api_keys: [(); 0],
     // No `walletAddress`: that is for Web3 users, and the emulator has none.
+}
+
+/// A repository access key as the API lists it: the secret only sealed.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct KeyView<'a> {
+    id: &'a str,
+    name: &'a str,
+    access_type: &'a str,
+    key: &'a str,
+    secret: &'a SealedSecret,
+    created_at: &'a str,
+}
+
+impl<'a> From<&'a KeyRecord> for KeyView<'a> {
+    fn from(key: &'a KeyRecord) -> Self {
+        Self {
+            id: &key.id,
+            name: &key.name,
+            access_type: &key.access_type,
+            key: &key.key,
+            secret: &key.secret,
+            created_at: &key.created_at,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Keys<'a> {
+    keys: Vec<KeyView<'a>>,
 }
 
 #[derive(Serialize)]
@@ -300,7 +340,7 @@ impl<'a> RepoView<'a> {
                 .map(|unit| UnitView::new(org, unit))
                 .collect(),
             ai_llms: &repo.ai_llms,
-            api_keys: [],
+            api_keys: repo.keys.iter().map(KeyView::from).collect(),
             ai_api_keys: [],
         }
     }
@@ -539,6 +579,74 @@ async fn repo_stats(
         listing(Stats { stats })
     });
     json_bytes(StatusCode::OK, bytes)
+}
+
+// ---- repository access key handlers ----
+
+async fn list_repo_keys(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
+    let result = read_org(&state, &caller, |org| {
+        org.repo_keys(&id).map(|keys| {
+            listing(Keys {
+                keys: keys.iter().map(KeyView::from).collect(),
+            })
+        })
+    });
+    match result {
+        Ok(bytes) => json_bytes(StatusCode::OK, bytes),
+        Err(failure) => refuse(&state, failure),
+    }
+}
+
+/// `POST /repo/{id}/apikey`: the one answer that carries the plain secret.
+async fn create_repo_key(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let result = parse_body(&body).and_then(|body| {
+        write_org(&state, &caller, |org| {
+            org.create_key(&id, body, new_id(), now())
+        })
+    });
+    match result {
+        Ok(created) => ok(json!({
+            "success": true,
+            "id": created.id,
+            "key": created.key,
+            "secret": created.secret,
+        })),
+        Err(failure) => refuse(&state, failure),
+    }
+}
+
+async fn update_repo_key(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((id, key_id)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let result = parse_body(&body)
+        .and_then(|body| write_org(&state, &caller, |org| org.update_key(&id, &key_id, body)));
+    match result {
+        Ok(()) => ok(json!({"success": true})),
+        Err(failure) => refuse(&state, failure),
+    }
+}
+
+async fn delete_repo_key(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((id, key_id)): Path<(String, String)>,
+) -> Response {
+    match write_org(&state, &caller, |org| org.delete_key(&id, &key_id)) {
+        Ok(()) => ok(json!({"success": true})),
+        Err(failure) => refuse(&state, failure),
+    }
 }
 
 // ---- bucket handlers ----
@@ -847,6 +955,39 @@ async fn set_bucket_stats(
             .map(|bucket| apply_figures(&mut bucket.stats, patch))
             .is_some()
     })
+}
+
+/// `GET /_emulator/repos/{id}/keys`: a repo's keys as the API lists them, whoever owns it.
+async fn control_repo_keys(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    let store = state.store.read().unwrap_or_else(|e| e.into_inner());
+    match store.repo_keys_anywhere(&id) {
+        Some(keys) => ok(Keys {
+            keys: keys.iter().map(KeyView::from).collect(),
+        }),
+        None => control_error(StatusCode::NOT_FOUND, format!("repo {id} not found")),
+    }
+}
+
+/// `GET /_emulator/repos/{id}/keys/verify?key=&secret=`: `{"live": true}` when the repo has a
+/// key with that access key id and that secret. An unknown repo is simply not live: a test
+/// asks this after deleting things too.
+async fn verify_repo_key(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let (Some(key), Some(secret)) = (query.get("key"), query.get("secret")) else {
+        return control_error(
+            StatusCode::BAD_REQUEST,
+            "both query parameters key and secret are required",
+        );
+    };
+    let live = state
+        .store
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .key_is_live(&id, key, secret);
+    ok(json!({"live": live}))
 }
 
 /// Changes a repo behind the API's back (no validation): out-of-band drift, a value the API

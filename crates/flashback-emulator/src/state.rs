@@ -17,6 +17,8 @@ use serde_json::Value;
 pub const STORAGE_TYPES: &[&str] = &["S3", "GCS", "AZURE", "BLOB"];
 /// Repo modes a write may name (the reference's and the TypeScript client's, together).
 pub const MODES: &[&str] = &["MIRROR", "BACKUP", "NORMAL"];
+/// What a repository access key may do.
+pub const ACCESS_TYPES: &[&str] = &["READ", "WRITE", "ADMIN"];
 
 /// A refused request: the HTTP status, the `error_code` (if the API sends one) and a message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,6 +91,64 @@ pub struct RepoRecord {
     pub disabled: bool,
     #[serde(default)]
     pub stats: Figures,
+    /// Its access keys, oldest first. They go when the repo goes.
+    #[serde(default)]
+    pub keys: Vec<KeyRecord>,
+}
+
+/// A repository access key. The plain secret is never kept: the API answers it once, to the
+/// create, so the emulator keeps only its SHA-256, to check a secret later (the
+/// `/_emulator/repos/{id}/keys/verify` route), and a sealed look-alike to list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRecord {
+    pub id: String,
+    pub name: String,
+    pub access_type: String,
+    /// The access key id: 20 uppercase letters and digits, like an AWS one.
+    pub key: String,
+    /// The secret's SHA-256, lowercase hex.
+    pub secret_sha256: String,
+    /// What `GET /repo/{id}/apikey` shows of the secret.
+    pub secret: SealedSecret,
+    pub created_at: String,
+}
+
+impl KeyRecord {
+    /// True when `secret` is this key's secret.
+    pub fn accepts(&self, secret: &str) -> bool {
+        sha256_hex(secret.as_bytes()) == self.secret_sha256
+    }
+}
+
+/// A key just made: the only moment its plain secret exists.
+pub struct NewKey {
+    pub id: String,
+    pub key: String,
+    pub secret: String,
+}
+
+/// How long a key secret is, like an AWS secret access key.
+pub const KEY_SECRET_LEN: usize = 40;
+
+fn random_text(len: usize, alphabet: &[u8]) -> String {
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| char::from(alphabet[rng.random_range(0..alphabet.len())]))
+        .collect()
+}
+
+/// An access key id: 20 uppercase letters and digits.
+fn new_access_key_id() -> String {
+    random_text(20, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+}
+
+/// A key secret: letters and digits only, so it travels in a query string unescaped.
+fn new_key_secret() -> String {
+    random_text(
+        KEY_SECRET_LEN,
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+    )
 }
 
 /// One bucket of a repo (a "unit" in the API's error codes).
@@ -193,6 +253,40 @@ pub struct BucketWriteBody {
     pub region: Option<String>,
     pub endpoint: Option<String>,
     pub workspace_id: Option<String>,
+}
+
+/// Body of `POST /repo/{id}/apikey` and `PUT /repo/{id}/apikey/{keyId}`, read leniently like
+/// the others. The create's `repoId` is read and ignored: the path names the repo.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyWriteBody {
+    pub name: Option<String>,
+    pub access_type: Option<String>,
+    pub repo_id: Option<String>,
+}
+
+/// A key write that passed every check.
+struct ValidKey {
+    name: String,
+    access_type: String,
+}
+
+impl ValidKey {
+    /// Both fields are required, on a create and on an update alike.
+    fn check(body: KeyWriteBody) -> Result<Self, Failure> {
+        let name = body
+            .name
+            .map(|name| name.trim().to_owned())
+            .filter(|name| !name.is_empty())
+            .ok_or_else(|| Failure::invalid_request("name is required"))?;
+        let access_type = required_enum(
+            body.access_type,
+            "accessType",
+            ACCESS_TYPES,
+            "INVALID_REQUEST",
+        )?;
+        Ok(Self { name, access_type })
+    }
 }
 
 /// One organisation: what one token sees.
@@ -307,6 +401,7 @@ impl Org {
                 ai_llms: valid.ai_llms.unwrap_or_default(),
                 disabled: false,
                 stats: Figures::default(),
+                keys: Vec::new(),
             },
         );
         Ok(id)
@@ -473,6 +568,77 @@ impl Org {
             }
         }
         Ok(units)
+    }
+
+    fn repo_mut(&mut self, id: &str) -> Result<&mut RepoRecord, Failure> {
+        self.repos
+            .get_mut(id)
+            .ok_or_else(|| Failure::not_found(format!("repo {id} not found")))
+    }
+
+    /// `GET /repo/{id}/apikey`.
+    pub fn repo_keys(&self, repo_id: &str) -> Result<&[KeyRecord], Failure> {
+        self.repos
+            .get(repo_id)
+            .map(|repo| repo.keys.as_slice())
+            .ok_or_else(|| Failure::not_found(format!("repo {repo_id} not found")))
+    }
+
+    /// `POST /repo/{id}/apikey`: a new key under `id`, with a fresh access key id and secret.
+    pub fn create_key(
+        &mut self,
+        repo_id: &str,
+        body: KeyWriteBody,
+        id: String,
+        now: String,
+    ) -> Result<NewKey, Failure> {
+        let repo = self.repo_mut(repo_id)?;
+        let valid = ValidKey::check(body)?;
+        let created = NewKey {
+            id,
+            key: new_access_key_id(),
+            secret: new_key_secret(),
+        };
+        repo.keys.push(KeyRecord {
+            id: created.id.clone(),
+            name: valid.name,
+            access_type: valid.access_type,
+            key: created.key.clone(),
+            secret_sha256: sha256_hex(created.secret.as_bytes()),
+            secret: SealedSecret::new(),
+            created_at: now,
+        });
+        Ok(created)
+    }
+
+    /// `PUT /repo/{id}/apikey/{keyId}`: a new name and access type; the key and secret stay.
+    pub fn update_key(
+        &mut self,
+        repo_id: &str,
+        key_id: &str,
+        body: KeyWriteBody,
+    ) -> Result<(), Failure> {
+        let key = self
+            .repo_mut(repo_id)?
+            .keys
+            .iter_mut()
+            .find(|key| key.id == key_id)
+            .ok_or_else(|| Failure::not_found(format!("key {key_id} not found")))?;
+        let valid = ValidKey::check(body)?;
+        key.name = valid.name;
+        key.access_type = valid.access_type;
+        Ok(())
+    }
+
+    /// `DELETE /repo/{id}/apikey/{keyId}`.
+    pub fn delete_key(&mut self, repo_id: &str, key_id: &str) -> Result<(), Failure> {
+        let keys = &mut self.repo_mut(repo_id)?.keys;
+        let before = keys.len();
+        keys.retain(|key| key.id != key_id);
+        if keys.len() == before {
+            return Err(Failure::not_found(format!("key {key_id} not found")));
+        }
+        Ok(())
     }
 
     /// `GET /repo/stats`: the figures of `ids` (all repos when `None`); unknown ids are skipped.
@@ -681,6 +847,22 @@ impl Store {
         false
     }
 
+    /// The keys of a repo in whichever organisation holds it (for the control API).
+    pub fn repo_keys_anywhere(&self, repo_id: &str) -> Option<&[KeyRecord]> {
+        self.orgs
+            .values()
+            .find_map(|org| org.repos.get(repo_id))
+            .map(|repo| repo.keys.as_slice())
+    }
+
+    /// True when repo `repo_id` has a key with access key id `key` whose secret is `secret`.
+    pub fn key_is_live(&self, repo_id: &str, key: &str, secret: &str) -> bool {
+        self.repo_keys_anywhere(repo_id)
+            .into_iter()
+            .flatten()
+            .any(|record| record.key == key && record.accepts(secret))
+    }
+
     pub fn bucket_anywhere(&mut self, id: &str) -> Option<&mut BucketRecord> {
         self.orgs
             .values_mut()
@@ -701,6 +883,15 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", temp.display()))?;
     std::fs::rename(&temp, path).with_context(|| format!("replacing {}", path.display()))?;
     Ok(())
+}
+
+/// The SHA-256 of `bytes`, as lowercase hex: what the emulator keeps of a key's secret.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 #[cfg(test)]
@@ -842,6 +1033,155 @@ mod tests {
         org.delete_repo("r1").unwrap();
         org.delete_bucket("b1").unwrap();
         assert_eq!(org.delete_bucket("b1").unwrap_err().status, 404);
+    }
+
+    fn key_body(name: &str, access_type: &str) -> KeyWriteBody {
+        serde_json::from_value(json!({"name": name, "accessType": access_type})).unwrap()
+    }
+
+    fn org_with_repo(id: &str) -> Org {
+        let mut org = Org::default();
+        let normal =
+            body(json!({"name": id, "storageType": "S3", "mode": "NORMAL", "workspaceId": "ws"}));
+        org.create_repo(normal, id.to_owned(), "t".into()).unwrap();
+        org
+    }
+
+    #[test]
+    fn a_new_key_looks_like_an_aws_one_and_only_its_hash_is_kept() {
+        let mut org = org_with_repo("r1");
+        let created = org
+            .create_key("r1", key_body("app", "WRITE"), "k1".into(), "t".into())
+            .unwrap();
+        assert_eq!(created.id, "k1");
+        assert_eq!(created.key.len(), 20);
+        assert!(
+            created
+                .key
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()),
+            "{}",
+            created.key
+        );
+        assert_eq!(created.secret.len(), KEY_SECRET_LEN);
+        assert!(created.secret.bytes().all(|b| b.is_ascii_alphanumeric()));
+
+        let stored = &org.repos["r1"].keys[0];
+        assert_eq!(
+            (
+                stored.id.as_str(),
+                stored.name.as_str(),
+                stored.access_type.as_str()
+            ),
+            ("k1", "app", "WRITE")
+        );
+        assert_eq!(stored.secret_sha256, sha256_hex(created.secret.as_bytes()));
+        assert!(stored.accepts(&created.secret));
+        assert!(!stored.accepts(&created.secret.to_lowercase()));
+        let saved = String::from_utf8(serde_json::to_vec(&org).unwrap()).unwrap();
+        assert!(!saved.contains(&created.secret), "{saved}");
+    }
+
+    #[test]
+    fn key_writes_are_checked_and_unknown_repos_and_keys_are_not_found() {
+        let mut org = org_with_repo("r1");
+        let mut create = |repo: &str, body: KeyWriteBody| {
+            org.create_key(repo, body, "k".into(), "t".into())
+                .map(|_| ())
+        };
+        assert_eq!(code(create("nope", key_body("a", "READ"))), "NOT_FOUND");
+        let refused = create("r1", key_body("a", "OWNER")).unwrap_err();
+        assert_eq!(
+            (refused.status, refused.code, refused.message.as_str()),
+            (
+                400,
+                Some("INVALID_REQUEST"),
+                r#"accessType "OWNER" is not one of READ, WRITE, ADMIN"#
+            )
+        );
+        assert_eq!(code(create("r1", key_body(" ", "READ"))), "INVALID_REQUEST");
+        assert_eq!(
+            code(create("r1", KeyWriteBody::default())),
+            "INVALID_REQUEST"
+        );
+        assert!(org.repos["r1"].keys.is_empty(), "nothing refused is kept");
+
+        org.create_key("r1", key_body("a", "READ"), "k1".into(), "t".into())
+            .unwrap();
+        let key = org.repos["r1"].keys[0].key.clone();
+        org.update_key("r1", "k1", key_body("b", "ADMIN")).unwrap();
+        let updated = &org.repos["r1"].keys[0];
+        assert_eq!(
+            (
+                updated.name.as_str(),
+                updated.access_type.as_str(),
+                updated.key.as_str()
+            ),
+            ("b", "ADMIN", key.as_str())
+        );
+        assert_eq!(
+            code(org.update_key("r1", "k1", key_body("b", "READ_ONLY"))),
+            "INVALID_REQUEST"
+        );
+        assert_eq!(
+            code(org.update_key("r1", "k9", key_body("b", "READ"))),
+            "NOT_FOUND"
+        );
+        assert_eq!(
+            code(org.update_key("r9", "k1", key_body("b", "READ"))),
+            "NOT_FOUND"
+        );
+        assert_eq!(code(org.delete_key("r1", "k9")), "NOT_FOUND");
+        org.delete_key("r1", "k1").unwrap();
+        assert_eq!(org.delete_key("r1", "k1").unwrap_err().status, 404);
+        assert!(org.repo_keys("r1").unwrap().is_empty());
+        assert_eq!(code(org.repo_keys("r9")), "NOT_FOUND");
+    }
+
+    #[test]
+    fn a_deleted_repo_takes_its_keys_along() {
+        let mut store = Store::default();
+        store.ensure_orgs(&["t1".to_owned()]);
+        let org = store.org_mut("t1").unwrap();
+        org.create_repo(
+            body(json!({"name": "a", "storageType": "S3", "mode": "NORMAL", "workspaceId": "ws"})),
+            "r1".into(),
+            "t".into(),
+        )
+        .unwrap();
+        let created = org
+            .create_key("r1", key_body("app", "READ"), "k1".into(), "t".into())
+            .unwrap();
+        assert!(store.key_is_live("r1", &created.key, &created.secret));
+        assert!(!store.key_is_live("r1", &created.key, "wrong"));
+        assert!(!store.key_is_live("r2", &created.key, &created.secret));
+
+        let org = store.org_mut("t1").unwrap();
+        org.delete_repo("r1").unwrap();
+        // A repo of the same name is a new repo: it starts without keys.
+        org.create_repo(
+            body(json!({"name": "a", "storageType": "S3", "mode": "NORMAL", "workspaceId": "ws"})),
+            "r2".into(),
+            "t".into(),
+        )
+        .unwrap();
+        assert!(!store.key_is_live("r1", &created.key, &created.secret));
+        assert_eq!(store.repo_keys_anywhere("r1"), None);
+        assert_eq!(store.repo_keys_anywhere("r2"), Some(&[][..]));
+    }
+
+    #[test]
+    fn a_state_file_without_keys_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        // A repo as written before keys existed.
+        let old = json!({"orgs": {"t1": {"buckets": {}, "repos": {"r1": {
+            "id": "r1", "name": "a", "storageType": "S3", "mode": "NORMAL",
+            "workspaceId": "ws", "createdAt": "t", "units": []
+        }}}}});
+        std::fs::write(&path, old.to_string()).unwrap();
+        let loaded = Store::load(&path).unwrap();
+        assert!(loaded.org("t1").unwrap().repos["r1"].keys.is_empty());
     }
 
     #[test]

@@ -451,6 +451,13 @@ async fn a_path_the_api_lacks_is_json_404_counted_under_the_path() {
 async fn new_routes(emu: &Emulator) -> Vec<(Method, &'static str, String, Option<Value>)> {
     let bucket = emu.bucket("b", WS, json!({})).await;
     let repo = emu.repo("r", "NORMAL", json!([])).await;
+    let (_, created) = emu
+        .post(
+            &format!("/repo/{repo}/apikey"),
+            json!({"name": "k", "accessType": "READ"}),
+        )
+        .await;
+    let key = created["id"].as_str().unwrap().to_owned();
     vec![
         (
             Method::POST,
@@ -481,6 +488,31 @@ async fn new_routes(emu: &Emulator) -> Vec<(Method, &'static str, String, Option
             "/bucket/{id}/validate",
             format!("/bucket/{bucket}/validate"),
             Some(json!({"bucket": "b"})),
+        ),
+        (
+            Method::GET,
+            "/repo/{id}/apikey",
+            format!("/repo/{repo}/apikey"),
+            None,
+        ),
+        (
+            Method::POST,
+            "/repo/{id}/apikey",
+            format!("/repo/{repo}/apikey"),
+            Some(json!({"repoId": repo, "name": "k2", "accessType": "WRITE"})),
+        ),
+        (
+            Method::PUT,
+            "/repo/{id}/apikey/{keyId}",
+            format!("/repo/{repo}/apikey/{key}"),
+            Some(json!({"name": "k", "accessType": "ADMIN"})),
+        ),
+        // Last: the key is gone after its one successful call.
+        (
+            Method::DELETE,
+            "/repo/{id}/apikey/{keyId}",
+            format!("/repo/{repo}/apikey/{key}"),
+            None,
         ),
     ]
 }
@@ -528,7 +560,8 @@ async fn the_new_routes_are_counted_checked_and_faulted_like_the_others() {
             "{method} {template}: {calls:?}"
         );
     }
-    assert_eq!(calls.total, 15);
+    assert_eq!(calls.total, 3 * routes.len() as u64);
+    assert_eq!(routes.len(), 9);
 
     // Latency and random rate limits, each narrowed to one of the new routes.
     let (method, template, path, body) = &routes[3];
@@ -637,6 +670,12 @@ async fn no_answer_carries_a_null() {
     let control = emu.running.control();
     let mut answers = vec![("GET /repo".to_owned(), listed.clone())];
     let calls: Vec<(Method, String, Option<Value>)> = vec![
+        (
+            Method::POST,
+            format!("/repo/{repo}/apikey"),
+            Some(json!({"name": "k", "accessType": "READ"})),
+        ),
+        (Method::GET, format!("/repo/{repo}/apikey"), None),
         (Method::GET, "/repo".into(), None),
         (Method::GET, "/repo/stats".into(), None),
         (Method::GET, "/bucket".into(), None),
@@ -669,6 +708,7 @@ async fn no_answer_carries_a_null() {
             Some(json!({"name": "r", "storageType": "S3", "mode": "NORMAL"})),
         ),
         (Method::DELETE, "/repo/nope".into(), None),
+        (Method::DELETE, format!("/repo/{repo}/apikey/nope"), None),
         (Method::DELETE, format!("/bucket/{full}"), None),
         (Method::GET, "/no/such/route".into(), None),
         (Method::PATCH, "/bucket".into(), Some(json!({}))),
@@ -687,11 +727,14 @@ async fn no_answer_carries_a_null() {
         "no token".into(),
         emu.call_as(None, Method::GET, "/repo", None).await.1,
     ));
-    for path in ["/_emulator/calls", "/_emulator/faults", "/_emulator/health"] {
-        answers.push((
-            path.into(),
-            emu.call_as(None, Method::GET, path, None).await.1,
-        ));
+    for path in [
+        "/_emulator/calls".to_owned(),
+        "/_emulator/faults".to_owned(),
+        "/_emulator/health".to_owned(),
+        format!("/_emulator/repos/{repo}/keys"),
+    ] {
+        let answer = emu.call_as(None, Method::GET, &path, None).await.1;
+        answers.push((path, answer));
     }
 
     for (call, answer) in &answers {
@@ -787,5 +830,293 @@ async fn embedded_buckets_carry_their_workspace_creation_time_and_sealed_secret(
     assert_eq!(
         listed["repos"][0]["buckets"][0]["bucket"]["secret"],
         resealed
+    );
+}
+
+fn refusal(status_code: &str, message: &str) -> Value {
+    json!({"success": false, "message": message, "error_code": status_code,
+           "error_message": message})
+}
+
+#[tokio::test]
+async fn repository_keys_answer_the_secret_once_and_list_it_only_sealed() {
+    let emu = Emulator::start(None).await;
+    let control = emu.running.control();
+    let repo = emu.repo("r", "NORMAL", json!([])).await;
+    let keys_path = format!("/repo/{repo}/apikey");
+
+    let (status, created) = emu
+        .post(
+            &keys_path,
+            json!({"repoId": repo, "name": "app", "accessType": "WRITE"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let mut fields: Vec<&str> = created
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    fields.sort_unstable();
+    assert_eq!(fields, ["id", "key", "secret", "success"]);
+    assert_eq!(created["success"], json!(true));
+    let id = created["id"].as_str().unwrap().to_owned();
+    let key = created["key"].as_str().unwrap().to_owned();
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    assert!(
+        uuid::Uuid::parse_str(&id).is_ok(),
+        "ids like the others: {id}"
+    );
+    assert_eq!(key.len(), 20);
+    assert!(
+        key.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    );
+    assert_eq!(secret.len(), 40);
+
+    // Listed: every field but the secret, which is sealed.
+    let (status, listed) = emu.get(&keys_path).await;
+    assert_eq!(status, 200);
+    assert!(!listed.to_string().contains(&secret), "{listed}");
+    let mut entry = listed["keys"][0].clone();
+    let sealed = entry.as_object_mut().unwrap().remove("secret").unwrap();
+    let created_at = entry["createdAt"].clone();
+    humantime::parse_rfc3339(created_at.as_str().unwrap()).expect("createdAt is RFC 3339");
+    assert_eq!(
+        listed["keys"].as_array().unwrap().len(),
+        1,
+        "one key: {listed}"
+    );
+    assert_eq!(
+        entry,
+        json!({"id": id, "name": "app", "accessType": "WRITE", "key": key,
+               "createdAt": created_at})
+    );
+    let mut sealed_fields: Vec<(String, usize)> = sealed
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(name, value)| (name.clone(), value.as_str().unwrap().len()))
+        .collect();
+    sealed_fields.sort();
+    assert_eq!(
+        sealed_fields,
+        [
+            ("authTag".into(), 32),
+            ("iv".into(), 24),
+            ("key".into(), 64),
+            ("message".into(), 64)
+        ]
+    );
+    // The listed repo carries the same keys, in the same shape.
+    let (_, repos) = emu.get(&format!("/repo?repoId={repo}")).await;
+    assert_eq!(repos["repos"][0]["apiKeys"], listed["keys"]);
+    assert!(!repos.to_string().contains(&secret));
+    assert!(control.verify_repo_key(&repo, &key, &secret).await.unwrap());
+    assert!(
+        !control
+            .verify_repo_key(&repo, &key, &secret.to_lowercase())
+            .await
+            .unwrap()
+    );
+
+    // An update changes the name and the access type, never the key or the secret.
+    let key_path = format!("{keys_path}/{id}");
+    assert_eq!(
+        emu.put(&key_path, json!({"name": "app-2", "accessType": "ADMIN"}))
+            .await,
+        (200, json!({"success": true}))
+    );
+    let (_, listed) = emu.get(&keys_path).await;
+    assert_eq!(
+        (
+            &listed["keys"][0]["name"],
+            &listed["keys"][0]["accessType"],
+            &listed["keys"][0]["key"],
+            &listed["keys"][0]["secret"]
+        ),
+        (&json!("app-2"), &json!("ADMIN"), &json!(key), &sealed)
+    );
+    assert!(control.verify_repo_key(&repo, &key, &secret).await.unwrap());
+
+    // Refusals, in the emulator's usual shape.
+    assert_eq!(
+        emu.post(&keys_path, json!({"name": "x", "accessType": "OWNER"}))
+            .await,
+        (
+            400,
+            refusal(
+                "INVALID_REQUEST",
+                r#"accessType "OWNER" is not one of READ, WRITE, ADMIN"#
+            )
+        )
+    );
+    assert_eq!(
+        emu.put(&key_path, json!({"accessType": "READ"})).await,
+        (400, refusal("INVALID_REQUEST", "name is required"))
+    );
+    assert_eq!(
+        emu.post(
+            "/repo/nope/apikey",
+            json!({"name": "x", "accessType": "READ"})
+        )
+        .await,
+        (404, not_found("repo nope not found"))
+    );
+    assert_eq!(
+        emu.get("/repo/nope/apikey").await,
+        (404, not_found("repo nope not found"))
+    );
+    assert_eq!(
+        emu.put(
+            &format!("{keys_path}/nope"),
+            json!({"name": "x", "accessType": "READ"})
+        )
+        .await,
+        (404, not_found("key nope not found"))
+    );
+    // Another organisation's repo is unknown to the caller.
+    let (status, answer) = emu.call_as(Some("t2"), Method::GET, &keys_path, None).await;
+    assert_eq!(
+        (status, answer),
+        (404, not_found(&format!("repo {repo} not found")))
+    );
+    let (status, _) = emu
+        .call_as(Some("t2"), Method::DELETE, &key_path, None)
+        .await;
+    assert_eq!(status, 404);
+    assert!(control.verify_repo_key(&repo, &key, &secret).await.unwrap());
+
+    // Delete: gone from the list, no longer usable, and a second delete is 404.
+    assert_eq!(
+        emu.call(Method::DELETE, &key_path, None).await,
+        (200, json!({"success": true}))
+    );
+    assert_eq!(
+        emu.get(&keys_path).await,
+        (200, json!({"success": true, "keys": []}))
+    );
+    assert!(!control.verify_repo_key(&repo, &key, &secret).await.unwrap());
+    assert_eq!(
+        emu.call(Method::DELETE, &key_path, None).await,
+        (404, not_found(&format!("key {id} not found")))
+    );
+
+    let calls = control.calls().await.unwrap();
+    let by_route =
+        |method, route| [200, 400, 404].map(|status| calls.count_status(method, route, status));
+    assert_eq!(by_route("POST", "/repo/{id}/apikey"), [1, 1, 1]);
+    assert_eq!(by_route("GET", "/repo/{id}/apikey"), [3, 0, 2]);
+    assert_eq!(by_route("PUT", "/repo/{id}/apikey/{keyId}"), [1, 1, 1]);
+    assert_eq!(by_route("DELETE", "/repo/{id}/apikey/{keyId}"), [1, 0, 2]);
+}
+
+#[tokio::test]
+async fn keys_persist_without_their_secret_and_go_with_their_repo() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_file = dir.path().join("state.json");
+    let emu = Emulator::start(Some(state_file.clone())).await;
+    let repo = emu.repo("r", "NORMAL", json!([])).await;
+    let keys_path = format!("/repo/{repo}/apikey");
+    let mut secrets = Vec::new();
+    for (name, access) in [("reader", "READ"), ("writer", "WRITE")] {
+        let (status, created) = emu
+            .post(&keys_path, json!({"name": name, "accessType": access}))
+            .await;
+        assert_eq!(status, 200, "{created}");
+        secrets.push((
+            created["key"].as_str().unwrap().to_owned(),
+            created["secret"].as_str().unwrap().to_owned(),
+        ));
+    }
+    let (_, before) = emu.get(&keys_path).await;
+    emu.running.shutdown().await.unwrap();
+
+    let saved = std::fs::read_to_string(&state_file).unwrap();
+    for (key, secret) in &secrets {
+        assert!(saved.contains(key.as_str()), "the access key id is kept");
+        assert!(
+            !saved.contains(secret.as_str()),
+            "a plain secret in {saved}"
+        );
+    }
+
+    let again = Emulator::start(Some(state_file.clone())).await;
+    let control = again.running.control();
+    assert_eq!(again.get(&keys_path).await, (200, before.clone()));
+    let listed = control.repo_keys(&repo).await.unwrap();
+    let names: Vec<(&str, &str, &str)> = listed
+        .iter()
+        .map(|k| (k.name.as_str(), k.access_type.as_str(), k.key.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("reader", "READ", secrets[0].0.as_str()),
+            ("writer", "WRITE", secrets[1].0.as_str())
+        ]
+    );
+    for (key, secret) in &secrets {
+        assert!(control.verify_repo_key(&repo, key, secret).await.unwrap());
+    }
+    // The control routes are neither gated nor counted.
+    assert_eq!(control.calls().await.unwrap().total, 1);
+
+    assert_eq!(
+        again
+            .call(Method::DELETE, &format!("/repo/{repo}"), None)
+            .await,
+        (200, json!({"success": true}))
+    );
+    for (key, secret) in &secrets {
+        assert!(!control.verify_repo_key(&repo, key, secret).await.unwrap());
+    }
+    let err = control.repo_keys(&repo).await.unwrap_err();
+    assert!(err.to_string().contains("404"), "{err:#}");
+    assert_eq!(
+        again.get(&keys_path).await,
+        (404, not_found(&format!("repo {repo} not found")))
+    );
+    again.running.shutdown().await.unwrap();
+    let saved = std::fs::read_to_string(&state_file).unwrap();
+    assert!(
+        !saved.contains(&secrets[0].0),
+        "the keys went with the repo"
+    );
+}
+
+#[tokio::test]
+async fn the_verify_route_needs_both_a_key_and_a_secret() {
+    let emu = Emulator::start(None).await;
+    let repo = emu.repo("r", "NORMAL", json!([])).await;
+    for query in ["", "?key=AKIA", "?secret=s"] {
+        let (status, answer) = emu
+            .call_as(
+                None,
+                Method::GET,
+                &format!("/_emulator/repos/{repo}/keys/verify{query}"),
+                None,
+            )
+            .await;
+        assert_eq!(
+            (status, answer),
+            (
+                400,
+                json!({"success": false,
+                       "message": "both query parameters key and secret are required"})
+            ),
+            "{query}"
+        );
+    }
+    assert_eq!(
+        emu.call_as(
+            None,
+            Method::GET,
+            "/_emulator/repos/nope/keys/verify?key=A&secret=s",
+            None
+        )
+        .await,
+        (200, json!({"live": false}))
     );
 }
