@@ -90,18 +90,19 @@ helm upgrade --install flashback-operator charts/flashback-operator \
 echo "helm install to Ready in $(awk -v s="$started" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }') s"
 kubectl -n "$release_namespace" get pods -o wide
 
-say "Applying the token Secret and the example repositories"
+say "Applying the token Secret, the example repositories and access key"
 kubectl create namespace "$namespace" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 kubectl -n "$namespace" create secret generic flashback-token \
   --from-literal=token="$token" --dry-run=client -o yaml | kubectl apply -f -
-for example in examples/mirror-repository.yaml examples/backup-repository.yaml; do
+for example in examples/mirror-repository.yaml examples/backup-repository.yaml examples/access-key.yaml; do
   sed -e "s/PRIMARY_BUCKET_ID/$primary/" -e "s/REPLICA_BUCKET_ID/$replica/" "$example" |
     kubectl -n "$namespace" apply -f -
 done
 
 say "Waiting for them to become Ready"
 kubectl -n "$namespace" wait --for=condition=Ready fbrepo --all --timeout=120s
-kubectl -n "$namespace" get fbrepo
+kubectl -n "$namespace" wait --for=condition=Ready fbkey --all --timeout=120s
+kubectl -n "$namespace" get fbrepo,fbkey
 pod=$(kubectl -n "$release_namespace" get pods -l app.kubernetes.io/name=flashback-operator \
   -o jsonpath='{.items[0].metadata.name}')
 
@@ -112,6 +113,7 @@ Try:
   export KUBECONFIG=$root/$node/kubeconfig PATH=$root/$bin:\$PATH
   kubectl -n $namespace get fbrepo
   kubectl -n $namespace describe fbrepo media-mirror
+  kubectl -n $namespace get secret media-mirror-writer -o jsonpath='{.data.AWS_ACCESS_KEY_ID}' | base64 -d
   kubectl -n $release_namespace get deploy,pods,lease
   helm list -A
   helm -n $release_namespace get values flashback-operator

@@ -72,15 +72,16 @@ if ! kill -0 "$(cat "$state/operator.pid" 2>/dev/null)" 2>/dev/null; then
   echo $! >"$state/operator.pid"
 fi
 
-say "Applying the example repositories"
-for example in examples/mirror-repository.yaml examples/backup-repository.yaml; do
+say "Applying the example repositories and access key"
+for example in examples/mirror-repository.yaml examples/backup-repository.yaml examples/access-key.yaml; do
   sed -e "s/PRIMARY_BUCKET_ID/$primary/" -e "s/REPLICA_BUCKET_ID/$replica/" "$example" |
     kubectl -n "$namespace" apply -f -
 done
 
 say "Waiting for them to become Ready"
 kubectl -n "$namespace" wait --for=condition=Ready fbrepo --all --timeout=60s
-kubectl -n "$namespace" get fbrepo
+kubectl -n "$namespace" wait --for=condition=Ready fbkey --all --timeout=60s
+kubectl -n "$namespace" get fbrepo,fbkey
 metrics=$(sed -n 's/.*serving \/metrics.*address=\([0-9.:]*\).*/\1/p' "$state/operator.log" | tail -n 1)
 
 cat <<EOT
@@ -89,6 +90,7 @@ The demo is running. Try:
   export KUBECONFIG=$root/target/control-plane/kubeconfig PATH=$root/$bin:\$PATH
   kubectl -n $namespace get fbrepo
   kubectl -n $namespace describe fbrepo media-mirror
+  kubectl -n $namespace get secret media-mirror-writer -o jsonpath='{.data.AWS_ACCESS_KEY_ID}' | base64 -d
   curl -s -H 'Authorization: Bearer $token' '$api_url/repo?workspaceId=ws-demo' | jq
   curl -s http://$metrics/metrics | grep '^flashback_operator_'
 Stop everything with: make demo-dev-down

@@ -28,20 +28,31 @@ pub struct Cli {
 pub enum Command {
     /// Run the operator (the default).
     Run,
-    /// Print every CRD the operator serves, as YAML.
-    Crds,
+    /// Print every CRD the operator serves, as YAML (or, with --dir, write one file each).
+    Crds {
+        /// Write each CRD into this directory as <plural>.<group>.yaml instead of printing.
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
 }
 
 /// Runs the chosen subcommand and turns its outcome into the process exit code.
 pub fn main(cli: Cli) -> ExitCode {
     match cli.command.unwrap_or(Command::Run) {
-        Command::Crds => match crate::crd::crds_yaml() {
+        Command::Crds { dir: None } => match crate::crd::crds_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");
                 ExitCode::SUCCESS
             }
             Err(error) => {
                 eprintln!("flashback-operator: cannot render the CRDs: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Crds { dir: Some(dir) } => match crate::crd::write_crds(&dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("flashback-operator: cannot write the CRDs: {error}");
                 ExitCode::FAILURE
             }
         },

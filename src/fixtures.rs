@@ -83,3 +83,30 @@ pub fn time(rfc3339: &str) -> Time {
 pub fn remote_repo(id: &str, body: &RepoWrite) -> Repo {
     body.as_listed(id)
 }
+
+/// A WRITE key of the repository `media`, written into the Secret of its own name.
+pub fn access_key(namespace: &str, name: &str) -> crate::crd::FlashbackAccessKey {
+    serde_yaml::from_str(&format!(
+        r#"
+apiVersion: flashback.tech/v1alpha1
+kind: FlashbackAccessKey
+metadata:
+  name: {name}
+  namespace: {namespace}
+  uid: 00000000-0000-0000-0000-0000000000aa
+  generation: 1
+spec:
+  repositoryRef:
+    name: media
+  accessType: WRITE
+"#
+    ))
+    .expect("the fixture is a valid FlashbackAccessKey")
+}
+
+pub fn annotate_key(key: &mut crate::crd::FlashbackAccessKey, name: &str, value: &str) {
+    key.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(name.to_string(), value.to_string());
+}

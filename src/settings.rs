@@ -100,6 +100,11 @@ pub struct Settings {
     )]
     pub metrics_address: SocketAddr,
 
+    /// Serve FlashbackAccessKeys: write repository keys into Secrets. Needs permission to
+    /// get, create, update and delete Secrets; off, the operator never writes a Secret.
+    #[arg(long, env = "FLASHBACK_ACCESS_KEYS", num_args = 0..=1, default_value_t = true, default_missing_value = "true", action = clap::ArgAction::Set, global = true)]
+    pub access_keys: bool,
+
     /// Run as one of several replicas: only the holder of a Lease reconciles.
     #[arg(long, env = "FLASHBACK_LEADER_ELECTION", num_args = 0..=1, default_value_t = false, default_missing_value = "true", action = clap::ArgAction::Set, global = true)]
     pub leader_election: bool,

@@ -61,6 +61,26 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
         !second.output().contains("Flashback call"),
         "the standby made no API call"
     );
+    let leader_series = |url: String| async move {
+        let text = reqwest::get(format!("{url}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find(|l| l.starts_with("flashback_operator_leader "))
+            .map(str::to_string)
+    };
+    assert_eq!(
+        leader_series(first.endpoints_url().await).await.as_deref(),
+        Some("flashback_operator_leader 1")
+    );
+    assert_eq!(
+        leader_series(second.endpoints_url().await).await.as_deref(),
+        Some("flashback_operator_leader 0"),
+        "a standby says it does not lead"
+    );
 
     // The leader crashes: the standby takes over once the Lease expires.
     first.kill_hard();

@@ -370,7 +370,9 @@ async fn observe_only_reports_without_writing_and_never_deletes() {
     let mut watched = scene.mirror("watched");
     let existing_id = scene
         .api
-        .create_repo(&flashback_operator::controller::repository::plan::desired(&watched))
+        .create_repo(&flashback_operator::controller::repository::plan::desired(
+            &watched,
+        ))
         .await
         .expect("pre-existing repo");
     scene.control.reset_calls().await.unwrap();

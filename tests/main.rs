@@ -5,11 +5,13 @@
 
 mod support;
 
+mod access_keys;
 mod chart;
 mod client;
 mod control_plane;
 mod credentials;
 mod failures;
+mod integrations;
 mod layout;
 mod leader;
 mod lifecycle;

@@ -471,12 +471,13 @@ async fn the_chart_runs_the_image_on_a_real_node_and_reconciles_through_it() {
         .expect("the leader holds the Lease");
     assert!(holder.starts_with(pod.metadata.name.as_deref().unwrap()));
     let standby_port = free_port();
-    helm(
-        &cluster,
-        "install",
-        "fb-standby",
-        &install_values(&cluster, &remote, standby_port),
-    );
+    // The CRDs belong to the first release: one release per cluster manages them.
+    let standby_values = [
+        install_values(&cluster, &remote, standby_port),
+        vec!["--set".into(), "crds.enabled=false".into()],
+    ]
+    .concat();
+    helm(&cluster, "install", "fb-standby", &standby_values);
     let standby = wait_pod_ready(&kube, "fb-standby", None).await;
     cluster.kubectl(&[
         "-n",
@@ -522,7 +523,7 @@ async fn the_chart_runs_the_image_on_a_real_node_and_reconciles_through_it() {
         "upgrade",
         "fb-standby",
         &[
-            install_values(&cluster, &remote, standby_port),
+            standby_values.clone(),
             vec!["--set".into(), "resyncInterval=4s".into()],
         ]
         .concat(),

@@ -97,6 +97,19 @@ async fn metrics_health_and_readiness_are_served() {
         r#"flashback_operator_repositories{condition="Ready",status="True"} 1"#,
         "flashback_operator_reconcile_duration_seconds_count ",
         r#"flashback_operator_reconciles_total{result="ok"} "#,
+        r#"flashback_operator_flashback_api_call_duration_seconds_count{endpoint="create_repo"} 1"#,
+        r#"flashback_operator_flashback_api_call_duration_seconds_count{endpoint="list_repos"} "#,
+        concat!(
+            r#"flashback_operator_build_info{version=""#,
+            env!("CARGO_PKG_VERSION"),
+            r#""} 1"#
+        ),
+        "flashback_operator_leader 1",
+        "process_resident_memory_bytes ",
+        "process_cpu_seconds_total ",
+        "process_open_fds ",
+        "process_max_fds ",
+        "process_start_time_seconds ",
     ];
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {

@@ -4,6 +4,18 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+/// The key of an object's backoff: its uid (namespace/name before it has one).
+pub fn key_of<K: kube::Resource>(object: &K) -> String {
+    use kube::ResourceExt;
+    object.uid().unwrap_or_else(|| {
+        format!(
+            "{}/{}",
+            object.namespace().unwrap_or_default(),
+            object.name_any()
+        )
+    })
+}
+
 /// Counts consecutive failures per object and turns them into the next delay.
 pub struct Backoff {
     base: Duration,

@@ -11,7 +11,7 @@ use crate::controller::backoff::Backoff;
 use crate::controller::credentials::{Credentials, CredentialsCache, CredentialsError};
 use crate::controller::fairness::Fairness;
 use crate::controller::remote::{Remote, RemoteSettings};
-use crate::crd::FlashbackRepository;
+use crate::crd::{FlashbackAccessKey, FlashbackRepository};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use flashback_client::CallRecord;
@@ -27,6 +27,8 @@ pub struct Context {
     pub credentials: Arc<CredentialsCache>,
     /// Every repository object the operator watches: who manages which remote repository.
     pub repositories: Store<FlashbackRepository>,
+    /// Every access key object the operator watches.
+    pub access_keys: Store<FlashbackAccessKey>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -36,6 +38,7 @@ impl Context {
         settings: Arc<Settings>,
         metrics: Arc<Metrics>,
         repositories: Store<FlashbackRepository>,
+        access_keys: Store<FlashbackAccessKey>,
     ) -> Self {
         let observer_metrics = metrics.clone();
         Context {
@@ -63,8 +66,23 @@ impl Context {
                 usize::from(settings.namespace_concurrency),
             ),
             repositories,
+            access_keys,
             metrics,
             settings,
+        }
+    }
+
+    /// Whether `namespace` is being deleted (or gone). Not knowing (the operator may not read
+    /// namespaces) counts as no.
+    pub async fn namespace_terminating(&self, namespace: &str) -> bool {
+        let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+            kube::Api::all(self.kube.clone());
+        match namespaces.get_opt(namespace).await {
+            Ok(found) => found.is_none_or(|ns| ns.metadata.deletion_timestamp.is_some()),
+            Err(error) => {
+                tracing::debug!(error = %error, "cannot tell whether the namespace is being deleted");
+                false
+            }
         }
     }
 

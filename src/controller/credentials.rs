@@ -158,7 +158,9 @@ pub fn from_secret(
 
 /// What each Secret's credentials were when last read, so that a Secret is read once per
 /// change rather than once per reconcile. The Secret watch forgets an entry when that Secret
-/// changes, and everything when the watch starts over (it may have missed changes). Only
+/// changes. Each entry keeps the resourceVersion it was read at, so that when the watch lists
+/// afresh (at start, after a disconnect) a Secret changed meanwhile, whose change the watch did
+/// not report one by one, is told by its version (see [`CredentialsCache::differs`]). Only
 /// answers that a Secret event can change are kept: a Kubernetes error (worth a retry) and a
 /// refused read (fixed by RBAC, which no Secret event announces) are not.
 #[derive(Default)]
@@ -168,14 +170,18 @@ pub struct CredentialsCache {
 
 type Read = Result<Credentials, CredentialsError>;
 
+/// What a Secret held when it was read, and its resourceVersion then (`None`: it did not exist).
+struct Entry {
+    read: Read,
+    version: Option<String>,
+}
+
 #[derive(Default)]
 struct CacheState {
-    entries: HashMap<SecretName, Read>,
+    entries: HashMap<SecretName, Entry>,
     /// Secrets being read: (readers, changes seen meanwhile). A read that a change overtook
     /// is not kept. Only Secrets being read have an entry, so churn elsewhere costs nothing.
     reading: HashMap<SecretName, (usize, u64)>,
-    /// Moves when every Secret may have changed.
-    relists: u64,
 }
 
 impl CredentialsCache {
@@ -194,12 +200,11 @@ impl CredentialsCache {
         let before = {
             let mut state = self.lock();
             if let Some(known) = state.entries.get(&name) {
-                return Ok(known.clone());
+                return Ok(known.read.clone());
             }
-            let relists = state.relists;
             let reading = state.reading.entry(name.clone()).or_default();
             reading.0 += 1;
-            (relists, reading.1)
+            reading.1
         };
         let read = read(client, &name, default, ApiUrls::of(settings)).await;
         let mut state = self.lock();
@@ -209,12 +214,55 @@ impl CredentialsCache {
         } else if let Some(reading) = state.reading.get_mut(&name) {
             reading.0 -= 1;
         }
-        let read = read?;
-        let unchanged = (state.relists, changes) == before;
+        let (read, version) = read?;
+        let unchanged = changes == before;
         if unchanged && !matches!(read, Err(CredentialsError::SecretForbidden(_))) {
-            state.entries.insert(name, read.clone());
+            let entry = Entry {
+                read: read.clone(),
+                version,
+            };
+            state.entries.insert(name, entry);
         }
         Ok(read)
+    }
+
+    /// Whether the Secret `name`, now at `version` (`None`: gone), differs from what the cache
+    /// holds of it. A Secret the cache does not hold has nothing stale to forget; one being
+    /// read right now may be answered from before the change, so that read is not kept.
+    pub fn differs(&self, name: &SecretName, version: Option<&str>) -> bool {
+        let mut state = self.lock();
+        if let Some(reading) = state.reading.get_mut(name) {
+            reading.1 += 1;
+        }
+        state
+            .entries
+            .get(name)
+            .is_some_and(|entry| entry.version.as_deref() != version)
+    }
+
+    /// Whether the cache holds the Secret `name`.
+    pub fn holds(&self, name: &SecretName) -> bool {
+        self.lock().entries.contains_key(name)
+    }
+
+    /// Remembers that the Secret `name` was read at `version`, as a read would.
+    #[cfg(test)]
+    pub fn remember(&self, name: SecretName, version: Option<&str>) {
+        let entry = Entry {
+            read: Err(CredentialsError::NoDefault),
+            version: version.map(str::to_string),
+        };
+        self.lock().entries.insert(name, entry);
+    }
+
+    /// The Secrets the cache read as existing.
+    pub fn existing(&self) -> Vec<SecretName> {
+        self.lock()
+            .entries
+            .iter()
+            .filter(|(_, entry)| entry.version.is_some())
+            .map(|(name, _)| name.clone())
+            .collect()
     }
 
     /// The Secret `name` changed: read it again next time.
@@ -224,13 +272,6 @@ impl CredentialsCache {
         if let Some(reading) = state.reading.get_mut(name) {
             reading.1 += 1;
         }
-    }
-
-    /// Every Secret may have changed.
-    pub fn forget_all(&self) {
-        let mut state = self.lock();
-        state.entries.clear();
-        state.relists += 1;
     }
 
     /// How many Secrets are remembered.
@@ -243,19 +284,22 @@ impl CredentialsCache {
     }
 }
 
-/// Reads the Secret `name` and the credentials in it.
+/// Reads the Secret `name` and the credentials in it, with the Secret's resourceVersion.
 async fn read(
     client: &Client,
     name: &SecretName,
     default: Option<&SecretName>,
     urls: ApiUrls<'_>,
-) -> Result<Result<Credentials, CredentialsError>, kube::Error> {
+) -> Result<(Read, Option<String>), kube::Error> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &name.namespace);
     Ok(match secrets.get_opt(&name.name).await {
-        Ok(Some(secret)) => from_secret(name, &secret, urls, Some(name) == default),
-        Ok(None) => Err(CredentialsError::SecretNotFound(name.clone())),
+        Ok(Some(secret)) => (
+            from_secret(name, &secret, urls, Some(name) == default),
+            secret.metadata.resource_version,
+        ),
+        Ok(None) => (Err(CredentialsError::SecretNotFound(name.clone())), None),
         Err(kube::Error::Api(status)) if status.is_forbidden() => {
-            Err(CredentialsError::SecretForbidden(name.clone()))
+            (Err(CredentialsError::SecretForbidden(name.clone())), None)
         }
         Err(error) => return Err(error),
     })

@@ -21,6 +21,11 @@ pub enum Error {
     #[error("the object changed since it was read")]
     Stale,
 
+    /// The remote does not show yet what the operator expects of it; looked at again after a
+    /// backoff.
+    #[error("{0}")]
+    NotYet(String),
+
     /// Deletion must wait for a person (credentials missing or rejected); the finalizer stays.
     #[error("the remote repository cannot be deleted yet: {0}")]
     CleanupBlocked(String),
@@ -42,6 +47,7 @@ impl Error {
             Error::Stale => "stale",
             Error::Remote { source, .. } => source.metric_label(),
             Error::CleanupBlocked(_) => "cleanup_blocked",
+            Error::NotYet(_) => "not_yet",
         }
     }
 }

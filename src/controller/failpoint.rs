@@ -9,6 +9,8 @@
 pub enum Failpoint {
     /// After the remote create answered, before the status records it.
     PauseAfterRemoteCreate,
+    /// After a repository key was created, before the Secret holds it.
+    PauseAfterKeyCreate,
 }
 
 impl Failpoint {
@@ -16,6 +18,7 @@ impl Failpoint {
     pub fn name(self) -> &'static str {
         match self {
             Failpoint::PauseAfterRemoteCreate => "pause-after-remote-create",
+            Failpoint::PauseAfterKeyCreate => "pause-after-key-create",
         }
     }
 }

@@ -2,14 +2,16 @@
 //!
 //! - [`repository`]: the `FlashbackRepository` kind (its wiring, plan, reconcile steps,
 //!   status, create record, resync sweep and statistics).
+//! - [`access_key`]: the `FlashbackAccessKey` kind (a repository key written into a Secret).
 //! - Shared: [`context`] (what every reconcile shares), [`credentials`] (which Secret, read
 //!   once per change), [`remote`] (API clients per credential and batched listings),
 //!   [`conditions`] and [`reason`] (the status vocabulary), [`events`], [`backoff`],
-//!   [`fairness`] (turns per namespace), [`leader`] (election), [`periodic`] tasks,
+//!   [`fairness`] (turns per namespace), [`finalizer`], [`leader`] (election), [`periodic`] tasks,
 //!   [`watches`] (Secrets), [`error`], and the test-only [`failpoint`].
 //!
 //! Adding a kind means a folder like `repository/` and one line in [`run`].
 
+pub mod access_key;
 pub mod backoff;
 pub mod conditions;
 pub mod context;
@@ -18,6 +20,7 @@ pub mod error;
 pub mod events;
 pub mod failpoint;
 pub mod fairness;
+pub mod finalizer;
 pub mod leader;
 pub mod periodic;
 pub mod reason;
@@ -74,6 +77,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     };
 
     let (store, writer) = reflector::store();
+    let (key_store, key_writer) = reflector::store();
     let metrics = Arc::new(Metrics::new(store.clone()));
     let ready = Arc::new(AtomicBool::new(false));
     let endpoints = http::Endpoints {
@@ -107,11 +111,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         ready.store(false, Ordering::Relaxed);
     }
 
+    metrics.leading(true);
     let context = Arc::new(Context::new(
         &kube,
         settings.clone(),
         metrics,
         store.clone(),
+        key_store,
     ));
     info!(
         namespace = settings.namespace.as_deref().unwrap_or("<all>"),
@@ -132,7 +138,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let work = async {
         tokio::join!(
             // One line per kind.
-            repository::run(repos, writer, context, &stopped),
+            repository::run(repos, writer, context.clone(), &stopped),
+            access_key::run(&kube, key_writer, context, &stopped, settings.access_keys),
             housekeeping,
             futures::future::select(Box::pin(became_ready), Box::pin(stopped())).map(|_| ())
         )
@@ -165,10 +172,13 @@ async fn housekeeping(
     stop: impl std::future::Future<Output = ()>,
 ) {
     periodic::every(&store, interval, First::AfterInterval, stop, || async {
-        let live: std::collections::HashSet<String> = store
-            .state()
+        // Backoff entries of objects of every kind that are gone.
+        let repositories = store.state();
+        let access_keys = ctx.access_keys.state();
+        let live: std::collections::HashSet<String> = repositories
             .iter()
-            .map(|repo| repository::object_key(repo))
+            .map(|repo| backoff::key_of(repo.as_ref()))
+            .chain(access_keys.iter().map(|key| backoff::key_of(key.as_ref())))
             .collect();
         let backoff = ctx.backoff.retain(|key| live.contains(key));
         // Every object is looked at once per resync: a client unused for two is nobody's.

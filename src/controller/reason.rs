@@ -82,6 +82,22 @@ reasons! {
     ManagedByAnotherObject,
     /// ObserveOnly, and no repository of that name exists.
     RemoteNotFound,
+    /// A key's Secret exists and was not created for it.
+    SecretNotOwned,
+    /// The Kubernetes API refused the key's Secret as the operator would write it.
+    SecretRejected,
+    /// The Flashback API answered an id the operator will not write anywhere.
+    UnexpectedAnswer,
+
+    // Waiting on another object (Reconciling).
+    /// A key's FlashbackRepository does not exist.
+    RepositoryNotFound,
+    /// A key's FlashbackRepository is not Ready, or is being deleted.
+    RepositoryNotReady,
+    /// The key the Secret holds is not in the repository's key list (yet): looked at again.
+    KeyNotListed,
+    /// A repository being deleted waits for the keys of its FlashbackAccessKeys to be revoked.
+    AccessKeysRemaining,
 
     // Events only.
     /// A remote repository was created.
@@ -100,6 +116,8 @@ reasons! {
     LeftInPlace,
     /// A stall ended.
     StallResolved,
+    /// A key was replaced by a new one (requested, or its Secret was lost or edited).
+    Rotated,
 
     // The reason of a condition that does not hold.
     /// The Reconciling condition is False.

@@ -54,6 +54,11 @@ impl Remote {
         }
     }
 
+    /// The client of `credentials`, for calls the remote view does not cache (keys).
+    pub fn client_for(&self, credentials: &Credentials) -> Result<FlashbackClient, ApiError> {
+        self.client(credentials)
+    }
+
     fn client(&self, credentials: &Credentials) -> Result<FlashbackClient, ApiError> {
         let mut clients = self.clients.lock().expect("client map lock");
         if let Some((client, used)) = clients.get_mut(credentials) {

@@ -1,22 +1,27 @@
 //! The watches every kind shares: Secrets (as metadata only) and the plumbing that turns a
 //! channel or a watch into the streams a controller consumes.
 
+use std::collections::HashSet;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use k8s_openapi::api::core::v1::Secret;
-use kube::core::PartialObjectMeta;
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::core::{PartialObjectMeta, PartialObjectMetaExt};
+use kube::runtime::{WatchStreamExt, predicates, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
 
-use crate::controller::credentials::CredentialsCache;
+use crate::controller::credentials::{CredentialsCache, SecretName};
 use crate::settings::Settings;
 
-/// Secrets appearing or changing, as metadata only: the operator never holds their data in a
-/// cache. Watching one namespace, the default Secret may live in another: it is watched there
-/// by name. The watch's initial listing is left out: every object is reconciled at start anyway,
-/// and one Secret shared by a thousand objects would start a thousand more reconciles.
+/// Secrets appearing, changing or going, as metadata only: the operator never holds their data
+/// in a cache. Watching one namespace, the default Secret may live in another: it is watched
+/// there by name. A watch's listing (at start, and again after a disconnect) reports only the
+/// Secrets whose version differs from what `cache` read, and those it read that are gone: one
+/// Secret shared by a thousand objects must not start a thousand reconciles at every start,
+/// and a change made while the watch was away must not be lost.
 pub fn secret_changes(
     kube: &Client,
     settings: &Settings,
@@ -24,49 +29,88 @@ pub fn secret_changes(
 ) -> BoxStream<'static, Result<PartialObjectMeta<Secret>, watcher::Error>> {
     let secrets: Api<PartialObjectMeta<Secret>> =
         namespaced_or_all(kube, settings.namespace.as_deref());
-    let relisted = {
-        let cache = cache.clone();
-        move || cache.forget_all()
-    };
-    let changes = changes_only(watcher(secrets, watcher::Config::default()), relisted);
+    let watched = settings.namespace.clone();
+    let in_watched =
+        move |name: &SecretName| watched.as_ref().is_none_or(|ns| *ns == name.namespace);
+    let changes = secret_events_in(
+        watcher(secrets, watcher::Config::default()),
+        cache.clone(),
+        in_watched,
+    );
     match (&settings.namespace, &settings.default_credentials_secret) {
         (Some(watched), Some(default)) if *watched != default.namespace => {
             let api: Api<PartialObjectMeta<Secret>> =
                 Api::namespaced(kube.clone(), &default.namespace);
             let by_name =
                 watcher::Config::default().fields(&format!("metadata.name={}", default.name));
-            let default_changes = changes_only(watcher(api, by_name), move || cache.forget_all());
+            let default = default.clone();
+            let is_default = move |name: &SecretName| *name == default;
+            let default_changes = secret_events_in(watcher(api, by_name), cache, is_default);
             futures::stream::select(changes, default_changes).boxed()
         }
         _ => changes.boxed(),
     }
 }
 
-/// The objects a watch sees change after its initial listing. `relisted` is called when the
-/// watch lists afresh (at start, and after a disconnect), since changes made meanwhile are not
-/// reported one by one.
-fn changes_only<K: Send + 'static>(
-    events: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
-    relisted: impl Fn() + Send + Sync + 'static,
-) -> BoxStream<'static, Result<K, watcher::Error>> {
-    let relisted = Arc::new(relisted);
+/// The Secret changes worth a look, from a watch whose listing covers the Secrets `in_scope`
+/// says: every live change; from a listing, a Secret whose version differs from the one the
+/// cache read; at the end of a listing, every Secret in scope that the cache read and the
+/// listing no longer holds (as a bare name).
+pub fn secret_events_in(
+    events: impl futures::Stream<
+        Item = Result<watcher::Event<PartialObjectMeta<Secret>>, watcher::Error>,
+    > + Send
+    + 'static,
+    cache: Arc<CredentialsCache>,
+    in_scope: impl Fn(&SecretName) -> bool + Send + Sync + 'static,
+) -> BoxStream<'static, Result<PartialObjectMeta<Secret>, watcher::Error>> {
+    let listed: Arc<std::sync::Mutex<HashSet<SecretName>>> = Arc::default();
+    let in_scope = Arc::new(in_scope);
     events
         .default_backoff()
-        .filter_map(move |event| {
-            let relisted = relisted.clone();
-            async move {
-                match event {
-                    Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) => {
-                        Some(Ok(object))
-                    }
-                    Ok(watcher::Event::Init) => {
-                        relisted();
-                        None
-                    }
-                    Ok(watcher::Event::InitApply(_) | watcher::Event::InitDone) => None,
-                    Err(error) => Some(Err(error)),
+        .flat_map(move |event| {
+            let name_of = |secret: &PartialObjectMeta<Secret>| SecretName {
+                namespace: secret.namespace().unwrap_or_default(),
+                name: secret.name_any(),
+            };
+            let mut listed = listed.lock().unwrap_or_else(|e| e.into_inner());
+            let worth: Vec<Result<PartialObjectMeta<Secret>, watcher::Error>> = match event {
+                Ok(watcher::Event::Apply(secret) | watcher::Event::Delete(secret)) => {
+                    vec![Ok(secret)]
                 }
-            }
+                Ok(watcher::Event::Init) => {
+                    listed.clear();
+                    Vec::new()
+                }
+                Ok(watcher::Event::InitApply(secret)) => {
+                    let name = name_of(&secret);
+                    let differs = cache.differs(&name, secret.resource_version().as_deref());
+                    // Only what the cache holds: every other name has nothing to compare.
+                    if cache.holds(&name) {
+                        listed.insert(name);
+                    }
+                    if differs {
+                        vec![Ok(secret)]
+                    } else {
+                        Vec::new()
+                    }
+                }
+                Ok(watcher::Event::InitDone) => cache
+                    .existing()
+                    .into_iter()
+                    .filter(|name| in_scope(name) && !listed.contains(name))
+                    .map(|name| {
+                        Ok(ObjectMeta {
+                            name: Some(name.name),
+                            namespace: Some(name.namespace),
+                            ..ObjectMeta::default()
+                        }
+                        .into_request_partial::<Secret>())
+                    })
+                    .collect(),
+                Err(error) => vec![Err(error)],
+            };
+            futures::stream::iter(worth)
         })
         .boxed()
 }
@@ -88,4 +132,105 @@ pub fn stream_of<T: Send + 'static>(
     mut receiver: tokio::sync::mpsc::Receiver<T>,
 ) -> impl futures::Stream<Item = T> + Send + 'static {
     futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))
+}
+
+/// A fingerprint of what a reconcile depends on: the spec (generation), annotations,
+/// finalizers other than the operator's own, and deletion. The operator's own writes (the
+/// status, with the record of a create attempt, and its finalizer) change none of these, so
+/// its bookkeeping never triggers a reconcile (nor cuts a backoff short).
+pub fn worth_a_reconcile<K: Resource>(object: &K) -> Option<u64> {
+    let mut hasher = DefaultHasher::new();
+    predicates::generation(object).hash(&mut hasher);
+    object.meta().annotations.hash(&mut hasher);
+    for finalizer in object.finalizers() {
+        if finalizer != crate::crd::FINALIZER {
+            finalizer.hash(&mut hasher);
+        }
+    }
+    object.meta().deletion_timestamp.is_some().hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(name: &str, version: &str) -> PartialObjectMeta<Secret> {
+        ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("team-a".into()),
+            resource_version: Some(version.into()),
+            ..ObjectMeta::default()
+        }
+        .into_request_partial::<Secret>()
+    }
+
+    fn name(name: &str) -> SecretName {
+        format!("team-a/{name}").parse().unwrap()
+    }
+
+    /// What the stream reports for these events, as "name@version" ("name@" for a bare name).
+    async fn reported(
+        cache: Arc<CredentialsCache>,
+        events: Vec<watcher::Event<PartialObjectMeta<Secret>>>,
+    ) -> Vec<String> {
+        let stream = futures::stream::iter(events.into_iter().map(Ok));
+        secret_events_in(stream, cache, |_| true)
+            .map(|secret| {
+                let secret = secret.unwrap();
+                format!(
+                    "{}@{}",
+                    secret.name_any(),
+                    secret.resource_version().unwrap_or_default()
+                )
+            })
+            .collect()
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_listing_reports_only_secrets_changed_or_gone_since_they_were_read() {
+        let cache = Arc::new(CredentialsCache::default());
+        cache.remember(name("same"), Some("1"));
+        cache.remember(name("changed"), Some("1"));
+        cache.remember(name("was-missing"), None);
+        cache.remember(name("gone"), Some("1"));
+        let events = vec![
+            watcher::Event::Init,
+            watcher::Event::InitApply(secret("same", "1")),
+            watcher::Event::InitApply(secret("changed", "2")),
+            watcher::Event::InitApply(secret("was-missing", "5")),
+            watcher::Event::InitApply(secret("never-read", "1")),
+            watcher::Event::InitDone,
+            watcher::Event::Apply(secret("same", "3")),
+            watcher::Event::Delete(secret("never-read", "4")),
+        ];
+        assert_eq!(
+            reported(cache, events).await,
+            [
+                "changed@2",
+                "was-missing@5",
+                "gone@",
+                "same@3",
+                "never-read@4"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_second_listing_compares_afresh() {
+        let cache = Arc::new(CredentialsCache::default());
+        cache.remember(name("a"), Some("1"));
+        cache.remember(name("b"), Some("1"));
+        let events = vec![
+            watcher::Event::Init,
+            watcher::Event::InitApply(secret("a", "1")),
+            watcher::Event::InitApply(secret("b", "1")),
+            watcher::Event::InitDone,
+            watcher::Event::Init,
+            watcher::Event::InitApply(secret("a", "1")),
+            watcher::Event::InitDone,
+        ];
+        assert_eq!(reported(cache, events).await, ["b@"]);
+    }
 }

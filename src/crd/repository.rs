@@ -1,31 +1,11 @@
-//! The `FlashbackRepository` custom resource: the one source of the CRD that
-//! `flashback-operator crds` prints and `crds/` commits.
+//! The `FlashbackRepository` kind: a Flashback storage repository kept in step with the object.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// The API group of every resource this operator serves.
-pub const GROUP: &str = "flashback.tech";
-
-/// The finalizer that keeps an object until its remote repository is deleted or released.
-pub const FINALIZER: &str = "flashback.tech/finalizer";
-
-/// Annotations a person (or a GitOps tool) sets to steer the operator.
-pub mod annotations {
-    /// Adopt this existing remote repository instead of creating one.
-    pub const REPO_ID: &str = "flashback.tech/repo-id";
-    /// `"true"` stops every remote write; deletion of the object is never blocked.
-    pub const PAUSED: &str = "flashback.tech/paused";
-    /// Any new value forces a reconcile now.
-    pub const RECONCILE_REQUESTED_AT: &str = "flashback.tech/reconcile-requested-at";
-}
-
-/// A CEL rule for names and ids: no leading or trailing whitespace (so a blank value is
-/// refused too), and no control characters. The API trims what it stores, so a padded value
-/// would differ from the remote forever.
-const PLAIN_TEXT: &str = r"!self.matches(r'^\s|\s$|[[:cntrl:]]')";
+use super::{PLAIN_TEXT, SecretReference, annotations};
 
 /// A Flashback storage repository: a group of buckets on S3, GCS, Azure Blob or compatible
 /// services that Flashback serves in MIRROR or BACKUP mode, kept in step with this object.
@@ -54,9 +34,20 @@ const PLAIN_TEXT: &str = r"!self.matches(r'^\s|\s$|[[:cntrl:]]')";
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
     printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        priority = 1,
+        json_path = ".status.conditions[?(@.type==\"Ready\")].message"
     )
 )]
 #[x_kube(
@@ -131,14 +122,6 @@ pub struct RepositoryBucket {
     /// Whether this bucket is the master of a MIRROR repository.
     #[serde(default)]
     pub master: bool,
-}
-
-/// A reference to a Secret in the same namespace.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct SecretReference {
-    /// Name of the Secret.
-    #[schemars(length(min = 1, max = 253))]
-    pub name: String,
 }
 
 /// Storage API of a repository.
@@ -252,11 +235,7 @@ impl FlashbackRepository {
     }
 
     fn annotation(&self, key: &str) -> Option<&str> {
-        self.metadata
-            .annotations
-            .as_ref()?
-            .get(key)
-            .map(String::as_str)
+        super::annotation(&self.metadata, key)
     }
 
     /// The repository id named by the adoption annotation, if any.
@@ -295,25 +274,10 @@ impl FlashbackRepository {
     }
 }
 
-/// Every CRD this operator serves, as one multi-document YAML stream.
-pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
-    let crd = FlashbackRepository::crd();
-    Ok(format!("---\n{}", serde_yaml::to_string(&crd)?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::fixtures;
-
-    #[test]
-    fn committed_crd_matches_the_rust_types() {
-        let committed = include_str!("../crds/flashbackrepositories.flashback.tech.yaml");
-        assert!(
-            crds_yaml().unwrap() == committed,
-            "crds/ is stale: regenerate it with `make crds`"
-        );
-    }
 
     #[test]
     fn remote_name_defaults_to_the_object_name() {

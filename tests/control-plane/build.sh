@@ -99,16 +99,37 @@ build_etcd() {
   rm -rf "$out" && mv "$work" "$out"
 }
 
+# helm's directory in the cache: named after the Kubernetes version it reports too, so that
+# changing either version (or a helm cached before it reported one) builds it again.
+helm_dir() {
+  printf '%s/helm-v%s-kubernetes-v%s' "$cache" "$HELM_VERSION" "$KUBERNETES_VERSION"
+}
+
+# -ldflags of helm, as helm's own Makefile sets them: its version, and the Kubernetes version
+# that `helm template` (without --kube-version) and `helm lint` assume, here the one of the
+# kube-apiserver built above rather than helm's fallback (v1.20), which charts with a
+# kubeVersion constraint refuse.
+helm_ldflags() {
+  local major=${KUBERNETES_VERSION%%.*} minor pkg
+  minor=${KUBERNETES_VERSION#*.}
+  minor=${minor%%.*}
+  local ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION"
+  for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+    ldflags+=" -X $pkg.k8sVersionMajor=$major -X $pkg.k8sVersionMinor=$minor"
+  done
+  printf '%s' "$ldflags"
+}
+
 build_helm() {
-  local out=$cache/helm-v$HELM_VERSION
+  local out
+  out=$(helm_dir)
   if [ -x "$out/bin/helm" ]; then return; fi
-  log "building helm v$HELM_VERSION (first run on this machine only)"
+  log "building helm v$HELM_VERSION for Kubernetes v$KUBERNETES_VERSION (first run on this machine only)"
   local work=$out.work
   rm -rf "$work" && mkdir -p "$work/bin"
   printf 'module flashback-operator.local/control-plane/helm\n\ngo 1.26.0\n\nrequire helm.sh/helm/v3 v%s\n' \
     "$HELM_VERSION" >"$work/go.mod"
-  (cd "$work" && CGO_ENABLED=0 GOFLAGS=-mod=mod timed_go_build -trimpath \
-    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION" \
+  (cd "$work" && CGO_ENABLED=0 GOFLAGS=-mod=mod timed_go_build -trimpath -ldflags "$(helm_ldflags)" \
     -o bin/helm helm.sh/helm/v3/cmd/helm)
   rm -rf "$out" && mv "$work" "$out"
 }
@@ -167,6 +188,58 @@ build_pause() {
   rm -rf "$out" && mv "$work" "$out"
 }
 
+# promtool, Prometheus' rule checker, for the chart's tests of its PrometheusRule. Prometheus
+# publishes its Go module as v0.3MM.P for release 3.MM.P; the version is stamped as
+# `promtool --version` reports it. Built without the service discoveries (remove_all_sd: no
+# cloud SDKs), which checking rules does not use; that more than halves the build.
+PROMTOOL_VERSION=${PROMTOOL_VERSION:-3.16.0}
+promtool_dir() {
+  printf '%s/promtool-v%s-remove_all_sd' "$cache" "$PROMTOOL_VERSION"
+}
+
+build_promtool() {
+  local out
+  out=$(promtool_dir)
+  if [ -x "$out/bin/promtool" ]; then return; fi
+  log "building promtool v$PROMTOOL_VERSION (first run on this machine only)"
+  local work=$out.work minor=${PROMTOOL_VERSION#3.} module_version
+  module_version="v0.3$(printf '%02d' "${minor%%.*}").${PROMTOOL_VERSION##*.}"
+  rm -rf "$work" && mkdir -p "$work/bin"
+  printf 'module flashback-operator.local/control-plane/promtool\n\ngo 1.26.0\n\nrequire github.com/prometheus/prometheus %s\n' \
+    "$module_version" >"$work/go.mod"
+  local pkg=github.com/prometheus/common/version
+  (cd "$work" && CGO_ENABLED=0 GOFLAGS=-mod=mod timed_go_build -trimpath -tags remove_all_sd \
+    -ldflags "-s -w -X $pkg.Version=$PROMTOOL_VERSION -X $pkg.Branch=HEAD -X $pkg.Revision=$module_version" \
+    -o bin/promtool github.com/prometheus/prometheus/cmd/promtool)
+  rm -rf "$out" && mv "$work" "$out"
+}
+
+# Debian's Lua for the tests of the Argo CD health script (integrations/argocd/): 5.1, the
+# language of gopher-lua that Argo CD runs it in, 5.4, and dkjson to read objects as JSON.
+build_lua() {
+  need_packages lua5.1 lua5.4 lua-dkjson
+}
+
+# integrations/kstatus-check: kstatus, Flux's fork of it and Flux's CEL health checks, judging
+# one object. Cached under the hash of its sources, so an edit builds it again.
+kstatus_dir() {
+  local sources=$root/integrations/kstatus-check
+  printf '%s/kstatus-check-%s' "$cache" \
+    "$(cat "$sources/go.mod" "$sources/go.sum" "$sources"/*.go | sha256sum | cut -c1-16)"
+}
+
+build_kstatus() {
+  local out
+  out=$(kstatus_dir)
+  if [ -x "$out/bin/kstatus-check" ]; then return; fi
+  log "building kstatus-check (first run on this machine only)"
+  local work=$out.work
+  rm -rf "$work" && mkdir -p "$work/bin"
+  (cd "$root/integrations/kstatus-check" && CGO_ENABLED=0 timed_go_build -trimpath -buildvcs=false \
+    -ldflags "-s -w" -o "$work/bin/kstatus-check" .)
+  rm -rf "$out" && mv "$work" "$out"
+}
+
 # One build of a component at a time: a second caller waits, then finds the binary ready.
 locked() {
   (
@@ -177,10 +250,13 @@ locked() {
 
 case "${1:-all}" in
   kubernetes | etcd | helm | node | containerd | pause) locked "$1" ;;
+  promtool) locked promtool ;;
+  lua | kstatus) locked "$1" ;;
+  integrations) locked lua && locked kstatus ;;
   all) locked etcd && locked kubernetes && locked helm ;;
   all-node) locked etcd && locked kubernetes && locked helm && locked node && locked containerd && locked pause ;;
   *)
-    log "usage: build.sh [all|all-node|kubernetes|etcd|helm|node|containerd|pause]"
+    log "usage: build.sh [all|all-node|kubernetes|etcd|helm|node|containerd|pause|promtool|lua|kstatus|integrations]"
     exit 2
     ;;
 esac
@@ -190,7 +266,7 @@ for tool in kube-apiserver kubectl; do
     ln -sfn "$cache/kubernetes-v$KUBERNETES_VERSION/bin/$tool" "$bin/$tool"
 done
 [ -x "$cache/etcd-v$ETCD_VERSION/bin/etcd" ] && ln -sfn "$cache/etcd-v$ETCD_VERSION/bin/etcd" "$bin/etcd"
-[ -x "$cache/helm-v$HELM_VERSION/bin/helm" ] && ln -sfn "$cache/helm-v$HELM_VERSION/bin/helm" "$bin/helm"
+[ -x "$(helm_dir)/bin/helm" ] && ln -sfn "$(helm_dir)/bin/helm" "$bin/helm"
 node=$cache/kubernetes-node-v$KUBERNETES_VERSION/bin
 for tool in kubelet kube-controller-manager kube-scheduler; do
   [ -x "$node/$tool" ] && ln -sfn "$node/$tool" "$bin/$tool"
@@ -201,4 +277,9 @@ for tool in containerd containerd-shim-runc-v2 ctr; do
 done
 [ -f "$cache/pause-v$KUBERNETES_VERSION/pause-image.tar" ] &&
   ln -sfn "$cache/pause-v$KUBERNETES_VERSION/pause-image.tar" "$bin/pause-image.tar"
+[ -x "$(promtool_dir)/bin/promtool" ] && ln -sfn "$(promtool_dir)/bin/promtool" "$bin/promtool"
+for version in 5.1 5.4; do
+  [ -x "/usr/bin/lua$version" ] && ln -sfn "/usr/bin/lua$version" "$bin/lua$version"
+done
+[ -x "$(kstatus_dir)/bin/kstatus-check" ] && ln -sfn "$(kstatus_dir)/bin/kstatus-check" "$bin/kstatus-check"
 exit 0

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
-use kube::{Api, Client, CustomResourceExt};
+use kube::{Api, Client};
 
 use super::cluster::{DEADLINE, kube_client, test_namespace};
 use super::operator::Operator;
@@ -314,23 +314,24 @@ pub fn condition<'a>(
         .find(|c| c.type_ == type_)
 }
 
-/// Applies the operator's CRD (generated from the Rust types) and waits until it is served.
+/// Applies the operator's CRDs (generated from the Rust types) and waits until they are served.
 pub async fn install_crd(kube: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(kube.clone());
-    let crd = FlashbackRepository::crd();
-    let name = crd.metadata.name.clone().unwrap();
-    crds.patch(
-        &name,
-        &PatchParams::apply("e2e").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .expect("the CRD is applied");
-    tokio::time::timeout(
-        DEADLINE,
-        await_condition(crds, &name, conditions::is_crd_established()),
-    )
-    .await
-    .expect("the CRD is Established in time")
-    .expect("watching the CRD works");
+    for (_, crd) in flashback_operator::crd::crds() {
+        let name = crd.metadata.name.clone().unwrap();
+        crds.patch(
+            &name,
+            &PatchParams::apply("e2e").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .expect("the CRD is applied");
+        tokio::time::timeout(
+            DEADLINE,
+            await_condition(crds.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .expect("the CRD is Established in time")
+        .expect("watching the CRD works");
+    }
 }

@@ -15,17 +15,17 @@ pub mod resync;
 pub mod stats;
 pub mod status;
 
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
-use kube::runtime::{Controller, WatchStreamExt, predicates, watcher};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use tracing::{debug, warn};
 
+use crate::controller::backoff;
 use crate::controller::context::Context;
 use crate::controller::credentials::{self, SecretName};
 use crate::controller::error::Error;
@@ -56,7 +56,7 @@ pub async fn run<Stop, StopFuture>(
         .modify(|repo| repo.managed_fields_mut().clear())
         .reflect(writer)
         .applied_objects()
-        .predicate_filter(worth_a_reconcile, Default::default());
+        .predicate_filter(watches::worth_a_reconcile, Default::default());
     let secret_changes = watches::secret_changes(&ctx.kube, &settings, ctx.credentials.clone());
     let users = store.clone();
     let changed_secrets = ctx.credentials.clone();
@@ -105,7 +105,7 @@ pub async fn run<Stop, StopFuture>(
 pub async fn reconcile(repo: Arc<FlashbackRepository>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = repo.namespace().unwrap_or_default();
     let api: Api<FlashbackRepository> = Api::namespaced(ctx.kube.clone(), &namespace);
-    let key = object_key(&repo);
+    let key = backoff::key_of(repo.as_ref());
     // Waiting for a turn is not reconcile time.
     let _turn = ctx.fairness.turn(&namespace).await;
     let started = Instant::now();
@@ -125,7 +125,9 @@ pub async fn reconcile(repo: Arc<FlashbackRepository>, ctx: Arc<Context>) -> Res
 
 /// Called by kube-runtime when `reconcile` failed: back off per object.
 pub fn error_policy(repo: Arc<FlashbackRepository>, error: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx.backoff.next(&object_key(&repo), error.retry_after());
+    let delay = ctx
+        .backoff
+        .next(&backoff::key_of(repo.as_ref()), error.retry_after());
     if error.is_stale() {
         // Not a failure: the watch brings the new version. Backing off still bounds a cache
         // that stays behind.
@@ -155,34 +157,6 @@ pub(crate) fn held_by_another(
         .is_some()
 }
 
-/// The key of an object's backoff: its uid.
-pub(crate) fn object_key(repo: &FlashbackRepository) -> String {
-    repo.uid().unwrap_or_else(|| {
-        format!(
-            "{}/{}",
-            repo.namespace().unwrap_or_default(),
-            repo.name_any()
-        )
-    })
-}
-
-/// A fingerprint of what a reconcile depends on: the spec (generation), annotations,
-/// finalizers other than the operator's own, and deletion. The operator's own writes (the
-/// status, with the record of a create attempt, and its finalizer) change none of these, so
-/// its bookkeeping never triggers a reconcile (nor cuts a backoff short).
-pub fn worth_a_reconcile(repo: &FlashbackRepository) -> Option<u64> {
-    let mut hasher = DefaultHasher::new();
-    predicates::generation(repo).hash(&mut hasher);
-    repo.metadata.annotations.hash(&mut hasher);
-    for finalizer in repo.finalizers() {
-        if finalizer != crate::crd::FINALIZER {
-            finalizer.hash(&mut hasher);
-        }
-    }
-    repo.metadata.deletion_timestamp.is_some().hash(&mut hasher);
-    Some(hasher.finish())
-}
-
 /// Objects whose credentials come from `secret`: those naming it, and, for the operator's
 /// default Secret, those naming none.
 fn users_of_secret(
@@ -201,6 +175,7 @@ fn users_of_secret(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::watches::worth_a_reconcile;
     use crate::crd::annotations;
     use crate::fixtures;
     use kube::runtime::reflector;

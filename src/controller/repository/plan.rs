@@ -536,6 +536,36 @@ pub fn api_stall(error: &ApiError, repo: &FlashbackRepository) -> Option<Stall> 
     Some(Stall { reason, message })
 }
 
+/// The FlashbackAccessKeys (of `keys`) that name `repo` and still hold a live key.
+pub fn keys_holding(
+    repo: &FlashbackRepository,
+    keys: &[std::sync::Arc<crate::crd::FlashbackAccessKey>],
+) -> Vec<String> {
+    use kube::ResourceExt;
+    let mut names: Vec<String> = keys
+        .iter()
+        .filter(|key| {
+            key.namespace() == repo.namespace()
+                && Some(&key.spec.repository_ref.name) == repo.metadata.name.as_ref()
+                && key.status.as_ref().is_some_and(|s| s.key_id.is_some())
+        })
+        .map(|key| key.name_any())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Reconciling while a deletion waits for the keys of `holding` to be revoked.
+pub fn waiting_for_keys(holding: &[String]) -> State {
+    State::Progressing {
+        reason: Reason::AccessKeysRemaining,
+        message: format!(
+            "waiting for the keys of the FlashbackAccessKeys {} to be revoked",
+            holding.join(", ")
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -904,13 +934,21 @@ mod tests {
             attempts: 4,
             last: Box::new(transient),
         };
-        assert_eq!(api_stall(&exhausted, &repo), None, "judged by the last failure");
+        assert_eq!(
+            api_stall(&exhausted, &repo),
+            None,
+            "judged by the last failure"
+        );
         let decode = ApiError::Decode {
             endpoint: "list_repos",
             detail: "not JSON".into(),
             source: None,
         };
-        assert_eq!(api_stall(&decode, &repo), None, "a proxy's page is worth a retry");
+        assert_eq!(
+            api_stall(&decode, &repo),
+            None,
+            "a proxy's page is worth a retry"
+        );
 
         let unauthorized = api_stall(&ApiError::Unauthorized, &repo).unwrap();
         assert_eq!(unauthorized.reason, Reason::Unauthorized);
@@ -974,8 +1012,7 @@ mod tests {
             assert_eq!(stall.reason, reason);
             assert_eq!(stall.message, problem.to_string());
         }
-        let on_delete =
-            delete_without_credentials(&CredentialsError::SecretNotFound(name.clone()));
+        let on_delete = delete_without_credentials(&CredentialsError::SecretNotFound(name.clone()));
         assert_eq!(on_delete.reason, Reason::SecretNotFound);
         assert_eq!(
             on_delete.message,
@@ -1015,13 +1052,16 @@ mod tests {
             }
         );
         assert_eq!(paused(true, false).reason(), Reason::Paused);
-        assert!(paused(true, false).message().ends_with("differs from the spec"));
+        assert!(
+            paused(true, false)
+                .message()
+                .ends_with("differs from the spec")
+        );
         assert_eq!(
             paused(true, true),
             State::Ready {
                 reason: Reason::Synced,
-                message: "the remote repository matches the spec; remote writes are paused"
-                    .into(),
+                message: "the remote repository matches the spec; remote writes are paused".into(),
             }
         );
         assert_eq!(observed(true).reason(), Reason::Observed);
@@ -1082,5 +1122,39 @@ mod tests {
         );
         repo.status = Some(fixtures::status_with_id("r1"));
         assert_eq!(adoption_note(&repo, "r1"), None, "already its own");
+    }
+
+    #[test]
+    fn a_deletion_waits_only_for_keys_of_this_repository_that_hold_one() {
+        let repo = fixtures::repo("team-a", "media");
+        let with = |namespace: &str, name: &str, repository: &str, holds: bool| {
+            let mut key = fixtures::access_key(namespace, name);
+            key.spec.repository_ref.name = repository.into();
+            if holds {
+                key.status = Some(crate::crd::FlashbackAccessKeyStatus {
+                    key_id: Some("k1".into()),
+                    ..Default::default()
+                });
+            }
+            std::sync::Arc::new(key)
+        };
+        let keys = [
+            with("team-a", "writer", "media", true),
+            with("team-a", "reader", "media", true),
+            with("team-a", "revoked", "media", false),
+            with("team-a", "other", "photos", true),
+            with("team-b", "elsewhere", "media", true),
+        ];
+        let holding = keys_holding(&repo, &keys);
+        assert_eq!(holding, ["reader", "writer"]);
+        assert_eq!(
+            waiting_for_keys(&holding),
+            State::Progressing {
+                reason: Reason::AccessKeysRemaining,
+                message: "waiting for the keys of the FlashbackAccessKeys reader, writer to be \
+                          revoked"
+                    .into(),
+            }
+        );
     }
 }

@@ -5,7 +5,6 @@
 
 use std::time::Instant;
 
-use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -20,11 +19,13 @@ use crate::controller::credentials::{Credentials, CredentialsError};
 use crate::controller::error::Error;
 use crate::controller::events;
 use crate::controller::failpoint::{self, Failpoint};
+use crate::controller::finalizer;
 use crate::controller::reason::Reason;
 use crate::controller::repository::create_attempt::CreateAttempt;
 use crate::controller::repository::plan::{self, Decision, Stall};
 use crate::controller::repository::{held_by_another, status};
-use crate::crd::{FINALIZER, FlashbackRepository, FlashbackRepositoryStatus};
+use crate::controller::watches;
+use crate::crd::{FlashbackRepository, FlashbackRepositoryStatus};
 use flashback_client::{ApiError, Repo, RepoWrite};
 
 /// One reconcile of one object. It keeps the object as its own writes left it (status and
@@ -207,6 +208,16 @@ impl<'a> Reconcile<'a> {
         if !self.has_finalizer() {
             return Ok(Action::await_change());
         }
+        // The keys of its FlashbackAccessKeys are revoked first (they see this deletion and
+        // revoke them while these credentials still exist): a repository left in Flashback
+        // must not keep live keys that nobody manages.
+        // Not in a namespace being deleted: its Secrets may be gone, and nothing could revoke.
+        let holding = plan::keys_holding(&self.repo, &self.ctx.access_keys.state());
+        if !holding.is_empty() && !self.namespace_terminating().await {
+            let state = plan::waiting_for_keys(&holding);
+            self.write_status(None, &state).await?;
+            return Ok(Action::requeue(std::time::Duration::from_secs(2)));
+        }
         let action = self.cleanup().await?;
         self.remove_finalizer().await?;
         Ok(action)
@@ -311,15 +322,8 @@ impl<'a> Reconcile<'a> {
     /// Whether the object's namespace is being deleted. Not knowing (the operator may not
     /// read namespaces) counts as no.
     async fn namespace_terminating(&self) -> bool {
-        let namespaces: Api<Namespace> = Api::all(self.ctx.kube.clone());
         let namespace = self.repo.namespace().unwrap_or_default();
-        match namespaces.get_opt(&namespace).await {
-            Ok(found) => found.is_none_or(|ns| ns.metadata.deletion_timestamp.is_some()),
-            Err(error) => {
-                debug!(error = %error, "cannot tell whether the namespace is being deleted");
-                false
-            }
-        }
+        self.ctx.namespace_terminating(&namespace).await
     }
 
     /// Whether another object manages the remote repository `repo_id`.
@@ -523,48 +527,18 @@ impl<'a> Reconcile<'a> {
     }
 
     fn has_finalizer(&self) -> bool {
-        self.repo.finalizers().iter().any(|f| f == FINALIZER)
+        finalizer::has(&self.repo)
     }
 
-    /// Adds the finalizer, conditional on the resourceVersion read. The operator's own
-    /// finalizer is left out of the watch predicate, so this triggers no second reconcile.
+    /// Adds the finalizer, conditional on the resourceVersion read.
     async fn ensure_finalizer(&mut self) -> Result<(), Error> {
-        if self.has_finalizer() {
-            return Ok(());
-        }
-        let mut finalizers = self.repo.finalizers().to_vec();
-        finalizers.push(FINALIZER.to_string());
-        self.set_finalizers(finalizers).await
+        self.repo = finalizer::set(self.api, self.repo.clone(), true).await?;
+        Ok(())
     }
 
     /// Releases the object, conditional on the resourceVersion read.
     async fn remove_finalizer(&mut self) -> Result<(), Error> {
-        let finalizers = self
-            .repo
-            .finalizers()
-            .iter()
-            .filter(|f| *f != FINALIZER)
-            .cloned()
-            .collect();
-        self.set_finalizers(finalizers).await
-    }
-
-    async fn set_finalizers(&mut self, finalizers: Vec<String>) -> Result<(), Error> {
-        let patch = json!({
-            "metadata": {
-                "resourceVersion": self.repo.resource_version(),
-                "finalizers": finalizers,
-            }
-        });
-        self.repo = self
-            .api
-            .patch(
-                &self.repo.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(patch),
-            )
-            .await
-            .map_err(Error::from_write)?;
+        self.repo = finalizer::set(self.api, self.repo.clone(), false).await?;
         Ok(())
     }
 
@@ -572,7 +546,7 @@ impl<'a> Reconcile<'a> {
     /// view. It takes the new resourceVersion only when nothing a decision depends on changed
     /// meanwhile, so that a later conditional write still notices such a change.
     fn after_unconditional_write(&mut self, fresh: FlashbackRepository) {
-        if super::worth_a_reconcile(&fresh) == super::worth_a_reconcile(&self.repo) {
+        if watches::worth_a_reconcile(&fresh) == watches::worth_a_reconcile(&self.repo) {
             self.repo.metadata.resource_version = fresh.metadata.resource_version;
         }
     }

@@ -1,0 +1,136 @@
+//! The `FlashbackAccessKey` kind: its controller (the watch, and what wakes a reconcile: a
+//! change of the key object, of the Secret it owns, or of the repository it names) and its
+//! reconcile in steps.
+//!
+//! - [`plan`]: pure decisions (whose keys, which to delete, when to issue a new one).
+//! - [`reconcile`]: one reconcile as observe → decide → act → report; the only I/O.
+
+pub mod plan;
+pub mod reconcile;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{ObjectRef, store::Writer};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use tracing::{debug, warn};
+
+use crate::controller::backoff;
+use crate::controller::context::Context;
+use crate::controller::error::Error;
+use crate::controller::watches;
+use crate::crd::{ACCESS_KEY_LABEL, FlashbackAccessKey, FlashbackRepository};
+
+/// Runs the access key controller until `stopped` resolves; nothing when `enabled` is false
+/// (`--access-keys=false`: the operator then never writes a Secret).
+pub async fn run<Stop, StopFuture>(
+    kube: &Client,
+    writer: Writer<FlashbackAccessKey>,
+    ctx: Arc<Context>,
+    stopped: &Stop,
+    enabled: bool,
+) where
+    Stop: Fn() -> StopFuture,
+    StopFuture: std::future::Future<Output = ()> + Send + Sync + 'static,
+{
+    if !enabled {
+        return;
+    }
+    let namespace = ctx.settings.namespace.clone();
+    let keys: Api<FlashbackAccessKey> = watches::namespaced_or_all(kube, namespace.as_deref());
+    let secrets: Api<PartialObjectMeta<Secret>> =
+        watches::namespaced_or_all(kube, namespace.as_deref());
+    let repos: Api<PartialObjectMeta<FlashbackRepository>> =
+        watches::namespaced_or_all(kube, namespace.as_deref());
+    let mut watched = watcher::Config::default();
+    if let Some(selector) = &ctx.settings.selector {
+        watched = watched.labels(selector);
+    }
+    let store = ctx.access_keys.clone();
+    // The operator's own status writes are not worth a reconcile (see `worth_a_reconcile`).
+    let objects = watcher(keys, watched)
+        .default_backoff()
+        .modify(|key| key.managed_fields_mut().clear())
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(watches::worth_a_reconcile, Default::default());
+    let mapping = store.clone();
+    let controller = Controller::for_stream(objects, store);
+    // Only the Secrets the operator wrote for a key, as metadata: a change or a deletion of
+    // one wakes its owner, which restores it.
+    let owned_secrets = watcher(secrets, watcher::Config::default().labels(ACCESS_KEY_LABEL))
+        .default_backoff()
+        .touched_objects();
+    // A repository that changes (becomes Ready, is deleted) wakes the keys that name it.
+    let repository_changes = watcher(repos, watcher::Config::default())
+        .default_backoff()
+        .touched_objects();
+    controller
+        .owns_stream(owned_secrets)
+        .watches_stream(repository_changes, move |repo| {
+            let namespace = repo.namespace();
+            let name = repo.name_any();
+            mapping
+                .state()
+                .into_iter()
+                .filter(|key| key.namespace() == namespace && key.spec.repository_ref.name == name)
+                .map(|key| ObjectRef::from(key.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .with_config(kube::runtime::controller::Config::default().concurrency(0))
+        .graceful_shutdown_on(stopped())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                debug!(error = %error, "access key controller error");
+            }
+        })
+        .await;
+}
+
+/// The entry point kube-runtime calls for every key object that needs a look.
+pub async fn reconcile(key: Arc<FlashbackAccessKey>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = key.namespace().unwrap_or_default();
+    let _turn = ctx.fairness.turn(&namespace).await;
+    let started = Instant::now();
+    let result = match reconcile::Reconcile::new(&ctx, &key).await {
+        Ok(None) => Ok(Action::await_change()),
+        Ok(Some(step)) if step_deleting(&key) => step.delete().await,
+        Ok(Some(step)) => step.apply().await,
+        Err(error) => Err(error),
+    };
+    if result.is_ok() {
+        ctx.backoff.reset(&backoff::key_of(key.as_ref()));
+    }
+    ctx.metrics
+        .reconciled(result.as_ref().err().map(Error::label), started.elapsed());
+    result
+}
+
+fn step_deleting(key: &FlashbackAccessKey) -> bool {
+    key.metadata.deletion_timestamp.is_some()
+}
+
+/// Called by kube-runtime when `reconcile` failed: back off per object.
+pub fn error_policy(key: Arc<FlashbackAccessKey>, error: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx
+        .backoff
+        .next(&backoff::key_of(key.as_ref()), error.retry_after());
+    if !error.is_stale() {
+        warn!(
+            namespace = key.namespace().unwrap_or_default(),
+            name = key.name_any(),
+            error = %error,
+            reason = error.label(),
+            retry_in = ?delay,
+            "access key reconcile failed"
+        );
+    }
+    Action::requeue(delay)
+}

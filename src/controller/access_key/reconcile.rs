@@ -1,0 +1,607 @@
+//! One reconcile of one `FlashbackAccessKey`, as named steps: **observe** (the key object and
+//! its repository, read fresh from the API server; the Secret; the repository's keys),
+//! **decide** ([`plan::decide`]), **act** (delete unheld keys, issue a key, update its access
+//! type), **report** (status and Events). The plain secret goes from the create answer into the
+//! Secret and nowhere else: not in a log, an Event, the status or an error.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use tracing::warn;
+
+use crate::controller::access_key::plan::{self, Decision, Issue, Repository, SecretState};
+use crate::controller::conditions::{self, State};
+use crate::controller::context::Context;
+use crate::controller::credentials::Credentials;
+use crate::controller::error::Error;
+use crate::controller::events;
+use crate::controller::failpoint::{self, Failpoint};
+use crate::controller::finalizer;
+use crate::controller::reason::Reason;
+use crate::controller::repository::plan::{Stall, api_stall, credentials_stall};
+use crate::crd::{
+    ACCESS_KEY_LABEL, FlashbackAccessKey, FlashbackAccessKeyStatus, FlashbackRepository,
+    secret_keys,
+};
+use flashback_client::{ApiError, CreatedRepoKey, FlashbackClient, RepoKeyWrite};
+
+/// One reconcile of one key object, on the version just read from the API server.
+pub struct Reconcile<'a> {
+    ctx: &'a Context,
+    keys: Api<FlashbackAccessKey>,
+    secrets: Api<Secret>,
+    repos: Api<FlashbackRepository>,
+    key: FlashbackAccessKey,
+    /// The referenced repository as last read: its credentials and its API's rules apply.
+    repository: Option<FlashbackRepository>,
+    /// The uid of the owned Secret as last read, so that its delete cannot hit another.
+    owned_secret_uid: Option<String>,
+}
+
+impl<'a> Reconcile<'a> {
+    /// Reads the key object afresh: its status says which Secret version the operator wrote,
+    /// and a cache a moment behind would mistake the operator's own write for an edit.
+    pub async fn new(ctx: &'a Context, key: &FlashbackAccessKey) -> Result<Option<Self>, Error> {
+        let namespace = key.namespace().unwrap_or_default();
+        let keys: Api<FlashbackAccessKey> = Api::namespaced(ctx.kube.clone(), &namespace);
+        let Some(key) = keys.get_opt(&key.name_any()).await? else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            ctx,
+            secrets: Api::namespaced(ctx.kube.clone(), &namespace),
+            repos: Api::namespaced(ctx.kube.clone(), &namespace),
+            keys,
+            key,
+            repository: None,
+            owned_secret_uid: None,
+        }))
+    }
+
+    /// The object exists: observe → decide → act → report.
+    pub async fn apply(mut self) -> Result<Action, Error> {
+        let repo = self.repository().await?;
+        let repository = Repository::of(repo.as_ref());
+        if repository == Repository::Deleting {
+            return self.revoke().await;
+        }
+        if let Some(waiting) = plan::waiting(&self.key, &repository) {
+            return self.report(&waiting, None).await;
+        }
+        let (Repository::Ready { repo_id }, Some(repo)) = (repository, repo) else {
+            unreachable!("plan::waiting lets only a Ready repository through");
+        };
+        // Before anything is made in Flashback: nothing this object makes may outlive it.
+        self.set_finalizers(true).await?;
+        let secret = self.secret().await?;
+        if plan::settled(&self.key, &secret) {
+            return self.report(&plan::ready(&self.key), None).await;
+        }
+        let client = match self.client(&repo).await? {
+            Ok(client) => client,
+            Err(state) => return self.report(&state, None).await,
+        };
+        let listed = match client.list_repo_keys(&repo_id).await {
+            Ok(listed) => listed,
+            Err(error) => {
+                return self
+                    .remote_failed("list the repository's keys", error)
+                    .await;
+            }
+        };
+        if plan::own_keys(&self.key, &listed)
+            .into_iter()
+            .any(|k| !plan::plausible_id(&k.id) || !plan::plausible_id(&k.key))
+        {
+            let stall = plan::implausible_answer("key id in the repository's key list");
+            return self.report(&stall.state(), None).await;
+        }
+        // Keys of this object that the Secret does not hold are of no use to anyone: gone
+        // before a new one is made, so there is never more than one live key for long.
+        let unheld = plan::unheld(&self.key, &listed, &secret);
+        for key_id in unheld.iter().take(plan::DELETES_PER_RECONCILE) {
+            if let Err(error) = self.delete_key(&client, &repo_id, key_id).await {
+                return self.remote_failed("delete an unused key", error).await;
+            }
+        }
+        if unheld.len() > plan::DELETES_PER_RECONCILE {
+            // The rest in the next turns, so that no reconcile holds a turn for long.
+            return Ok(Action::requeue(std::time::Duration::from_secs(1)));
+        }
+        match plan::decide(&self.key, &secret, &listed) {
+            Decision::Stall(stall) => self.report(&stall.state(), None).await,
+            Decision::NotListed { key_id } => {
+                let message = format!(
+                    "the key {key_id} the Secret holds is not in the repository's key list; \
+                     looking again (set the annotation flashback.tech/rotate-requested-at to \
+                     replace it)"
+                );
+                let state = State::Progressing {
+                    reason: Reason::KeyNotListed,
+                    message: message.clone(),
+                };
+                self.report(&state, None).await?;
+                Err(Error::NotYet(message))
+            }
+            Decision::Issue { why, retire } => {
+                self.issue(&client, &repo_id, &secret, why, retire).await
+            }
+            Decision::InSync { key, update_access } => {
+                if update_access {
+                    let body = RepoKeyWrite {
+                        name: key.name.clone(),
+                        access_type: plan::access_type(self.key.spec.access_type),
+                    };
+                    if let Err(error) = client.update_repo_key(&repo_id, &key.id, &body).await {
+                        return self.remote_failed("update the key", error).await;
+                    }
+                    let note = format!("key {} may now {:?}", key.id, self.key.spec.access_type);
+                    self.publish(EventType::Normal, Reason::Updated, note).await;
+                }
+                let SecretState::Owned { digest, .. } = &secret else {
+                    unreachable!("plan::decide is InSync only for an owned Secret");
+                };
+                let recorded = Recorded::key(key.id, key.key, digest.clone());
+                self.report(&plan::ready(&self.key), Some(recorded)).await
+            }
+        }
+    }
+
+    /// Act: a new key, into the Secret, then the key the Secret held before retires.
+    async fn issue(
+        &mut self,
+        client: &FlashbackClient,
+        repo_id: &str,
+        secret: &SecretState,
+        why: Issue,
+        retire: Option<String>,
+    ) -> Result<Action, Error> {
+        let nonce = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+        let body = RepoKeyWrite {
+            name: plan::new_key_name(&self.key, &nonce),
+            access_type: plan::access_type(self.key.spec.access_type),
+        };
+        let created = match client.create_repo_key(repo_id, &body).await {
+            Ok(created) => created,
+            Err(error) => return self.remote_failed("create a key", error).await,
+        };
+        if !plan::plausible_id(&created.id) || !plan::plausible_id(&created.key) {
+            // Nobody can hold it: it is deleted at once, if the server lets it.
+            let _ = client.delete_repo_key(repo_id, &created.id).await;
+            let stall = plan::implausible_answer("new key id");
+            return self.report(&stall.state(), None).await;
+        }
+        failpoint::pause_at(Failpoint::PauseAfterKeyCreate).await;
+        let (digest, _) = match self.write_secret(secret, &created).await {
+            Ok(written) => written,
+            Err(error) => {
+                // Nobody holds the new key: delete it now rather than on the next look.
+                let _ = client.delete_repo_key(repo_id, &created.id).await;
+                return match error {
+                    Error::Kube(kube::Error::Api(status))
+                        if status.is_invalid() || status.is_forbidden() =>
+                    {
+                        let stall = Stall {
+                            reason: Reason::SecretRejected,
+                            message: format!(
+                                "the Kubernetes API refused the Secret {}: {}",
+                                self.key.secret_name(),
+                                status.message
+                            ),
+                        };
+                        self.report(&stall.state(), None).await
+                    }
+                    other => Err(other),
+                };
+            }
+        };
+        let recorded = Recorded::key(created.id.clone(), created.key.clone(), digest);
+        let note = format!(
+            "wrote key {} into the Secret {} ({})",
+            created.id,
+            self.key.secret_name(),
+            why.describe()
+        );
+        self.report(&plan::ready(&self.key), Some(recorded)).await?;
+        self.publish(EventType::Normal, why.reason(), note).await;
+        if let Some(old) = retire
+            && let Err(error) = self.delete_key(client, repo_id, &old).await
+        {
+            // The next reconcile deletes it: the Secret no longer holds it.
+            return Err(Error::Remote {
+                operation: "delete the replaced key",
+                source: error,
+            });
+        }
+        Ok(Action::await_change())
+    }
+
+    /// The repository is being deleted: this object's keys are revoked while the repository
+    /// and its credentials are still there, whatever its deletion policy (a kept remote
+    /// repository must not keep live keys nobody manages). The repository waits for it.
+    async fn revoke(&mut self) -> Result<Action, Error> {
+        let waiting = plan::waiting(&self.key, &Repository::Deleting).expect("a wait");
+        let repo = self.repository.clone();
+        if let (Some(repo), Some(repo_id)) = (&repo, Repository::remote_id(repo.as_ref())) {
+            let has_key = self.key.status.as_ref().is_some_and(|s| s.key_id.is_some());
+            if has_key {
+                let client = match self.client(repo).await? {
+                    Ok(client) => client,
+                    Err(state) => return self.report(&state, None).await,
+                };
+                if let Some(unfinished) = self.delete_own_keys(&client, &repo_id).await {
+                    return unfinished;
+                }
+            }
+        }
+        self.report(&waiting, Some(Recorded::revoked())).await
+    }
+
+    /// The object is being deleted: its remote keys go, then its Secret, then the object.
+    pub async fn delete(mut self) -> Result<Action, Error> {
+        if !finalizer::has(&self.key) {
+            return Ok(Action::await_change());
+        }
+        let repo = self.repository().await?;
+        if let (Some(repo), Some(repo_id)) = (&repo, Repository::remote_id(repo.as_ref())) {
+            let client = match self.client(repo).await? {
+                Ok(client) => client,
+                Err(state) => {
+                    let namespace = self.key.namespace().unwrap_or_default();
+                    if self.ctx.namespace_terminating(&namespace).await {
+                        // Nobody can fix the credentials of a namespace being deleted, and
+                        // waiting would hold its deletion forever.
+                        warn!(
+                            namespace,
+                            name = self.key.name_any(),
+                            repo_id,
+                            "the namespace is being deleted and the repository's credentials \
+                             are unusable: released without revoking this object's keys"
+                        );
+                        self.set_finalizers(false).await?;
+                        return Ok(Action::await_change());
+                    }
+                    let message = state.message().to_string();
+                    self.report(&state, None).await?;
+                    return Err(Error::CleanupBlocked(message));
+                }
+            };
+            if let Some(unfinished) = self.delete_own_keys(&client, &repo_id).await {
+                return unfinished;
+            }
+        }
+        // Garbage collection would take it too; deleting it here does not depend on a
+        // controller-manager, and never touches a Secret this object does not own.
+        if let SecretState::Owned { .. } = self.secret().await? {
+            let preconditions = kube::api::Preconditions {
+                uid: self.owned_secret_uid.clone(),
+                resource_version: None,
+            };
+            let params = DeleteParams {
+                preconditions: Some(preconditions),
+                ..DeleteParams::default()
+            };
+            match self.secrets.delete(self.key.secret_name(), &params).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.is_not_found() || status.is_conflict() => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        self.set_finalizers(false).await?;
+        Ok(Action::await_change())
+    }
+
+    /// Deletes every remote key of this object (a few per reconcile). `None` once none is
+    /// left; otherwise how this reconcile ends (a failure, or the rest in the next turn).
+    async fn delete_own_keys(
+        &mut self,
+        client: &FlashbackClient,
+        repo_id: &str,
+    ) -> Option<Result<Action, Error>> {
+        let listed = match client.list_repo_keys(repo_id).await {
+            Ok(listed) => listed,
+            Err(ApiError::NotFound { .. }) => Vec::new(),
+            Err(error) => {
+                return Some(
+                    self.remote_failed("list the repository's keys", error)
+                        .await,
+                );
+            }
+        };
+        let own: Vec<String> = plan::own_keys(&self.key, &listed)
+            .into_iter()
+            .map(|k| k.id.clone())
+            .collect();
+        for key_id in own.iter().take(plan::DELETES_PER_RECONCILE) {
+            if let Err(error) = self.delete_key(client, repo_id, key_id).await {
+                return Some(self.remote_failed("delete a key", error).await);
+            }
+        }
+        (own.len() > plan::DELETES_PER_RECONCILE)
+            .then(|| Ok(Action::requeue(std::time::Duration::from_secs(1))))
+    }
+
+    /// The referenced repository, read fresh (its change is what woke this reconcile).
+    async fn repository(&mut self) -> Result<Option<FlashbackRepository>, Error> {
+        self.repository = self
+            .repos
+            .get_opt(&self.key.spec.repository_ref.name)
+            .await?;
+        Ok(self.repository.clone())
+    }
+
+    /// A client with the repository's credentials, or the stall that says why there is none.
+    async fn client(
+        &self,
+        repo: &FlashbackRepository,
+    ) -> Result<Result<FlashbackClient, State>, Error> {
+        let credentials: Credentials = match self.ctx.credentials_of(repo).await? {
+            Ok(credentials) => credentials,
+            Err(problem) => return Ok(Err(credentials_stall(&problem).state())),
+        };
+        Ok(match self.ctx.remote.client_for(&credentials) {
+            Ok(client) => Ok(client),
+            Err(error) => Err(self.stall_or_retry(&error)),
+        })
+    }
+
+    /// The key's Secret, as far as the operator may touch it.
+    async fn secret(&mut self) -> Result<SecretState, Error> {
+        let Some(secret) = self.secrets.get_opt(self.key.secret_name()).await? else {
+            return Ok(SecretState::Absent);
+        };
+        if !self.owns(&secret) {
+            return Ok(SecretState::NotOwned);
+        }
+        self.owned_secret_uid = secret.uid();
+        let data = secret.data.clone().unwrap_or_default();
+        let access_key_id = data
+            .get(secret_keys::ACCESS_KEY_ID)
+            .and_then(|bytes| String::from_utf8(bytes.0.clone()).ok());
+        Ok(SecretState::Owned {
+            access_key_id,
+            digest: plan::digest(data.iter().map(|(k, v)| (k.as_str(), v.0.as_slice()))),
+            resource_version: secret.resource_version().unwrap_or_default(),
+        })
+    }
+
+    /// Whether the Secret names this very object as its controller.
+    fn owns(&self, secret: &Secret) -> bool {
+        let uid = self.key.uid();
+        secret.owner_references().iter().any(|owner| {
+            Some(&owner.uid) == uid.as_ref()
+                && owner.kind == "FlashbackAccessKey"
+                && owner.api_version.starts_with("flashback.tech/")
+                && owner.controller == Some(true)
+        })
+    }
+
+    /// Writes the new key into the Secret (created, or replaced if this object owns it,
+    /// conditional on the version read) and returns the digest of the data written and the
+    /// Secret's new resourceVersion.
+    async fn write_secret(
+        &self,
+        secret: &SecretState,
+        created: &CreatedRepoKey,
+    ) -> Result<(String, String), Error> {
+        let mut data = BTreeMap::from([
+            (
+                secret_keys::ACCESS_KEY_ID.to_string(),
+                ByteString(created.key.clone().into_bytes()),
+            ),
+            (
+                secret_keys::SECRET_ACCESS_KEY.to_string(),
+                ByteString(created.secret.expose().as_bytes().to_vec()),
+            ),
+        ]);
+        if let Some(endpoint) = &self.key.spec.endpoint {
+            data.insert(
+                secret_keys::ENDPOINT_URL.to_string(),
+                ByteString(endpoint.clone().into_bytes()),
+            );
+        }
+        let digest = plan::digest(data.iter().map(|(k, v)| (k.as_str(), v.0.as_slice())));
+        let owner = OwnerReference {
+            api_version: "flashback.tech/v1alpha1".into(),
+            kind: "FlashbackAccessKey".into(),
+            name: self.key.name_any(),
+            uid: self.key.uid().unwrap_or_default(),
+            controller: Some(true),
+            block_owner_deletion: None,
+        };
+        let mut object = Secret {
+            metadata: ObjectMeta {
+                name: Some(self.key.secret_name().to_string()),
+                namespace: self.key.namespace(),
+                labels: Some(BTreeMap::from([(
+                    ACCESS_KEY_LABEL.to_string(),
+                    self.key.uid().unwrap_or_default(),
+                )])),
+                annotations: Some(BTreeMap::from([
+                    ("flashback.tech/key-id".to_string(), created.id.clone()),
+                    (
+                        "flashback.tech/repository".to_string(),
+                        self.key.spec.repository_ref.name.clone(),
+                    ),
+                ])),
+                owner_references: Some(vec![owner]),
+                ..ObjectMeta::default()
+            },
+            type_: Some("Opaque".into()),
+            data: Some(data),
+            ..Secret::default()
+        };
+        let written = match secret {
+            SecretState::Owned {
+                resource_version, ..
+            } => {
+                object.metadata.resource_version = Some(resource_version.clone());
+                self.secrets
+                    .replace(self.key.secret_name(), &PostParams::default(), &object)
+                    .await
+            }
+            _ => self.secrets.create(&PostParams::default(), &object).await,
+        }
+        .map_err(Error::from_write)?;
+        Ok((digest, written.resource_version().unwrap_or_default()))
+    }
+
+    async fn delete_key(
+        &self,
+        client: &FlashbackClient,
+        repo_id: &str,
+        key_id: &str,
+    ) -> Result<(), ApiError> {
+        match client.delete_repo_key(repo_id, key_id).await {
+            Ok(()) | Err(ApiError::NotFound { .. }) => {}
+            Err(error) => return Err(error),
+        }
+        let note = format!("deleted key {key_id}");
+        self.publish(EventType::Normal, Reason::Deleted, note).await;
+        Ok(())
+    }
+
+    /// What an API error means for the key: the repository's rules (the same token, the same
+    /// API), or a retry.
+    fn stall_or_retry(&self, error: &ApiError) -> State {
+        let stall = self
+            .repository
+            .as_ref()
+            .and_then(|repo| api_stall(error, repo));
+        match stall {
+            Some(stall) => stall.state(),
+            None => State::Progressing {
+                reason: Reason::RemoteUnavailable,
+                message: format!("the Flashback API failed, will retry: {error}"),
+            },
+        }
+    }
+
+    /// A failed API call: a stall for a person, or a retry with backoff.
+    async fn remote_failed(
+        &mut self,
+        operation: &'static str,
+        error: ApiError,
+    ) -> Result<Action, Error> {
+        let state = self.stall_or_retry(&error);
+        let stalled = matches!(state, State::Stalled { .. });
+        self.report(&state, None).await?;
+        if stalled {
+            return Ok(Action::await_change());
+        }
+        Err(Error::Remote {
+            operation,
+            source: error,
+        })
+    }
+
+    /// Report: the status (only when it changed), with the key the Secret now holds when
+    /// `recorded` says so; an Event for a new stall. The finalizer goes on first.
+    async fn report(&mut self, state: &State, recorded: Option<Recorded>) -> Result<Action, Error> {
+        self.set_finalizers(true).await?;
+        let current = self.key.status.clone().unwrap_or_default();
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let generation = self.key.metadata.generation;
+        let mut next = FlashbackAccessKeyStatus {
+            conditions: conditions::next(&current.conditions, state, generation, &now),
+            observed_generation: generation,
+            secret_name: Some(self.key.secret_name().to_string()),
+            ..current.clone()
+        };
+        if let Some(recorded) = recorded {
+            next.key_id = recorded.key_id;
+            next.access_key_id = recorded.access_key_id;
+            next.secret_digest = recorded.secret_digest;
+            next.access_type = next.key_id.as_ref().map(|_| self.key.spec.access_type);
+            next.last_handled_rotate_at = self.key.rotate_requested_at().map(str::to_string);
+        }
+        // A stall is looked at again at the resync pace: what fixes it (a token, a permission,
+        // an API) may change without touching this object.
+        let after = if matches!(state, State::Stalled { .. }) {
+            Action::requeue(self.ctx.settings.resync_interval)
+        } else {
+            Action::await_change()
+        };
+        if next == current {
+            return Ok(after);
+        }
+        let was_stalled = conditions::stalled_reason(&current.conditions).map(str::to_string);
+        if let State::Stalled { reason, message } = state
+            && was_stalled.as_deref() != Some(reason.as_str())
+        {
+            self.publish(EventType::Warning, *reason, message.clone())
+                .await;
+        }
+        let mut body = json!({ "status": next });
+        // A merge patch leaves out what it does not name: cleared fields go by name.
+        for (field, cleared) in [
+            ("keyId", next.key_id.is_none()),
+            ("accessKeyId", next.access_key_id.is_none()),
+            ("secretDigest", next.secret_digest.is_none()),
+            ("accessType", next.access_type.is_none()),
+        ] {
+            if cleared {
+                body["status"][field] = serde_json::Value::Null;
+            }
+        }
+        let fresh = self
+            .keys
+            .patch_status(
+                &self.key.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(body),
+            )
+            .await
+            .map_err(Error::from_write)?;
+        self.key = fresh;
+        Ok(after)
+    }
+
+    async fn set_finalizers(&mut self, present: bool) -> Result<(), Error> {
+        self.key = finalizer::set(&self.keys, self.key.clone(), present).await?;
+        Ok(())
+    }
+
+    async fn publish(&self, type_: EventType, reason: Reason, note: String) {
+        events::publish(
+            &self.ctx.recorder,
+            &self.key.object_ref(&()),
+            type_,
+            reason,
+            note,
+        )
+        .await;
+    }
+}
+
+/// The key the Secret holds, as the status records it; all `None` once revoked.
+struct Recorded {
+    key_id: Option<String>,
+    access_key_id: Option<String>,
+    secret_digest: Option<String>,
+}
+
+impl Recorded {
+    fn key(key_id: String, access_key_id: String, secret_digest: String) -> Self {
+        Self {
+            key_id: Some(key_id),
+            access_key_id: Some(access_key_id),
+            secret_digest: Some(secret_digest),
+        }
+    }
+
+    fn revoked() -> Self {
+        Self {
+            key_id: None,
+            access_key_id: None,
+            secret_digest: None,
+        }
+    }
+}
