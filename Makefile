@@ -37,9 +37,12 @@ build-tests:
 	$(CARGO) test --workspace --locked --no-run
 	$(CARGO) build --locked --package flashback-emulator --bin flashback-emulator
 
-## control-plane: build (once per machine) kube-apiserver, kubectl, etcd and helm
+## control-plane: build (once per machine) kube-apiserver, kubectl, etcd, helm, promtool and the
+## kstatus checker, and install Lua (the tools the tests run)
 control-plane:
 	$(CONTROL_PLANE)/build.sh all
+	$(CONTROL_PLANE)/build.sh promtool
+	$(CONTROL_PLANE)/build.sh integrations
 
 ## control-plane-node: also build (once per machine) kubelet, kube-controller-manager,
 ## kube-scheduler, containerd and the pause image, and install runc/podman when missing
@@ -88,10 +91,10 @@ demo-smoke:
 	DEMO_SKIP_BUILD=1 demo/up.sh || { demo/down.sh; exit 1; }
 	demo/down.sh
 
-## crds: regenerate crds/ and the chart's copy from the Rust types (tests fail when they drift)
+## crds: regenerate crds/ and the chart's copy (files/crds/) from the Rust types (tests fail when they drift)
 crds:
-	$(CARGO) run --locked --quiet --bin flashback-operator -- crds > crds/flashbackrepositories.flashback.tech.yaml
-	cp crds/flashbackrepositories.flashback.tech.yaml charts/flashback-operator/crds/
+	$(CARGO) run --locked --quiet --bin flashback-operator -- crds --dir crds
+	cp crds/*.yaml charts/flashback-operator/files/crds/
 
 ## chart-lint: helm lint --strict of the chart, watching all namespaces and one namespace
 chart-lint:

@@ -31,14 +31,30 @@ app.kubernetes.io/name: {{ include "flashback-operator.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
-{{/* Labels of every object of the release. */}}
+{{/*
+Labels of every object of the release: the standard ones, then commonLabels (which cannot
+replace a standard one: the selector depends on them).
+*/}}
 {{- define "flashback-operator.labels" -}}
-helm.sh/chart: {{ include "flashback-operator.chart" . }}
-{{ include "flashback-operator.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
-app.kubernetes.io/component: operator
-app.kubernetes.io/part-of: flashback
-app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- $labels := include "flashback-operator.selectorLabels" . | fromYaml }}
+{{- $_ := set $labels "helm.sh/chart" (include "flashback-operator.chart" .) }}
+{{- $_ := set $labels "app.kubernetes.io/version" (.Values.image.tag | default .Chart.AppVersion) }}
+{{- $_ := set $labels "app.kubernetes.io/component" "operator" }}
+{{- $_ := set $labels "app.kubernetes.io/part-of" "flashback" }}
+{{- $_ := set $labels "app.kubernetes.io/managed-by" .Release.Service }}
+{{- toYaml (merge $labels (.Values.commonLabels | default dict)) }}
+{{- end }}
+
+{{/*
+An object's `annotations:` block, or nothing: its own annotations (dict key "own") over
+commonAnnotations. Call with (dict "root" $ "own" .Values.something.annotations).
+*/}}
+{{- define "flashback-operator.annotations" -}}
+{{- $annotations := merge (dict) (.own | default dict) (.root.Values.commonAnnotations | default dict) }}
+{{- with $annotations }}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end }}
 
 {{/* The ServiceAccount the operator runs as. */}}
@@ -50,9 +66,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
-{{/* The image reference. */}}
+{{/* The image reference: repository@digest when a digest is set, else repository:tag. */}}
 {{- define "flashback-operator.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
 {{- end }}
 
 {{/* Namespace of the default credentials Secret: its own setting or the release namespace. */}}
@@ -66,19 +86,44 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{/*
+The operator's kinds, as resources of the flashback.tech API group: one line per kind. The
+operator's RBAC and the roles aggregated to admin, edit and view follow this list.
+*/}}
+{{- define "flashback-operator.kinds" -}}
+- flashbackrepositories
+- flashbackaccesskeys
+{{- end }}
+
+{{/* The status subresources of the operator's kinds. */}}
+{{- define "flashback-operator.kindStatuses" -}}
+{{- range include "flashback-operator.kinds" . | fromYamlArray }}
+- {{ . }}/status
+{{- end }}
+{{- end }}
+
+{{/*
 Rules on the namespaces the operator watches: its resources and their status, the Secrets
-they name (metadata watched, the referenced ones read), and the Events it records.
+they name (metadata watched, the referenced ones read), the Secrets FlashbackAccessKeys write
+(unless accessKeys.enabled is false), and the Events it records.
 */}}
 {{- define "flashback-operator.watchRules" -}}
 - apiGroups: ["flashback.tech"]
-  resources: ["flashbackrepositories"]
+  resources: {{ include "flashback-operator.kinds" . | fromYamlArray | toJson }}
   verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["flashback.tech"]
-  resources: ["flashbackrepositories/status"]
+  resources: {{ include "flashback-operator.kindStatuses" . | fromYamlArray | toJson }}
   verbs: ["get", "patch"]
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch"]
+{{- if .Values.accessKeys.enabled }}
+# FlashbackAccessKeys: the Secret a key is written into is created, replaced when the key
+# rotates, and deleted with its key. The operator writes only a Secret whose ownerReference
+# names the key object, and reads it (get, above) before every write.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["create", "update", "delete"]
+{{- end }}
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
@@ -91,5 +136,8 @@ they name (metadata watched, the referenced ones read), and the Events it record
 {{- end }}
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.service.enabled) }}
 {{- fail "metrics.serviceMonitor.enabled needs metrics.service.enabled: a ServiceMonitor scrapes through the Service" }}
+{{- end }}
+{{- if and .Values.networkPolicy.enabled .Values.hostNetwork }}
+{{- fail "networkPolicy.enabled has no effect with hostNetwork: a NetworkPolicy does not apply to pods in the node's network; turn one of them off" }}
 {{- end }}
 {{- end }}
