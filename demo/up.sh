@@ -56,9 +56,9 @@ primary=$(bucket_id primary)
 replica=$(bucket_id replica)
 echo "buckets: primary=$primary replica=$replica"
 
-say "Installing the CRD and the token Secret"
+say "Installing the CRDs and the token Secret"
 kubectl apply -f crds/
-kubectl wait --for=condition=Established crd/flashbackrepositories.flashback.tech --timeout=60s
+kubectl wait --for=condition=Established crd/flashbackrepositories.flashback.tech crd/flashbackaccesskeys.flashback.tech --timeout=60s
 kubectl create namespace "$namespace" --dry-run=client -o yaml | kubectl apply -f -
 kubectl -n "$namespace" create secret generic flashback-token \
   --from-literal=token="$token" --dry-run=client -o yaml | kubectl apply -f -
