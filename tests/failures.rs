@@ -167,6 +167,24 @@ async fn sigterm_lets_an_in_flight_create_finish() {
 }
 
 #[tokio::test]
+async fn sigterm_during_the_first_listing_still_exits() {
+    // A controller holds its reconciles until its watch cache is filled; a SIGTERM before
+    // that must not leave the process waiting for a listing its shutdown stopped.
+    for _ in 0..3 {
+        let mut scene = Scene::new("sigterm-early").await;
+        scene.start_operator(&[]);
+        scene
+            .operator()
+            .wait_for_output("flashback-operator starting")
+            .await;
+        assert!(
+            scene.operator().terminate(),
+            "the operator exits 0 on SIGTERM"
+        );
+    }
+}
+
+#[tokio::test]
 async fn transient_failures_are_retried_until_ready_and_retry_after_is_obeyed() {
     let mut scene = Scene::new("transient").await;
     let faults: Faults = serde_json::from_value(json!({

@@ -42,3 +42,20 @@ pub async fn every<K, Work, Done>(
         work().await;
     }
 }
+
+/// Resolves when `stop` does while `store` has not been filled yet, and never otherwise. A
+/// kube-runtime controller holds its runner until its store is filled, and its graceful
+/// shutdown stops the watch that would fill it: a stop during the first listing would wait
+/// forever. With no reconcile started (none can before the store is filled), the controller
+/// can simply be dropped then.
+pub async fn stopped_before_ready<K>(store: &Store<K>, stop: impl std::future::Future<Output = ()>)
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    use futures::FutureExt;
+    stop.await;
+    if store.wait_until_ready().now_or_never().is_some() {
+        std::future::pending::<()>().await;
+    }
+}

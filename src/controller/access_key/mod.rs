@@ -24,6 +24,7 @@ use tracing::{debug, warn};
 use crate::controller::backoff;
 use crate::controller::context::Context;
 use crate::controller::error::Error;
+use crate::controller::periodic;
 use crate::controller::watches;
 use crate::crd::{ACCESS_KEY_LABEL, FlashbackAccessKey, FlashbackRepository};
 
@@ -71,7 +72,9 @@ pub async fn run<Stop, StopFuture>(
     let repository_changes = watcher(repos, watcher::Config::default())
         .default_backoff()
         .touched_objects();
-    controller
+    let watched_store = ctx.access_keys.clone();
+    let never_ready = periodic::stopped_before_ready(&watched_store, stopped());
+    let run = controller
         .owns_stream(owned_secrets)
         .watches_stream(repository_changes, move |repo| {
             let namespace = repo.namespace();
@@ -90,8 +93,11 @@ pub async fn run<Stop, StopFuture>(
             if let Err(error) = result {
                 debug!(error = %error, "access key controller error");
             }
-        })
-        .await;
+        });
+    tokio::select! {
+        () = run => {}
+        () = never_ready => {}
+    }
 }
 
 /// The entry point kube-runtime calls for every key object that needs a look.

@@ -29,6 +29,7 @@ use crate::controller::backoff;
 use crate::controller::context::Context;
 use crate::controller::credentials::{self, SecretName};
 use crate::controller::error::Error;
+use crate::controller::periodic;
 use crate::controller::watches;
 use crate::crd::FlashbackRepository;
 
@@ -77,6 +78,8 @@ pub async fn run<Stop, StopFuture>(
         settings.stats_interval,
         stopped(),
     );
+    let watched_store = ctx.repositories.clone();
+    let never_ready = periodic::stopped_before_ready(&watched_store, stopped());
     let controller = Controller::for_stream(objects, store)
         .watches_stream(secret_changes, move |secret| {
             let name = SecretName {
@@ -98,6 +101,12 @@ pub async fn run<Stop, StopFuture>(
                 warn!(error = %error, "controller error");
             }
         });
+    let controller = async {
+        tokio::select! {
+            () = controller => {}
+            () = never_ready => {}
+        }
+    };
     tokio::join!(controller, statistics, resync);
 }
 
