@@ -157,6 +157,17 @@ mod tests {
     }
 
     #[test]
+    fn an_optional_value_flag_does_not_swallow_the_subcommand() {
+        let cli = Cli::try_parse_from(["flashback-operator", "--leader-election", "run"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Run)));
+        assert!(cli.settings.leader_election);
+        let cli =
+            Cli::try_parse_from(["flashback-operator", "--access-keys=false", "crds"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Crds { dir: None })));
+        assert!(!cli.settings.access_keys);
+    }
+
+    #[test]
     fn run_flags_follow_the_subcommand() {
         let cli = Cli::try_parse_from([
             "flashback-operator",

@@ -132,8 +132,8 @@ impl Metrics {
         let tracked = Family::<KindLabels, Gauge>::default();
         registry.register(
             "tracked_entries",
-            "Entries the operator keeps in memory, by kind (api_clients, listings, backoff), \
-             as of the last housekeeping pass",
+            "Entries the operator keeps in memory, by kind (api_clients, listings, backoff, \
+             credentials), as of the last housekeeping pass",
             tracked.clone(),
         );
         registry.register_collector(Box::new(RepositoriesByCondition { store }));
@@ -315,10 +315,9 @@ mod process {
         pub start_time_seconds: Option<f64>,
     }
 
-    /// Clock ticks per second and the page size: the values of every Linux the operator runs
-    /// on (x86-64 and arm64), where `sysconf` would say the same.
+    /// Clock ticks per second (`USER_HZ`), 100 on every Linux the operator runs on; the
+    /// resident size is read in bytes from `/proc/self/status`, whatever the page size.
     const TICKS_PER_SECOND: f64 = 100.0;
-    const PAGE_SIZE: f64 = 4096.0;
 
     pub fn read() -> Figures {
         let stat = std::fs::read_to_string("/proc/self/stat").ok();
@@ -326,6 +325,7 @@ mod process {
             .ok()
             .and_then(|text| boot_time(&text));
         let limits = std::fs::read_to_string("/proc/self/limits").ok();
+        let status = std::fs::read_to_string("/proc/self/status").ok();
         let open_fds = std::fs::read_dir("/proc/self/fd")
             .ok()
             .map(|dir| dir.count() as f64);
@@ -334,6 +334,7 @@ mod process {
             .map(|stat| from_stat(stat, boot_time))
             .unwrap_or_default();
         figures.open_fds = open_fds;
+        figures.resident_bytes = status.as_deref().and_then(resident_bytes);
         figures.max_fds = limits.as_deref().and_then(max_open_files);
         figures
     }
@@ -354,13 +355,25 @@ mod process {
         Figures {
             cpu_seconds: cpu,
             virtual_bytes: field(23),
-            resident_bytes: field(24).map(|pages| pages * PAGE_SIZE),
             start_time_seconds: match (boot_time, field(22)) {
                 (Some(boot), Some(ticks)) => Some(boot + ticks / TICKS_PER_SECOND),
                 _ => None,
             },
             ..Figures::default()
         }
+    }
+
+    /// The `VmRSS` line of `/proc/self/status`, in bytes.
+    pub fn resident_bytes(status: &str) -> Option<f64> {
+        let kib: f64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))?
+            .trim()
+            .strip_suffix("kB")?
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kib * 1024.0)
     }
 
     /// The `btime` line of `/proc/stat`.
@@ -507,7 +520,14 @@ mod tests {
         let figures = process::from_stat(stat, Some(1_700_000_000.0));
         assert_eq!(figures.cpu_seconds, Some(3.0));
         assert_eq!(figures.virtual_bytes, Some(104_857_600.0));
-        assert_eq!(figures.resident_bytes, Some(2560.0 * 4096.0));
+        assert_eq!(
+            figures.resident_bytes, None,
+            "read from /proc/self/status instead"
+        );
+        assert_eq!(
+            process::resident_bytes("Name:\tx\nVmRSS:\t   36864 kB\nThreads:\t4\n"),
+            Some(36864.0 * 1024.0)
+        );
         assert_eq!(figures.start_time_seconds, Some(1_700_000_010.0));
         assert_eq!(
             process::boot_time("cpu 1 2\nbtime 1700000000\n"),

@@ -74,6 +74,7 @@ pub struct Settings {
         long,
         env = "FLASHBACK_ALLOWED_API_HOSTS",
         value_delimiter = ',',
+        value_parser = parse_host,
         global = true
     )]
     pub allowed_api_hosts: Vec<String>,
@@ -83,6 +84,7 @@ pub struct Settings {
         long,
         env = "FLASHBACK_API_RATE",
         default_value_t = 10.0,
+        value_parser = parse_rate,
         global = true
     )]
     pub api_rate: f64,
@@ -102,11 +104,11 @@ pub struct Settings {
 
     /// Serve FlashbackAccessKeys: write repository keys into Secrets. Needs permission to
     /// get, create, update and delete Secrets; off, the operator never writes a Secret.
-    #[arg(long, env = "FLASHBACK_ACCESS_KEYS", num_args = 0..=1, default_value_t = true, default_missing_value = "true", action = clap::ArgAction::Set, global = true)]
+    #[arg(long, env = "FLASHBACK_ACCESS_KEYS", num_args = 0..=1, require_equals = true, default_value_t = true, default_missing_value = "true", action = clap::ArgAction::Set, global = true)]
     pub access_keys: bool,
 
     /// Run as one of several replicas: only the holder of a Lease reconciles.
-    #[arg(long, env = "FLASHBACK_LEADER_ELECTION", num_args = 0..=1, default_value_t = false, default_missing_value = "true", action = clap::ArgAction::Set, global = true)]
+    #[arg(long, env = "FLASHBACK_LEADER_ELECTION", num_args = 0..=1, require_equals = true, default_value_t = false, default_missing_value = "true", action = clap::ArgAction::Set, global = true)]
     pub leader_election: bool,
 
     /// Namespace of the leader Lease; defaults to POD_NAMESPACE.
@@ -123,7 +125,7 @@ pub struct Settings {
     pub leader_election_lease: String,
 
     /// How long a leader's Lease lasts without renewal (renewed every third of it).
-    #[arg(long, env = "FLASHBACK_LEADER_ELECTION_LEASE_DURATION", default_value = "15s", value_parser = parse_duration, global = true)]
+    #[arg(long, env = "FLASHBACK_LEADER_ELECTION_LEASE_DURATION", default_value = "15s", value_parser = parse_lease_duration, global = true)]
     pub leader_election_lease_duration: Duration,
 }
 
@@ -184,6 +186,34 @@ impl FromStr for SecretName {
     }
 }
 
+/// A lease renewed every third of its duration needs a few seconds: shorter would renew in a
+/// busy loop and hand the lease over on any pause.
+fn parse_lease_duration(s: &str) -> Result<Duration, String> {
+    let duration = parse_duration(s)?;
+    if duration < Duration::from_secs(3) {
+        return Err("must be at least 3s".into());
+    }
+    Ok(duration)
+}
+
+/// Calls per second: positive and finite (zero or less would mean no limit at all).
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate >= 0.001 => Ok(rate),
+        Ok(_) => Err("must be a number of calls per second of at least 0.001".into()),
+        Err(_) => Err(format!("expected a number of calls per second, got {s:?}")),
+    }
+}
+
+/// One allowed host: trimmed, and with nothing but a host (and port) in it.
+fn parse_host(s: &str) -> Result<String, String> {
+    let host = s.trim();
+    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c == '/') {
+        return Err(format!("expected host, host:port or *, got {s:?}"));
+    }
+    Ok(host.to_string())
+}
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let duration = humantime::parse_duration(s)
         .map_err(|e| format!("{e} (write durations like 30s, 5m or 1h)"))?;
@@ -208,6 +238,31 @@ pub(crate) mod tests {
         <Flags as clap::Parser>::try_parse_from(args)
             .expect("valid flags")
             .settings
+    }
+
+    #[test]
+    fn values_that_would_break_the_operator_are_refused() {
+        let refused = |flags: &[&str]| {
+            #[derive(clap::Parser)]
+            struct Flags {
+                #[command(flatten)]
+                settings: Settings,
+            }
+            let args = std::iter::once("flashback-operator").chain(flags.iter().copied());
+            <Flags as clap::Parser>::try_parse_from(args)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(refused(&["--api-rate", "0"]).contains("at least 0.001"));
+        assert!(refused(&["--api-rate", "NaN"]).contains("at least 0.001"));
+        assert!(refused(&["--leader-election-lease-duration", "1ms"]).contains("at least 3s"));
+        assert!(refused(&["--allowed-api-hosts", "a,,b"]).contains("expected host"));
+        assert_eq!(
+            from_flags(&["--allowed-api-hosts", "api.example, 127.0.0.1:8080"]).allowed_api_hosts,
+            ["api.example", "127.0.0.1:8080"]
+        );
+        assert_eq!(from_flags(&["--api-rate", "0.5"]).api_rate, 0.5);
     }
 
     #[test]

@@ -801,9 +801,17 @@ async fn what_deleted_objects_and_unused_credentials_leave_is_forgotten() {
     };
     let clients = r#"flashback_operator_tracked_entries{kind="api_clients"}"#;
     let backoff = r#"flashback_operator_tracked_entries{kind="backoff"}"#;
+    let remembered = r#"flashback_operator_tracked_entries{kind="credentials"}"#;
     let deadline = Instant::now() + DEADLINE;
-    while series(&read(metrics.clone()).await, clients) != Some(2.0) {
-        assert!(Instant::now() < deadline, "two clients were never reported");
+    loop {
+        let text = read(metrics.clone()).await;
+        if series(&text, clients) == Some(2.0) && series(&text, remembered) == Some(2.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "two clients and two Secrets were never reported"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
@@ -818,7 +826,12 @@ async fn what_deleted_objects_and_unused_credentials_leave_is_forgotten() {
     let deadline = Instant::now() + DEADLINE;
     loop {
         let text = read(metrics.clone()).await;
-        if series(&text, clients) == Some(0.0) && series(&text, backoff) == Some(0.0) {
+        // The Secrets no object names any more are forgotten too: a tenant renaming its
+        // credentialsSecretRef again and again cannot grow the operator's memory.
+        if series(&text, clients) == Some(0.0)
+            && series(&text, backoff) == Some(0.0)
+            && series(&text, remembered) == Some(0.0)
+        {
             break;
         }
         assert!(Instant::now() < deadline, "state was kept: {text}");

@@ -182,6 +182,9 @@ struct CacheState {
     /// Secrets being read: (readers, changes seen meanwhile). A read that a change overtook
     /// is not kept. Only Secrets being read have an entry, so churn elsewhere costs nothing.
     reading: HashMap<SecretName, (usize, u64)>,
+    /// Moves when a Secret watch lists afresh: a change made while it was away was not
+    /// reported, so a read that spans a listing is neither kept nor trusted.
+    listings: u64,
 }
 
 impl CredentialsCache {
@@ -197,33 +200,66 @@ impl CredentialsCache {
             Ok(name) => name,
             Err(problem) => return Ok(Err(problem)),
         };
-        let before = {
-            let mut state = self.lock();
-            if let Some(known) = state.entries.get(&name) {
-                return Ok(known.read.clone());
-            }
-            let reading = state.reading.entry(name.clone()).or_default();
-            reading.0 += 1;
-            reading.1
-        };
-        let read = read(client, &name, default, ApiUrls::of(settings)).await;
-        let mut state = self.lock();
-        let (readers, changes) = state.reading.get(&name).copied().unwrap_or_default();
-        if readers <= 1 {
-            state.reading.remove(&name);
-        } else if let Some(reading) = state.reading.get_mut(&name) {
-            reading.0 -= 1;
-        }
-        let (read, version) = read?;
-        let unchanged = changes == before;
-        if unchanged && !matches!(read, Err(CredentialsError::SecretForbidden(_))) {
-            let entry = Entry {
-                read: read.clone(),
-                version,
+        // A read that spans the start of a listing may be answered from before a change the
+        // watch never reported: it is read again, once, and only a read that spanned none is
+        // kept.
+        let mut again = true;
+        loop {
+            let before = {
+                let mut state = self.lock();
+                if let Some(known) = state.entries.get(&name) {
+                    return Ok(known.read.clone());
+                }
+                let listings = state.listings;
+                let reading = state.reading.entry(name.clone()).or_default();
+                reading.0 += 1;
+                (listings, reading.1)
             };
-            state.entries.insert(name, entry);
+            let read = read(client, &name, default, ApiUrls::of(settings)).await;
+            let mut state = self.lock();
+            let (readers, changes) = state.reading.get(&name).copied().unwrap_or_default();
+            if readers <= 1 {
+                state.reading.remove(&name);
+            } else if let Some(reading) = state.reading.get_mut(&name) {
+                reading.0 -= 1;
+            }
+            let (read, version) = read?;
+            let spanned_listing = state.listings != before.0;
+            if spanned_listing && again {
+                again = false;
+                continue;
+            }
+            let unchanged = !spanned_listing && changes == before.1;
+            if unchanged && !matches!(read, Err(CredentialsError::SecretForbidden(_))) {
+                let entry = Entry {
+                    read: read.clone(),
+                    version,
+                };
+                state.entries.insert(name, entry);
+            }
+            return Ok(read);
         }
-        Ok(read)
+    }
+
+    /// A Secret watch lists afresh: reads in flight are not kept, and the Secrets held now as
+    /// existing are the ones its listing must account for.
+    pub fn listing_started(&self) -> Vec<SecretName> {
+        let mut state = self.lock();
+        state.listings += 1;
+        state
+            .entries
+            .iter()
+            .filter(|(_, entry)| entry.version.is_some())
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Keeps only the Secrets `keep` accepts (those some object still names); returns how
+    /// many are left. What objects no longer name would otherwise pile up.
+    pub fn retain(&self, keep: impl Fn(&SecretName) -> bool) -> usize {
+        let mut state = self.lock();
+        state.entries.retain(|name, _| keep(name));
+        state.entries.len()
     }
 
     /// Whether the Secret `name`, now at `version` (`None`: gone), differs from what the cache
@@ -240,11 +276,6 @@ impl CredentialsCache {
             .is_some_and(|entry| entry.version.as_deref() != version)
     }
 
-    /// Whether the cache holds the Secret `name`.
-    pub fn holds(&self, name: &SecretName) -> bool {
-        self.lock().entries.contains_key(name)
-    }
-
     /// Remembers that the Secret `name` was read at `version`, as a read would.
     #[cfg(test)]
     pub fn remember(&self, name: SecretName, version: Option<&str>) {
@@ -253,16 +284,6 @@ impl CredentialsCache {
             version: version.map(str::to_string),
         };
         self.lock().entries.insert(name, entry);
-    }
-
-    /// The Secrets the cache read as existing.
-    pub fn existing(&self) -> Vec<SecretName> {
-        self.lock()
-            .entries
-            .iter()
-            .filter(|(_, entry)| entry.version.is_some())
-            .map(|(name, _)| name.clone())
-            .collect()
     }
 
     /// The Secret `name` changed: read it again next time.

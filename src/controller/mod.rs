@@ -126,10 +126,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         concurrency = settings.concurrency,
         "flashback-operator starting"
     );
+    // Ready once every watch cache the operator acts on is filled.
     let became_ready = {
         let store = store.clone();
+        let keys = context.access_keys.clone();
+        let with_keys = settings.access_keys;
         async move {
-            if store.wait_until_ready().await.is_ok() {
+            let repositories = store.wait_until_ready().await.is_ok();
+            let access_keys = !with_keys || keys.wait_until_ready().await.is_ok();
+            if repositories && access_keys {
                 ready.store(true, Ordering::Relaxed);
             }
         }
@@ -182,12 +187,18 @@ async fn housekeeping(
             .collect();
         let backoff = ctx.backoff.retain(|key| live.contains(key));
         // Every object is looked at once per resync: a client unused for two is nobody's.
-        let (clients, listings) = ctx.remote.forget_unused(interval * 2);
+        let (clients, listings) = ctx.remote.forget_unused(interval.saturating_mul(2));
         ctx.metrics.tracked("backoff", backoff);
         ctx.metrics.tracked("api_clients", clients);
         ctx.metrics.tracked("listings", listings);
-        ctx.metrics
-            .tracked("credentials", ctx.credentials.remembered());
+        // Credentials of Secrets no object names any more.
+        let default = ctx.settings.default_credentials_secret.as_ref();
+        let named: std::collections::HashSet<credentials::SecretName> = repositories
+            .iter()
+            .filter_map(|repo| credentials::secret_for(repo, default).ok())
+            .collect();
+        let remembered = ctx.credentials.retain(|name| named.contains(name));
+        ctx.metrics.tracked("credentials", remembered);
     })
     .await;
 }

@@ -54,8 +54,9 @@ pub fn secret_changes(
 
 /// The Secret changes worth a look, from a watch whose listing covers the Secrets `in_scope`
 /// says: every live change; from a listing, a Secret whose version differs from the one the
-/// cache read; at the end of a listing, every Secret in scope that the cache read and the
-/// listing no longer holds (as a bare name).
+/// cache read; at the end of a listing, every Secret in scope the cache held when the listing
+/// started and the listing no longer holds (as a bare name). A Secret first read during the
+/// listing is not compared: that read spanned the listing, and the cache did not keep it.
 pub fn secret_events_in(
     events: impl futures::Stream<
         Item = Result<watcher::Event<PartialObjectMeta<Secret>>, watcher::Error>,
@@ -64,8 +65,8 @@ pub fn secret_events_in(
     cache: Arc<CredentialsCache>,
     in_scope: impl Fn(&SecretName) -> bool + Send + Sync + 'static,
 ) -> BoxStream<'static, Result<PartialObjectMeta<Secret>, watcher::Error>> {
-    let listed: Arc<std::sync::Mutex<HashSet<SecretName>>> = Arc::default();
-    let in_scope = Arc::new(in_scope);
+    // The Secrets held when the listing started, each until the listing shows it.
+    let unlisted: Arc<std::sync::Mutex<HashSet<SecretName>>> = Arc::default();
     events
         .default_backoff()
         .flat_map(move |event| {
@@ -73,32 +74,30 @@ pub fn secret_events_in(
                 namespace: secret.namespace().unwrap_or_default(),
                 name: secret.name_any(),
             };
-            let mut listed = listed.lock().unwrap_or_else(|e| e.into_inner());
+            let mut unlisted = unlisted.lock().unwrap_or_else(|e| e.into_inner());
             let worth: Vec<Result<PartialObjectMeta<Secret>, watcher::Error>> = match event {
                 Ok(watcher::Event::Apply(secret) | watcher::Event::Delete(secret)) => {
                     vec![Ok(secret)]
                 }
                 Ok(watcher::Event::Init) => {
-                    listed.clear();
+                    *unlisted = cache
+                        .listing_started()
+                        .into_iter()
+                        .filter(|name| in_scope(name))
+                        .collect();
                     Vec::new()
                 }
                 Ok(watcher::Event::InitApply(secret)) => {
                     let name = name_of(&secret);
-                    let differs = cache.differs(&name, secret.resource_version().as_deref());
-                    // Only what the cache holds: every other name has nothing to compare.
-                    if cache.holds(&name) {
-                        listed.insert(name);
-                    }
-                    if differs {
+                    unlisted.remove(&name);
+                    if cache.differs(&name, secret.resource_version().as_deref()) {
                         vec![Ok(secret)]
                     } else {
                         Vec::new()
                     }
                 }
-                Ok(watcher::Event::InitDone) => cache
-                    .existing()
+                Ok(watcher::Event::InitDone) => std::mem::take(&mut *unlisted)
                     .into_iter()
-                    .filter(|name| in_scope(name) && !listed.contains(name))
                     .map(|name| {
                         Ok(ObjectMeta {
                             name: Some(name.name),
