@@ -110,3 +110,34 @@ pub fn annotate_key(key: &mut crate::crd::FlashbackAccessKey, name: &str, value:
         .get_or_insert_with(Default::default)
         .insert(name.to_string(), value.to_string());
 }
+
+/// An S3 bucket `photos` in ws-1 with its cloud credentials in the Secret `cloud`.
+pub fn bucket(namespace: &str, name: &str) -> crate::crd::FlashbackBucket {
+    serde_yaml::from_str(&format!(
+        r#"
+apiVersion: flashback.tech/v1alpha1
+kind: FlashbackBucket
+metadata:
+  name: {name}
+  namespace: {namespace}
+  uid: 00000000-0000-0000-0000-0000000000bb
+  generation: 1
+spec:
+  workspaceId: ws-1
+  storageType: S3
+  bucket: media-{name}
+  region: us-east-1
+  cloudCredentialsSecretRef:
+    name: cloud
+"#
+    ))
+    .expect("the fixture is a valid FlashbackBucket")
+}
+
+pub fn annotate_bucket(bucket: &mut crate::crd::FlashbackBucket, name: &str, value: &str) {
+    bucket
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(name.to_string(), value.to_string());
+}

@@ -1151,9 +1151,15 @@ async fn cluster_rbac_allows_what_the_operator_does_and_nothing_more() {
     let expected: Rules = [
         rule(repos, "", "get list watch patch"),
         rule(keys, "", "get list watch patch"),
+        rule(
+            "flashbackbuckets.flashback.tech",
+            "",
+            "get list watch patch",
+        ),
         rule("namespaces", "", "get"),
         rule(&format!("{repos}/status"), "", "get patch"),
         rule(&format!("{keys}/status"), "", "get patch"),
+        rule("flashbackbuckets.flashback.tech/status", "", "get patch"),
         // get, list and watch for credentials; create, update and delete for the Secrets
         // of FlashbackAccessKeys (`kubectl auth can-i --list` merges them).
         rule("secrets", "", "create delete get list update watch"),
@@ -1815,7 +1821,11 @@ async fn namespace_viewers_editors_and_admins_get_exactly_their_verbs_on_the_ope
                 )
             })
             .collect();
-    let kinds = serde_json::json!(["flashbackrepositories", "flashbackaccesskeys"]);
+    let kinds = serde_json::json!([
+        "flashbackrepositories",
+        "flashbackaccesskeys",
+        "flashbackbuckets"
+    ]);
     assert_eq!(
         aggregated,
         BTreeMap::from([
@@ -1835,8 +1845,10 @@ async fn namespace_viewers_editors_and_admins_get_exactly_their_verbs_on_the_ope
                         "resources": [
                             "flashbackrepositories",
                             "flashbackaccesskeys",
+                            "flashbackbuckets",
                             "flashbackrepositories/status",
                             "flashbackaccesskeys/status",
+                            "flashbackbuckets/status",
                         ],
                         "verbs": ["get", "list", "watch"]}],
                 })
@@ -1884,38 +1896,33 @@ async fn namespace_viewers_editors_and_admins_get_exactly_their_verbs_on_the_ope
     }
 
     let keys = "flashbackaccesskeys.flashback.tech";
-    let (repos_status, keys_status) = (format!("{repos}/status"), format!("{keys}/status"));
-    let (repos_status, keys_status) = (repos_status.as_str(), keys_status.as_str());
+    let buckets = "flashbackbuckets.flashback.tech";
+    let (repos_status, keys_status, buckets_status) = (
+        format!("{repos}/status"),
+        format!("{keys}/status"),
+        format!("{buckets}/status"),
+    );
+    let (repos_status, keys_status, buckets_status) = (
+        repos_status.as_str(),
+        keys_status.as_str(),
+        buckets_status.as_str(),
+    );
     let read = "get list watch";
     let write = "create delete deletecollection get list patch update watch";
+    let of = |verbs: &'static str| {
+        [
+            (repos, verbs),
+            (keys, verbs),
+            (buckets, verbs),
+            (repos_status, read),
+            (keys_status, read),
+            (buckets_status, read),
+        ]
+    };
     for (role, expected) in [
-        (
-            "view",
-            [
-                (repos, read),
-                (keys, read),
-                (repos_status, read),
-                (keys_status, read),
-            ],
-        ),
-        (
-            "edit",
-            [
-                (repos, write),
-                (keys, write),
-                (repos_status, read),
-                (keys_status, read),
-            ],
-        ),
-        (
-            "admin",
-            [
-                (repos, write),
-                (keys, write),
-                (repos_status, read),
-                (keys_status, read),
-            ],
-        ),
+        ("view", of(read)),
+        ("edit", of(write)),
+        ("admin", of(write)),
     ] {
         let expected: BTreeMap<String, String> = expected
             .iter()

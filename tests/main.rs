@@ -6,6 +6,7 @@
 mod support;
 
 mod access_keys;
+mod buckets;
 mod chart;
 mod client;
 mod control_plane;

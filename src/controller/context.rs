@@ -8,10 +8,13 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
 
 use crate::controller::backoff::Backoff;
-use crate::controller::credentials::{Credentials, CredentialsCache, CredentialsError};
+use crate::controller::credentials::{
+    Credentialed, Credentials, CredentialsCache, CredentialsError,
+};
+use crate::controller::error::Error;
 use crate::controller::fairness::Fairness;
 use crate::controller::remote::{Remote, RemoteSettings};
-use crate::crd::{FlashbackAccessKey, FlashbackRepository};
+use crate::crd::{FlashbackAccessKey, FlashbackBucket, FlashbackRepository};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use flashback_client::CallRecord;
@@ -29,6 +32,8 @@ pub struct Context {
     pub repositories: Store<FlashbackRepository>,
     /// Every access key object the operator watches.
     pub access_keys: Store<FlashbackAccessKey>,
+    /// Every bucket object the operator watches: who manages which bucket.
+    pub buckets: Store<FlashbackBucket>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -39,6 +44,7 @@ impl Context {
         metrics: Arc<Metrics>,
         repositories: Store<FlashbackRepository>,
         access_keys: Store<FlashbackAccessKey>,
+        buckets: Store<FlashbackBucket>,
     ) -> Self {
         let observer_metrics = metrics.clone();
         Context {
@@ -67,9 +73,66 @@ impl Context {
             ),
             repositories,
             access_keys,
+            buckets,
             metrics,
             settings,
         }
+    }
+
+    /// Runs one reconcile of `object` in its namespace's turn (waiting for the turn is not
+    /// reconcile time), then records it: its failures' backoff forgotten on success, the
+    /// metrics either way. Every kind's reconcile goes through here.
+    pub async fn reconcile_in_turn<K, F>(
+        &self,
+        object: &K,
+        reconcile: F,
+    ) -> Result<kube::runtime::controller::Action, Error>
+    where
+        K: kube::Resource,
+        F: std::future::Future<Output = Result<kube::runtime::controller::Action, Error>>,
+    {
+        use kube::ResourceExt;
+        let namespace = object.namespace().unwrap_or_default();
+        let _turn = self.fairness.turn(&namespace).await;
+        let started = std::time::Instant::now();
+        let result = reconcile.await;
+        if result.is_ok() {
+            self.backoff
+                .reset(&crate::controller::backoff::key_of(object));
+        }
+        self.metrics
+            .reconciled(result.as_ref().err().map(Error::label), started.elapsed());
+        result
+    }
+
+    /// What kube-runtime does after a failed reconcile of `object`: look again after its
+    /// backoff (never sooner than a `Retry-After`), saying why unless the object only changed.
+    pub fn after_failure<K>(&self, object: &K, error: &Error) -> kube::runtime::controller::Action
+    where
+        K: kube::Resource,
+        K::DynamicType: Default,
+    {
+        use kube::ResourceExt;
+        let delay = self.backoff.next(
+            &crate::controller::backoff::key_of(object),
+            error.retry_after(),
+        );
+        if error.is_stale() {
+            // Not a failure: the watch brings the new version. Backing off still bounds a
+            // cache that stays behind.
+            tracing::debug!(name = object.name_any(), retry_in = ?delay, "the object changed while it was reconciled; looking again");
+        } else {
+            tracing::warn!(
+                kind = K::kind(&Default::default()).as_ref(),
+                namespace = object.namespace().unwrap_or_default(),
+                name = object.name_any(),
+                error = %error,
+                reason = error.label(),
+                retry_in = ?delay,
+                "reconcile failed"
+            );
+        }
+        kube::runtime::controller::Action::requeue(delay)
     }
 
     /// Whether `namespace` is being deleted (or gone). Not knowing (the operator may not read
@@ -89,10 +152,10 @@ impl Context {
     /// An object's credentials: from the cache, or read from its Secret.
     pub async fn credentials_of(
         &self,
-        repo: &FlashbackRepository,
+        object: &impl Credentialed,
     ) -> Result<Result<Credentials, CredentialsError>, kube::Error> {
         self.credentials
-            .resolve(&self.kube, repo, &self.settings)
+            .resolve(&self.kube, object, &self.settings)
             .await
     }
 }

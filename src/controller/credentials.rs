@@ -8,7 +8,7 @@ use flashback_client::Url;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 
-use crate::crd::FlashbackRepository;
+use crate::crd::{FlashbackBucket, FlashbackRepository, SecretReference};
 pub use crate::settings::SecretName;
 use crate::settings::Settings;
 use flashback_client::Token;
@@ -96,14 +96,51 @@ pub enum CredentialsError {
     NoDefault,
 }
 
+/// An object whose Flashback token comes from a Secret of its own namespace, or from the
+/// operator's default credentials.
+pub trait Credentialed {
+    fn namespace_of(&self) -> Option<String>;
+    fn credentials_secret_ref(&self) -> Option<&SecretReference>;
+}
+
+impl Credentialed for FlashbackRepository {
+    fn namespace_of(&self) -> Option<String> {
+        self.metadata.namespace.clone()
+    }
+
+    fn credentials_secret_ref(&self) -> Option<&SecretReference> {
+        self.spec.credentials_secret_ref.as_ref()
+    }
+}
+
+impl Credentialed for FlashbackBucket {
+    fn namespace_of(&self) -> Option<String> {
+        self.metadata.namespace.clone()
+    }
+
+    fn credentials_secret_ref(&self) -> Option<&SecretReference> {
+        self.spec.credentials_secret_ref.as_ref()
+    }
+}
+
+impl<T: Credentialed> Credentialed for std::sync::Arc<T> {
+    fn namespace_of(&self) -> Option<String> {
+        self.as_ref().namespace_of()
+    }
+
+    fn credentials_secret_ref(&self) -> Option<&SecretReference> {
+        self.as_ref().credentials_secret_ref()
+    }
+}
+
 /// The Secret an object's credentials come from.
 pub fn secret_for(
-    repo: &FlashbackRepository,
+    object: &impl Credentialed,
     default: Option<&SecretName>,
 ) -> Result<SecretName, CredentialsError> {
-    match (&repo.spec.credentials_secret_ref, default) {
+    match (object.credentials_secret_ref(), default) {
         (Some(reference), _) => Ok(SecretName {
-            namespace: repo.metadata.namespace.clone().unwrap_or_default(),
+            namespace: object.namespace_of().unwrap_or_default(),
             name: reference.name.clone(),
         }),
         (None, Some(default)) => Ok(default.clone()),
@@ -192,11 +229,11 @@ impl CredentialsCache {
     pub async fn resolve(
         &self,
         client: &Client,
-        repo: &FlashbackRepository,
+        object: &impl Credentialed,
         settings: &Settings,
     ) -> Result<Result<Credentials, CredentialsError>, kube::Error> {
         let default = settings.default_credentials_secret.as_ref();
-        let name = match secret_for(repo, default) {
+        let name = match secret_for(object, default) {
             Ok(name) => name,
             Err(problem) => return Ok(Err(problem)),
         };

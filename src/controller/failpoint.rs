@@ -11,6 +11,8 @@ pub enum Failpoint {
     PauseAfterRemoteCreate,
     /// After a repository key was created, before the Secret holds it.
     PauseAfterKeyCreate,
+    /// After a bucket was registered, before the status records it.
+    PauseAfterBucketCreate,
 }
 
 impl Failpoint {
@@ -19,6 +21,7 @@ impl Failpoint {
         match self {
             Failpoint::PauseAfterRemoteCreate => "pause-after-remote-create",
             Failpoint::PauseAfterKeyCreate => "pause-after-key-create",
+            Failpoint::PauseAfterBucketCreate => "pause-after-bucket-create",
         }
     }
 }

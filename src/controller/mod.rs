@@ -3,6 +3,7 @@
 //! - [`repository`]: the `FlashbackRepository` kind (its wiring, plan, reconcile steps,
 //!   status, create record, resync sweep and statistics).
 //! - [`access_key`]: the `FlashbackAccessKey` kind (a repository key written into a Secret).
+//! - [`bucket`]: the `FlashbackBucket` kind (a cloud bucket registered in Flashback).
 //! - Shared: [`context`] (what every reconcile shares), [`credentials`] (which Secret, read
 //!   once per change), [`remote`] (API clients per credential and batched listings),
 //!   [`conditions`] and [`reason`] (the status vocabulary), [`events`], [`backoff`],
@@ -13,6 +14,7 @@
 
 pub mod access_key;
 pub mod backoff;
+pub mod bucket;
 pub mod conditions;
 pub mod context;
 pub mod credentials;
@@ -78,6 +80,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 
     let (store, writer) = reflector::store();
     let (key_store, key_writer) = reflector::store();
+    let (bucket_store, bucket_writer) = reflector::store();
     let metrics = Arc::new(Metrics::new(store.clone()));
     let ready = Arc::new(AtomicBool::new(false));
     let endpoints = http::Endpoints {
@@ -118,6 +121,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         metrics,
         store.clone(),
         key_store,
+        bucket_store,
     ));
     info!(
         namespace = settings.namespace.as_deref().unwrap_or("<all>"),
@@ -144,7 +148,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         tokio::join!(
             // One line per kind.
             repository::run(repos, writer, context.clone(), &stopped),
-            access_key::run(&kube, key_writer, context, &stopped, settings.access_keys),
+            access_key::run(
+                &kube,
+                key_writer,
+                context.clone(),
+                &stopped,
+                settings.access_keys
+            ),
+            bucket::run(&kube, bucket_writer, context, &stopped),
             housekeeping,
             futures::future::select(Box::pin(became_ready), Box::pin(stopped())).map(|_| ())
         )
@@ -180,10 +191,16 @@ async fn housekeeping(
         // Backoff entries of objects of every kind that are gone.
         let repositories = store.state();
         let access_keys = ctx.access_keys.state();
+        let buckets = ctx.buckets.state();
         let live: std::collections::HashSet<String> = repositories
             .iter()
             .map(|repo| backoff::key_of(repo.as_ref()))
             .chain(access_keys.iter().map(|key| backoff::key_of(key.as_ref())))
+            .chain(
+                buckets
+                    .iter()
+                    .map(|bucket| backoff::key_of(bucket.as_ref())),
+            )
             .collect();
         let backoff = ctx.backoff.retain(|key| live.contains(key));
         // Every object is looked at once per resync: a client unused for two is nobody's.
@@ -196,6 +213,11 @@ async fn housekeeping(
         let named: std::collections::HashSet<credentials::SecretName> = repositories
             .iter()
             .filter_map(|repo| credentials::secret_for(repo, default).ok())
+            .chain(
+                buckets
+                    .iter()
+                    .filter_map(|bucket| credentials::secret_for(bucket, default).ok()),
+            )
             .collect();
         let remembered = ctx.credentials.retain(|name| named.contains(name));
         ctx.metrics.tracked("credentials", remembered);

@@ -84,6 +84,12 @@ reasons! {
     RemoteNotFound,
     /// A key's Secret exists and was not created for it.
     SecretNotOwned,
+    /// A bucket's cloud credentials Secret does not exist.
+    CloudSecretNotFound,
+    /// A bucket's cloud credentials Secret lacks a key its storage type needs.
+    CloudCredentialsMissing,
+    /// The bucket named by the adoption annotation does not exist.
+    AdoptedBucketNotFound,
     /// The Kubernetes API refused the key's Secret as the operator would write it.
     SecretRejected,
     /// The Flashback API answered an id the operator will not write anywhere.
@@ -98,6 +104,8 @@ reasons! {
     KeyNotListed,
     /// A repository being deleted waits for the keys of its FlashbackAccessKeys to be revoked.
     AccessKeysRemaining,
+    /// A bucket being deleted waits while a repository uses it.
+    BucketInUse,
 
     // Events only.
     /// A remote repository was created.

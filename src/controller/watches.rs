@@ -22,10 +22,15 @@ use crate::settings::Settings;
 /// Secrets whose version differs from what `cache` read, and those it read that are gone: one
 /// Secret shared by a thousand objects must not start a thousand reconciles at every start,
 /// and a change made while the watch was away must not be lost.
+///
+/// `also_listed` names Secrets a listing reports whatever their version (Secrets the cache does
+/// not hold, such as a bucket's cloud credentials, whose change while the watch was away could
+/// not be told otherwise).
 pub fn secret_changes(
     kube: &Client,
     settings: &Settings,
     cache: Arc<CredentialsCache>,
+    also_listed: impl Fn(&SecretName) -> bool + Send + Sync + 'static,
 ) -> BoxStream<'static, Result<PartialObjectMeta<Secret>, watcher::Error>> {
     let secrets: Api<PartialObjectMeta<Secret>> =
         namespaced_or_all(kube, settings.namespace.as_deref());
@@ -36,6 +41,7 @@ pub fn secret_changes(
         watcher(secrets, watcher::Config::default()),
         cache.clone(),
         in_watched,
+        also_listed,
     );
     match (&settings.namespace, &settings.default_credentials_secret) {
         (Some(watched), Some(default)) if *watched != default.namespace => {
@@ -45,7 +51,8 @@ pub fn secret_changes(
                 watcher::Config::default().fields(&format!("metadata.name={}", default.name));
             let default = default.clone();
             let is_default = move |name: &SecretName| *name == default;
-            let default_changes = secret_events_in(watcher(api, by_name), cache, is_default);
+            let default_changes =
+                secret_events_in(watcher(api, by_name), cache, is_default, |_| false);
             futures::stream::select(changes, default_changes).boxed()
         }
         _ => changes.boxed(),
@@ -64,6 +71,7 @@ pub fn secret_events_in(
     + 'static,
     cache: Arc<CredentialsCache>,
     in_scope: impl Fn(&SecretName) -> bool + Send + Sync + 'static,
+    also_listed: impl Fn(&SecretName) -> bool + Send + Sync + 'static,
 ) -> BoxStream<'static, Result<PartialObjectMeta<Secret>, watcher::Error>> {
     // The Secrets held when the listing started, each until the listing shows it.
     let unlisted: Arc<std::sync::Mutex<HashSet<SecretName>>> = Arc::default();
@@ -90,7 +98,9 @@ pub fn secret_events_in(
                 Ok(watcher::Event::InitApply(secret)) => {
                     let name = name_of(&secret);
                     unlisted.remove(&name);
-                    if cache.differs(&name, secret.resource_version().as_deref()) {
+                    if cache.differs(&name, secret.resource_version().as_deref())
+                        || also_listed(&name)
+                    {
                         vec![Ok(secret)]
                     } else {
                         Vec::new()
@@ -174,7 +184,7 @@ mod tests {
         events: Vec<watcher::Event<PartialObjectMeta<Secret>>>,
     ) -> Vec<String> {
         let stream = futures::stream::iter(events.into_iter().map(Ok));
-        secret_events_in(stream, cache, |_| true)
+        secret_events_in(stream, cache, |_| true, |_| false)
             .map(|secret| {
                 let secret = secret.unwrap();
                 format!(

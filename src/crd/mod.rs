@@ -3,6 +3,7 @@
 //! source of the CRDs that `flashback-operator crds` prints and `crds/` commits.
 
 pub mod access_key;
+pub mod bucket;
 pub mod repository;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -10,6 +11,7 @@ use kube::{CustomResourceExt, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 pub use access_key::*;
+pub use bucket::*;
 pub use repository::*;
 
 /// The API group of every resource this operator serves.
@@ -22,6 +24,8 @@ pub const FINALIZER: &str = "flashback.tech/finalizer";
 pub mod annotations {
     /// Adopt this existing remote repository instead of creating one.
     pub const REPO_ID: &str = "flashback.tech/repo-id";
+    /// Adopt this existing bucket instead of registering one.
+    pub const BUCKET_ID: &str = "flashback.tech/bucket-id";
     /// `"true"` stops every remote write; deletion of the object is never blocked.
     pub const PAUSED: &str = "flashback.tech/paused";
     /// Any new value forces a reconcile now.
@@ -61,13 +65,17 @@ fn annotation<'a>(
 
 /// The CRD files of `crds/`, by file name, in the order `flashback-operator crds` prints them.
 pub fn crds() -> Vec<(String, CustomResourceDefinition)> {
-    [FlashbackRepository::crd(), FlashbackAccessKey::crd()]
-        .into_iter()
-        .map(|crd| {
-            let name = format!("{}.yaml", crd.metadata.name.clone().unwrap_or_default());
-            (name, with_status_default(unwrapped(crd)))
-        })
-        .collect()
+    [
+        FlashbackRepository::crd(),
+        FlashbackAccessKey::crd(),
+        FlashbackBucket::crd(),
+    ]
+    .into_iter()
+    .map(|crd| {
+        let name = format!("{}.yaml", crd.metadata.name.clone().unwrap_or_default());
+        (name, with_status_default(unwrapped(crd)))
+    })
+    .collect()
 }
 
 /// The CRD with every description as `kubectl explain` should show it: doc comments are

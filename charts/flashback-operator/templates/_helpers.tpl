@@ -92,6 +92,7 @@ operator's RBAC and the roles aggregated to admin, edit and view follow this lis
 {{- define "flashback-operator.kinds" -}}
 - flashbackrepositories
 - flashbackaccesskeys
+- flashbackbuckets
 {{- end }}
 
 {{/* The status subresources of the operator's kinds. */}}

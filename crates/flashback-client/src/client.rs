@@ -312,6 +312,20 @@ impl FlashbackClient {
         Ok(body.bucket_id)
     }
 
+    /// `PUT /bucket/{id}`: replaces the bucket with `bucket`, cloud credentials included (the
+    /// API checks them again).
+    pub async fn update_bucket(
+        &self,
+        bucket_id: &str,
+        bucket: &BucketWrite,
+    ) -> Result<(), ApiError> {
+        let url = self.url(&["bucket", bucket_id], &[]);
+        let _: Ignored = self
+            .call("update_bucket", Method::PUT, url, Some(bucket))
+            .await?;
+        Ok(())
+    }
+
     /// `DELETE /bucket/{id}`.
     pub async fn delete_bucket(&self, bucket_id: &str) -> Result<(), ApiError> {
         let url = self.url(&["bucket", bucket_id], &[]);

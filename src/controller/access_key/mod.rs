@@ -9,7 +9,6 @@ pub mod plan;
 pub mod reconcile;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
@@ -19,9 +18,8 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, store::Writer};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use tracing::{debug, warn};
+use tracing::debug;
 
-use crate::controller::backoff;
 use crate::controller::context::Context;
 use crate::controller::error::Error;
 use crate::controller::periodic;
@@ -102,41 +100,17 @@ pub async fn run<Stop, StopFuture>(
 
 /// The entry point kube-runtime calls for every key object that needs a look.
 pub async fn reconcile(key: Arc<FlashbackAccessKey>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let namespace = key.namespace().unwrap_or_default();
-    let _turn = ctx.fairness.turn(&namespace).await;
-    let started = Instant::now();
-    let result = match reconcile::Reconcile::new(&ctx, &key).await {
-        Ok(None) => Ok(Action::await_change()),
-        Ok(Some(step)) if step_deleting(&key) => step.delete().await,
-        Ok(Some(step)) => step.apply().await,
-        Err(error) => Err(error),
+    let step = async {
+        match reconcile::Reconcile::new(&ctx, &key).await? {
+            None => Ok(Action::await_change()),
+            Some(step) if key.metadata.deletion_timestamp.is_some() => step.delete().await,
+            Some(step) => step.apply().await,
+        }
     };
-    if result.is_ok() {
-        ctx.backoff.reset(&backoff::key_of(key.as_ref()));
-    }
-    ctx.metrics
-        .reconciled(result.as_ref().err().map(Error::label), started.elapsed());
-    result
-}
-
-fn step_deleting(key: &FlashbackAccessKey) -> bool {
-    key.metadata.deletion_timestamp.is_some()
+    ctx.reconcile_in_turn(key.as_ref(), step).await
 }
 
 /// Called by kube-runtime when `reconcile` failed: back off per object.
 pub fn error_policy(key: Arc<FlashbackAccessKey>, error: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx
-        .backoff
-        .next(&backoff::key_of(key.as_ref()), error.retry_after());
-    if !error.is_stale() {
-        warn!(
-            namespace = key.namespace().unwrap_or_default(),
-            name = key.name_any(),
-            error = %error,
-            reason = error.label(),
-            retry_in = ?delay,
-            "access key reconcile failed"
-        );
-    }
-    Action::requeue(delay)
+    ctx.after_failure(key.as_ref(), error)
 }

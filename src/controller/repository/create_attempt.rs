@@ -46,6 +46,49 @@ impl CreateAttempt {
     }
 }
 
+impl CreateAttempt {
+    /// The next attempt to create an object named `name` whose sent body is described by
+    /// `fields` (in a fixed order; never a secret): as [`CreateAttempt::next`], for any kind.
+    pub fn begin(
+        previous: Option<&CreateAttempt>,
+        name: &str,
+        fields: &[&str],
+        now: Timestamp,
+    ) -> Self {
+        Self {
+            started_at: previous.map_or(Time(now), |p| p.started_at.clone()),
+            nonce: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
+            name: name.to_string(),
+            sent: fingerprint_fields(fields),
+        }
+    }
+
+    /// Whether a listed object named `name`, described by `fields`, created at `created_at`,
+    /// can be what this attempt made (see [`CreateAttempt::made`]).
+    pub fn made_as(&self, name: &str, fields: &[&str], created_at: Option<&str>) -> bool {
+        let created = created_at.and_then(|t| t.parse::<Timestamp>().ok());
+        name == self.name
+            && fingerprint_fields(fields) == self.sent
+            && created.is_none_or(|created| created >= self.started_at.0 - CLOCK_SKEW)
+    }
+}
+
+/// FNV-1a (64 bit) of length-prefixed fields, as [`fingerprint`].
+fn fingerprint_fields(fields: &[&str]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for field in fields {
+        for byte in (field.len() as u64)
+            .to_le_bytes()
+            .iter()
+            .chain(field.as_bytes())
+        {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{hash:016x}")
+}
+
 /// What a repository is, in a canonical form: bucket order does not count and an unset folder
 /// is an empty one, as in [`super::plan::matches`].
 struct Shape {

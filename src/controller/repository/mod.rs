@@ -16,16 +16,14 @@ pub mod stats;
 pub mod status;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use futures::StreamExt;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
-use tracing::{debug, warn};
+use tracing::warn;
 
-use crate::controller::backoff;
 use crate::controller::context::Context;
 use crate::controller::credentials::{self, SecretName};
 use crate::controller::error::Error;
@@ -58,7 +56,8 @@ pub async fn run<Stop, StopFuture>(
         .reflect(writer)
         .applied_objects()
         .predicate_filter(watches::worth_a_reconcile, Default::default());
-    let secret_changes = watches::secret_changes(&ctx.kube, &settings, ctx.credentials.clone());
+    let secret_changes =
+        watches::secret_changes(&ctx.kube, &settings, ctx.credentials.clone(), |_| false);
     let users = store.clone();
     let changed_secrets = ctx.credentials.clone();
     let default_secret = settings.default_credentials_secret.clone();
@@ -114,44 +113,20 @@ pub async fn run<Stop, StopFuture>(
 pub async fn reconcile(repo: Arc<FlashbackRepository>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = repo.namespace().unwrap_or_default();
     let api: Api<FlashbackRepository> = Api::namespaced(ctx.kube.clone(), &namespace);
-    let key = backoff::key_of(repo.as_ref());
-    // Waiting for a turn is not reconcile time.
-    let _turn = ctx.fairness.turn(&namespace).await;
-    let started = Instant::now();
     let step = reconcile::Reconcile::new(&api, &ctx, &repo);
-    let result = if repo.metadata.deletion_timestamp.is_some() {
-        step.delete().await
-    } else {
-        step.apply().await
+    let step = async {
+        if repo.metadata.deletion_timestamp.is_some() {
+            step.delete().await
+        } else {
+            step.apply().await
+        }
     };
-    if result.is_ok() {
-        ctx.backoff.reset(&key);
-    }
-    ctx.metrics
-        .reconciled(result.as_ref().err().map(Error::label), started.elapsed());
-    result
+    ctx.reconcile_in_turn(repo.as_ref(), step).await
 }
 
 /// Called by kube-runtime when `reconcile` failed: back off per object.
 pub fn error_policy(repo: Arc<FlashbackRepository>, error: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx
-        .backoff
-        .next(&backoff::key_of(repo.as_ref()), error.retry_after());
-    if error.is_stale() {
-        // Not a failure: the watch brings the new version. Backing off still bounds a cache
-        // that stays behind.
-        debug!(name = repo.name_any(), retry_in = ?delay, "the object changed while it was reconciled; looking again");
-    } else {
-        warn!(
-            namespace = repo.namespace().unwrap_or_default(),
-            name = repo.name_any(),
-            error = %error,
-            reason = error.label(),
-            retry_in = ?delay,
-            "reconcile failed"
-        );
-    }
-    Action::requeue(delay)
+    ctx.after_failure(repo.as_ref(), error)
 }
 
 /// Whether an object of `store` other than `repo` manages the remote repository `repo_id`
@@ -176,7 +151,7 @@ fn users_of_secret(
     store
         .state()
         .iter()
-        .filter(|repo| credentials::secret_for(repo, default).as_ref() == Ok(secret))
+        .filter(|repo| credentials::secret_for(*repo, default).as_ref() == Ok(secret))
         .map(|repo| ObjectRef::from(repo.as_ref()))
         .collect()
 }

@@ -484,6 +484,17 @@ pub fn name_used_elsewhere(name: &str, workspace: &str) -> Stall {
 
 /// The stall an API error means, or `None` when it is worth a retry.
 pub fn api_stall(error: &ApiError, repo: &FlashbackRepository) -> Option<Stall> {
+    api_stall_for(error, repo, "repository", repo.remote_name())
+}
+
+/// [`api_stall`] for an object of any kind: `subject` names what the API refused
+/// ("repository", "bucket"), `name` its remote name.
+pub fn api_stall_for(
+    error: &ApiError,
+    object: &impl credentials::Credentialed,
+    subject: &str,
+    name: &str,
+) -> Option<Stall> {
     let error = match error {
         ApiError::RetriesExhausted { last, .. } => last.as_ref(),
         other => other,
@@ -492,7 +503,7 @@ pub fn api_stall(error: &ApiError, repo: &FlashbackRepository) -> Option<Stall> 
     if error.is_transient() || matches!(error, ApiError::Decode { .. }) {
         return None;
     }
-    let secret = credentials::secret_for(repo, None)
+    let secret = credentials::secret_for(object, None)
         .map(|name| format!("the Secret {name}"))
         .unwrap_or_else(|_| "the operator's default credentials".into());
     let (reason, message) = match error {
@@ -515,22 +526,21 @@ pub fn api_stall(error: &ApiError, repo: &FlashbackRepository) -> Option<Stall> 
         ApiError::NameAlreadyUsed { .. } => (
             Reason::NameAlreadyUsed,
             format!(
-                "the Flashback API refused the name {:?}: another repository of the \
-                 organisation uses it",
-                repo.remote_name()
+                "the Flashback API refused the name {name:?}: another {subject} of the \
+                 organisation uses it"
             ),
         ),
         ApiError::InvalidSpec { code, message } => (
             Reason::SpecRejected,
-            format!("the Flashback API refused the repository with {code}: {message}"),
+            format!("the Flashback API refused the {subject} with {code}: {message}"),
         ),
         ApiError::NotFound { message } => (
             Reason::SpecRejected,
-            format!("the Flashback API refused the repository with NOT_FOUND: {message}"),
+            format!("the Flashback API refused the {subject} with NOT_FOUND: {message}"),
         ),
         other => (
             Reason::SpecRejected,
-            format!("the Flashback API refused the repository: {other}"),
+            format!("the Flashback API refused the {subject}: {other}"),
         ),
     };
     Some(Stall { reason, message })

@@ -1,0 +1,122 @@
+//! The `FlashbackBucket` kind: its controller (the watch, and what wakes a reconcile: a change
+//! of the object, of its Flashback credentials Secret or of its cloud credentials Secret) and
+//! its reconcile in steps.
+//!
+//! - [`plan`]: pure decisions (which bucket is this object's, whether it is in step, what to
+//!   tell a person).
+//! - [`reconcile`]: one reconcile as observe → decide → act → report; the only I/O.
+
+pub mod plan;
+pub mod reconcile;
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{ObjectRef, store::Writer};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use tracing::debug;
+
+use crate::controller::context::Context;
+use crate::controller::credentials::{self, SecretName};
+use crate::controller::error::Error;
+use crate::controller::periodic;
+use crate::controller::watches;
+use crate::crd::FlashbackBucket;
+
+/// Runs the bucket controller until `stopped` resolves.
+pub async fn run<Stop, StopFuture>(
+    kube: &Client,
+    writer: Writer<FlashbackBucket>,
+    ctx: Arc<Context>,
+    stopped: &Stop,
+) where
+    Stop: Fn() -> StopFuture,
+    StopFuture: std::future::Future<Output = ()> + Send + Sync + 'static,
+{
+    let settings = ctx.settings.clone();
+    let api: Api<FlashbackBucket> = watches::namespaced_or_all(kube, settings.namespace.as_deref());
+    let mut watched = watcher::Config::default();
+    if let Some(selector) = &settings.selector {
+        watched = watched.labels(selector);
+    }
+    let objects = watcher(api, watched)
+        .default_backoff()
+        .modify(|bucket| bucket.managed_fields_mut().clear())
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(watches::worth_a_reconcile, Default::default());
+    let store = ctx.buckets.clone();
+    let users = store.clone();
+    let changed_secrets = ctx.credentials.clone();
+    let default_secret = settings.default_credentials_secret.clone();
+    let cloud_secrets = store.clone();
+    let is_cloud_secret = move |name: &SecretName| {
+        cloud_secrets.state().iter().any(|bucket| {
+            bucket.namespace().as_deref() == Some(name.namespace.as_str())
+                && bucket.spec.cloud_credentials_secret_ref.name == name.name
+        })
+    };
+    let secret_changes =
+        watches::secret_changes(kube, &settings, ctx.credentials.clone(), is_cloud_secret);
+    let watched_store = ctx.buckets.clone();
+    let never_ready = periodic::stopped_before_ready(&watched_store, stopped());
+    let run = Controller::for_stream(objects, store)
+        .watches_stream(secret_changes, move |secret| {
+            let name = SecretName {
+                namespace: secret.namespace().unwrap_or_default(),
+                name: secret.name_any(),
+            };
+            changed_secrets.forget(&name);
+            users_of_secret(&users.state(), &name, default_secret.as_ref())
+        })
+        .with_config(kube::runtime::controller::Config::default().concurrency(0))
+        .graceful_shutdown_on(stopped())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                debug!(error = %error, "bucket controller error");
+            }
+        });
+    tokio::select! {
+        () = run => {}
+        () = never_ready => {}
+    }
+}
+
+/// Buckets whose Flashback credentials or cloud credentials come from `secret`.
+fn users_of_secret(
+    buckets: &[Arc<FlashbackBucket>],
+    secret: &SecretName,
+    default: Option<&SecretName>,
+) -> Vec<ObjectRef<FlashbackBucket>> {
+    buckets
+        .iter()
+        .filter(|bucket| {
+            let cloud = bucket.namespace().as_deref() == Some(secret.namespace.as_str())
+                && bucket.spec.cloud_credentials_secret_ref.name == secret.name;
+            cloud || credentials::secret_for(bucket.as_ref(), default).as_ref() == Ok(secret)
+        })
+        .map(|bucket| ObjectRef::from(bucket.as_ref()))
+        .collect()
+}
+
+/// The entry point kube-runtime calls for every bucket object that needs a look.
+pub async fn reconcile(bucket: Arc<FlashbackBucket>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let step = reconcile::Reconcile::new(&ctx, &bucket);
+    let step = async {
+        if bucket.metadata.deletion_timestamp.is_some() {
+            step.delete().await
+        } else {
+            step.apply().await
+        }
+    };
+    ctx.reconcile_in_turn(bucket.as_ref(), step).await
+}
+
+/// Called by kube-runtime when `reconcile` failed: back off per object.
+pub fn error_policy(bucket: Arc<FlashbackBucket>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.after_failure(bucket.as_ref(), error)
+}

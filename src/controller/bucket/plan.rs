@@ -1,0 +1,541 @@
+//! Pure decisions for a `FlashbackBucket`: what the bucket should be, whether the registered
+//! one is, which one is this object's, and what to tell a person. No I/O here.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use k8s_openapi::ByteString;
+use kube::ResourceExt;
+
+use crate::controller::conditions::State;
+use crate::controller::reason::Reason;
+use crate::controller::repository::create_attempt::CreateAttempt;
+use crate::controller::repository::plan::Stall;
+use crate::crd::{FlashbackBucket, StorageType, annotations, cloud_keys};
+use flashback_client::{self as flashback, Bucket, BucketWrite};
+
+/// A bucket's cloud credentials, as its Secret holds them. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CloudCredentials {
+    pub key: String,
+    pub secret: String,
+}
+
+impl fmt::Debug for CloudCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CloudCredentials(***)")
+    }
+}
+
+impl CloudCredentials {
+    /// The SHA-256 of the credentials: what the status records of them (never them).
+    pub fn digest(&self) -> String {
+        crate::controller::access_key::plan::digest([
+            ("key", self.key.as_bytes()),
+            ("secret", self.secret.as_bytes()),
+        ])
+    }
+}
+
+/// The Secret keys of the cloud credentials for a storage type: (access key id, secret).
+pub fn cloud_key_names(storage: StorageType) -> (&'static str, &'static str) {
+    match storage {
+        StorageType::S3 | StorageType::GCS => (
+            cloud_keys::AWS_ACCESS_KEY_ID,
+            cloud_keys::AWS_SECRET_ACCESS_KEY,
+        ),
+        StorageType::AZURE | StorageType::BLOB => (
+            cloud_keys::AZURE_STORAGE_ACCOUNT,
+            cloud_keys::AZURE_STORAGE_KEY,
+        ),
+    }
+}
+
+/// The cloud credentials in the bucket's Secret (`None`: the Secret does not exist), or the
+/// stall that says what is missing. The values are never quoted.
+pub fn cloud_credentials(
+    bucket: &FlashbackBucket,
+    data: Option<&BTreeMap<String, ByteString>>,
+) -> Result<CloudCredentials, Stall> {
+    let secret = format!(
+        "{}/{}",
+        bucket.namespace().unwrap_or_default(),
+        bucket.spec.cloud_credentials_secret_ref.name
+    );
+    let Some(data) = data else {
+        return Err(Stall {
+            reason: Reason::CloudSecretNotFound,
+            message: format!("the cloud credentials Secret {secret} does not exist"),
+        });
+    };
+    let value = |key: &str| -> Result<String, Stall> {
+        data.get(key)
+            .and_then(|bytes| std::str::from_utf8(&bytes.0).ok())
+            .map(str::trim)
+            .filter(|text| !text.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| Stall {
+                reason: Reason::CloudCredentialsMissing,
+                message: format!(
+                    "the cloud credentials Secret {secret} has no non-empty text key `{key}` \
+                     (a {:?} bucket needs `{}` and `{}`)",
+                    bucket.spec.storage_type,
+                    cloud_key_names(bucket.spec.storage_type).0,
+                    cloud_key_names(bucket.spec.storage_type).1
+                ),
+            })
+    };
+    let (key, secret_key) = cloud_key_names(bucket.spec.storage_type);
+    Ok(CloudCredentials {
+        key: value(key)?,
+        secret: value(secret_key)?,
+    })
+}
+
+fn storage(storage: StorageType) -> flashback::StorageType {
+    match storage {
+        StorageType::S3 => flashback::StorageType::S3,
+        StorageType::GCS => flashback::StorageType::Gcs,
+        StorageType::AZURE => flashback::StorageType::Azure,
+        StorageType::BLOB => flashback::StorageType::Blob,
+    }
+}
+
+/// The bucket the spec asks for, as the API's create and update body.
+pub fn desired(bucket: &FlashbackBucket, cloud: &CloudCredentials) -> BucketWrite {
+    let spec = &bucket.spec;
+    BucketWrite {
+        name: bucket.remote_name().to_string(),
+        bucket: spec.bucket.clone(),
+        storage_type: storage(spec.storage_type),
+        key: cloud.key.clone(),
+        secret: cloud.secret.clone(),
+        region: spec.region.clone(),
+        endpoint: spec.endpoint.clone(),
+        workspace_id: spec.workspace_id.clone(),
+    }
+}
+
+/// What a bucket is, minus its credentials, in a fixed order: the fingerprint of a create.
+fn shape(
+    name: &str,
+    bucket: &str,
+    storage: &flashback::StorageType,
+    region: Option<&str>,
+    endpoint: Option<&str>,
+) -> [String; 5] {
+    [
+        name.to_string(),
+        bucket.to_string(),
+        storage.as_str().to_string(),
+        region.unwrap_or_default().to_string(),
+        endpoint.unwrap_or_default().to_string(),
+    ]
+}
+
+/// The shape of the bucket the spec asks for.
+pub fn desired_shape(bucket: &FlashbackBucket) -> [String; 5] {
+    let spec = &bucket.spec;
+    shape(
+        bucket.remote_name(),
+        &spec.bucket,
+        &storage(spec.storage_type),
+        spec.region.as_deref(),
+        spec.endpoint.as_deref(),
+    )
+}
+
+/// The shape of a listed bucket.
+pub fn listed_shape(remote: &Bucket) -> [String; 5] {
+    shape(
+        &remote.name,
+        remote.bucket.as_deref().unwrap_or_default(),
+        &remote.storage_type,
+        remote.region.as_deref(),
+        remote.endpoint.as_deref(),
+    )
+}
+
+/// Whether a remote bucket was made by the attempt the status records.
+fn made(attempt: &CreateAttempt, remote: &Bucket) -> bool {
+    let fields = listed_shape(remote);
+    let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
+    attempt.made_as(&remote.name, &fields, remote.created_at.as_deref())
+}
+
+/// The record of the next create attempt.
+pub fn next_attempt(bucket: &FlashbackBucket, now: k8s_openapi::jiff::Timestamp) -> CreateAttempt {
+    let previous = bucket
+        .status
+        .as_ref()
+        .and_then(|s| s.create_attempt.as_ref());
+    let fields = desired_shape(bucket);
+    let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
+    CreateAttempt::begin(previous, bucket.remote_name(), &fields, now)
+}
+
+/// What a reconcile should do with the registered bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Create,
+    /// It exists and differs from the spec, or its cloud credentials changed: send it whole.
+    Update {
+        bucket_id: String,
+    },
+    InSync {
+        bucket_id: String,
+    },
+    /// Paused by annotation: report, never write.
+    Paused {
+        bucket_id: Option<String>,
+        in_sync: bool,
+    },
+    Stall(Stall),
+}
+
+/// Decides from the object, its workspace's buckets, `held` (whether another object's status
+/// records a bucket id) and the digest of the cloud credentials the Secret holds now.
+pub fn decide(
+    bucket: &FlashbackBucket,
+    listing: &[Bucket],
+    held: impl Fn(&str) -> bool,
+    credentials_digest: &str,
+) -> Decision {
+    let status = bucket.status.as_ref();
+    let workspace = &bucket.spec.workspace_id;
+    let by_id = |id: &str| listing.iter().find(|b| b.id == id);
+    let name = bucket.remote_name();
+    let found = if let Some(id) = bucket.adopted_bucket_id() {
+        if held(id) {
+            return Decision::Stall(managed_elsewhere(id));
+        }
+        match by_id(id) {
+            Some(remote) => remote,
+            None => {
+                return Decision::Stall(Stall {
+                    reason: Reason::AdoptedBucketNotFound,
+                    message: format!(
+                        "no bucket with id {id} exists in workspace {workspace} (named by \
+                         annotation {})",
+                        annotations::BUCKET_ID
+                    ),
+                });
+            }
+        }
+    } else if let Some(remote) = status.and_then(|s| s.bucket_id.as_deref()).and_then(by_id) {
+        if held(&remote.id) {
+            return Decision::Stall(managed_elsewhere(&remote.id));
+        }
+        remote
+    } else if let Some(remote) = status
+        .and_then(|s| s.create_attempt.as_ref())
+        .and_then(|attempt| listing.iter().find(|b| made(attempt, b) && !held(&b.id)))
+    {
+        remote
+    } else if let Some(remote) = listing.iter().find(|b| b.name == name) {
+        return Decision::Stall(Stall {
+            reason: Reason::NameAlreadyUsed,
+            message: if held(&remote.id) {
+                format!(
+                    "a bucket named {name:?} already exists in workspace {workspace} and is \
+                     managed by another FlashbackBucket; choose another spec.name"
+                )
+            } else {
+                format!(
+                    "a bucket named {name:?} already exists in workspace {workspace} (id {}) \
+                     and was not registered for this object; to manage it, set the annotation \
+                     {}: {}",
+                    remote.id,
+                    annotations::BUCKET_ID,
+                    remote.id
+                )
+            },
+        });
+    } else if bucket.is_paused() {
+        return Decision::Paused {
+            bucket_id: None,
+            in_sync: false,
+        };
+    } else {
+        return Decision::Create;
+    };
+    let recorded_for_it = status.and_then(|s| s.bucket_id.as_deref()) == Some(found.id.as_str());
+    let credentials_current = recorded_for_it
+        && status.and_then(|s| s.cloud_credentials_digest.as_deref()) == Some(credentials_digest);
+    let in_sync = listed_shape(found) == desired_shape(bucket) && credentials_current;
+    let bucket_id = found.id.clone();
+    if bucket.is_paused() {
+        Decision::Paused {
+            bucket_id: Some(bucket_id),
+            in_sync,
+        }
+    } else if in_sync {
+        Decision::InSync { bucket_id }
+    } else {
+        Decision::Update { bucket_id }
+    }
+}
+
+fn managed_elsewhere(bucket_id: &str) -> Stall {
+    Stall {
+        reason: Reason::ManagedByAnotherObject,
+        message: format!(
+            "bucket {bucket_id} is managed by another FlashbackBucket; an object adopts only a \
+             bucket that no other object manages"
+        ),
+    }
+}
+
+/// Whether `other` manages the bucket `bucket_id` rather than `me` (the older, if both
+/// record it).
+pub fn holds(other: &FlashbackBucket, me: &FlashbackBucket, bucket_id: &str) -> bool {
+    let recorded = |b: &FlashbackBucket| {
+        b.status.as_ref().and_then(|s| s.bucket_id.as_deref()) == Some(bucket_id)
+    };
+    let age = |b: &FlashbackBucket| {
+        (
+            b.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            b.metadata.uid.clone(),
+        )
+    };
+    other.metadata.uid != me.metadata.uid
+        && recorded(other)
+        && !(recorded(me) && age(me) < age(other))
+}
+
+/// Why deleting the object leaves the bucket registered, if it does.
+pub fn kept_on_delete(bucket: &FlashbackBucket) -> Option<&'static str> {
+    if bucket.spec.deletion_policy == crate::crd::DeletionPolicy::Orphan {
+        Some("deletionPolicy is Orphan")
+    } else if bucket.is_paused() {
+        Some("remote writes are paused")
+    } else {
+        None
+    }
+}
+
+/// Ready: the registered bucket matches the spec.
+pub fn synced() -> State {
+    State::Ready {
+        reason: Reason::Synced,
+        message: "the registered bucket matches the spec".into(),
+    }
+}
+
+/// Waiting: paused by annotation.
+pub fn paused(exists: bool, in_sync: bool) -> State {
+    if in_sync {
+        return State::Ready {
+            reason: Reason::Synced,
+            message: "the registered bucket matches the spec; remote writes are paused".into(),
+        };
+    }
+    State::Waiting {
+        reason: Reason::Paused,
+        message: format!(
+            "remote writes are paused by the annotation {}: \"true\"; the bucket {}",
+            annotations::PAUSED,
+            if exists {
+                "differs from the spec"
+            } else {
+                "has not been registered"
+            }
+        ),
+    }
+}
+
+/// Reconciling: a delete waits while a repository uses the bucket.
+pub fn in_use(bucket_id: &str) -> State {
+    State::Progressing {
+        reason: Reason::BucketInUse,
+        message: format!(
+            "bucket {bucket_id} is used by a repository: it is deleted once no repository uses \
+             it (or set deletionPolicy: Orphan to release the object and keep it)"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::FlashbackBucketStatus;
+    use crate::fixtures;
+
+    fn cloud() -> CloudCredentials {
+        CloudCredentials {
+            key: "AK".into(),
+            secret: "SK".into(),
+        }
+    }
+
+    /// The bucket `bucket` would register, listed under `id`.
+    fn listed(bucket: &FlashbackBucket, id: &str) -> Bucket {
+        let body = desired(bucket, &cloud());
+        Bucket {
+            id: id.into(),
+            name: body.name,
+            bucket: Some(body.bucket),
+            storage_type: body.storage_type,
+            region: body.region,
+            endpoint: body.endpoint,
+            status: Some("ACTIVE".into()),
+            workspace_id: Some(body.workspace_id),
+            created_at: Some("2026-11-28T12:00:00Z".into()),
+        }
+    }
+
+    fn none_held(_: &str) -> bool {
+        false
+    }
+
+    fn recorded(bucket: &mut FlashbackBucket, id: &str, digest: &str) {
+        bucket.status = Some(FlashbackBucketStatus {
+            bucket_id: Some(id.into()),
+            cloud_credentials_digest: Some(digest.into()),
+            ..Default::default()
+        });
+    }
+
+    #[test]
+    fn a_new_bucket_is_registered_and_a_recorded_one_is_updated_when_its_credentials_change() {
+        let mut bucket = fixtures::bucket("team-a", "photos");
+        let digest = cloud().digest();
+        assert_eq!(decide(&bucket, &[], none_held, &digest), Decision::Create);
+        let remote = listed(&bucket, "b1");
+        recorded(&mut bucket, "b1", &digest);
+        assert_eq!(
+            decide(&bucket, std::slice::from_ref(&remote), none_held, &digest),
+            Decision::InSync {
+                bucket_id: "b1".into()
+            }
+        );
+        assert_eq!(
+            decide(
+                &bucket,
+                std::slice::from_ref(&remote),
+                none_held,
+                "another digest"
+            ),
+            Decision::Update {
+                bucket_id: "b1".into()
+            },
+            "rotated cloud credentials"
+        );
+        bucket.spec.region = Some("eu-west-1".into());
+        assert_eq!(
+            decide(&bucket, std::slice::from_ref(&remote), none_held, &digest),
+            Decision::Update {
+                bucket_id: "b1".into()
+            },
+            "a changed spec"
+        );
+    }
+
+    #[test]
+    fn a_name_taken_stalls_unless_adopted_and_adoption_needs_the_id_listed() {
+        let mut bucket = fixtures::bucket("team-a", "photos");
+        let remote = listed(&bucket, "b9");
+        let Decision::Stall(stall) = decide(&bucket, std::slice::from_ref(&remote), none_held, "d")
+        else {
+            panic!("a stall");
+        };
+        assert_eq!(stall.reason, Reason::NameAlreadyUsed);
+        assert!(
+            stall.message.contains("flashback.tech/bucket-id: b9"),
+            "{}",
+            stall.message
+        );
+        fixtures::annotate_bucket(&mut bucket, annotations::BUCKET_ID, "b9");
+        assert_eq!(
+            decide(&bucket, std::slice::from_ref(&remote), none_held, "d"),
+            Decision::Update {
+                bucket_id: "b9".into()
+            },
+            "adopted, then written with this object's credentials"
+        );
+        let Decision::Stall(stall) = decide(&bucket, &[], none_held, "d") else {
+            panic!("a stall");
+        };
+        assert_eq!(stall.reason, Reason::AdoptedBucketNotFound);
+        let Decision::Stall(stall) =
+            decide(&bucket, std::slice::from_ref(&remote), |id| id == "b9", "d")
+        else {
+            panic!("a stall");
+        };
+        assert_eq!(stall.reason, Reason::ManagedByAnotherObject);
+    }
+
+    #[test]
+    fn after_a_crash_only_the_bucket_the_attempt_sent_is_claimed() {
+        let mut bucket = fixtures::bucket("team-a", "photos");
+        let attempt = next_attempt(&bucket, "2026-11-28T11:59:00Z".parse().unwrap());
+        bucket.status = Some(FlashbackBucketStatus {
+            create_attempt: Some(attempt),
+            ..Default::default()
+        });
+        let made = listed(&bucket, "b1");
+        assert_eq!(
+            decide(&bucket, std::slice::from_ref(&made), none_held, "d"),
+            Decision::Update {
+                bucket_id: "b1".into()
+            }
+        );
+        let mut other_body = made.clone();
+        other_body.bucket = Some("someone-elses".into());
+        let Decision::Stall(stall) = decide(&bucket, &[other_body], none_held, "d") else {
+            panic!("a bucket of that name but another body is not ours");
+        };
+        assert_eq!(stall.reason, Reason::NameAlreadyUsed);
+    }
+
+    #[test]
+    fn paused_writes_nothing_and_a_delete_keeps_what_orphan_or_paused_keeps() {
+        let mut bucket = fixtures::bucket("team-a", "photos");
+        fixtures::annotate_bucket(&mut bucket, annotations::PAUSED, "true");
+        assert_eq!(
+            decide(&bucket, &[], none_held, "d"),
+            Decision::Paused {
+                bucket_id: None,
+                in_sync: false
+            }
+        );
+        assert_eq!(kept_on_delete(&bucket), Some("remote writes are paused"));
+        assert_eq!(paused(false, false).reason(), Reason::Paused);
+        let mut orphan = fixtures::bucket("team-a", "photos");
+        assert_eq!(kept_on_delete(&orphan), None);
+        orphan.spec.deletion_policy = crate::crd::DeletionPolicy::Orphan;
+        assert_eq!(kept_on_delete(&orphan), Some("deletionPolicy is Orphan"));
+    }
+
+    #[test]
+    fn cloud_credentials_are_read_by_the_names_of_their_cloud_and_never_quoted() {
+        let mut bucket = fixtures::bucket("team-a", "photos");
+        let data = |pairs: &[(&str, &str)]| -> BTreeMap<String, ByteString> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                .collect()
+        };
+        let aws = data(&[
+            ("AWS_ACCESS_KEY_ID", "AK"),
+            ("AWS_SECRET_ACCESS_KEY", "SK\n"),
+        ]);
+        assert_eq!(cloud_credentials(&bucket, Some(&aws)).unwrap(), cloud());
+        assert_eq!(format!("{:?}", cloud()), "CloudCredentials(***)");
+        let missing = cloud_credentials(&bucket, None).unwrap_err();
+        assert_eq!(missing.reason, Reason::CloudSecretNotFound);
+        assert_eq!(
+            missing.message,
+            "the cloud credentials Secret team-a/cloud does not exist"
+        );
+        bucket.spec.storage_type = StorageType::AZURE;
+        let wrong = cloud_credentials(&bucket, Some(&aws)).unwrap_err();
+        assert_eq!(wrong.reason, Reason::CloudCredentialsMissing);
+        assert!(
+            wrong.message.contains("`AZURE_STORAGE_ACCOUNT`"),
+            "{}",
+            wrong.message
+        );
+        assert!(!wrong.message.contains("SK"), "never a value");
+    }
+}

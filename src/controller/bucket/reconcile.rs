@@ -1,0 +1,382 @@
+//! One reconcile of one `FlashbackBucket`, as named steps: **observe** (the Flashback token,
+//! the cloud credentials Secret, the workspace's buckets), **decide** ([`plan::decide`]),
+//! **act** (register, update, or nothing), **report** (status and Events). The cloud
+//! credentials go from their Secret into the API call and nowhere else.
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+use crate::controller::bucket::plan::{self, CloudCredentials, Decision};
+use crate::controller::conditions::{self, State};
+use crate::controller::context::Context;
+use crate::controller::error::Error;
+use crate::controller::events;
+use crate::controller::failpoint::{self, Failpoint};
+use crate::controller::finalizer;
+use crate::controller::reason::Reason;
+use crate::controller::repository::create_attempt::CreateAttempt;
+use crate::controller::repository::plan::{Stall, credentials_stall};
+use crate::crd::{FlashbackBucket, FlashbackBucketStatus};
+use flashback_client::{ApiError, Bucket, FlashbackClient};
+
+/// One reconcile of one bucket object.
+pub struct Reconcile<'a> {
+    api: Api<FlashbackBucket>,
+    ctx: &'a Context,
+    bucket: FlashbackBucket,
+}
+
+/// What a status write records besides the conditions.
+#[derive(Default)]
+struct Record {
+    bucket_id: Option<String>,
+    remote_status: Option<String>,
+    credentials_digest: Option<String>,
+    attempt: Attempt,
+}
+
+#[derive(Default, PartialEq)]
+enum Attempt {
+    #[default]
+    Keep,
+    Begin(CreateAttempt),
+    Resolved,
+}
+
+impl<'a> Reconcile<'a> {
+    pub fn new(ctx: &'a Context, bucket: &FlashbackBucket) -> Self {
+        let namespace = bucket.namespace().unwrap_or_default();
+        Self {
+            api: Api::namespaced(ctx.kube.clone(), &namespace),
+            ctx,
+            bucket: bucket.clone(),
+        }
+    }
+
+    /// The object exists: observe → decide → act → report.
+    pub async fn apply(mut self) -> Result<Action, Error> {
+        let (client, cloud) = match self.observe().await? {
+            Ok(observed) => observed,
+            Err(stall) => return self.stall(stall).await,
+        };
+        let workspace = self.bucket.spec.workspace_id.clone();
+        let listing = match client.list_buckets(Some(&workspace)).await {
+            Ok(listing) => listing,
+            Err(error) => return self.remote_failed("list buckets", error).await,
+        };
+        let digest = cloud.digest();
+        let store = self.ctx.buckets.clone();
+        let me = self.bucket.clone();
+        let held = |id: &str| store.find(|other| plan::holds(other, &me, id)).is_some();
+        let decision = plan::decide(&self.bucket, &listing, held, &digest);
+        tracing::debug!(name = self.bucket.name_any(), ?decision, "bucket decision");
+        match decision {
+            Decision::Stall(stall) => self.stall(stall).await,
+            Decision::Paused { bucket_id, in_sync } => {
+                let state = plan::paused(bucket_id.is_some(), in_sync);
+                let record = Record {
+                    bucket_id,
+                    ..Record::default()
+                };
+                self.write(&state, record, true).await?;
+                Ok(Action::await_change())
+            }
+            Decision::InSync { bucket_id } => {
+                let remote_status = status_of(&listing, &bucket_id);
+                let record = Record {
+                    bucket_id: Some(bucket_id.clone()),
+                    remote_status,
+                    credentials_digest: Some(digest),
+                    attempt: Attempt::Resolved,
+                };
+                self.announce_adoption(&bucket_id).await;
+                self.write(&plan::synced(), record, true).await?;
+                Ok(Action::await_change())
+            }
+            Decision::Update { bucket_id } => {
+                self.announce_adoption(&bucket_id).await;
+                let body = plan::desired(&self.bucket, &cloud);
+                if let Err(error) = client.update_bucket(&bucket_id, &body).await {
+                    return self.remote_failed("update the bucket", error).await;
+                }
+                let record = Record {
+                    bucket_id: Some(bucket_id.clone()),
+                    remote_status: status_of(&listing, &bucket_id),
+                    credentials_digest: Some(digest),
+                    attempt: Attempt::Resolved,
+                };
+                self.write(&plan::synced(), record, true).await?;
+                let note = format!("updated bucket {bucket_id}");
+                self.publish(EventType::Normal, Reason::Updated, note).await;
+                Ok(Action::await_change())
+            }
+            Decision::Create => self.create(&client, &cloud, digest).await,
+        }
+    }
+
+    /// Act: register the bucket. The attempt is recorded first, with the finalizer, in a write
+    /// conditional on the version read, so that a lost answer cannot make a second bucket.
+    async fn create(
+        &mut self,
+        client: &FlashbackClient,
+        cloud: &CloudCredentials,
+        digest: String,
+    ) -> Result<Action, Error> {
+        let attempt = plan::next_attempt(&self.bucket, k8s_openapi::jiff::Timestamp::now());
+        let creating = State::Progressing {
+            reason: Reason::Creating,
+            message: "registering the bucket".into(),
+        };
+        let record = Record {
+            attempt: Attempt::Begin(attempt),
+            ..Record::default()
+        };
+        self.write(&creating, record, true).await?;
+        let body = plan::desired(&self.bucket, cloud);
+        let bucket_id = match client.create_bucket(&body).await {
+            Ok(id) => id,
+            Err(error) => return self.remote_failed("register the bucket", error).await,
+        };
+        failpoint::pause_at(Failpoint::PauseAfterBucketCreate).await;
+        let record = Record {
+            bucket_id: Some(bucket_id.clone()),
+            remote_status: None,
+            credentials_digest: Some(digest),
+            attempt: Attempt::Resolved,
+        };
+        self.write(&plan::synced(), record, false).await?;
+        let note = format!("registered bucket {bucket_id}");
+        self.publish(EventType::Normal, Reason::Created, note).await;
+        Ok(Action::await_change())
+    }
+
+    /// Observe: a client with the Flashback token, and the cloud credentials.
+    async fn observe(&self) -> Result<Result<(FlashbackClient, CloudCredentials), Stall>, Error> {
+        let credentials = match self.ctx.credentials_of(&self.bucket).await? {
+            Ok(credentials) => credentials,
+            Err(problem) => return Ok(Err(credentials_stall(&problem))),
+        };
+        let secrets: Api<Secret> = Api::namespaced(
+            self.ctx.kube.clone(),
+            &self.bucket.namespace().unwrap_or_default(),
+        );
+        let name = &self.bucket.spec.cloud_credentials_secret_ref.name;
+        let data = match secrets.get_opt(name).await {
+            Ok(secret) => secret.map(|s| s.data.unwrap_or_default()),
+            Err(kube::Error::Api(status)) if status.is_forbidden() => {
+                return Ok(Err(Stall {
+                    reason: Reason::SecretForbidden,
+                    message: format!(
+                        "the operator may not read the cloud credentials Secret {name}"
+                    ),
+                }));
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let cloud = match plan::cloud_credentials(&self.bucket, data.as_ref()) {
+            Ok(cloud) => cloud,
+            Err(stall) => return Ok(Err(stall)),
+        };
+        match self.ctx.remote.client_for(&credentials) {
+            Ok(client) => Ok(Ok((client, cloud))),
+            Err(error) => Ok(Err(Stall {
+                reason: Reason::InvalidCredentials,
+                message: format!("the Flashback credentials cannot be used: {error}"),
+            })),
+        }
+    }
+
+    /// The object is being deleted: the bucket is deregistered (once no repository uses it),
+    /// or left, then the object is released.
+    pub async fn delete(mut self) -> Result<Action, Error> {
+        if !finalizer::has(&self.bucket) {
+            return Ok(Action::await_change());
+        }
+        if let Some(why) = plan::kept_on_delete(&self.bucket) {
+            let note = format!("left the bucket registered in Flashback: {why}");
+            self.publish(EventType::Normal, Reason::Orphaned, note)
+                .await;
+            return self.release().await;
+        }
+        let status = self.bucket.status.clone().unwrap_or_default();
+        if status.bucket_id.is_none() && status.create_attempt.is_none() {
+            return self.release().await;
+        }
+        let (client, _) = match self.observe().await? {
+            Ok(observed) => observed,
+            Err(stall) => {
+                let message = stall.message.clone();
+                self.stall(stall).await?;
+                return Err(Error::CleanupBlocked(message));
+            }
+        };
+        let workspace = self.bucket.spec.workspace_id.clone();
+        let listing = match client.list_buckets(Some(&workspace)).await {
+            Ok(listing) => listing,
+            Err(error) => return self.remote_failed("list buckets", error).await,
+        };
+        // The recorded id, or what an unfinished create made.
+        let doomed: Vec<&Bucket> = listing
+            .iter()
+            .filter(|b| {
+                status.bucket_id.as_deref() == Some(b.id.as_str())
+                    || status.create_attempt.as_ref().is_some_and(|a| {
+                        let fields = plan::listed_shape(b);
+                        let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
+                        a.made_as(&b.name, &fields, b.created_at.as_deref())
+                    })
+            })
+            .collect();
+        for remote in doomed {
+            match client.delete_bucket(&remote.id).await {
+                Ok(()) | Err(ApiError::NotFound { .. }) => {
+                    let note = format!("deregistered bucket {}", remote.id);
+                    self.publish(EventType::Normal, Reason::Deleted, note).await;
+                }
+                Err(error) if error.error_code() == Some("BUCKET_IN_USE") => {
+                    // A repository still groups it: wait, a few seconds at a time, rather
+                    // than fail in a loop; its release follows the repository's change.
+                    self.write(&plan::in_use(&remote.id), Record::default(), true)
+                        .await?;
+                    return Ok(Action::requeue(std::time::Duration::from_secs(3)));
+                }
+                Err(error) => return self.remote_failed("deregister the bucket", error).await,
+            }
+        }
+        self.release().await
+    }
+
+    async fn release(&mut self) -> Result<Action, Error> {
+        self.bucket = finalizer::set(&self.api, self.bucket.clone(), false).await?;
+        Ok(Action::await_change())
+    }
+
+    /// An Event when the adoption annotation makes this object take over `bucket_id`.
+    async fn announce_adoption(&self, bucket_id: &str) {
+        let known = self
+            .bucket
+            .status
+            .as_ref()
+            .and_then(|s| s.bucket_id.as_deref());
+        if known != Some(bucket_id) && self.bucket.adopted_bucket_id() == Some(bucket_id) {
+            let note = format!("adopted bucket {bucket_id}");
+            self.publish(EventType::Normal, Reason::Adopted, note).await;
+        }
+    }
+
+    async fn stall(&mut self, stall: Stall) -> Result<Action, Error> {
+        self.write(&stall.state(), Record::default(), true).await?;
+        // Looked at again at the resync pace too: a fix may not touch this object.
+        Ok(Action::requeue(self.ctx.settings.resync_interval))
+    }
+
+    /// A failed API call: a stall for a person, or a retry with backoff.
+    async fn remote_failed(
+        &mut self,
+        operation: &'static str,
+        error: ApiError,
+    ) -> Result<Action, Error> {
+        if let Some(stall) = crate::controller::repository::plan::api_stall_for(
+            &error,
+            &self.bucket,
+            "bucket",
+            self.bucket.remote_name(),
+        ) {
+            return self.stall(stall).await;
+        }
+        let state = State::Progressing {
+            reason: Reason::RemoteUnavailable,
+            message: format!("could not {operation}, will retry: {error}"),
+        };
+        self.write(&state, Record::default(), true).await?;
+        Err(Error::Remote {
+            operation,
+            source: error,
+        })
+    }
+
+    /// Report: the status, only when it changed; the finalizer goes on first; an Event for a
+    /// new stall. `conditional` carries the resourceVersion read.
+    async fn write(
+        &mut self,
+        state: &State,
+        record: Record,
+        conditional: bool,
+    ) -> Result<(), Error> {
+        self.bucket = finalizer::set(&self.api, self.bucket.clone(), true).await?;
+        let current = self.bucket.status.clone().unwrap_or_default();
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let generation = self.bucket.metadata.generation;
+        let mut next = FlashbackBucketStatus {
+            conditions: conditions::next(&current.conditions, state, generation, &now),
+            observed_generation: generation,
+            ..current.clone()
+        };
+        if let Some(id) = record.bucket_id {
+            next.bucket_id = Some(id);
+        }
+        if let Some(remote_status) = record.remote_status {
+            next.status = Some(remote_status);
+        }
+        if let Some(digest) = record.credentials_digest {
+            next.cloud_credentials_digest = Some(digest);
+        }
+        match record.attempt {
+            Attempt::Keep => {}
+            Attempt::Begin(attempt) => next.create_attempt = Some(attempt),
+            Attempt::Resolved => next.create_attempt = None,
+        }
+        if next == current {
+            return Ok(());
+        }
+        let was_stalled = conditions::stalled_reason(&current.conditions).map(str::to_string);
+        if let State::Stalled { reason, message } = state
+            && was_stalled.as_deref() != Some(reason.as_str())
+        {
+            self.publish(EventType::Warning, *reason, message.clone())
+                .await;
+        }
+        let mut body = json!({ "status": next });
+        if next.create_attempt.is_none() && current.create_attempt.is_some() {
+            body["status"]["createAttempt"] = serde_json::Value::Null;
+        }
+        if conditional {
+            body["metadata"] = json!({ "resourceVersion": self.bucket.resource_version() });
+        }
+        let fresh = self
+            .api
+            .patch_status(
+                &self.bucket.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(body),
+            )
+            .await
+            .map_err(Error::from_write)?;
+        self.bucket = fresh;
+        Ok(())
+    }
+
+    async fn publish(&self, type_: EventType, reason: Reason, note: String) {
+        events::publish(
+            &self.ctx.recorder,
+            &self.bucket.object_ref(&()),
+            type_,
+            reason,
+            note,
+        )
+        .await;
+    }
+}
+
+/// The API's status of a listed bucket.
+fn status_of(listing: &[Bucket], bucket_id: &str) -> Option<String> {
+    listing
+        .iter()
+        .find(|b| b.id == bucket_id)
+        .and_then(|b| b.status.clone())
+}

@@ -1,0 +1,332 @@
+//! FlashbackBucket end to end: the real operator registers a cloud bucket in the emulator with
+//! the credentials of its Secret, updates it when those change (and they appear nowhere else),
+//! waits while a repository uses it before deregistering it, leaves it with Orphan, and never
+//! registers a second one across a crash.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use flashback_operator::crd::FlashbackBucket;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Api, ResourceExt};
+
+use crate::support::cluster::DEADLINE;
+use crate::support::scene::{Scene, WORKSPACE};
+
+const CLOUD_KEY: &str = "AKIACLOUDKEY0000001";
+
+fn buckets(scene: &Scene) -> Api<FlashbackBucket> {
+    Api::namespaced(scene.kube.clone(), &scene.namespace)
+}
+
+fn bucket(name: &str) -> FlashbackBucket {
+    serde_yaml::from_str(&format!(
+        r#"
+apiVersion: flashback.tech/v1alpha1
+kind: FlashbackBucket
+metadata:
+  name: {name}
+spec:
+  workspaceId: {WORKSPACE}
+  storageType: S3
+  bucket: media-{name}
+  region: us-east-1
+  credentialsSecretRef:
+    name: flashback-token
+  cloudCredentialsSecretRef:
+    name: cloud
+"#
+    ))
+    .expect("example YAML")
+}
+
+/// Writes the cloud credentials Secret `cloud` with this secret access key.
+async fn put_cloud_secret(scene: &Scene, secret_key: &str) {
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("cloud".into()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([
+            (
+                "AWS_ACCESS_KEY_ID".to_string(),
+                ByteString(CLOUD_KEY.as_bytes().to_vec()),
+            ),
+            (
+                "AWS_SECRET_ACCESS_KEY".to_string(),
+                ByteString(secret_key.as_bytes().to_vec()),
+            ),
+        ])),
+        ..Default::default()
+    };
+    let secrets: Api<Secret> = Api::namespaced(scene.kube.clone(), &scene.namespace);
+    secrets
+        .patch(
+            "cloud",
+            &PatchParams::apply("e2e").force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .expect("the cloud Secret is written");
+}
+
+async fn wait_bucket(
+    scene: &Scene,
+    name: &str,
+    what: &str,
+    check: impl Fn(&FlashbackBucket) -> bool,
+) -> FlashbackBucket {
+    let api = buckets(scene);
+    let waited = tokio::time::timeout(
+        DEADLINE,
+        await_condition(api.clone(), name, |b: Option<&FlashbackBucket>| {
+            b.is_some_and(&check)
+        }),
+    )
+    .await;
+    match waited {
+        Ok(Ok(Some(bucket))) => bucket,
+        other => {
+            let now = api.get_opt(name).await.ok().flatten();
+            panic!(
+                "{name} did not become {what} ({other:?}); its status is {:#?}",
+                now.and_then(|b| b.status)
+            )
+        }
+    }
+}
+
+fn condition_is(bucket: &FlashbackBucket, type_: &str, status: &str, reason: &str) -> bool {
+    bucket.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == type_ && c.status == status && c.reason == reason)
+    })
+}
+
+async fn wait_bucket_ready(scene: &Scene, name: &str) -> FlashbackBucket {
+    wait_bucket(scene, name, "Ready", |b| {
+        condition_is(b, "Ready", "True", "Synced")
+            && b.status.as_ref().and_then(|s| s.observed_generation) == b.metadata.generation
+    })
+    .await
+}
+
+async fn create_bucket(scene: &Scene, bucket: &FlashbackBucket) {
+    buckets(scene)
+        .create(&PostParams::default(), bucket)
+        .await
+        .expect("the bucket object is accepted");
+}
+
+async fn wait_bucket_gone(scene: &Scene, bucket: &FlashbackBucket) {
+    let released = tokio::time::timeout(
+        DEADLINE,
+        await_condition(
+            buckets(scene),
+            &bucket.name_any(),
+            conditions::is_deleted(&bucket.uid().unwrap()),
+        ),
+    )
+    .await;
+    assert!(
+        matches!(released, Ok(Ok(_))),
+        "{} was not released",
+        bucket.name_any()
+    );
+}
+
+#[tokio::test]
+async fn a_bucket_is_registered_and_rotated_credentials_are_one_put_seen_nowhere_else() {
+    let mut scene = Scene::with_operator("bucket").await;
+    put_cloud_secret(&scene, "first-cloud-secret-0001").await;
+    // The scene registers buckets of its own for its repositories.
+    let posts = scene.calls("POST", "/bucket").await;
+    create_bucket(&scene, &bucket("photos")).await;
+    let ready = wait_bucket_ready(&scene, "photos").await;
+    let bucket_id = ready.status.clone().unwrap().bucket_id.expect("an id");
+    let listed = scene.api.list_buckets(Some(WORKSPACE)).await.unwrap();
+    let remote = listed
+        .iter()
+        .find(|b| b.id == bucket_id)
+        .expect("registered");
+    assert_eq!(
+        (
+            remote.name.as_str(),
+            remote.bucket.as_deref(),
+            remote.region.as_deref()
+        ),
+        ("photos", Some("media-photos"), Some("us-east-1"))
+    );
+    assert_eq!(scene.calls("POST", "/bucket").await, posts + 1);
+    assert_eq!(scene.calls("PUT", "/bucket/{id}").await, 0);
+
+    // Rotating the cloud credentials: one PUT, nothing else.
+    put_cloud_secret(&scene, "second-cloud-secret-0002").await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while scene.calls("PUT", "/bucket/{id}").await == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no PUT after the rotation"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(scene.calls("PUT", "/bucket/{id}").await, 1);
+    assert_eq!(scene.calls("POST", "/bucket").await, posts + 1);
+
+    let after = buckets(&scene).get("photos").await.unwrap();
+    let status = serde_json::to_string(&after.status).unwrap();
+    let events = scene.events("photos").await.join("\n");
+    let output = scene.operator().output();
+    for secret in [
+        "first-cloud-secret-0001",
+        "second-cloud-secret-0002",
+        CLOUD_KEY,
+    ] {
+        assert!(!status.contains(secret), "status: {status}");
+        assert!(!events.contains(secret), "events: {events}");
+        assert!(!output.contains(secret), "operator log");
+    }
+    assert!(events.contains("Created: registered bucket"), "{events}");
+    assert!(events.contains("Updated: updated bucket"), "{events}");
+}
+
+#[tokio::test]
+async fn a_bucket_in_use_waits_with_a_reason_and_orphan_keeps_the_remote() {
+    let scene = Scene::with_operator("bucket-use").await;
+    put_cloud_secret(&scene, "cloud-secret-in-use-0001").await;
+    create_bucket(&scene, &bucket("photos")).await;
+    let ready = wait_bucket_ready(&scene, "photos").await;
+    let bucket_id = ready.status.clone().unwrap().bucket_id.unwrap();
+    // A repository groups the bucket.
+    let mut repo = scene.mirror("album");
+    repo.spec.mode = flashback_operator::crd::RepositoryMode::Backup;
+    repo.spec.buckets = vec![flashback_operator::crd::RepositoryBucket {
+        bucket_id: bucket_id.clone(),
+        folder: None,
+        master: false,
+    }];
+    scene.create(&repo).await;
+    scene.wait_ready("album").await;
+
+    buckets(&scene)
+        .delete("photos", &DeleteParams::default())
+        .await
+        .unwrap();
+    let waiting = wait_bucket(&scene, "photos", "waiting (BucketInUse)", |b| {
+        condition_is(b, "Reconciling", "True", "BucketInUse")
+    })
+    .await;
+    let message = waiting.status.unwrap().conditions[0].message.clone();
+    assert!(
+        message.starts_with(&format!("bucket {bucket_id} is used by a repository")),
+        "{message}"
+    );
+    assert!(
+        scene
+            .api
+            .list_buckets(Some(WORKSPACE))
+            .await
+            .unwrap()
+            .iter()
+            .any(|b| b.id == bucket_id),
+        "still registered while in use"
+    );
+
+    // The repository lets go of it: the bucket goes, and its object with it.
+    scene
+        .repos
+        .delete("album", &DeleteParams::default())
+        .await
+        .unwrap();
+    scene.wait_gone("album").await;
+    wait_bucket_gone(&scene, &ready).await;
+    assert!(
+        !scene
+            .api
+            .list_buckets(Some(WORKSPACE))
+            .await
+            .unwrap()
+            .iter()
+            .any(|b| b.id == bucket_id)
+    );
+
+    // Orphan: the object goes, the registered bucket stays.
+    let mut kept = bucket("kept");
+    kept.spec.deletion_policy = flashback_operator::crd::DeletionPolicy::Orphan;
+    create_bucket(&scene, &kept).await;
+    let kept = wait_bucket_ready(&scene, "kept").await;
+    let kept_id = kept.status.clone().unwrap().bucket_id.unwrap();
+    buckets(&scene)
+        .delete("kept", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_bucket_gone(&scene, &kept).await;
+    assert!(
+        scene
+            .api
+            .list_buckets(Some(WORKSPACE))
+            .await
+            .unwrap()
+            .iter()
+            .any(|b| b.id == kept_id)
+    );
+}
+
+#[tokio::test]
+async fn a_crash_between_the_register_and_the_status_leaves_exactly_one_bucket() {
+    let mut scene = Scene::new("bucket-crash").await;
+    scene.put_token_secret(&scene.token.clone()).await;
+    put_cloud_secret(&scene, "cloud-secret-crash-0001").await;
+    scene.start_operator_at_failpoint("pause-after-bucket-create");
+    let posts = scene.calls("POST", "/bucket").await;
+    create_bucket(&scene, &bucket("photos")).await;
+    scene
+        .operator()
+        .wait_for_output("failpoint pause-after-bucket-create reached")
+        .await;
+    scene.operator().kill_hard();
+    let named =
+        |list: &[flashback_client::Bucket]| list.iter().filter(|b| b.name == "photos").count();
+    assert_eq!(
+        named(&scene.api.list_buckets(Some(WORKSPACE)).await.unwrap()),
+        1
+    );
+
+    scene.start_operator(&[]);
+    let ready = wait_bucket_ready(&scene, "photos").await;
+    let listed = scene.api.list_buckets(Some(WORKSPACE)).await.unwrap();
+    assert_eq!(named(&listed), 1, "exactly one bucket: {listed:?}");
+    assert_eq!(
+        ready.status.unwrap().bucket_id.as_deref(),
+        listed
+            .iter()
+            .find(|b| b.name == "photos")
+            .map(|b| b.id.as_str())
+    );
+    assert_eq!(scene.calls("POST", "/bucket").await, posts + 1);
+}
+
+#[tokio::test]
+async fn missing_cloud_credentials_stall_with_the_key_a_user_would_set() {
+    let scene = Scene::with_operator("bucket-nocloud").await;
+    create_bucket(&scene, &bucket("photos")).await;
+    let stalled = wait_bucket(&scene, "photos", "Stalled (CloudSecretNotFound)", |b| {
+        condition_is(b, "Stalled", "True", "CloudSecretNotFound")
+    })
+    .await;
+    assert_eq!(
+        stalled.status.unwrap().conditions[0].message,
+        format!(
+            "the cloud credentials Secret {}/cloud does not exist",
+            scene.namespace
+        )
+    );
+    // Created later, the Secret is picked up without touching the object.
+    put_cloud_secret(&scene, "cloud-secret-late-0001").await;
+    wait_bucket_ready(&scene, "photos").await;
+}
