@@ -206,7 +206,8 @@ async fn a_bucket_in_use_waits_with_a_reason_and_orphan_keeps_the_remote() {
     let mut repo = scene.mirror("album");
     repo.spec.mode = flashback_operator::crd::RepositoryMode::Backup;
     repo.spec.buckets = vec![flashback_operator::crd::RepositoryBucket {
-        bucket_id: bucket_id.clone(),
+        bucket_id: Some(bucket_id.clone()),
+        bucket_ref: None,
         folder: None,
         master: false,
     }];
@@ -329,4 +330,97 @@ async fn missing_cloud_credentials_stall_with_the_key_a_user_would_set() {
     // Created later, the Secret is picked up without touching the object.
     put_cloud_secret(&scene, "cloud-secret-late-0001").await;
     wait_bucket_ready(&scene, "photos").await;
+}
+
+/// A MIRROR repository whose master is the FlashbackBucket `photos` (by name) and whose other
+/// bucket is one of the scene's (by id).
+fn mirror_naming_photos(scene: &Scene, name: &str) -> flashback_operator::crd::FlashbackRepository {
+    let mut repo = scene.mirror(name);
+    repo.spec.buckets[0].bucket_id = None;
+    repo.spec.buckets[0].bucket_ref = Some(flashback_operator::crd::BucketReference {
+        name: "photos".into(),
+    });
+    repo
+}
+
+#[tokio::test]
+async fn a_bucket_and_a_repository_naming_it_become_ready_in_either_order() {
+    for bucket_first in [true, false] {
+        let scene = Scene::with_operator("bucket-ref").await;
+        put_cloud_secret(&scene, "cloud-secret-ref-0001").await;
+        // As one `kubectl apply -f dir/` would, in either order.
+        if bucket_first {
+            create_bucket(&scene, &bucket("photos")).await;
+            scene.create(&mirror_naming_photos(&scene, "album")).await;
+        } else {
+            scene.create(&mirror_naming_photos(&scene, "album")).await;
+            create_bucket(&scene, &bucket("photos")).await;
+        }
+        let bucket_id = wait_bucket_ready(&scene, "photos")
+            .await
+            .status
+            .unwrap()
+            .bucket_id
+            .unwrap();
+        let ready = scene.wait_ready("album").await;
+        let repo_id = ready.status.unwrap().repo_id.unwrap();
+        let remote = scene.remote_repos().await;
+        let remote = remote.iter().find(|r| r.id == repo_id).unwrap();
+        let master = remote.buckets.iter().find(|b| b.master).unwrap();
+        assert_eq!(master.bucket_id, bucket_id, "bucket first: {bucket_first}");
+    }
+}
+
+#[tokio::test]
+async fn a_repository_naming_a_missing_bucket_says_so_and_proceeds_when_it_appears() {
+    let scene = Scene::with_operator("bucket-later").await;
+    put_cloud_secret(&scene, "cloud-secret-later-0002").await;
+    scene.create(&mirror_naming_photos(&scene, "album")).await;
+    let waiting = scene
+        .wait_for("album", "waiting for its bucket", |repo| {
+            crate::support::scene::condition(repo, "Reconciling")
+                .is_some_and(|c| c.status == "True" && c.reason == "BucketNotReady")
+        })
+        .await;
+    assert_eq!(
+        crate::support::scene::condition(&waiting, "Ready").map(|c| c.message.as_str()),
+        Some("waiting for the FlashbackBucket photos in this namespace to exist")
+    );
+    assert_eq!(
+        scene.calls("POST", "/repo").await,
+        0,
+        "nothing is created meanwhile"
+    );
+    create_bucket(&scene, &bucket("photos")).await;
+    wait_bucket_ready(&scene, "photos").await;
+    // Woken by the bucket's change, well inside the 3 s resync.
+    let started = std::time::Instant::now();
+    scene.wait_ready("album").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_bucket_named_by_both_or_neither_id_and_ref_is_refused_at_admission() {
+    let scene = Scene::new("bucket-cel").await;
+    let mut both = mirror_naming_photos(&scene, "both");
+    both.spec.buckets[0].bucket_id = Some("b1".into());
+    let mut neither = mirror_naming_photos(&scene, "neither");
+    neither.spec.buckets[0].bucket_ref = None;
+    for repo in [both, neither] {
+        let refused = scene
+            .repos
+            .create(&PostParams::default(), &repo)
+            .await
+            .expect_err("refused");
+        assert!(
+            refused
+                .to_string()
+                .contains("each bucket names exactly one of bucketId and bucketRef"),
+            "{refused}"
+        );
+    }
 }

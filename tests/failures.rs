@@ -73,7 +73,7 @@ async fn an_unknown_bucket_stalls_with_the_api_error_code() {
     let mut scene = Scene::new("bucket").await;
     scene.start_operator(&["--resync-interval", "1h"]);
     let mut repo = scene.mirror("media");
-    repo.spec.buckets[1].bucket_id = "no-such-bucket".into();
+    repo.spec.buckets[1].bucket_id = Some("no-such-bucket".into());
     scene.create(&repo).await;
     let stalled = scene.wait_stalled("media", "SpecRejected").await;
     let message = &condition(&stalled, "Stalled").unwrap().message;

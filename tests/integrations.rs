@@ -332,7 +332,7 @@ async fn stalled_and_observe_only_out_of_sync_repositories_are_degraded() {
     let mut scene = Scene::new("int-stalled").await;
     scene.start_operator(&["--resync-interval", "1h"]);
     let mut unknown_bucket = scene.mirror("unknown-bucket");
-    unknown_bucket.spec.buckets[1].bucket_id = "no-such-bucket".into();
+    unknown_bucket.spec.buckets[1].bucket_id = Some("no-such-bucket".into());
     scene.create(&unknown_bucket).await;
     let mut no_secret = scene.mirror("no-secret");
     no_secret.spec.credentials_secret_ref.as_mut().unwrap().name = "missing".into();

@@ -100,6 +100,8 @@ reasons! {
     RepositoryNotFound,
     /// A key's FlashbackRepository is not Ready, or is being deleted.
     RepositoryNotReady,
+    /// A repository's FlashbackBucket does not exist or is not Ready.
+    BucketNotReady,
     /// The key the Secret holds is not in the repository's key list (yet): looked at again.
     KeyNotListed,
     /// A repository being deleted waits for the keys of its FlashbackAccessKeys to be revoked.

@@ -55,8 +55,10 @@ use super::{PLAIN_TEXT, SecretReference, annotations};
         .message("at most one bucket may have master: true"),
     validation = Rule::new("self.mode != 'MIRROR' || self.buckets.exists_one(b, b.master)")
         .message("MIRROR mode needs exactly one bucket with master: true"),
-    validation = Rule::new("self.buckets.all(b, self.buckets.exists_one(c, c.bucketId == b.bucketId))")
+    validation = Rule::new("self.buckets.all(b, !has(b.bucketId) || self.buckets.exists_one(c, has(c.bucketId) && c.bucketId == b.bucketId))")
         .message("bucket ids must be unique"),
+    validation = Rule::new("self.buckets.all(b, !has(b.bucketRef) || self.buckets.exists_one(c, has(c.bucketRef) && c.bucketRef.name == b.bucketRef.name))")
+        .message("bucketRef names must be unique"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct FlashbackRepositorySpec {
@@ -104,14 +106,25 @@ pub struct FlashbackRepositorySpec {
     pub management_policy: ManagementPolicy,
 }
 
-/// One bucket of a repository.
+/// One bucket of a repository: by its id in Flashback, or by the FlashbackBucket that
+/// registers it.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[x_kube(
+    validation = Rule::new("has(self.bucketId) != has(self.bucketRef)")
+        .message("each bucket names exactly one of bucketId and bucketRef"),
+)]
 #[serde(rename_all = "camelCase")]
 pub struct RepositoryBucket {
     /// Id of a bucket registered in Flashback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     #[x_kube(validation = Rule::new(PLAIN_TEXT).message("bucketId must not start or end with whitespace, nor hold control characters such as a line break"))]
-    pub bucket_id: String,
+    pub bucket_id: Option<String>,
+
+    /// A FlashbackBucket in this namespace: the repository waits until it is Ready and uses
+    /// its id, and follows it when it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket_ref: Option<BucketReference>,
 
     /// Folder inside the bucket that the repository uses; the bucket root when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -122,6 +135,14 @@ pub struct RepositoryBucket {
     /// Whether this bucket is the master of a MIRROR repository.
     #[serde(default)]
     pub master: bool,
+}
+
+/// A reference to a FlashbackBucket in the same namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct BucketReference {
+    /// Name of the FlashbackBucket.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
 }
 
 /// Storage API of a repository.

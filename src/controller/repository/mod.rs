@@ -59,6 +59,12 @@ pub async fn run<Stop, StopFuture>(
     let secret_changes =
         watches::secret_changes(&ctx.kube, &settings, ctx.credentials.clone(), |_| false);
     let users = store.clone();
+    let naming = store.clone();
+    let bucket_api: Api<kube::core::PartialObjectMeta<crate::crd::FlashbackBucket>> =
+        watches::namespaced_or_all(&ctx.kube, settings.namespace.as_deref());
+    let bucket_changes = watcher(bucket_api, watcher::Config::default())
+        .default_backoff()
+        .touched_objects();
     let changed_secrets = ctx.credentials.clone();
     let default_secret = settings.default_credentials_secret.clone();
 
@@ -88,6 +94,25 @@ pub async fn run<Stop, StopFuture>(
             // Before the reconciles it starts: they read the Secret afresh.
             changed_secrets.forget(&name);
             users_of_secret(&users, &name, default_secret.as_ref())
+        })
+        // A FlashbackBucket that changes (becomes Ready, gets another id) wakes the
+        // repositories that name it by bucketRef.
+        .watches_stream(bucket_changes, move |bucket| {
+            let namespace = bucket.namespace();
+            let name = bucket.name_any();
+            naming
+                .state()
+                .into_iter()
+                .filter(|repo| {
+                    repo.namespace() == namespace
+                        && repo
+                            .spec
+                            .buckets
+                            .iter()
+                            .any(|b| b.bucket_ref.as_ref().is_some_and(|r| r.name == name))
+                })
+                .map(|repo| ObjectRef::from(repo.as_ref()))
+                .collect::<Vec<_>>()
         })
         // Unbounded here: `Fairness` bounds reconciles per namespace and in all, and a
         // reconcile waiting for its namespace's turn must not hold a slot another needs.

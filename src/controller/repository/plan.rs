@@ -34,13 +34,81 @@ pub fn desired(repo: &FlashbackRepository) -> RepoWrite {
             .buckets
             .iter()
             .map(|b| RepoBucketWrite {
-                bucket_id: b.bucket_id.clone(),
+                bucket_id: b.bucket_id.clone().unwrap_or_default(),
                 folder: b.folder.clone(),
                 master: b.master,
             })
             .collect(),
         repo_ai_llms: Vec::new(),
     }
+}
+
+/// Where a FlashbackBucket that a repository names stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedBucket {
+    Missing,
+    /// Not Ready yet (or being deleted).
+    NotReady,
+    /// Ready, with its id in Flashback.
+    Ready(String),
+}
+
+impl NamedBucket {
+    pub fn of(bucket: Option<&crate::crd::FlashbackBucket>) -> Self {
+        let Some(bucket) = bucket else {
+            return NamedBucket::Missing;
+        };
+        let status = bucket.status.as_ref();
+        let ready = status.is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        });
+        match status.and_then(|s| s.bucket_id.clone()) {
+            Some(id) if ready && bucket.metadata.deletion_timestamp.is_none() => {
+                NamedBucket::Ready(id)
+            }
+            _ => NamedBucket::NotReady,
+        }
+    }
+}
+
+/// Whether the repository names any bucket by `bucketRef`.
+pub fn names_buckets(repo: &FlashbackRepository) -> bool {
+    repo.spec.buckets.iter().any(|b| b.bucket_ref.is_some())
+}
+
+/// The repository with every `bucketRef` replaced by the id of its FlashbackBucket, or the
+/// state it waits in, naming the first bucket that is not Ready.
+pub fn resolve_buckets(
+    repo: &FlashbackRepository,
+    lookup: impl Fn(&str) -> NamedBucket,
+) -> Result<FlashbackRepository, State> {
+    let mut resolved = repo.clone();
+    for bucket in &mut resolved.spec.buckets {
+        let Some(reference) = &bucket.bucket_ref else {
+            continue;
+        };
+        let name = &reference.name;
+        match lookup(name) {
+            NamedBucket::Ready(id) => bucket.bucket_id = Some(id),
+            NamedBucket::Missing => {
+                return Err(State::Progressing {
+                    reason: Reason::BucketNotReady,
+                    message: format!(
+                        "waiting for the FlashbackBucket {name} in this namespace to exist"
+                    ),
+                });
+            }
+            NamedBucket::NotReady => {
+                return Err(State::Progressing {
+                    reason: Reason::BucketNotReady,
+                    message: format!("waiting for the FlashbackBucket {name} to be Ready"),
+                });
+            }
+        }
+    }
+    Ok(resolved)
 }
 
 /// Whether the remote repository already is what the spec asks for. Bucket order is not
@@ -646,7 +714,8 @@ mod tests {
         );
 
         repo.spec.buckets.push(RepositoryBucket {
-            bucket_id: "b3".into(),
+            bucket_id: Some("b3".into()),
+            bucket_ref: None,
             folder: None,
             master: false,
         });
@@ -1165,6 +1234,47 @@ mod tests {
                           revoked"
                     .into(),
             }
+        );
+    }
+
+    #[test]
+    fn bucket_refs_resolve_to_ready_ids_or_name_what_they_wait_for() {
+        let mut repo = fixtures::repo("team-a", "media");
+        repo.spec.buckets[1].bucket_id = None;
+        repo.spec.buckets[1].bucket_ref = Some(crate::crd::BucketReference {
+            name: "photos".into(),
+        });
+        assert!(names_buckets(&repo));
+        let resolved = resolve_buckets(&repo, |name| {
+            assert_eq!(name, "photos");
+            NamedBucket::Ready("b7".into())
+        })
+        .unwrap();
+        assert_eq!(desired(&resolved).repo_buckets[1].bucket_id, "b7");
+        assert_eq!(
+            resolve_buckets(&repo, |_| NamedBucket::Missing).unwrap_err(),
+            State::Progressing {
+                reason: Reason::BucketNotReady,
+                message: "waiting for the FlashbackBucket photos in this namespace to exist".into(),
+            }
+        );
+        assert_eq!(
+            resolve_buckets(&repo, |_| NamedBucket::NotReady)
+                .unwrap_err()
+                .message(),
+            "waiting for the FlashbackBucket photos to be Ready"
+        );
+        let mut bucket = fixtures::bucket("team-a", "photos");
+        assert_eq!(NamedBucket::of(None), NamedBucket::Missing);
+        assert_eq!(NamedBucket::of(Some(&bucket)), NamedBucket::NotReady);
+        bucket.status = Some(crate::crd::FlashbackBucketStatus {
+            bucket_id: Some("b7".into()),
+            conditions: vec![fixtures::condition("Ready", "True", "Synced", 1)],
+            ..Default::default()
+        });
+        assert_eq!(
+            NamedBucket::of(Some(&bucket)),
+            NamedBucket::Ready("b7".into())
         );
     }
 }

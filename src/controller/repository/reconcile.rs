@@ -58,6 +58,12 @@ impl<'a> Reconcile<'a> {
 
     /// The object exists: observe → decide → act → report.
     pub async fn apply(mut self) -> Result<Action, Error> {
+        if plan::names_buckets(&self.repo) {
+            match self.resolve_buckets().await? {
+                Ok(buckets) => self.repo.spec.buckets = buckets,
+                Err(waiting) => return self.report(None, waiting).await,
+            }
+        }
         let observed = match self.observe().await? {
             Ok(observed) => observed,
             Err(outcome) => return outcome,
@@ -106,6 +112,38 @@ impl<'a> Reconcile<'a> {
                 .remote_failed(None, "list repositories", error)
                 .await)),
         }
+    }
+
+    /// Observe the FlashbackBuckets the spec names by `bucketRef`, read fresh (a bucket's
+    /// change is what woke this reconcile): the spec's buckets with their ids, or the state it
+    /// waits in.
+    async fn resolve_buckets(
+        &self,
+    ) -> Result<Result<Vec<crate::crd::RepositoryBucket>, State>, Error> {
+        let namespace = self.repo.namespace().unwrap_or_default();
+        let buckets: Api<crate::crd::FlashbackBucket> =
+            Api::namespaced(self.ctx.kube.clone(), &namespace);
+        let mut found = std::collections::HashMap::new();
+        for reference in self
+            .repo
+            .spec
+            .buckets
+            .iter()
+            .filter_map(|b| b.bucket_ref.as_ref())
+        {
+            let bucket = buckets.get_opt(&reference.name).await?;
+            found.insert(
+                reference.name.clone(),
+                plan::NamedBucket::of(bucket.as_ref()),
+            );
+        }
+        Ok(plan::resolve_buckets(&self.repo, |name| {
+            found
+                .get(name)
+                .cloned()
+                .unwrap_or(plan::NamedBucket::Missing)
+        })
+        .map(|resolved| resolved.spec.buckets))
     }
 
     /// Act: create the remote repository.

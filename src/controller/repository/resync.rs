@@ -95,6 +95,16 @@ async fn sweep_workspace(
     repos
         .iter()
         .filter(|repo| {
+            // Buckets named by bucketRef, as the watch cache has them: one that is not Ready
+            // is for the object's reconcile to say (woken by the bucket's change).
+            let resolved = plan::resolve_buckets(repo, |name| {
+                let key = ObjectRef::new(name).within(&repo.namespace().unwrap_or_default());
+                plan::NamedBucket::of(ctx.buckets.get(&key).as_deref())
+            });
+            let Ok(resolved) = resolved else {
+                return false;
+            };
+            let repo = &resolved;
             // Only objects whose status records an id can hold it (plan::holds).
             let decision = plan::decide(repo, &listing, |id| {
                 recorders
