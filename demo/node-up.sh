@@ -48,21 +48,6 @@ helm upgrade --install flashback-emulator demo/emulator-chart --namespace flashb
   --set tokens="$token" --wait --timeout 120s >/dev/null
 api_url=http://127.0.0.1:$emulator_port
 
-# Two buckets in the demo workspace, registered once per emulator run.
-bucket_id() {
-  curl -fsS -H "Authorization: Bearer $token" "$api_url/bucket?workspaceId=ws-demo" |
-    jq -r --arg name "$1" '.buckets[] | select(.name == $name) | .id' | head -n 1
-}
-for name in primary replica; do
-  if [ -z "$(bucket_id "$name")" ]; then
-    curl -fsS -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
-      -d "{\"name\":\"$name\",\"bucket\":\"demo-$name\",\"storageType\":\"S3\",\"key\":\"demo-key\",\"secret\":\"demo-secret\",\"region\":\"eu-west-1\",\"workspaceId\":\"ws-demo\"}" \
-      "$api_url/bucket" >/dev/null
-  fi
-done
-primary=$(bucket_id primary)
-replica=$(bucket_id replica)
-echo "buckets: primary=$primary replica=$replica"
 
 say "Installing the operator with Helm (charts/flashback-operator)"
 metrics_port=$(kubectl -n "$release_namespace" get deployment flashback-operator \
@@ -90,19 +75,20 @@ helm upgrade --install flashback-operator charts/flashback-operator \
 echo "helm install to Ready in $(awk -v s="$started" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }') s"
 kubectl -n "$release_namespace" get pods -o wide
 
-say "Applying the token Secret, the example repositories and access key"
+say "Applying the token Secret, the example buckets, repositories and access key"
 kubectl create namespace "$namespace" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 kubectl -n "$namespace" create secret generic flashback-token \
   --from-literal=token="$token" --dry-run=client -o yaml | kubectl apply -f -
-for example in examples/mirror-repository.yaml examples/backup-repository.yaml examples/access-key.yaml; do
-  sed -e "s/PRIMARY_BUCKET_ID/$primary/" -e "s/REPLICA_BUCKET_ID/$replica/" "$example" |
-    kubectl -n "$namespace" apply -f -
+for example in examples/cloud-credentials.yaml examples/buckets.yaml \
+  examples/mirror-repository.yaml examples/backup-repository.yaml examples/access-key.yaml; do
+  kubectl -n "$namespace" apply -f "$example"
 done
 
 say "Waiting for them to become Ready"
+kubectl -n "$namespace" wait --for=condition=Ready fbbucket --all --timeout=120s
 kubectl -n "$namespace" wait --for=condition=Ready fbrepo --all --timeout=120s
 kubectl -n "$namespace" wait --for=condition=Ready fbkey --all --timeout=120s
-kubectl -n "$namespace" get fbrepo,fbkey
+kubectl -n "$namespace" get fbbucket,fbrepo,fbkey
 pod=$(kubectl -n "$release_namespace" get pods -l app.kubernetes.io/name=flashback-operator \
   -o jsonpath='{.items[0].metadata.name}')
 

@@ -40,25 +40,10 @@ api_url=$(sed -n 's/^listening on //p' "$state/emulator.out" | head -n 1)
 [ -n "$api_url" ] || { echo "the emulator did not start; see $state/emulator.log" >&2; exit 1; }
 echo "emulator at $api_url"
 
-# Two buckets in the demo workspace, registered once per emulator run.
-bucket_id() {
-  curl -fsS -H "Authorization: Bearer $token" "$api_url/bucket?workspaceId=ws-demo" |
-    jq -r --arg name "$1" '.buckets[] | select(.name == $name) | .id' | head -n 1
-}
-for name in primary replica; do
-  if [ -z "$(bucket_id "$name")" ]; then
-    curl -fsS -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
-      -d "{\"name\":\"$name\",\"bucket\":\"demo-$name\",\"storageType\":\"S3\",\"key\":\"demo-key\",\"secret\":\"demo-secret\",\"region\":\"eu-west-1\",\"workspaceId\":\"ws-demo\"}" \
-      "$api_url/bucket" >/dev/null
-  fi
-done
-primary=$(bucket_id primary)
-replica=$(bucket_id replica)
-echo "buckets: primary=$primary replica=$replica"
 
 say "Installing the CRDs and the token Secret"
 kubectl apply -f crds/
-kubectl wait --for=condition=Established crd/flashbackrepositories.flashback.tech crd/flashbackaccesskeys.flashback.tech --timeout=60s
+kubectl wait --for=condition=Established crd/flashbackrepositories.flashback.tech crd/flashbackaccesskeys.flashback.tech crd/flashbackbuckets.flashback.tech --timeout=60s
 kubectl create namespace "$namespace" --dry-run=client -o yaml | kubectl apply -f -
 kubectl -n "$namespace" create secret generic flashback-token \
   --from-literal=token="$token" --dry-run=client -o yaml | kubectl apply -f -
@@ -72,16 +57,17 @@ if ! kill -0 "$(cat "$state/operator.pid" 2>/dev/null)" 2>/dev/null; then
   echo $! >"$state/operator.pid"
 fi
 
-say "Applying the example repositories and access key"
-for example in examples/mirror-repository.yaml examples/backup-repository.yaml examples/access-key.yaml; do
-  sed -e "s/PRIMARY_BUCKET_ID/$primary/" -e "s/REPLICA_BUCKET_ID/$replica/" "$example" |
-    kubectl -n "$namespace" apply -f -
+say "Applying the example buckets, repositories and access key"
+for example in examples/cloud-credentials.yaml examples/buckets.yaml \
+  examples/mirror-repository.yaml examples/backup-repository.yaml examples/access-key.yaml; do
+  kubectl -n "$namespace" apply -f "$example"
 done
 
 say "Waiting for them to become Ready"
+kubectl -n "$namespace" wait --for=condition=Ready fbbucket --all --timeout=60s
 kubectl -n "$namespace" wait --for=condition=Ready fbrepo --all --timeout=60s
 kubectl -n "$namespace" wait --for=condition=Ready fbkey --all --timeout=60s
-kubectl -n "$namespace" get fbrepo,fbkey
+kubectl -n "$namespace" get fbbucket,fbrepo,fbkey
 metrics=$(sed -n 's/.*serving \/metrics.*address=\([0-9.:]*\).*/\1/p' "$state/operator.log" | tail -n 1)
 
 cat <<EOT
