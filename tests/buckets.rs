@@ -424,3 +424,45 @@ async fn a_bucket_named_by_both_or_neither_id_and_ref_is_refused_at_admission() 
         );
     }
 }
+
+#[tokio::test]
+async fn bucket_statistics_reach_the_status() {
+    let mut scene = Scene::new("bucket-stats").await;
+    scene.put_token_secret(&scene.token.clone()).await;
+    put_cloud_secret(&scene, "cloud-secret-stats-0001").await;
+    scene.start_operator(&["--stats-interval", "1s"]);
+    create_bucket(&scene, &bucket("photos")).await;
+    let bucket_id = wait_bucket_ready(&scene, "photos")
+        .await
+        .status
+        .unwrap()
+        .bucket_id
+        .unwrap();
+    let figures = flashback_emulator::control::StatsPatch {
+        total_count: Some("42".into()),
+        ..flashback_emulator::control::StatsPatch::repo(1_048_576, 2048, -512)
+    };
+    scene
+        .control
+        .set_bucket_stats(&bucket_id, &figures)
+        .await
+        .unwrap();
+    let with_stats = wait_bucket(&scene, "photos", "with statistics", |b| {
+        b.status
+            .as_ref()
+            .and_then(|s| s.stats.as_ref())
+            .is_some_and(|s| s.total_count == 42)
+    })
+    .await;
+    let stats = with_stats.status.unwrap().stats.unwrap();
+    assert_eq!(
+        (
+            stats.total_count,
+            stats.total_upload_bytes,
+            stats.total_download_bytes,
+            stats.total_size_change
+        ),
+        (42, 1_048_576, 2048, -512)
+    );
+    assert!(scene.calls("GET", "/bucket/stats").await >= 1);
+}

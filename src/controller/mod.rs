@@ -1,13 +1,14 @@
 //! The controller: one folder per kind the operator serves, and what the kinds share.
 //!
 //! - [`repository`]: the `FlashbackRepository` kind (its wiring, plan, reconcile steps,
-//!   status, create record, resync sweep and statistics).
+//!   status, create record and resync sweep).
 //! - [`access_key`]: the `FlashbackAccessKey` kind (a repository key written into a Secret).
 //! - [`bucket`]: the `FlashbackBucket` kind (a cloud bucket registered in Flashback).
 //! - Shared: [`context`] (what every reconcile shares), [`credentials`] (which Secret, read
 //!   once per change), [`remote`] (API clients per credential and batched listings),
 //!   [`conditions`] and [`reason`] (the status vocabulary), [`events`], [`backoff`],
-//!   [`fairness`] (turns per namespace), [`finalizer`], [`leader`] (election), [`periodic`] tasks,
+//!   [`fairness`] (turns per namespace), [`finalizer`], [`leader`] (election), [`periodic`]
+//!   tasks, [`stats`] (usage figures of every kind),
 //!   [`watches`] (Secrets), [`error`], and the test-only [`failpoint`].
 //!
 //! Adding a kind means a folder like `repository/` and one line in [`run`].
@@ -28,6 +29,7 @@ pub mod periodic;
 pub mod reason;
 pub mod remote;
 pub mod repository;
+pub mod stats;
 pub mod watches;
 
 use std::sync::Arc;

@@ -144,9 +144,25 @@ pub struct FlashbackBucketStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub create_attempt: Option<CreateAttempt>,
 
-    /// When the operator last read the bucket.
+    /// Usage statistics of the bucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_at: Option<Time>,
+    pub stats: Option<BucketStats>,
+}
+
+/// Usage statistics of a bucket, as Flashback reports them.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BucketStats {
+    /// Objects stored in the bucket.
+    pub total_count: i64,
+    /// Bytes uploaded to the bucket.
+    pub total_upload_bytes: i64,
+    /// Bytes downloaded from the bucket.
+    pub total_download_bytes: i64,
+    /// Net change of stored bytes; negative when more was deleted than written.
+    pub total_size_change: i64,
+    /// When the operator read these figures.
+    pub observed_at: Time,
 }
 
 impl FlashbackBucket {

@@ -62,6 +62,7 @@ pub async fn run<Stop, StopFuture>(
     let secret_changes =
         watches::secret_changes(kube, &settings, ctx.credentials.clone(), is_cloud_secret);
     let watched_store = ctx.buckets.clone();
+    let (stats_store, stats_ctx) = (ctx.buckets.clone(), ctx.clone());
     let never_ready = periodic::stopped_before_ready(&watched_store, stopped());
     let run = Controller::for_stream(objects, store)
         .watches_stream(secret_changes, move |secret| {
@@ -80,10 +81,15 @@ pub async fn run<Stop, StopFuture>(
                 debug!(error = %error, "bucket controller error");
             }
         });
-    tokio::select! {
-        () = run => {}
-        () = never_ready => {}
-    }
+    let run = async {
+        tokio::select! {
+            () = run => {}
+            () = never_ready => {}
+        }
+    };
+    let statistics =
+        crate::controller::stats::run(stats_store, stats_ctx, settings.stats_interval, stopped());
+    tokio::join!(run, statistics);
 }
 
 /// Buckets whose Flashback credentials or cloud credentials come from `secret`.

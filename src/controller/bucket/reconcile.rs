@@ -341,7 +341,14 @@ impl<'a> Reconcile<'a> {
             self.publish(EventType::Warning, *reason, message.clone())
                 .await;
         }
-        let mut body = json!({ "status": next });
+        // The statistics belong to the stats task: a status computed from a cached object
+        // never writes older figures back.
+        let mut body = json!({
+            "status": FlashbackBucketStatus {
+                stats: None,
+                ..next.clone()
+            }
+        });
         if next.create_attempt.is_none() && current.create_attempt.is_some() {
             body["status"]["createAttempt"] = serde_json::Value::Null;
         }

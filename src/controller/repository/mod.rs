@@ -6,13 +6,11 @@
 //! - [`status`]: the status a reconcile writes, pure.
 //! - [`create_attempt`]: the record that tells this object's create from anyone else's.
 //! - [`resync`]: the periodic sweep that finds objects out of step with their remote.
-//! - [`stats`]: the periodic, batched read of usage figures into the status.
 
 pub mod create_attempt;
 pub mod plan;
 pub mod reconcile;
 pub mod resync;
-pub mod stats;
 pub mod status;
 
 use std::sync::Arc;
@@ -77,7 +75,7 @@ pub async fn run<Stop, StopFuture>(
         due_tx,
         stopped(),
     );
-    let statistics = stats::run(
+    let statistics = crate::controller::stats::run(
         store.clone(),
         ctx.clone(),
         settings.stats_interval,
