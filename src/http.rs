@@ -44,12 +44,12 @@ pub async fn serve(
         .await
 }
 
+/// The body is the OpenMetrics text format (counters' `_total` samples, `# EOF`), and says so.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 async fn metrics(State(endpoints): State<Endpoints>) -> impl IntoResponse {
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, OPENMETRICS)],
         endpoints.metrics.render(),
     )
 }

@@ -89,6 +89,15 @@ async fn metrics_health_and_readiness_are_served() {
         let answer = http.get(format!("{url}{path}")).send().await.unwrap();
         assert_eq!(answer.status(), 200, "{path}");
     }
+    let answer = http.get(format!("{url}/metrics")).send().await.unwrap();
+    assert_eq!(
+        answer
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        "the body is OpenMetrics and is labelled so"
+    );
     // The Ready status is written before the reconcile that wrote it is counted: look until
     // the counters catch up.
     // Whole series, up to the value: a name inside a longer one does not count.
