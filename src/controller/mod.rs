@@ -8,17 +8,20 @@
 //!   once per change), [`remote`] (API clients per credential and batched listings),
 //!   [`conditions`] and [`reason`] (the status vocabulary), [`events`], [`backoff`],
 //!   [`fairness`] (turns per namespace), [`finalizer`], [`leader`] (election), [`periodic`]
-//!   tasks, [`stats`] (usage figures of every kind),
+//!   tasks, [`stats`] (usage figures of every kind), [`answers`] (what is taken of a
+//!   server's answers), [`digest`] (of secret data),
 //!   [`watches`] (Secrets), [`error`], and the test-only [`failpoint`].
 //!
 //! Adding a kind means a folder like `repository/` and one line in [`run`].
 
 pub mod access_key;
+pub mod answers;
 pub mod backoff;
 pub mod bucket;
 pub mod conditions;
 pub mod context;
 pub mod credentials;
+pub mod digest;
 pub mod error;
 pub mod events;
 pub mod failpoint;

@@ -71,27 +71,6 @@ pub enum SecretState {
     },
 }
 
-/// The SHA-256 (hex) of a Secret's data, keys and values length-prefixed in key order: what
-/// the status records of the data the operator wrote, to tell an edit of the data from a
-/// change of labels or annotations. A digest of random secrets gives nothing away.
-pub fn digest<'a>(data: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> String {
-    use sha2::Digest as _;
-    let mut entries: Vec<(&str, &[u8])> = data.into_iter().collect();
-    entries.sort_unstable();
-    let mut hasher = sha2::Sha256::new();
-    for (key, value) in entries {
-        for part in [key.as_bytes(), value] {
-            hasher.update((part.len() as u64).to_le_bytes());
-            hasher.update(part);
-        }
-    }
-    hasher
-        .finalize()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
-}
-
 /// What a reconcile of a key object does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -250,26 +229,6 @@ pub fn decide(key: &FlashbackAccessKey, secret: &SecretState, listed: &[RepoKey]
 /// can answer anything) is worked off a few at a time, each reconcile taking its turn.
 pub const DELETES_PER_RECONCILE: usize = 10;
 
-/// An id or access key id the operator will write into a status, an annotation or a Secret:
-/// short, and plain ASCII, as every id the API makes is.
-pub fn plausible_id(id: &str) -> bool {
-    (1..=128).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
-/// The stall of an answer with an id the operator will not write anywhere.
-pub fn implausible_answer(what: &str) -> Stall {
-    Stall {
-        reason: Reason::UnexpectedAnswer,
-        message: format!(
-            "the Flashback API answered a {what} that is not a plain id of at most 128 \
-             characters; the operator writes no such value into a Secret or status"
-        ),
-    }
-}
-
 /// The client's access type for the spec's.
 pub fn access_type(access: AccessType) -> flashback::AccessType {
     match access {
@@ -318,6 +277,8 @@ pub fn ready(key: &FlashbackAccessKey) -> State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::answers::{implausible_answer, plausible_id};
+    use crate::controller::digest::digest;
     use crate::crd::FlashbackAccessKeyStatus;
     use crate::fixtures;
 

@@ -26,6 +26,7 @@ use crate::controller::failpoint::{self, Failpoint};
 use crate::controller::finalizer;
 use crate::controller::reason::Reason;
 use crate::controller::repository::plan::{Stall, api_stall, credentials_stall};
+use crate::controller::{answers, digest};
 use crate::crd::{
     ACCESS_KEY_LABEL, FlashbackAccessKey, FlashbackAccessKeyStatus, FlashbackRepository,
     secret_keys,
@@ -98,9 +99,9 @@ impl<'a> Reconcile<'a> {
         };
         if plan::own_keys(&self.key, &listed)
             .into_iter()
-            .any(|k| !plan::plausible_id(&k.id) || !plan::plausible_id(&k.key))
+            .any(|k| !answers::plausible_id(&k.id) || !answers::plausible_id(&k.key))
         {
-            let stall = plan::implausible_answer("key id in the repository's key list");
+            let stall = answers::implausible_answer("key id in the repository's key list");
             return self.report(&stall.state(), None).await;
         }
         // Keys of this object that the Secret does not hold are of no use to anyone: gone
@@ -172,10 +173,10 @@ impl<'a> Reconcile<'a> {
             Ok(created) => created,
             Err(error) => return self.remote_failed("create a key", error).await,
         };
-        if !plan::plausible_id(&created.id) || !plan::plausible_id(&created.key) {
+        if !answers::plausible_id(&created.id) || !answers::plausible_id(&created.key) {
             // Nobody can hold it: it is deleted at once, if the server lets it.
             let _ = client.delete_repo_key(repo_id, &created.id).await;
-            let stall = plan::implausible_answer("new key id");
+            let stall = answers::implausible_answer("new key id");
             return self.report(&stall.state(), None).await;
         }
         failpoint::pause_at(Failpoint::PauseAfterKeyCreate).await;
@@ -367,7 +368,7 @@ impl<'a> Reconcile<'a> {
             .and_then(|bytes| String::from_utf8(bytes.0.clone()).ok());
         Ok(SecretState::Owned {
             access_key_id,
-            digest: plan::digest(data.iter().map(|(k, v)| (k.as_str(), v.0.as_slice()))),
+            digest: digest::digest(data.iter().map(|(k, v)| (k.as_str(), v.0.as_slice()))),
             resource_version: secret.resource_version().unwrap_or_default(),
         })
     }
@@ -407,7 +408,7 @@ impl<'a> Reconcile<'a> {
                 ByteString(endpoint.clone().into_bytes()),
             );
         }
-        let digest = plan::digest(data.iter().map(|(k, v)| (k.as_str(), v.0.as_slice())));
+        let digest = digest::digest(data.iter().map(|(k, v)| (k.as_str(), v.0.as_slice())));
         let owner = OwnerReference {
             api_version: "flashback.tech/v1alpha1".into(),
             kind: "FlashbackAccessKey".into(),

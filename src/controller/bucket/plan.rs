@@ -30,7 +30,7 @@ impl fmt::Debug for CloudCredentials {
 impl CloudCredentials {
     /// The SHA-256 of the credentials: what the status records of them (never them).
     pub fn digest(&self) -> String {
-        crate::controller::access_key::plan::digest([
+        crate::controller::digest::digest([
             ("key", self.key.as_bytes()),
             ("secret", self.secret.as_bytes()),
         ])
