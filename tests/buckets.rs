@@ -490,3 +490,33 @@ async fn bucket_statistics_reach_the_status() {
     );
     assert!(scene.calls("GET", "/bucket/stats").await >= 1);
 }
+
+#[tokio::test]
+async fn a_bucket_whose_cloud_secret_went_first_is_still_deregistered() {
+    let scene = Scene::with_operator("bucket-nocloud-delete").await;
+    put_cloud_secret(&scene, "cloud-secret-gone-0001").await;
+    create_bucket(&scene, &bucket("photos")).await;
+    let ready = wait_bucket_ready(&scene, "photos").await;
+    let bucket_id = ready.status.clone().unwrap().bucket_id.unwrap();
+    // The order `kubectl delete -f dir/` may take: the Secret before the bucket.
+    let secrets: Api<Secret> = Api::namespaced(scene.kube.clone(), &scene.namespace);
+    secrets
+        .delete("cloud", &DeleteParams::default())
+        .await
+        .unwrap();
+    buckets(&scene)
+        .delete("photos", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_bucket_gone(&scene, &ready).await;
+    assert!(
+        !scene
+            .api
+            .list_buckets(Some(WORKSPACE))
+            .await
+            .unwrap()
+            .iter()
+            .any(|b| b.id == bucket_id),
+        "deregistered without the cloud credentials"
+    );
+}

@@ -157,10 +157,31 @@ impl<'a> Reconcile<'a> {
 
     /// Observe: a client with the Flashback token, and the cloud credentials.
     async fn observe(&self) -> Result<Result<(FlashbackClient, CloudCredentials), Stall>, Error> {
+        let client = match self.client().await? {
+            Ok(client) => client,
+            Err(stall) => return Ok(Err(stall)),
+        };
+        Ok(self.cloud_credentials().await?.map(|cloud| (client, cloud)))
+    }
+
+    /// A client with the Flashback token (all a deregistration needs).
+    async fn client(&self) -> Result<Result<FlashbackClient, Stall>, Error> {
         let credentials = match self.ctx.credentials_of(&self.bucket).await? {
             Ok(credentials) => credentials,
             Err(problem) => return Ok(Err(credentials_stall(&problem))),
         };
+        Ok(self
+            .ctx
+            .remote
+            .client_for(&credentials)
+            .map_err(|error| Stall {
+                reason: Reason::InvalidCredentials,
+                message: format!("the Flashback credentials cannot be used: {error}"),
+            }))
+    }
+
+    /// The cloud credentials of the bucket's Secret (all a register or an update needs).
+    async fn cloud_credentials(&self) -> Result<Result<CloudCredentials, Stall>, Error> {
         let secrets: Api<Secret> = Api::namespaced(
             self.ctx.kube.clone(),
             &self.bucket.namespace().unwrap_or_default(),
@@ -178,17 +199,7 @@ impl<'a> Reconcile<'a> {
             }
             Err(error) => return Err(error.into()),
         };
-        let cloud = match plan::cloud_credentials(&self.bucket, data.as_ref()) {
-            Ok(cloud) => cloud,
-            Err(stall) => return Ok(Err(stall)),
-        };
-        match self.ctx.remote.client_for(&credentials) {
-            Ok(client) => Ok(Ok((client, cloud))),
-            Err(error) => Ok(Err(Stall {
-                reason: Reason::InvalidCredentials,
-                message: format!("the Flashback credentials cannot be used: {error}"),
-            })),
-        }
+        Ok(plan::cloud_credentials(&self.bucket, data.as_ref()))
     }
 
     /// The object is being deleted: the bucket is deregistered (once no repository uses it),
@@ -207,9 +218,24 @@ impl<'a> Reconcile<'a> {
         if status.bucket_id.is_none() && status.create_attempt.is_none() {
             return self.release().await;
         }
-        let (client, _) = match self.observe().await? {
-            Ok(observed) => observed,
+        // The cloud credentials may be gone already (a directory deleted with kubectl delete
+        // -f): deregistering needs only the Flashback token.
+        let client = match self.client().await? {
+            Ok(client) => client,
             Err(stall) => {
+                let namespace = self.bucket.namespace().unwrap_or_default();
+                if self.ctx.namespace_terminating(&namespace).await {
+                    // Nobody can fix the credentials of a namespace being deleted, and waiting
+                    // would hold its deletion forever.
+                    tracing::warn!(
+                        namespace,
+                        name = self.bucket.name_any(),
+                        bucket_id = status.bucket_id.as_deref().unwrap_or(""),
+                        "the namespace is being deleted and the Flashback credentials are \
+                         unusable: released without deregistering the bucket"
+                    );
+                    return self.release().await;
+                }
                 let message = stall.message.clone();
                 self.stall(stall).await?;
                 return Err(Error::CleanupBlocked(message));
