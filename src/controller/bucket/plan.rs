@@ -7,6 +7,7 @@ use std::fmt;
 use k8s_openapi::ByteString;
 use kube::ResourceExt;
 
+use crate::controller::answers;
 use crate::controller::conditions::State;
 use crate::controller::reason::Reason;
 use crate::controller::repository::create_attempt::CreateAttempt;
@@ -227,9 +228,14 @@ pub fn decide(
             return Decision::Stall(managed_elsewhere(&remote.id));
         }
         remote
-    } else if let Some(remote) = status
-        .and_then(|s| s.create_attempt.as_ref())
-        .and_then(|attempt| listing.iter().find(|b| made(attempt, b) && !held(&b.id)))
+    } else if let Some(remote) =
+        status
+            .and_then(|s| s.create_attempt.as_ref())
+            .and_then(|attempt| {
+                listing
+                    .iter()
+                    .find(|b| made(attempt, b) && !held(&b.id) && answers::plausible_id(&b.id))
+            })
     {
         remote
     } else if let Some(remote) = listing.iter().find(|b| b.name == name) {
@@ -301,6 +307,16 @@ pub fn holds(other: &FlashbackBucket, me: &FlashbackBucket, bucket_id: &str) -> 
     other.metadata.uid != me.metadata.uid
         && recorded(other)
         && !(recorded(me) && age(me) < age(other))
+}
+
+/// The status the API reports for a listed bucket, when it is a plain word the operator will
+/// write into the object's status (a server can answer anything).
+pub fn reported_status(listing: &[Bucket], bucket_id: &str) -> Option<String> {
+    listing
+        .iter()
+        .find(|b| b.id == bucket_id)
+        .and_then(|b| b.status.clone())
+        .filter(|status| answers::plausible_id(status))
 }
 
 /// Why deleting the object leaves the bucket registered, if it does.
@@ -537,5 +553,31 @@ mod tests {
             wrong.message
         );
         assert!(!wrong.message.contains("SK"), "never a value");
+    }
+
+    #[test]
+    fn only_plain_answers_reach_the_status() {
+        let bucket = fixtures::bucket("team-a", "photos");
+        let mut remote = listed(&bucket, "b1");
+        assert_eq!(
+            reported_status(std::slice::from_ref(&remote), "b1").as_deref(),
+            Some("ACTIVE")
+        );
+        remote.status = Some("x".repeat(10_000));
+        assert_eq!(reported_status(std::slice::from_ref(&remote), "b1"), None);
+        // A bucket the attempt made, under an id the operator will not write: not claimed.
+        let mut attempted = bucket.clone();
+        attempted.status = Some(FlashbackBucketStatus {
+            create_attempt: Some(next_attempt(
+                &bucket,
+                "2026-11-28T11:59:00Z".parse().unwrap(),
+            )),
+            ..Default::default()
+        });
+        let odd = listed(&bucket, "b1\nInjected: line");
+        assert!(matches!(
+            decide(&attempted, &[odd], none_held, "d"),
+            Decision::Stall(_)
+        ));
     }
 }

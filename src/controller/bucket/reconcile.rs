@@ -11,6 +11,7 @@ use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
+use crate::controller::answers;
 use crate::controller::bucket::plan::{self, CloudCredentials, Decision};
 use crate::controller::conditions::{self, State};
 use crate::controller::context::Context;
@@ -87,7 +88,7 @@ impl<'a> Reconcile<'a> {
                 Ok(Action::await_change())
             }
             Decision::InSync { bucket_id } => {
-                let remote_status = status_of(&listing, &bucket_id);
+                let remote_status = plan::reported_status(&listing, &bucket_id);
                 let record = Record {
                     bucket_id: Some(bucket_id.clone()),
                     remote_status,
@@ -106,7 +107,7 @@ impl<'a> Reconcile<'a> {
                 }
                 let record = Record {
                     bucket_id: Some(bucket_id.clone()),
-                    remote_status: status_of(&listing, &bucket_id),
+                    remote_status: plan::reported_status(&listing, &bucket_id),
                     credentials_digest: Some(digest),
                     attempt: Attempt::Resolved,
                 };
@@ -142,6 +143,11 @@ impl<'a> Reconcile<'a> {
             Ok(id) => id,
             Err(error) => return self.remote_failed("register the bucket", error).await,
         };
+        if !answers::plausible_id(&bucket_id) {
+            return self
+                .stall(answers::implausible_answer("new bucket id"))
+                .await;
+        }
         failpoint::pause_at(Failpoint::PauseAfterBucketCreate).await;
         let record = Record {
             bucket_id: Some(bucket_id.clone()),
@@ -404,12 +410,4 @@ impl<'a> Reconcile<'a> {
         )
         .await;
     }
-}
-
-/// The API's status of a listed bucket.
-fn status_of(listing: &[Bucket], bucket_id: &str) -> Option<String> {
-    listing
-        .iter()
-        .find(|b| b.id == bucket_id)
-        .and_then(|b| b.status.clone())
 }
