@@ -1,10 +1,9 @@
 //! What every reconcile shares: the settings, the Kubernetes client, the remote view, the
-//! event recorder, backoff, fairness, the credentials cache and the metrics.
+//! Event publisher, backoff, fairness, the credentials cache and the metrics.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
 
 use crate::controller::backoff::Backoff;
@@ -12,20 +11,30 @@ use crate::controller::credentials::{
     Credentialed, Credentials, CredentialsCache, CredentialsError,
 };
 use crate::controller::error::Error;
-use crate::controller::fairness::Fairness;
+use crate::controller::events::Publisher;
+use crate::controller::fairness::{Fairness, Requeue};
 use crate::controller::remote::{Remote, RemoteSettings};
 use crate::crd::{FlashbackAccessKey, FlashbackBucket, FlashbackRepository};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use flashback_client::CallRecord;
 
+/// One [`Requeue`] per kind.
+pub struct Requeues {
+    pub repositories: Requeue<FlashbackRepository>,
+    pub access_keys: Requeue<FlashbackAccessKey>,
+    pub buckets: Requeue<FlashbackBucket>,
+}
+
 pub struct Context {
     pub settings: Arc<Settings>,
     pub kube: kube::Client,
     pub remote: Remote,
-    pub recorder: Recorder,
+    pub events: Publisher,
     pub backoff: Backoff,
     pub fairness: Fairness,
+    /// Where each kind's parked objects go back to its controller.
+    pub requeue: Requeues,
     /// Credentials as last read from each Secret; the Secret watch keeps it current.
     pub credentials: Arc<CredentialsCache>,
     /// Every repository object the operator watches: who manages which remote repository.
@@ -45,6 +54,7 @@ impl Context {
         repositories: Store<FlashbackRepository>,
         access_keys: Store<FlashbackAccessKey>,
         buckets: Store<FlashbackBucket>,
+        requeue: Requeues,
     ) -> Self {
         let observer_metrics = metrics.clone();
         Context {
@@ -58,12 +68,10 @@ impl Context {
                     observer_metrics.api_call(call)
                 })),
             }),
-            recorder: Recorder::new(
+            events: Publisher::new(
                 kube.clone(),
-                Reporter {
-                    controller: "flashback-operator".into(),
-                    instance: std::env::var("POD_NAME").ok(),
-                },
+                "flashback-operator",
+                std::env::var("POD_NAME").ok(),
             ),
             backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
             credentials: Arc::default(),
@@ -71,6 +79,7 @@ impl Context {
                 usize::from(settings.concurrency),
                 usize::from(settings.namespace_concurrency),
             ),
+            requeue,
             repositories,
             access_keys,
             buckets,
@@ -82,20 +91,33 @@ impl Context {
     /// Runs one reconcile of `object` in its namespace's turn (waiting for the turn is not
     /// reconcile time), then records it: its failures' backoff forgotten on success, the
     /// metrics either way. Every kind's reconcile goes through here.
+    ///
+    /// An object whose namespace has no turn free is parked (see [`Fairness`]) and this
+    /// returns at once: it is sent back through `requeue` when a turn ends. The reconcile is
+    /// made by `reconcile` only once the turn is taken, and on the heap, so that one waiting
+    /// for a shared turn holds a few hundred bytes, not the whole state of a reconcile.
     pub async fn reconcile_in_turn<K, F>(
         &self,
         object: &K,
-        reconcile: F,
+        requeue: &Requeue<K>,
+        reconcile: impl FnOnce() -> F,
     ) -> Result<kube::runtime::controller::Action, Error>
     where
-        K: kube::Resource,
+        K: kube::Resource<DynamicType = ()> + 'static,
         F: std::future::Future<Output = Result<kube::runtime::controller::Action, Error>>,
     {
         use kube::ResourceExt;
         let namespace = object.namespace().unwrap_or_default();
-        let _turn = self.fairness.turn(&namespace).await;
+        let turn = self
+            .fairness
+            .turn(&namespace, &Requeue::key(object), requeue.wake(object))
+            .await;
+        let Some(_turn) = turn else {
+            // Parked: its controller hears of it again when the namespace has a turn free.
+            return Ok(kube::runtime::controller::Action::await_change());
+        };
         let started = std::time::Instant::now();
-        let result = reconcile.await;
+        let result = Box::pin(reconcile()).await;
         if result.is_ok() {
             self.backoff
                 .reset(&crate::controller::backoff::key_of(object));
@@ -103,6 +125,16 @@ impl Context {
         self.metrics
             .reconciled(result.as_ref().err().map(Error::label), started.elapsed());
         result
+    }
+
+    /// What a controller's run reported as an error: an object it was to reconcile was gone
+    /// (deleted, or out of the selector), perhaps one woken from parking, whose turn then goes
+    /// to the next parked object of its namespace.
+    pub fn after_error<E1, E2>(&self, error: &kube::runtime::controller::Error<E1, E2>) {
+        if let kube::runtime::controller::Error::ObjectNotFound(object) = error {
+            self.fairness
+                .never_came(object.namespace.as_deref().unwrap_or_default());
+        }
     }
 
     /// What kube-runtime does after a failed reconcile of `object`: look again after its

@@ -1,28 +1,50 @@
 //! Reconciles take turns fairly between namespaces. At most `per_namespace` reconciles of one
-//! namespace run at once, and at most `total` in all; a reconcile waits for its namespace's
-//! turn *before* it takes one of the shared ones. So a namespace whose Flashback API hangs,
-//! or that holds thousands of objects, only ever holds its own share, and the others' objects
+//! namespace run at once, and at most `total` in all; a reconcile takes its namespace's turn
+//! *before* it waits for one of the shared ones. So a namespace whose Flashback API hangs, or
+//! that holds thousands of objects, only ever holds its own share, and the others' objects
 //! never queue behind it. (A tenant's credentials live in its own namespace, so this bounds
 //! each tenant credential too; the operator's default credentials are shared on purpose.)
+//!
+//! An object whose namespace has no free turn does not wait in a reconcile: it is *parked*
+//! (once, however often it is asked for), and its controller is told to reconcile it again
+//! when one of that namespace's turns ends, first parked first. So after a burst of 10,000
+//! creates in one namespace, 10,000 names wait in a queue, not 10,000 reconciles in the
+//! controller's runner (which polls every reconcile it holds whenever one of them finishes).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use kube::Resource;
+use kube::runtime::reflector::ObjectRef;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Called once, when a parked object may have its turn.
+pub type Wake = Box<dyn FnOnce() + Send>;
 
 pub struct Fairness {
     total: Arc<Semaphore>,
     per_namespace: usize,
-    /// Only namespaces with a reconcile running or waiting have an entry.
-    namespaces: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Only namespaces with a reconcile running or an object parked have an entry.
+    namespaces: Mutex<HashMap<String, Namespace>>,
 }
 
-/// A reconcile's turn; the next one may start when it is dropped.
+#[derive(Default)]
+struct Namespace {
+    /// The objects holding a turn (running, or waiting for a shared turn).
+    running: HashSet<String>,
+    parked: VecDeque<(String, Wake)>,
+    /// The keys in `parked`, so that an object is parked once.
+    parked_keys: HashSet<String>,
+}
+
+/// A reconcile's turn; the namespace's next parked object is woken when it is dropped.
 pub struct Turn<'a> {
     fairness: &'a Fairness,
     namespace: String,
-    semaphore: Arc<Semaphore>,
-    permits: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
+    key: String,
+    /// Taken last, given back first.
+    shared: Option<OwnedSemaphorePermit>,
 }
 
 impl Fairness {
@@ -34,44 +56,174 @@ impl Fairness {
         }
     }
 
-    /// Waits for a turn for an object of `namespace`: first the namespace's, then a shared one.
-    pub async fn turn(&self, namespace: &str) -> Turn<'_> {
-        let semaphore = self
-            .lock()
-            .entry(namespace.to_string())
-            .or_insert_with(|| Arc::new(Semaphore::new(self.per_namespace)))
-            .clone();
+    /// A turn for the object `key` of `namespace`: its namespace's at once if one is free,
+    /// then a shared one (waiting for it). With none free in the namespace the object is
+    /// parked and `None` returned: `wake` is called once one of the namespace's turns ends.
+    pub async fn turn(&self, namespace: &str, key: &str, wake: Wake) -> Option<Turn<'_>> {
+        {
+            let mut namespaces = self.lock();
+            let entry = namespaces.entry(namespace.to_string()).or_default();
+            // kube-runtime never runs one object twice at once; should it, the second waits.
+            if entry.running.len() >= self.per_namespace || entry.running.contains(key) {
+                if entry.parked_keys.insert(key.to_string()) {
+                    entry.parked.push_back((key.to_string(), wake));
+                }
+                return None;
+            }
+            entry.running.insert(key.to_string());
+            // Parked before and given a turn by another trigger: its queue entry is stale now
+            // (skipped when its turn in the queue comes).
+            entry.parked_keys.remove(key);
+        }
+        // From here the namespace's turn is this one's, and given back when dropped, even if
+        // the wait for a shared turn is cancelled.
         let mut turn = Turn {
             fairness: self,
             namespace: namespace.to_string(),
-            semaphore,
-            permits: None,
+            key: key.to_string(),
+            shared: None,
         };
-        // Neither semaphore is ever closed.
-        let own = turn.semaphore.clone().acquire_owned().await.expect("open");
-        let shared = self.total.clone().acquire_owned().await.expect("open");
-        turn.permits = Some((own, shared));
-        turn
+        // The semaphore is never closed.
+        turn.shared = Some(self.total.clone().acquire_owned().await.expect("open"));
+        Some(turn)
     }
 
-    /// Namespaces with a reconcile running or waiting.
+    /// Takes the parked objects of `namespace` that its free turns can serve (a woken object
+    /// that never comes, being deleted meanwhile, must not leave a turn unused), and forgets
+    /// the namespace once nothing runs or waits in it.
+    fn wake_into_free_turns(
+        &self,
+        namespaces: &mut HashMap<String, Namespace>,
+        namespace: &str,
+    ) -> Vec<Wake> {
+        let Some(entry) = namespaces.get_mut(namespace) else {
+            return Vec::new();
+        };
+        let mut wakes = Vec::new();
+        while entry.running.len() + wakes.len() < self.per_namespace {
+            let Some((key, wake)) = entry.parked.pop_front() else {
+                break;
+            };
+            // Not parked any more (it had a turn meanwhile): a stale entry.
+            if entry.parked_keys.remove(&key) {
+                wakes.push(wake);
+            }
+        }
+        if entry.running.is_empty() && entry.parked.is_empty() {
+            namespaces.remove(namespace);
+        }
+        wakes
+    }
+
+    /// An object woken from `namespace` will never come (kube-runtime found it gone): its
+    /// place goes to the next parked one.
+    pub fn never_came(&self, namespace: &str) {
+        let wakes = self.wake_into_free_turns(&mut self.lock(), namespace);
+        for wake in wakes {
+            wake();
+        }
+    }
+
+    /// Forgets the parked objects `live` does not accept (gone since they were parked), and
+    /// wakes parked objects into every free turn; returns how many objects are parked.
+    pub fn tidy(&self, live: impl Fn(&str, &str) -> bool) -> usize {
+        let wakes: Vec<Wake> = {
+            let mut namespaces = self.lock();
+            let names: Vec<String> = namespaces.keys().cloned().collect();
+            let mut wakes = Vec::new();
+            for namespace in names {
+                if let Some(entry) = namespaces.get_mut(&namespace) {
+                    entry.parked_keys.retain(|key| live(&namespace, key));
+                    let keys = &entry.parked_keys;
+                    entry.parked.retain(|(key, _)| keys.contains(key));
+                }
+                wakes.extend(self.wake_into_free_turns(&mut namespaces, &namespace));
+            }
+            wakes
+        };
+        for wake in wakes {
+            wake();
+        }
+        self.parked()
+    }
+
+    /// Whether the object `key` of `namespace` is parked: a reconcile of it is to come.
+    pub fn is_parked(&self, namespace: &str, key: &str) -> bool {
+        self.lock()
+            .get(namespace)
+            .is_some_and(|n| n.parked_keys.contains(key))
+    }
+
+    /// Namespaces with a reconcile running or an object parked.
     pub fn busy_namespaces(&self) -> usize {
         self.lock().len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Semaphore>>> {
+    /// Objects parked in `namespace`.
+    pub fn parked_in(&self, namespace: &str) -> usize {
+        self.lock()
+            .get(namespace)
+            .map_or(0, |n| n.parked_keys.len())
+    }
+
+    /// Objects parked, in every namespace.
+    pub fn parked(&self) -> usize {
+        self.lock().values().map(|n| n.parked_keys.len()).sum()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Namespace>> {
         self.namespaces.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
-        self.permits = None;
-        let mut namespaces = self.fairness.lock();
-        // Only the map and this turn still know the semaphore: nobody runs or waits.
-        if Arc::strong_count(&self.semaphore) == 2 {
-            namespaces.remove(&self.namespace);
+        self.shared = None;
+        let wakes = {
+            let mut namespaces = self.fairness.lock();
+            let Some(entry) = namespaces.get_mut(&self.namespace) else {
+                return;
+            };
+            entry.running.remove(&self.key);
+            self.fairness
+                .wake_into_free_turns(&mut namespaces, &self.namespace)
+        };
+        // Outside the lock: waking sends to a controller, which may reconcile at once.
+        for wake in wakes {
+            wake();
         }
+    }
+}
+
+/// The way back to one kind's controller for its parked objects: the controller reconciles
+/// what arrives on the other end (at most one entry per parked object).
+pub struct Requeue<K: Resource>(UnboundedSender<ObjectRef<K>>);
+
+impl<K> Requeue<K>
+where
+    K: Resource<DynamicType = ()> + 'static,
+{
+    pub fn channel() -> (Self, UnboundedReceiver<ObjectRef<K>>) {
+        let (sender, receiver) = unbounded_channel();
+        (Self(sender), receiver)
+    }
+
+    /// The key `object` is parked under: unique among every kind's objects of a namespace.
+    pub fn key(object: &K) -> String {
+        format!(
+            "{}/{}",
+            K::kind(&()),
+            object.meta().name.as_deref().unwrap_or_default()
+        )
+    }
+
+    /// Sends `object` back to its controller when called.
+    pub fn wake(&self, object: &K) -> Wake {
+        let (sender, object) = (self.0.clone(), ObjectRef::from(object));
+        // The controller may have stopped: nothing is left to reconcile then.
+        Box::new(move || {
+            let _ = sender.send(object);
+        })
     }
 }
 
@@ -81,49 +233,99 @@ mod tests {
 
     use super::*;
 
+    /// A wake that records which key it woke.
+    fn recorder() -> (Arc<Mutex<Vec<String>>>, impl Fn(&str) -> Wake) {
+        let woken: Arc<Mutex<Vec<String>>> = Arc::default();
+        let make = {
+            let woken = woken.clone();
+            move |key: &str| -> Wake {
+                let (woken, key) = (woken.clone(), key.to_string());
+                Box::new(move || woken.lock().unwrap().push(key))
+            }
+        };
+        (woken, make)
+    }
+
     #[tokio::test]
     async fn a_busy_namespace_never_holds_back_another() {
+        let (woken, wake) = recorder();
         let fairness = Fairness::new(3, 2);
-        let first = fairness.turn("hostile").await;
-        let second = fairness.turn("hostile").await;
-        // A third of the same namespace waits, and takes no shared turn while it waits.
-        let waiting = tokio::time::timeout(Duration::from_millis(50), fairness.turn("hostile"));
-        assert!(waiting.await.is_err());
-        let honest = tokio::time::timeout(Duration::from_millis(50), fairness.turn("honest"));
+        let first = fairness.turn("hostile", "a", wake("a")).await.unwrap();
+        let second = fairness.turn("hostile", "b", wake("b")).await.unwrap();
+        // A third of the same namespace is parked, and takes no shared turn.
+        assert!(fairness.turn("hostile", "c", wake("c")).await.is_none());
+        let honest = tokio::time::timeout(
+            Duration::from_millis(50),
+            fairness.turn("honest", "d", wake("d")),
+        );
         assert!(
-            honest.await.is_ok(),
+            honest.await.is_ok_and(|turn| turn.is_some()),
             "another namespace gets a turn at once"
         );
         drop((first, second));
+        assert_eq!(*woken.lock().unwrap(), ["c"]);
+    }
+
+    #[tokio::test]
+    async fn parked_objects_are_woken_first_parked_first_and_once_each() {
+        let (woken, wake) = recorder();
+        let fairness = Fairness::new(4, 1);
+        let running = fairness.turn("team-a", "a", wake("a")).await.unwrap();
+        for key in ["b", "c", "b", "d", "c"] {
+            assert!(fairness.turn("team-a", key, wake(key)).await.is_none());
+        }
+        assert_eq!(fairness.parked(), 3, "each object is parked once");
+        assert_eq!(
+            (fairness.parked_in("team-a"), fairness.parked_in("team-b")),
+            (3, 0)
+        );
+        assert!(fairness.is_parked("team-a", "b") && fairness.is_parked("team-a", "d"));
+        assert!(!fairness.is_parked("team-a", "a"), "running, not parked");
+        assert!(!fairness.is_parked("team-a", "e") && !fairness.is_parked("team-b", "b"));
+        drop(running);
+        assert!(!fairness.is_parked("team-a", "b"), "woken");
+        assert_eq!(*woken.lock().unwrap(), ["b"]);
+        // The woken object takes the free turn; its end wakes the next.
+        let b = fairness.turn("team-a", "b", wake("b")).await.unwrap();
+        drop(b);
+        assert_eq!(*woken.lock().unwrap(), ["b", "c"]);
+        assert_eq!(fairness.parked(), 1);
     }
 
     #[tokio::test]
     async fn the_total_bounds_every_namespace_together() {
+        let (_, wake) = recorder();
         let fairness = Fairness::new(2, 2);
-        let _a = fairness.turn("a").await;
-        let _b = fairness.turn("b").await;
-        let third = tokio::time::timeout(Duration::from_millis(50), fairness.turn("c"));
-        assert!(third.await.is_err());
+        let _a = fairness.turn("a", "a", wake("a")).await;
+        let _b = fairness.turn("b", "b", wake("b")).await;
+        let third = tokio::time::timeout(
+            Duration::from_millis(50),
+            fairness.turn("c", "c", wake("c")),
+        );
+        assert!(third.await.is_err(), "waits for a shared turn");
+        assert_eq!(
+            fairness.busy_namespaces(),
+            2,
+            "a wait cancelled gives its namespace's turn back"
+        );
     }
 
     #[tokio::test]
-    async fn a_namespace_is_forgotten_when_nothing_runs_or_waits() {
+    async fn a_namespace_is_forgotten_when_nothing_runs_or_is_parked() {
+        let (woken, wake) = recorder();
         let fairness = Fairness::new(4, 1);
-        let first = fairness.turn("team-a").await;
-        let waiter = {
-            let fairness = &fairness;
-            async move { fairness.turn("team-a").await }
-        };
-        tokio::pin!(waiter);
-        assert!(
-            tokio::time::timeout(Duration::from_millis(20), &mut waiter)
-                .await
-                .is_err()
-        );
+        let first = fairness.turn("team-a", "a", wake("a")).await.unwrap();
+        assert!(fairness.turn("team-a", "b", wake("b")).await.is_none());
         drop(first);
-        assert_eq!(fairness.busy_namespaces(), 1, "the waiter still needs it");
-        let second = waiter.await;
+        assert_eq!(fairness.parked(), 0);
+        assert_eq!(
+            fairness.busy_namespaces(),
+            0,
+            "b is woken, and parked no more"
+        );
+        let second = fairness.turn("team-a", "b", wake("b")).await.unwrap();
         drop(second);
         assert_eq!(fairness.busy_namespaces(), 0);
+        assert_eq!(*woken.lock().unwrap(), ["b"]);
     }
 }

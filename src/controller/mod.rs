@@ -34,6 +34,7 @@ pub mod remote;
 pub mod repository;
 pub mod stats;
 pub mod watches;
+pub mod workspace;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,7 +47,8 @@ use kube::runtime::reflector::{self, Store};
 use kube::{Api, Client};
 use tracing::{info, warn};
 
-use crate::controller::context::Context;
+use crate::controller::context::{Context, Requeues};
+use crate::controller::fairness::Requeue;
 use crate::controller::leader::LeaseSettings;
 use crate::controller::periodic::First;
 use crate::crd::FlashbackRepository;
@@ -120,6 +122,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     }
 
     metrics.leading(true);
+    let (repositories_requeue, repositories_parked) = Requeue::channel();
+    let (access_keys_requeue, access_keys_parked) = Requeue::channel();
+    let (buckets_requeue, buckets_parked) = Requeue::channel();
     let context = Arc::new(Context::new(
         &kube,
         settings.clone(),
@@ -127,6 +132,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         store.clone(),
         key_store,
         bucket_store,
+        Requeues {
+            repositories: repositories_requeue,
+            access_keys: access_keys_requeue,
+            buckets: buckets_requeue,
+        },
     ));
     info!(
         namespace = settings.namespace.as_deref().unwrap_or("<all>"),
@@ -152,15 +162,22 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let work = async {
         tokio::join!(
             // One line per kind.
-            repository::run(repos, writer, context.clone(), &stopped),
+            repository::run(
+                repos,
+                writer,
+                repositories_parked,
+                context.clone(),
+                &stopped
+            ),
             access_key::run(
                 &kube,
                 key_writer,
+                access_keys_parked,
                 context.clone(),
                 &stopped,
                 settings.access_keys
             ),
-            bucket::run(&kube, bucket_writer, context, &stopped),
+            bucket::run(&kube, bucket_writer, buckets_parked, context, &stopped),
             housekeeping,
             futures::future::select(Box::pin(became_ready), Box::pin(stopped())).map(|_| ())
         )
@@ -181,6 +198,17 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         },
     }
     finish(server).await
+}
+
+/// The namespace and the key an object is parked under.
+fn parked_as<K>(object: &K) -> (String, String)
+where
+    K: kube::Resource<DynamicType = ()> + 'static,
+{
+    (
+        object.meta().namespace.clone().unwrap_or_default(),
+        Requeue::key(object),
+    )
 }
 
 /// Every resync interval, forgets what no object needs any more (backoff of objects that are
@@ -213,6 +241,18 @@ async fn housekeeping(
         ctx.metrics.tracked("backoff", backoff);
         ctx.metrics.tracked("api_clients", clients);
         ctx.metrics.tracked("listings", listings);
+        ctx.metrics.tracked("events", ctx.events.forget_old());
+        // Parked objects that are gone; free turns go to the others.
+        let live: std::collections::HashSet<(String, String)> = repositories
+            .iter()
+            .map(|repo| parked_as(repo.as_ref()))
+            .chain(access_keys.iter().map(|key| parked_as(key.as_ref())))
+            .chain(buckets.iter().map(|bucket| parked_as(bucket.as_ref())))
+            .collect();
+        let parked = ctx
+            .fairness
+            .tidy(|namespace, key| live.contains(&(namespace.to_string(), key.to_string())));
+        ctx.metrics.tracked("parked", parked);
         // Credentials of Secrets no object names any more.
         let default = ctx.settings.default_credentials_secret.as_ref();
         let named: std::collections::HashSet<credentials::SecretName> = repositories

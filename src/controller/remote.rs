@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::controller::credentials::Credentials;
+use crate::controller::workspace::Workspace;
 use flashback_client::{
-    ApiError, CallObserver, ClientConfig, FlashbackClient, RateLimit, Repo, RepoFilter, RepoStats,
+    ApiError, CallObserver, ClientConfig, FlashbackClient, RateLimit, RepoFilter, RepoStats,
     RepoWrite,
 };
 
@@ -32,7 +33,7 @@ type ListingKey = (Credentials, String);
 struct Listing {
     /// When the call was sent: the listing shows no change made before this instant.
     started_at: Instant,
-    repos: Arc<Vec<Repo>>,
+    repos: Workspace,
 }
 
 /// Shared by every reconcile.
@@ -118,7 +119,7 @@ impl Remote {
         credentials: &Credentials,
         workspace_id: &str,
         fetched_after: Option<Instant>,
-    ) -> Result<Arc<Vec<Repo>>, ApiError> {
+    ) -> Result<Workspace, ApiError> {
         let slot = self.listing_slot(&(credentials.clone(), workspace_id.to_string()));
         let mut listing = slot.lock().await;
         let usable = |l: &&Listing| match fetched_after {
@@ -133,7 +134,7 @@ impl Remote {
             workspace_id: Some(workspace_id.to_string()),
             repo_id: None,
         };
-        let repos = Arc::new(self.client(credentials)?.list_repos(&filter).await?);
+        let repos = Workspace::listed(self.client(credentials)?.list_repos(&filter).await?);
         *listing = Some(Listing {
             started_at,
             repos: repos.clone(),
@@ -151,7 +152,7 @@ impl Remote {
         credentials: &Credentials,
         workspace_id: &str,
         result: Result<T, ApiError>,
-        change: impl FnOnce(&T, &mut Vec<Repo>),
+        change: impl FnOnce(&T, &mut Workspace),
     ) -> Result<T, ApiError> {
         let key = (credentials.clone(), workspace_id.to_string());
         match &result {
@@ -159,7 +160,7 @@ impl Remote {
                 let slot = self.listing_slot(&key);
                 let mut listing = slot.lock().await;
                 if let Some(listing) = listing.as_mut() {
-                    change(value, Arc::make_mut(&mut listing.repos));
+                    change(value, &mut listing.repos);
                 }
             }
             Err(_) => {
@@ -179,9 +180,7 @@ impl Remote {
         self.settle(credentials, workspace_id, result, |id, repos| {
             let mut listed = repo.as_listed(id);
             listed.created_at = Some(k8s_openapi::jiff::Timestamp::now().to_string());
-            // A listing that was in flight may hold it already.
-            repos.retain(|r| r.id != *id);
-            repos.push(listed);
+            repos.record(id, Some(listed));
         })
         .await
     }
@@ -195,8 +194,7 @@ impl Remote {
     ) -> Result<(), ApiError> {
         let result = self.client(credentials)?.update_repo(repo_id, repo).await;
         self.settle(credentials, workspace_id, result, |(), repos| {
-            repos.retain(|r| r.id != repo_id);
-            repos.push(repo.as_listed(repo_id));
+            repos.record(repo_id, Some(repo.as_listed(repo_id)));
         })
         .await
     }
@@ -213,7 +211,7 @@ impl Remote {
             other => other,
         };
         self.settle(credentials, workspace_id, result, |(), repos| {
-            repos.retain(|r| r.id != repo_id)
+            repos.record(repo_id, None)
         })
         .await
     }

@@ -143,6 +143,18 @@ pub fn stream_of<T: Send + 'static>(
     futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))
 }
 
+/// The objects [`Fairness`](crate::controller::fairness::Fairness) parked and now wakes, as a
+/// stream for `Controller::reconcile_on`.
+pub fn parked<K>(
+    mut receiver: tokio::sync::mpsc::UnboundedReceiver<kube::runtime::reflector::ObjectRef<K>>,
+) -> impl futures::Stream<Item = kube::runtime::reflector::ObjectRef<K>> + Send + 'static
+where
+    K: kube::Resource + Send + 'static,
+    K::DynamicType: Send,
+{
+    futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))
+}
+
 /// A fingerprint of what a reconcile depends on: the spec (generation), annotations,
 /// finalizers other than the operator's own, and deletion. The operator's own writes (the
 /// status, with the record of a create attempt, and its finalizer) change none of these, so

@@ -294,6 +294,11 @@ impl EmulatorProcess {
         &self.base_url
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     pub fn control(&self) -> EmulatorControl {
         EmulatorControl::new(&self.base_url).expect("the emulator printed a valid URL")
     }

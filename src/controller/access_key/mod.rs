@@ -18,6 +18,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, store::Writer};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
+use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::debug;
 
 use crate::controller::context::Context;
@@ -31,6 +32,7 @@ use crate::crd::{ACCESS_KEY_LABEL, FlashbackAccessKey, FlashbackRepository};
 pub async fn run<Stop, StopFuture>(
     kube: &Client,
     writer: Writer<FlashbackAccessKey>,
+    parked: UnboundedReceiver<ObjectRef<FlashbackAccessKey>>,
     ctx: Arc<Context>,
     stopped: &Stop,
     enabled: bool,
@@ -71,6 +73,7 @@ pub async fn run<Stop, StopFuture>(
         .default_backoff()
         .touched_objects();
     let watched_store = ctx.access_keys.clone();
+    let context = ctx.clone();
     let never_ready = periodic::stopped_before_ready(&watched_store, stopped());
     let run = controller
         .owns_stream(owned_secrets)
@@ -84,11 +87,14 @@ pub async fn run<Stop, StopFuture>(
                 .map(|key| ObjectRef::from(key.as_ref()))
                 .collect::<Vec<_>>()
         })
+        // Unbounded: see the repository controller.
+        .reconcile_on(watches::parked(parked))
         .with_config(kube::runtime::controller::Config::default().concurrency(0))
         .graceful_shutdown_on(stopped())
         .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
+        .for_each(|result| async {
             if let Err(error) = result {
+                context.after_error(&error);
                 debug!(error = %error, "access key controller error");
             }
         });
@@ -100,14 +106,15 @@ pub async fn run<Stop, StopFuture>(
 
 /// The entry point kube-runtime calls for every key object that needs a look.
 pub async fn reconcile(key: Arc<FlashbackAccessKey>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let step = async {
+    let step = || async {
         match reconcile::Reconcile::new(&ctx, &key).await? {
             None => Ok(Action::await_change()),
             Some(step) if key.metadata.deletion_timestamp.is_some() => step.delete().await,
             Some(step) => step.apply().await,
         }
     };
-    ctx.reconcile_in_turn(key.as_ref(), step).await
+    ctx.reconcile_in_turn(key.as_ref(), &ctx.requeue.access_keys, step)
+        .await
 }
 
 /// Called by kube-runtime when `reconcile` failed: back off per object.

@@ -6,12 +6,12 @@
 
 use std::collections::BTreeMap;
 
+use crate::controller::events::EventType;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::warn;
@@ -533,13 +533,16 @@ impl<'a> Reconcile<'a> {
         if next == current {
             return Ok(after);
         }
+        // Announced once the write is in (a refused write announces nothing).
         let was_stalled = conditions::stalled_reason(&current.conditions).map(str::to_string);
-        if let State::Stalled { reason, message } = state
-            && was_stalled.as_deref() != Some(reason.as_str())
-        {
-            self.publish(EventType::Warning, *reason, message.clone())
-                .await;
-        }
+        let event = match state {
+            State::Stalled { reason, message }
+                if was_stalled.as_deref() != Some(reason.as_str()) =>
+            {
+                Some((*reason, message.clone()))
+            }
+            _ => None,
+        };
         let mut body = json!({ "status": next });
         // A merge patch leaves out what it does not name: cleared fields go by name.
         for (field, cleared) in [
@@ -560,8 +563,14 @@ impl<'a> Reconcile<'a> {
                 &Patch::Merge(body),
             )
             .await
-            .map_err(Error::from_write)?;
-        self.key = fresh;
+            .map_err(Error::from_write);
+        // A write refused for good (not a stale read) still announces the stall: the Event
+        // may be the only place a person learns of it.
+        let refused_for_good = fresh.as_ref().is_err_and(|error| !error.is_stale());
+        if let Some((reason, message)) = event.filter(|_| fresh.is_ok() || refused_for_good) {
+            self.publish(EventType::Warning, reason, message).await;
+        }
+        self.key = fresh?;
         Ok(after)
     }
 
@@ -572,7 +581,7 @@ impl<'a> Reconcile<'a> {
 
     async fn publish(&self, type_: EventType, reason: Reason, note: String) {
         events::publish(
-            &self.ctx.recorder,
+            &self.ctx.events,
             &self.key.object_ref(&()),
             type_,
             reason,

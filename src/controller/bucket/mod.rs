@@ -17,6 +17,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, store::Writer};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
+use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::debug;
 
 use crate::controller::context::Context;
@@ -30,6 +31,7 @@ use crate::crd::FlashbackBucket;
 pub async fn run<Stop, StopFuture>(
     kube: &Client,
     writer: Writer<FlashbackBucket>,
+    parked: UnboundedReceiver<ObjectRef<FlashbackBucket>>,
     ctx: Arc<Context>,
     stopped: &Stop,
 ) where
@@ -63,6 +65,7 @@ pub async fn run<Stop, StopFuture>(
         watches::secret_changes(kube, &settings, ctx.credentials.clone(), is_cloud_secret);
     let watched_store = ctx.buckets.clone();
     let (stats_store, stats_ctx) = (ctx.buckets.clone(), ctx.clone());
+    let context = ctx.clone();
     let never_ready = periodic::stopped_before_ready(&watched_store, stopped());
     let run = Controller::for_stream(objects, store)
         .watches_stream(secret_changes, move |secret| {
@@ -73,11 +76,14 @@ pub async fn run<Stop, StopFuture>(
             changed_secrets.forget(&name);
             users_of_secret(&users.state(), &name, default_secret.as_ref())
         })
+        // Unbounded: see the repository controller.
+        .reconcile_on(watches::parked(parked))
         .with_config(kube::runtime::controller::Config::default().concurrency(0))
         .graceful_shutdown_on(stopped())
         .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
+        .for_each(|result| async {
             if let Err(error) = result {
+                context.after_error(&error);
                 debug!(error = %error, "bucket controller error");
             }
         });
@@ -111,15 +117,16 @@ fn users_of_secret(
 
 /// The entry point kube-runtime calls for every bucket object that needs a look.
 pub async fn reconcile(bucket: Arc<FlashbackBucket>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let step = reconcile::Reconcile::new(&ctx, &bucket);
-    let step = async {
+    let step = || async {
+        let step = reconcile::Reconcile::new(&ctx, &bucket);
         if bucket.metadata.deletion_timestamp.is_some() {
             step.delete().await
         } else {
             step.apply().await
         }
     };
-    ctx.reconcile_in_turn(bucket.as_ref(), step).await
+    ctx.reconcile_in_turn(bucket.as_ref(), &ctx.requeue.buckets, step)
+        .await
 }
 
 /// Called by kube-runtime when `reconcile` failed: back off per object.

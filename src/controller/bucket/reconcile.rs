@@ -3,11 +3,11 @@
 //! **act** (register, update, or nothing), **report** (status and Events). The cloud
 //! credentials go from their Secret into the API call and nowhere else.
 
+use crate::controller::events::EventType;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
@@ -366,13 +366,16 @@ impl<'a> Reconcile<'a> {
         if next == current {
             return Ok(());
         }
+        // Announced once the write is in (a refused write announces nothing).
         let was_stalled = conditions::stalled_reason(&current.conditions).map(str::to_string);
-        if let State::Stalled { reason, message } = state
-            && was_stalled.as_deref() != Some(reason.as_str())
-        {
-            self.publish(EventType::Warning, *reason, message.clone())
-                .await;
-        }
+        let event = match state {
+            State::Stalled { reason, message }
+                if was_stalled.as_deref() != Some(reason.as_str()) =>
+            {
+                Some((*reason, message.clone()))
+            }
+            _ => None,
+        };
         // The statistics belong to the stats task: a status computed from a cached object
         // never writes older figures back.
         let mut body = json!({
@@ -395,14 +398,20 @@ impl<'a> Reconcile<'a> {
                 &Patch::Merge(body),
             )
             .await
-            .map_err(Error::from_write)?;
-        self.bucket = fresh;
+            .map_err(Error::from_write);
+        // A write refused for good (not a stale read) still announces the stall: the Event
+        // may be the only place a person learns of it.
+        let refused_for_good = fresh.as_ref().is_err_and(|error| !error.is_stale());
+        if let Some((reason, message)) = event.filter(|_| fresh.is_ok() || refused_for_good) {
+            self.publish(EventType::Warning, reason, message).await;
+        }
+        self.bucket = fresh?;
         Ok(())
     }
 
     async fn publish(&self, type_: EventType, reason: Reason, note: String) {
         events::publish(
-            &self.ctx.recorder,
+            &self.ctx.events,
             &self.bucket.object_ref(&()),
             type_,
             reason,

@@ -20,6 +20,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
+use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::warn;
 
 use crate::controller::context::Context;
@@ -35,6 +36,7 @@ use crate::crd::FlashbackRepository;
 pub async fn run<Stop, StopFuture>(
     api: Api<FlashbackRepository>,
     writer: Writer<FlashbackRepository>,
+    parked: UnboundedReceiver<ObjectRef<FlashbackRepository>>,
     ctx: Arc<Context>,
     stopped: &Stop,
 ) where
@@ -82,6 +84,7 @@ pub async fn run<Stop, StopFuture>(
         stopped(),
     );
     let watched_store = ctx.repositories.clone();
+    let context = ctx.clone();
     let never_ready = periodic::stopped_before_ready(&watched_store, stopped());
     let controller = Controller::for_stream(objects, store)
         .watches_stream(secret_changes, move |secret| {
@@ -112,14 +115,16 @@ pub async fn run<Stop, StopFuture>(
                 .map(|repo| ObjectRef::from(repo.as_ref()))
                 .collect::<Vec<_>>()
         })
-        // Unbounded here: `Fairness` bounds reconciles per namespace and in all, and a
-        // reconcile waiting for its namespace's turn must not hold a slot another needs.
+        // Unbounded here: `Fairness` bounds reconciles per namespace and in all, and parks
+        // the objects whose namespace has no turn free (they come back through `parked`).
         .reconcile_on(watches::stream_of(due_rx))
+        .reconcile_on(watches::parked(parked))
         .with_config(kube::runtime::controller::Config::default().concurrency(0))
         .graceful_shutdown_on(stopped())
         .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
+        .for_each(|result| async {
             if let Err(error) = result {
+                context.after_error(&error);
                 warn!(error = %error, "controller error");
             }
         });
@@ -134,17 +139,18 @@ pub async fn run<Stop, StopFuture>(
 
 /// The entry point kube-runtime calls for every object that needs a look.
 pub async fn reconcile(repo: Arc<FlashbackRepository>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let namespace = repo.namespace().unwrap_or_default();
-    let api: Api<FlashbackRepository> = Api::namespaced(ctx.kube.clone(), &namespace);
-    let step = reconcile::Reconcile::new(&api, &ctx, &repo);
-    let step = async {
+    let step = || async {
+        let namespace = repo.namespace().unwrap_or_default();
+        let api: Api<FlashbackRepository> = Api::namespaced(ctx.kube.clone(), &namespace);
+        let step = reconcile::Reconcile::new(&api, &ctx, &repo);
         if repo.metadata.deletion_timestamp.is_some() {
             step.delete().await
         } else {
             step.apply().await
         }
     };
-    ctx.reconcile_in_turn(repo.as_ref(), step).await
+    ctx.reconcile_in_turn(repo.as_ref(), &ctx.requeue.repositories, step)
+        .await
 }
 
 /// Called by kube-runtime when `reconcile` failed: back off per object.

@@ -7,6 +7,7 @@ use crate::controller::conditions::State;
 use crate::controller::credentials::{self, CredentialsError};
 use crate::controller::reason::Reason;
 use crate::controller::repository::create_attempt::CreateAttempt;
+use crate::controller::workspace::Workspace;
 use crate::crd::{
     DeletionPolicy, FlashbackRepository, ManagementPolicy, RepositoryMode, StorageType, annotations,
 };
@@ -193,14 +194,14 @@ pub enum Decision {
 /// another object manages is never adopted, claimed or observed.
 pub fn decide(
     repo: &FlashbackRepository,
-    workspace: &[Repo],
+    workspace: &Workspace,
     held: impl Fn(&str) -> bool,
 ) -> Decision {
     let desired = desired(repo);
     let workspace_id = &repo.spec.workspace_id;
     let observe_only = repo.spec.management_policy == ManagementPolicy::ObserveOnly;
-    let by_id = |id: &str| workspace.iter().find(|r| r.id == id);
-    let by_name = workspace.iter().find(|r| r.name == desired.name);
+    let by_id = |id: &str| workspace.by_id(id);
+    let by_name = workspace.named(&desired.name).next();
 
     let found = if let Some(id) = repo.adopted_repo_id() {
         if held(id) {
@@ -229,9 +230,11 @@ pub fn decide(
             return Decision::Stall(managed_elsewhere(&remote.id));
         }
         Some(remote)
-    } else if let Some(remote) = CreateAttempt::read(repo)
-        .and_then(|attempt| workspace.iter().find(|r| attempt.made(r) && !held(&r.id)))
-    {
+    } else if let Some(remote) = CreateAttempt::read(repo).and_then(|attempt| {
+        workspace
+            .named(&attempt.name)
+            .find(|r| attempt.made(r) && !held(&r.id))
+    }) {
         Some(remote)
     } else if let Some(remote) = by_name {
         if held(&remote.id) {
@@ -698,7 +701,10 @@ mod tests {
     #[test]
     fn missing_repo_is_created() {
         let repo = fixtures::repo("team-a", "media");
-        assert_eq!(decide(&repo, &[], none_held), Decision::Create);
+        assert_eq!(
+            decide(&repo, &Workspace::default(), none_held),
+            Decision::Create
+        );
     }
 
     #[test]
@@ -707,7 +713,7 @@ mod tests {
         repo.status = Some(fixtures::status_with_id("r1"));
         let remote = remote_of(&repo, "r1");
         assert_eq!(
-            decide(&repo, std::slice::from_ref(&remote), none_held),
+            decide(&repo, &Workspace::from(vec![remote.clone()]), none_held),
             Decision::InSync {
                 repo_id: "r1".into()
             }
@@ -720,7 +726,7 @@ mod tests {
             master: false,
         });
         assert_eq!(
-            decide(&repo, &[remote], none_held),
+            decide(&repo, &Workspace::from(vec![remote]), none_held),
             Decision::Update {
                 repo_id: "r1".into()
             }
@@ -731,7 +737,9 @@ mod tests {
     fn a_name_we_did_not_create_stalls_unless_adopted() {
         let mut repo = fixtures::repo("team-a", "media");
         let other = remote_of(&repo, "someone-elses");
-        let Decision::Stall(stall) = decide(&repo, std::slice::from_ref(&other), none_held) else {
+        let Decision::Stall(stall) =
+            decide(&repo, &Workspace::from(vec![other.clone()]), none_held)
+        else {
             panic!("expected a stall");
         };
         assert_eq!(stall.reason, Reason::NameAlreadyUsed);
@@ -745,7 +753,7 @@ mod tests {
 
         fixtures::annotate(&mut repo, annotations::REPO_ID, "someone-elses");
         assert_eq!(
-            decide(&repo, &[other], none_held),
+            decide(&repo, &Workspace::from(vec![other]), none_held),
             Decision::InSync {
                 repo_id: "someone-elses".into()
             }
@@ -759,7 +767,7 @@ mod tests {
         let mut ours = remote_of(&repo, "r1");
         ours.created_at = Some("2026-11-26T19:00:02Z".into());
         assert_eq!(
-            decide(&repo, std::slice::from_ref(&ours), none_held),
+            decide(&repo, &Workspace::from(vec![ours.clone()]), none_held),
             Decision::InSync {
                 repo_id: "r1".into()
             }
@@ -767,7 +775,7 @@ mod tests {
         // Renamed before the operator came back: still found, and renamed by an update.
         repo.spec.name = Some("renamed".into());
         assert_eq!(
-            decide(&repo, &[ours], none_held),
+            decide(&repo, &Workspace::from(vec![ours]), none_held),
             Decision::Update {
                 repo_id: "r1".into()
             }
@@ -780,7 +788,8 @@ mod tests {
         mark(&mut repo, "2026-11-26T19:00:00Z");
         let mut same = remote_of(&repo, "r1");
         same.created_at = Some("2026-11-26T19:00:02Z".into());
-        let Decision::Stall(stall) = decide(&repo, std::slice::from_ref(&same), |id| id == "r1")
+        let Decision::Stall(stall) =
+            decide(&repo, &Workspace::from(vec![same.clone()]), |id| id == "r1")
         else {
             panic!("expected a stall");
         };
@@ -790,7 +799,7 @@ mod tests {
         let mut other_buckets = same.clone();
         other_buckets.buckets[1].bucket_id = "b9".into();
         assert!(matches!(
-            decide(&repo, &[other_buckets], none_held),
+            decide(&repo, &Workspace::from(vec![other_buckets]), none_held),
             Decision::Stall(Stall {
                 reason: Reason::NameAlreadyUsed,
                 ..
@@ -799,7 +808,7 @@ mod tests {
         // Without a marker, a repository of the name is never claimed.
         repo.status = None;
         assert!(matches!(
-            decide(&repo, &[same], none_held),
+            decide(&repo, &Workspace::from(vec![same]), none_held),
             Decision::Stall(Stall {
                 reason: Reason::NameAlreadyUsed,
                 ..
@@ -812,8 +821,9 @@ mod tests {
         let mut repo = fixtures::repo("team-b", "thief");
         fixtures::annotate(&mut repo, annotations::REPO_ID, "r1");
         let remote = remote_of(&repo, "r1");
-        let Decision::Stall(stall) = decide(&repo, std::slice::from_ref(&remote), |id| id == "r1")
-        else {
+        let Decision::Stall(stall) = decide(&repo, &Workspace::from(vec![remote.clone()]), |id| {
+            id == "r1"
+        }) else {
             panic!("expected a stall");
         };
         assert_eq!(stall.reason, Reason::ManagedByAnotherObject);
@@ -821,7 +831,7 @@ mod tests {
         // Once its own status records it and no older object's does, it is this object's.
         repo.status = Some(fixtures::status_with_id("r1"));
         assert_eq!(
-            decide(&repo, &[remote], none_held),
+            decide(&repo, &Workspace::from(vec![remote]), none_held),
             Decision::InSync {
                 repo_id: "r1".into()
             }
@@ -859,7 +869,7 @@ mod tests {
     fn adopting_an_unknown_id_stalls() {
         let mut repo = fixtures::repo("team-a", "media");
         fixtures::annotate(&mut repo, annotations::REPO_ID, "nope");
-        let Decision::Stall(stall) = decide(&repo, &[], none_held) else {
+        let Decision::Stall(stall) = decide(&repo, &Workspace::default(), none_held) else {
             panic!("expected a stall");
         };
         assert_eq!(stall.reason, Reason::AdoptedRepoNotFound);
@@ -870,7 +880,10 @@ mod tests {
         let mut repo = fixtures::repo("team-a", "media");
         repo.status = Some(fixtures::status_with_id("gone"));
         mark(&mut repo, "2026-11-26T19:00:00Z");
-        assert_eq!(decide(&repo, &[], none_held), Decision::Create);
+        assert_eq!(
+            decide(&repo, &Workspace::default(), none_held),
+            Decision::Create
+        );
     }
 
     #[test]
@@ -882,7 +895,7 @@ mod tests {
 
         fixtures::annotate(&mut repo, annotations::PAUSED, "true");
         assert_eq!(
-            decide(&repo, std::slice::from_ref(&remote), none_held),
+            decide(&repo, &Workspace::from(vec![remote.clone()]), none_held),
             Decision::Paused {
                 repo_id: Some("r1".into()),
                 in_sync: false
@@ -891,7 +904,7 @@ mod tests {
         assert_eq!(
             decide(
                 &fixtures::paused(fixtures::repo("team-a", "new")),
-                &[],
+                &Workspace::default(),
                 none_held
             ),
             Decision::Paused {
@@ -903,7 +916,7 @@ mod tests {
         let mut observed = fixtures::repo("team-a", "media");
         observed.spec.management_policy = ManagementPolicy::ObserveOnly;
         assert!(matches!(
-            decide(&observed, &[], none_held),
+            decide(&observed, &Workspace::default(), none_held),
             Decision::Stall(Stall {
                 reason: Reason::RemoteNotFound,
                 ..
@@ -911,7 +924,7 @@ mod tests {
         ));
         observed.status = Some(fixtures::status_with_id("r1"));
         assert_eq!(
-            decide(&observed, &[remote], none_held),
+            decide(&observed, &Workspace::from(vec![remote]), none_held),
             Decision::Observe {
                 repo_id: "r1".into(),
                 in_sync: false

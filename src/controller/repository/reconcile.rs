@@ -5,10 +5,10 @@
 
 use std::time::Instant;
 
+use crate::controller::events::EventType;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, warn};
@@ -25,8 +25,9 @@ use crate::controller::repository::create_attempt::CreateAttempt;
 use crate::controller::repository::plan::{self, Decision, Stall};
 use crate::controller::repository::{held_by_another, status};
 use crate::controller::watches;
+use crate::controller::workspace::Workspace;
 use crate::crd::{FlashbackRepository, FlashbackRepositoryStatus};
-use flashback_client::{ApiError, Repo, RepoWrite};
+use flashback_client::{ApiError, RepoWrite};
 
 /// One reconcile of one object. It keeps the object as its own writes left it (status and
 /// resourceVersion), so a later step compares with what the API server holds, and its
@@ -40,7 +41,7 @@ pub struct Reconcile<'a> {
 /// What the observe step found: the credentials to act with and the workspace's listing.
 struct Observed {
     credentials: Credentials,
-    listing: std::sync::Arc<Vec<Repo>>,
+    listing: Workspace,
 }
 
 impl<'a> Reconcile<'a> {
@@ -374,7 +375,7 @@ impl<'a> Reconcile<'a> {
         &self,
         credentials: &Credentials,
         fetched_after: Option<Instant>,
-    ) -> Result<std::sync::Arc<Vec<Repo>>, ApiError> {
+    ) -> Result<Workspace, ApiError> {
         self.ctx
             .remote
             .repos(credentials, &self.repo.spec.workspace_id, fetched_after)
@@ -395,7 +396,7 @@ impl<'a> Reconcile<'a> {
             Ok(listing) => listing,
             Err(error) => return self.remote_failed(None, "list repositories", error).await,
         };
-        if listing.iter().any(|r| r.name == desired.name) {
+        if listing.named(&desired.name).next().is_some() {
             // The next look, after this object's backoff (a server that answers otherwise
             // each time gets no faster loop), decides on this listing.
             debug!("the name is taken in the workspace; deciding again on a fresh listing");
@@ -512,23 +513,21 @@ impl<'a> Reconcile<'a> {
         if self.repo.status.as_ref() == Some(&next) {
             return Ok(());
         }
+        // Announced once the write is in: a write refused because the object changed (the
+        // decision was made on a stale cache) must not announce what it decided.
         let was_stalled = status::stalled_reason(self.repo.status.as_ref()).map(str::to_string);
-        match state {
+        let event = match state {
             State::Stalled { reason, message }
                 if was_stalled.as_deref() != Some(reason.as_str()) =>
             {
-                self.publish(EventType::Warning, *reason, message.clone())
-                    .await;
+                Some((EventType::Warning, *reason, message.clone()))
             }
-            State::Stalled { .. } => {}
-            _ => {
-                if let Some(was) = was_stalled {
-                    let note = format!("no longer stalled ({was}): {}", state.message());
-                    self.publish(EventType::Normal, Reason::StallResolved, note)
-                        .await;
-                }
-            }
-        }
+            State::Stalled { .. } => None,
+            _ => was_stalled.map(|was| {
+                let note = format!("no longer stalled ({was}): {}", state.message());
+                (EventType::Normal, Reason::StallResolved, note)
+            }),
+        };
         // The statistics belong to the stats task: leave them out so a status computed from a
         // cached object never writes older figures back. The resourceVersion makes the write
         // conditional: a status decided on a cache that missed a change is refused, not written.
@@ -545,7 +544,7 @@ impl<'a> Reconcile<'a> {
         if write == Write::Conditional {
             body["metadata"] = json!({ "resourceVersion": self.repo.resource_version() });
         }
-        let fresh = self
+        let written = self
             .api
             .patch_status(
                 &self.repo.name_any(),
@@ -553,13 +552,27 @@ impl<'a> Reconcile<'a> {
                 &Patch::Merge(body),
             )
             .await
-            .map_err(Error::from_write)?;
+            .map_err(Error::from_write);
+        let fresh = match written {
+            Ok(fresh) => fresh,
+            Err(error) => {
+                // Refused for good (a quota, an admission policy): the Event may be the only
+                // place a person learns the state at all.
+                if let Some((type_, reason, note)) = event.filter(|_| !error.is_stale()) {
+                    self.publish(type_, reason, note).await;
+                }
+                return Err(error);
+            }
+        };
         match write {
             Write::Conditional => self.repo = fresh,
             Write::Unconditional => {
                 self.repo.status = Some(next);
                 self.after_unconditional_write(fresh);
             }
+        }
+        if let Some((type_, reason, note)) = event {
+            self.publish(type_, reason, note).await;
         }
         Ok(())
     }
@@ -591,7 +604,7 @@ impl<'a> Reconcile<'a> {
 
     async fn publish(&self, type_: EventType, reason: Reason, note: String) {
         events::publish(
-            &self.ctx.recorder,
+            &self.ctx.events,
             &self.repo.object_ref(&()),
             type_,
             reason,

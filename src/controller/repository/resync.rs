@@ -16,6 +16,7 @@ use tracing::{debug, warn};
 use crate::controller::context::Context;
 use crate::controller::credentials;
 use crate::controller::credentials::SecretName;
+use crate::controller::fairness::Requeue;
 use crate::controller::periodic::{self, First};
 use crate::controller::repository::plan;
 use crate::crd::FlashbackRepository;
@@ -95,6 +96,15 @@ async fn sweep_workspace(
     repos
         .iter()
         .filter(|repo| {
+            // Parked, a reconcile of it is to come (a burst of creates parks thousands):
+            // naming it again would only run it once more.
+            let namespace = repo.namespace().unwrap_or_default();
+            if ctx
+                .fairness
+                .is_parked(&namespace, &Requeue::key(repo.as_ref()))
+            {
+                return false;
+            }
             // Buckets named by bucketRef, as the watch cache has them: one that is not Ready
             // is for the object's reconcile to say (woken by the bucket's change).
             let resolved = plan::resolve_buckets(repo, |name| {
