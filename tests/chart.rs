@@ -858,6 +858,10 @@ async fn helm_install_and_upgrade_work_against_the_api_server() {
         ns,
         "--set",
         "crds.enabled=false",
+        // Watching every namespace, its finalizer policy would reach the objects other tests
+        // make side by side; chart::finalizer_policy_* tests the policy in a namespace of its own.
+        "--set",
+        "finalizerPolicy.enabled=false",
     ]);
     let notes = String::from_utf8_lossy(&install.stdout);
     assert!(
@@ -1673,6 +1677,9 @@ async fn crd_upgrade_path_works_as_documented() {
             ns,
             "--set",
             "logFormat=text",
+            // As in helm_install_and_upgrade_work_against_the_api_server (kept by the upgrade).
+            "--set",
+            "finalizerPolicy.enabled=false",
         ],
         None,
     );
@@ -2956,5 +2963,116 @@ fn dashboard_queries_parse_as_promql() {
     assert!(
         report.contains(&format!("SUCCESS: {count} rules found")),
         "{report}"
+    );
+}
+
+/// The API server adds the operator's finalizer when an object is created, beside the
+/// finalizers it has, in the watched namespace only; the operator then takes the object to
+/// Ready and, deleted, releases it (the finalizer it never wrote is its to remove). Without the
+/// MutatingAdmissionPolicy API (helm's offline default) or with `finalizerPolicy.enabled=false`
+/// the chart renders no policy; with `accessKeys.enabled=false` it leaves access keys alone.
+#[tokio::test]
+async fn finalizer_policy_adds_the_finalizer_where_the_operator_watches() {
+    let version = kube_version(&kube_client().await).await;
+    let offline = render(&version, "fbpol", "default", &[]);
+    assert!(!offline.yaml.contains("MutatingAdmissionPolicy"));
+    let off = crate::support::policy::render("fbpol", "team-a", &["finalizerPolicy.enabled=false"]);
+    assert_eq!(off, "");
+    // An operator given a label selector leaves other objects alone: so does the policy.
+    let selected = crate::support::policy::render(
+        "fbpol",
+        "team-a",
+        &[
+            "extraEnv[0].name=FLASHBACK_SELECTOR",
+            "extraEnv[0].value=shard=a",
+        ],
+    );
+    assert_eq!(selected, "");
+    let resources = |yaml: &str| -> serde_json::Value {
+        yaml_documents(yaml)
+            .into_iter()
+            .find(|d| d["kind"] == "MutatingAdmissionPolicy")
+            .expect("a policy")["spec"]["matchConstraints"]["resourceRules"][0]["resources"]
+            .clone()
+    };
+    assert_eq!(
+        resources(&crate::support::policy::render("fbpol", "team-a", &[])),
+        serde_json::json!([
+            "flashbackrepositories",
+            "flashbackbuckets",
+            "flashbackaccesskeys"
+        ])
+    );
+    assert_eq!(
+        resources(&crate::support::policy::render(
+            "fbpol",
+            "team-a",
+            &["accessKeys.enabled=false"]
+        )),
+        serde_json::json!(["flashbackrepositories", "flashbackbuckets"])
+    );
+
+    let mut scene = Scene::new("chart-policy").await;
+    let elsewhere = test_namespace(&scene.kube, "chart-policy-other").await;
+    let release = release("fbpol");
+    let probe = |name: &str| {
+        let mut repo = scene.mirror(name);
+        repo.metadata.finalizers = Some(vec!["example.com/keep".into()]);
+        repo
+    };
+    let _policy = crate::support::policy::Applied::new(
+        &release,
+        &scene.namespace,
+        &scene.repos,
+        &probe("probe"),
+    )
+    .await;
+
+    let made = scene
+        .repos
+        .create(&Default::default(), &probe("media"))
+        .await
+        .unwrap();
+    assert_eq!(
+        made.metadata.finalizers,
+        Some(vec![
+            "example.com/keep".to_string(),
+            "flashback.tech/finalizer".to_string()
+        ]),
+        "added on create, beside the object's own"
+    );
+    let other: Api<flashback_operator::crd::FlashbackRepository> =
+        Api::namespaced(scene.kube.clone(), &elsewhere);
+    let unwatched = other
+        .create(&Default::default(), &scene.mirror("media"))
+        .await
+        .unwrap();
+    assert_eq!(
+        unwatched.metadata.finalizers, None,
+        "not where the operator does not watch"
+    );
+
+    scene.start_operator(&[]);
+    scene.wait_ready("media").await;
+    scene
+        .repos
+        .patch(
+            "media",
+            &PatchParams::default(),
+            &Patch::Merge(
+                serde_json::json!({"metadata": {"finalizers": ["flashback.tech/finalizer"]}}),
+            ),
+        )
+        .await
+        .unwrap();
+    scene
+        .repos
+        .delete("media", &Default::default())
+        .await
+        .unwrap();
+    scene.wait_gone("media").await;
+    assert!(
+        scene.remote_repos().await.is_empty(),
+        "deleted in Flashback too"
     );
 }

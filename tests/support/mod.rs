@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod hostile;
 pub mod node;
 pub mod operator;
+pub mod policy;
 pub mod scene;
 
 use std::path::{Path, PathBuf};

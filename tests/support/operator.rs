@@ -132,9 +132,14 @@ impl Operator {
         self.memory_kib("VmHWM:")
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+
     /// A memory figure of the process from /proc (e.g. `VmRSS:`), in KiB.
     pub fn memory_kib(&self, field: &str) -> Option<u64> {
-        let pid = self.child.as_ref()?.id();
+        let pid = self.pid()?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         status
             .lines()
