@@ -328,4 +328,61 @@ mod tests {
         assert_eq!(fairness.busy_namespaces(), 0);
         assert_eq!(*woken.lock().unwrap(), ["b"]);
     }
+
+    #[tokio::test]
+    async fn free_turns_are_filled_and_a_woken_object_that_never_comes_passes_its_place_on() {
+        let (woken, wake) = recorder();
+        let fairness = Fairness::new(8, 2);
+        let a = fairness.turn("team-a", "a", wake("a")).await.unwrap();
+        let b = fairness.turn("team-a", "b", wake("b")).await.unwrap();
+        for key in ["c", "d", "e", "f"] {
+            assert!(fairness.turn("team-a", key, wake(key)).await.is_none());
+        }
+        drop(a);
+        assert_eq!(*woken.lock().unwrap(), ["c"]);
+        // Every free turn is offered a parked object (one woken may never come).
+        drop(b);
+        assert_eq!(*woken.lock().unwrap(), ["c", "d", "e"]);
+        // c was deleted meanwhile: kube-runtime reports it gone, and f gets its place.
+        fairness.never_came("team-a");
+        assert_eq!(*woken.lock().unwrap(), ["c", "d", "e", "f"]);
+        assert_eq!(fairness.parked(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_object_given_a_turn_another_way_is_not_woken_for_its_old_place() {
+        let (woken, wake) = recorder();
+        let fairness = Fairness::new(8, 1);
+        let a = fairness.turn("team-a", "a", wake("a")).await.unwrap();
+        assert!(fairness.turn("team-a", "b", wake("b")).await.is_none());
+        assert!(fairness.turn("team-a", "c", wake("c")).await.is_none());
+        drop(a);
+        assert_eq!(*woken.lock().unwrap(), ["b"]);
+        // c comes first, by another trigger, and takes the turn; b parks again.
+        let c = fairness.turn("team-a", "c", wake("c")).await.unwrap();
+        assert!(fairness.turn("team-a", "b", wake("b")).await.is_none());
+        assert_eq!(fairness.parked(), 1);
+        drop(c);
+        assert_eq!(
+            *woken.lock().unwrap(),
+            ["b", "b"],
+            "c's old place is skipped"
+        );
+    }
+
+    #[tokio::test]
+    async fn tidying_forgets_parked_objects_that_are_gone_and_fills_free_turns() {
+        let (woken, wake) = recorder();
+        let fairness = Fairness::new(8, 1);
+        let a = fairness.turn("team-a", "a", wake("a")).await.unwrap();
+        for key in ["gone", "kept"] {
+            assert!(fairness.turn("team-a", key, wake(key)).await.is_none());
+        }
+        assert_eq!(fairness.tidy(|_, key| key != "gone"), 1);
+        assert!(woken.lock().unwrap().is_empty(), "no turn is free yet");
+        drop(a);
+        assert_eq!(*woken.lock().unwrap(), ["kept"]);
+        assert_eq!(fairness.tidy(|_, _| true), 0);
+        assert_eq!(fairness.busy_namespaces(), 0);
+    }
 }
