@@ -868,3 +868,56 @@ async fn an_operator_with_a_selector_leaves_other_objects_alone() {
     );
     assert!(ignored.finalizers().is_empty());
 }
+
+/// Objects parked behind a busy namespace and deleted before their turn do not hold up the
+/// rest: kube-runtime reports each one gone when it is woken, and its place passes on. With
+/// one turn per namespace and no resync or housekeeping within the test (an hour apart), only
+/// that hand-over can bring the objects behind them to Ready.
+#[tokio::test]
+async fn parked_objects_deleted_before_their_turn_do_not_hold_up_the_rest() {
+    let mut scene = Scene::new("parked").await;
+    let hanging = HostileServer::start(Behaviour::Hang).await;
+    point_at(&scene.kube, &scene.namespace, "hanging-token", &hanging.url).await;
+    scene.start_operator(&[
+        "--namespace-concurrency",
+        "1",
+        "--resync-interval",
+        "1h",
+        "--allowed-api-hosts",
+        "127.0.0.1",
+    ]);
+    // The blocker holds the namespace's only turn while its call hangs (one read timeout).
+    scene
+        .create(&using(scene.mirror("blocker"), "hanging-token"))
+        .await;
+    tokio::time::timeout(DEADLINE, async {
+        while hanging.in_flight() < 1 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the blocker reaches its API");
+    for n in 0..6 {
+        scene.create(&backup(&scene, &format!("p{n}"), n)).await;
+    }
+    // Parked, never reconciled, so without a finalizer: deleted at once.
+    for name in ["p0", "p1", "p2", "blocker"] {
+        scene
+            .repos
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+        scene.wait_gone(name).await;
+    }
+    assert_eq!(hanging.in_flight(), 1, "the turn is still held");
+    for name in ["p3", "p4", "p5"] {
+        scene.wait_ready(name).await;
+    }
+    let remote: Vec<String> = scene
+        .remote_repos()
+        .await
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(remote.len(), 3, "{remote:?}");
+}
