@@ -114,8 +114,14 @@ impl Context {
             .await;
         let Some(_turn) = turn else {
             // Parked: its controller hears of it again when the namespace has a turn free.
+            tracing::debug!(
+                namespace,
+                name = object.name_any(),
+                "parked until a turn is free"
+            );
             return Ok(kube::runtime::controller::Action::await_change());
         };
+        tracing::debug!(namespace, name = object.name_any(), "reconciling");
         let started = std::time::Instant::now();
         let result = Box::pin(reconcile()).await;
         if result.is_ok() {

@@ -222,6 +222,12 @@ struct CacheState {
     /// Moves when a Secret watch lists afresh: a change made while it was away was not
     /// reported, so a read that spans a listing is neither kept nor trusted.
     listings: u64,
+    /// The version each Secret had when last read (`None`: it did not exist), whether or not
+    /// that read was kept: a reconcile acted on it, so a listing must report the Secret when
+    /// it shows another version. (A read a change overtook is not kept; without this, a
+    /// watch whose first listing came only after the next change found nothing to compare
+    /// with, and the object that read the old Secret was never looked at again.)
+    used: HashMap<SecretName, Option<String>>,
 }
 
 impl CredentialsCache {
@@ -261,6 +267,7 @@ impl CredentialsCache {
                 reading.0 -= 1;
             }
             let (read, version) = read?;
+            state.used.insert(name.clone(), version.clone());
             let spanned_listing = state.listings != before.0;
             if spanned_listing && again {
                 again = false;
@@ -283,11 +290,20 @@ impl CredentialsCache {
     pub fn listing_started(&self) -> Vec<SecretName> {
         let mut state = self.lock();
         state.listings += 1;
-        state
+        let held = state
             .entries
             .iter()
             .filter(|(_, entry)| entry.version.is_some())
-            .map(|(name, _)| name.clone())
+            .map(|(name, _)| name);
+        let used = state
+            .used
+            .iter()
+            .filter(|(_, version)| version.is_some())
+            .map(|(name, _)| name);
+        held.chain(used)
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
             .collect()
     }
 
@@ -296,6 +312,7 @@ impl CredentialsCache {
     pub fn retain(&self, keep: impl Fn(&SecretName) -> bool) -> usize {
         let mut state = self.lock();
         state.entries.retain(|name, _| keep(name));
+        state.used.retain(|name, _| keep(name));
         state.entries.len()
     }
 
@@ -307,10 +324,15 @@ impl CredentialsCache {
         if let Some(reading) = state.reading.get_mut(name) {
             reading.1 += 1;
         }
-        state
+        let held = state
             .entries
             .get(name)
-            .is_some_and(|entry| entry.version.as_deref() != version)
+            .is_some_and(|entry| entry.version.as_deref() != version);
+        let used = state
+            .used
+            .get(name)
+            .is_some_and(|used| used.as_deref() != version);
+        held || used
     }
 
     /// Remembers that the Secret `name` was read at `version`, as a read would.
@@ -323,10 +345,18 @@ impl CredentialsCache {
         self.lock().entries.insert(name, entry);
     }
 
+    /// Records that a read returned the Secret `name` at `version` without keeping it, as a
+    /// read that a change overtook does.
+    #[cfg(test)]
+    pub fn used_unkept(&self, name: SecretName, version: Option<&str>) {
+        self.lock().used.insert(name, version.map(str::to_string));
+    }
+
     /// The Secret `name` changed: read it again next time.
     pub fn forget(&self, name: &SecretName) {
         let mut state = self.lock();
         state.entries.remove(name);
+        state.used.remove(name);
         if let Some(reading) = state.reading.get_mut(name) {
             reading.1 += 1;
         }

@@ -239,6 +239,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_secret_read_but_not_kept_is_still_compared_by_a_later_listing() {
+        // A reconcile read version 1 while a change was seen, so the cache did not keep it;
+        // this watch lists only after the Secret moved to version 2.
+        let cache = Arc::new(CredentialsCache::default());
+        cache.used_unkept(name("token"), Some("1"));
+        cache.used_unkept(name("was-missing"), None);
+        cache.used_unkept(name("gone"), Some("1"));
+        let events = vec![
+            watcher::Event::Init,
+            watcher::Event::InitApply(secret("token", "2")),
+            watcher::Event::InitApply(secret("was-missing", "3")),
+            watcher::Event::InitDone,
+        ];
+        assert_eq!(
+            reported(cache.clone(), events).await,
+            ["token@2", "was-missing@3", "gone@"]
+        );
+        // Once a change is handled, what was read before is forgotten with it.
+        cache.forget(&name("token"));
+        assert!(!cache.differs(&name("token"), Some("9")));
+    }
+
+    #[tokio::test]
     async fn a_second_listing_compares_afresh() {
         let cache = Arc::new(CredentialsCache::default());
         cache.remember(name("a"), Some("1"));

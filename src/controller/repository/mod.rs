@@ -21,7 +21,7 @@ use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use tokio::sync::mpsc::UnboundedReceiver;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::controller::context::Context;
 use crate::controller::credentials::{self, SecretName};
@@ -94,7 +94,9 @@ pub async fn run<Stop, StopFuture>(
             };
             // Before the reconciles it starts: they read the Secret afresh.
             changed_secrets.forget(&name);
-            users_of_secret(&users, &name, default_secret.as_ref())
+            let users = users_of_secret(&users, &name, default_secret.as_ref());
+            debug!(secret = %name, objects = users.len(), "a credentials Secret changed");
+            users
         })
         // A FlashbackBucket that changes (becomes Ready, gets another id) wakes the
         // repositories that name it by bucketRef.
