@@ -219,7 +219,7 @@ async fn a_write_key_reaches_a_secret_and_nowhere_else() {
         !status_json.contains(plain.as_str()),
         "status: {status_json}"
     );
-    let events = scene.events("app").await.join("\n");
+    let events = scene.events_with("app", "Created").await.join("\n");
     assert!(!events.contains(plain.as_str()), "events: {events}");
     assert!(events.contains("Created: wrote key"), "events: {events}");
     let metrics = reqwest::get(format!(

@@ -62,7 +62,7 @@ async fn a_wrong_token_stalls_and_is_never_shown() {
     let stalled = scene.wait_stalled("media", "Unauthorized").await;
 
     let status = serde_json::to_string(&stalled.status).unwrap();
-    let events = scene.events("media").await.join("\n");
+    let events = scene.events_with("media", "Unauthorized").await.join("\n");
     let output = scene.operator().output();
     assert!(events.contains("Unauthorized"), "{events}");
     for (place, text) in [

@@ -272,13 +272,36 @@ spec:
             .count(method, route)
     }
 
-    /// Whether an Event with this reason was recorded for the object.
+    /// Whether an Event with this reason is recorded for the object, waiting for it a few
+    /// seconds: the operator publishes an Event once the status write it announces is in, so
+    /// a test that saw the status may look a moment before the Event exists.
     pub async fn has_event(&self, name: &str, reason: &str) -> bool {
         let prefix = format!("{reason}:");
-        self.events(name)
-            .await
-            .iter()
-            .any(|e| e.starts_with(&prefix))
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if self
+                .events(name)
+                .await
+                .iter()
+                .any(|e| e.starts_with(&prefix))
+            {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The object's Events (as [`Scene::events`]) once one with this reason is among them.
+    pub async fn events_with(&self, name: &str, reason: &str) -> Vec<String> {
+        assert!(
+            self.has_event(name, reason).await,
+            "no {reason} Event for {name}: {:?}",
+            self.events(name).await
+        );
+        self.events(name).await
     }
 
     /// Events recorded for an object, as "Reason: note" lines.
