@@ -133,13 +133,29 @@ impl Context {
         result
     }
 
-    /// What a controller's run reported as an error: an object it was to reconcile was gone
-    /// (deleted, or out of the selector), perhaps one woken from parking, whose turn then goes
-    /// to the next parked object of its namespace.
-    pub fn after_error<E1, E2>(&self, error: &kube::runtime::controller::Error<E1, E2>) {
-        if let kube::runtime::controller::Error::ObjectNotFound(object) = error {
-            self.fairness
-                .never_came(object.namespace.as_deref().unwrap_or_default());
+    /// What a controller's run reported as an error, the same for every kind. An object it
+    /// was to reconcile was gone (deleted, or out of the selector), perhaps one woken from
+    /// parking, whose turn then goes to the next parked object of its namespace; that is
+    /// expected, and a failed reconcile was already logged by [`Context::after_failure`], so
+    /// only a failing watch or runner is worth a warning here.
+    pub fn after_error<E1, E2>(&self, kind: &str, error: &kube::runtime::controller::Error<E1, E2>)
+    where
+        E1: std::error::Error,
+        E2: std::error::Error,
+    {
+        use kube::runtime::controller::Error;
+        match error {
+            Error::ObjectNotFound(object) => {
+                self.fairness
+                    .never_came(object.namespace.as_deref().unwrap_or_default());
+                tracing::debug!(kind, error = %error, "controller error");
+            }
+            Error::ReconcilerFailed(..) => {
+                tracing::debug!(kind, error = %error, "controller error")
+            }
+            Error::QueueError(_) | Error::RunnerError(_) => {
+                tracing::warn!(kind, error = %error, "controller error");
+            }
         }
     }
 

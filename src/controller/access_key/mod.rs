@@ -19,7 +19,6 @@ use kube::runtime::reflector::{ObjectRef, store::Writer};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tokio::sync::mpsc::UnboundedReceiver;
-use tracing::debug;
 
 use crate::controller::context::Context;
 use crate::controller::error::Error;
@@ -94,8 +93,7 @@ pub async fn run<Stop, StopFuture>(
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async {
             if let Err(error) = result {
-                context.after_error(&error);
-                debug!(error = %error, "access key controller error");
+                context.after_error("FlashbackAccessKey", &error);
             }
         });
     tokio::select! {

@@ -18,7 +18,6 @@ use kube::runtime::reflector::{ObjectRef, store::Writer};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tokio::sync::mpsc::UnboundedReceiver;
-use tracing::debug;
 
 use crate::controller::context::Context;
 use crate::controller::credentials::{self, SecretName};
@@ -83,8 +82,7 @@ pub async fn run<Stop, StopFuture>(
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async {
             if let Err(error) = result {
-                context.after_error(&error);
-                debug!(error = %error, "bucket controller error");
+                context.after_error("FlashbackBucket", &error);
             }
         });
     let run = async {

@@ -21,7 +21,7 @@ use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use tokio::sync::mpsc::UnboundedReceiver;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::controller::context::Context;
 use crate::controller::credentials::{self, SecretName};
@@ -126,8 +126,7 @@ pub async fn run<Stop, StopFuture>(
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async {
             if let Err(error) = result {
-                context.after_error(&error);
-                warn!(error = %error, "controller error");
+                context.after_error("FlashbackRepository", &error);
             }
         });
     let controller = async {
