@@ -141,3 +141,15 @@ pub fn annotate_bucket(bucket: &mut crate::crd::FlashbackBucket, name: &str, val
         .get_or_insert_with(Default::default)
         .insert(name.to_string(), value.to_string());
 }
+
+/// The API and credentials the objects of unit tests act with: the default URL and the
+/// `flashback-token` Secret of `team-a`.
+pub fn identity() -> crate::controller::ownership::Identity {
+    crate::controller::ownership::Identity::new(
+        &"https://backend.flashback.tech/".parse().unwrap(),
+        &crate::controller::credentials::SecretName {
+            namespace: "team-a".into(),
+            name: "flashback-token".into(),
+        },
+    )
+}

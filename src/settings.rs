@@ -156,7 +156,7 @@ impl Settings {
 }
 
 /// `NAMESPACE/NAME` of a Secret.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SecretName {
     pub namespace: String,
     pub name: String,

@@ -29,7 +29,7 @@ async fn with_repository(prefix: &str) -> (Scene, String) {
     (scene, repo_id)
 }
 
-fn keys(scene: &Scene) -> Api<FlashbackAccessKey> {
+pub(crate) fn keys(scene: &Scene) -> Api<FlashbackAccessKey> {
     Api::namespaced(scene.kube.clone(), &scene.namespace)
 }
 
@@ -37,7 +37,7 @@ fn secrets(scene: &Scene) -> Api<Secret> {
     Api::namespaced(scene.kube.clone(), &scene.namespace)
 }
 
-fn access_key(name: &str, access: &str) -> FlashbackAccessKey {
+pub(crate) fn access_key(name: &str, access: &str) -> FlashbackAccessKey {
     serde_yaml::from_str(&format!(
         r#"
 apiVersion: flashback.tech/v1alpha1
@@ -54,7 +54,7 @@ spec:
     .expect("example YAML")
 }
 
-async fn create_key(scene: &Scene, key: &FlashbackAccessKey) {
+pub(crate) async fn create_key(scene: &Scene, key: &FlashbackAccessKey) {
     keys(scene)
         .create(&PostParams::default(), key)
         .await
@@ -62,7 +62,7 @@ async fn create_key(scene: &Scene, key: &FlashbackAccessKey) {
 }
 
 /// Waits until `check` holds for the key object, or fails with its last status.
-async fn wait_key(
+pub(crate) async fn wait_key(
     scene: &Scene,
     name: &str,
     what: &str,
@@ -96,7 +96,7 @@ fn condition_is(key: &FlashbackAccessKey, type_: &str, status: &str, reason: &st
     })
 }
 
-async fn wait_key_ready(scene: &Scene, name: &str) -> FlashbackAccessKey {
+pub(crate) async fn wait_key_ready(scene: &Scene, name: &str) -> FlashbackAccessKey {
     wait_key(scene, name, "Ready", |key| {
         condition_is(key, "Ready", "True", "Synced")
             && key.status.as_ref().and_then(|s| s.observed_generation) == key.metadata.generation

@@ -18,11 +18,11 @@ use crate::support::scene::{Scene, WORKSPACE};
 
 const CLOUD_KEY: &str = "AKIACLOUDKEY0000001";
 
-fn buckets(scene: &Scene) -> Api<FlashbackBucket> {
+pub(crate) fn buckets(scene: &Scene) -> Api<FlashbackBucket> {
     Api::namespaced(scene.kube.clone(), &scene.namespace)
 }
 
-fn bucket(name: &str) -> FlashbackBucket {
+pub(crate) fn bucket(name: &str) -> FlashbackBucket {
     serde_yaml::from_str(&format!(
         r#"
 apiVersion: flashback.tech/v1alpha1
@@ -44,7 +44,7 @@ spec:
 }
 
 /// Writes the cloud credentials Secret `cloud` with this secret access key.
-async fn put_cloud_secret(scene: &Scene, secret_key: &str) {
+pub(crate) async fn put_cloud_secret(scene: &Scene, secret_key: &str) {
     let secret = Secret {
         metadata: kube::api::ObjectMeta {
             name: Some("cloud".into()),
@@ -73,7 +73,7 @@ async fn put_cloud_secret(scene: &Scene, secret_key: &str) {
         .expect("the cloud Secret is written");
 }
 
-async fn wait_bucket(
+pub(crate) async fn wait_bucket(
     scene: &Scene,
     name: &str,
     what: &str,
@@ -99,7 +99,12 @@ async fn wait_bucket(
     }
 }
 
-fn condition_is(bucket: &FlashbackBucket, type_: &str, status: &str, reason: &str) -> bool {
+pub(crate) fn condition_is(
+    bucket: &FlashbackBucket,
+    type_: &str,
+    status: &str,
+    reason: &str,
+) -> bool {
     bucket.status.as_ref().is_some_and(|s| {
         s.conditions
             .iter()
@@ -107,7 +112,7 @@ fn condition_is(bucket: &FlashbackBucket, type_: &str, status: &str, reason: &st
     })
 }
 
-async fn wait_bucket_ready(scene: &Scene, name: &str) -> FlashbackBucket {
+pub(crate) async fn wait_bucket_ready(scene: &Scene, name: &str) -> FlashbackBucket {
     wait_bucket(scene, name, "Ready", |b| {
         condition_is(b, "Ready", "True", "Synced")
             && b.status.as_ref().and_then(|s| s.observed_generation) == b.metadata.generation
@@ -115,14 +120,14 @@ async fn wait_bucket_ready(scene: &Scene, name: &str) -> FlashbackBucket {
     .await
 }
 
-async fn create_bucket(scene: &Scene, bucket: &FlashbackBucket) {
+pub(crate) async fn create_bucket(scene: &Scene, bucket: &FlashbackBucket) {
     buckets(scene)
         .create(&PostParams::default(), bucket)
         .await
         .expect("the bucket object is accepted");
 }
 
-async fn wait_bucket_gone(scene: &Scene, bucket: &FlashbackBucket) {
+pub(crate) async fn wait_bucket_gone(scene: &Scene, bucket: &FlashbackBucket) {
     let released = tokio::time::timeout(
         DEADLINE,
         await_condition(

@@ -12,6 +12,7 @@ mod client;
 mod control_plane;
 mod credentials;
 mod failures;
+mod hostile_tenant;
 mod integrations;
 mod layout;
 mod leader;

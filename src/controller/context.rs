@@ -203,6 +203,19 @@ impl Context {
         }
     }
 
+    /// The API and credentials an object acts with, as its status records them beside an id.
+    pub fn identity_of(
+        &self,
+        object: &impl Credentialed,
+        credentials: &Credentials,
+    ) -> crate::controller::ownership::Identity {
+        let default = self.settings.default_credentials_secret.as_ref();
+        // An object with credentials has a Secret they came from.
+        let secret =
+            crate::controller::credentials::secret_for(object, default).unwrap_or_default();
+        crate::controller::ownership::Identity::new(&credentials.api_url, &secret)
+    }
+
     /// An object's credentials: from the cache, or read from its Secret.
     pub async fn credentials_of(
         &self,

@@ -9,7 +9,8 @@
 //!   [`conditions`] and [`reason`] (the status vocabulary), [`events`], [`backoff`],
 //!   [`fairness`] (turns per namespace), [`finalizer`], [`leader`] (election), [`periodic`]
 //!   tasks, [`stats`] (usage figures of every kind), [`answers`] (what is taken of a
-//!   server's answers), [`digest`] (of secret data),
+//!   server's answers), [`digest`] (of secret data), [`ownership`] (which object holds a
+//!   remote id),
 //!   [`watches`] (Secrets), [`error`], and the test-only [`failpoint`].
 //!
 //! Adding a kind means a folder like `repository/` and one line in [`run`].
@@ -28,6 +29,7 @@ pub mod failpoint;
 pub mod fairness;
 pub mod finalizer;
 pub mod leader;
+pub mod ownership;
 pub mod periodic;
 pub mod reason;
 pub mod remote;

@@ -80,6 +80,9 @@ reasons! {
     AdoptedRepoNotFound,
     /// The repository is managed by another object.
     ManagedByAnotherObject,
+    /// The recorded id was confirmed with other credentials or another API, and the current
+    /// ones do not list it under the object's name.
+    CredentialsChanged,
     /// ObserveOnly, and no repository of that name exists.
     RemoteNotFound,
     /// A key's Secret exists and was not created for it.

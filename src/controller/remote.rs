@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::controller::credentials::Credentials;
 use crate::controller::workspace::Workspace;
 use flashback_client::{
-    ApiError, CallObserver, ClientConfig, FlashbackClient, RateLimit, RepoFilter, RepoStats,
+    ApiError, CallObserver, ClientConfig, FlashbackClient, RateLimit, Repo, RepoFilter, RepoStats,
     RepoWrite,
 };
 
@@ -170,6 +170,8 @@ impl Remote {
         result
     }
 
+    /// Creates a repository and returns the id the API answered. The id is not taken into
+    /// the cached listing: only [`Remote::confirm`] puts it there.
     pub async fn create(
         &self,
         credentials: &Credentials,
@@ -177,10 +179,40 @@ impl Remote {
         repo: &RepoWrite,
     ) -> Result<String, ApiError> {
         let result = self.client(credentials)?.create_repo(repo).await;
-        self.settle(credentials, workspace_id, result, |id, repos| {
-            let mut listed = repo.as_listed(id);
-            listed.created_at = Some(k8s_openapi::jiff::Timestamp::now().to_string());
-            repos.record(id, Some(listed));
+        self.settle(credentials, workspace_id, result, |_, _| {})
+            .await
+    }
+
+    /// The repository `repo_id` as a listing of the workspace with `credentials` shows it, if
+    /// it does: what confirms a create's answer (one small call, `GET /repo?repoId=`). Found,
+    /// it joins the cached listing, so the next reconciles see it without listing again.
+    pub async fn confirm(
+        &self,
+        credentials: &Credentials,
+        workspace_id: &str,
+        repo_id: &str,
+    ) -> Result<Option<Repo>, ApiError> {
+        let filter = RepoFilter {
+            workspace_id: Some(workspace_id.to_string()),
+            repo_id: Some(repo_id.to_string()),
+        };
+        let result = self
+            .client(credentials)?
+            .list_repos(&filter)
+            .await
+            .map(|listed| {
+                listed.into_iter().find(|repo| {
+                    repo.id == repo_id
+                        && repo
+                            .workspace_id
+                            .as_deref()
+                            .is_none_or(|listed_in| listed_in == workspace_id)
+                })
+            });
+        self.settle(credentials, workspace_id, result, |found, repos| {
+            if let Some(repo) = found {
+                repos.record(&repo.id, Some(repo.clone()));
+            }
         })
         .await
     }
@@ -299,10 +331,27 @@ mod tests {
             .create(&credentials, "ws", &body("one", &bucket))
             .await
             .unwrap();
-        remote
+        let second = remote
             .create(&credentials, "ws", &body("two", &bucket))
             .await
             .unwrap();
+        assert_eq!(
+            remote.repos(&credentials, "ws", None).await.unwrap().len(),
+            0,
+            "an answered id is not taken before a listing confirms it"
+        );
+        for id in [&first, &second] {
+            let confirmed = remote.confirm(&credentials, "ws", id).await.unwrap();
+            assert_eq!(confirmed.map(|r| r.id).as_ref(), Some(id));
+        }
+        assert_eq!(
+            remote
+                .confirm(&credentials, "other-ws", &first)
+                .await
+                .unwrap(),
+            None,
+            "not in another workspace"
+        );
         let mut changed = body("one", &bucket);
         changed.mode = RepoMode::Normal;
         remote
@@ -329,8 +378,9 @@ mod tests {
         let calls = emulator.control().calls().await.unwrap();
         assert_eq!(
             calls.count("GET", "/repo"),
-            1,
-            "one listing served every look: {calls:?}"
+            4,
+            "one listing served every look, besides one small confirming call per create and \
+             the look in another workspace: {calls:?}"
         );
         // What the cache says is what the API says.
         let listed = remote

@@ -115,6 +115,11 @@ pub struct FlashbackBucketStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bucket_id: Option<String>,
 
+    /// Where the id was confirmed. An id recorded with other credentials or another API is
+    /// acted on only once a listing with the current ones shows it under this object's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recorded_with: Option<super::RecordedWith>,
+
     /// The bucket's status as the Flashback API reports it (e.g. ACTIVE).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,

@@ -55,6 +55,20 @@ pub struct RepositoryReference {
     pub name: String,
 }
 
+/// Where an object's recorded remote id was confirmed: on which API, with which credentials,
+/// and when. The id is acted on only with the same API and credentials; and of two objects
+/// recording one id on one API, the one that recorded it first holds it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordedWith {
+    /// The SHA-256 of the API URL a listing confirmed the id on (not the URL).
+    pub api: String,
+    /// The SHA-256 of the credentials Secret's namespace and name (not its data).
+    pub credentials: String,
+    /// When this object confirmed the id.
+    pub at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+}
+
 /// The value of an annotation of `meta`, if any.
 fn annotation<'a>(
     meta: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,

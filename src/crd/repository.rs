@@ -187,6 +187,11 @@ pub struct FlashbackRepositoryStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo_id: Option<String>,
 
+    /// Where the id was confirmed. An id recorded with other credentials or another API is
+    /// acted on only once a listing with the current ones shows it under this object's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recorded_with: Option<super::RecordedWith>,
+
     /// Name of the remote repository the operator manages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_name: Option<String>,

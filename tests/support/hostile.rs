@@ -156,3 +156,145 @@ async fn respond(stream: &mut TcpStream, behaviour: Behaviour) {
         }
     }
 }
+
+/// A server that answers every create with an id of someone else's (another tenant's
+/// repository or bucket, at another API), and lists that id with exactly the name and body
+/// that were sent, created now: a tenant's own server, as consistent as a liar can be.
+pub struct Impostor {
+    pub url: String,
+    task: JoinHandle<()>,
+}
+
+/// What the impostor was last sent, per path, to list back.
+#[derive(Default)]
+struct Sent {
+    repo: Option<serde_json::Value>,
+    bucket: Option<serde_json::Value>,
+}
+
+impl Impostor {
+    /// Answers `POST /repo` with `repo_id` and `POST /bucket` with `bucket_id`.
+    pub async fn start(repo_id: &str, bucket_id: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let ids = Arc::new((repo_id.to_string(), bucket_id.to_string()));
+        let sent = Arc::new(tokio::sync::Mutex::new(Sent::default()));
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(impostor_answer(stream, ids.clone(), sent.clone()));
+            }
+        });
+        Self { url, task }
+    }
+}
+
+impl Drop for Impostor {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn impostor_answer(
+    mut stream: TcpStream,
+    ids: Arc<(String, String)>,
+    sent: Arc<tokio::sync::Mutex<Sent>>,
+) {
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let head_end = loop {
+        if let Some(at) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        match stream.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => seen.extend_from_slice(&buffer[..n]),
+        }
+        if seen.len() > 64 * 1024 {
+            return;
+        }
+    };
+    let head = String::from_utf8_lossy(&seen[..head_end]).to_string();
+    let length: usize = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())
+                .flatten()
+        })
+        .unwrap_or(0)
+        .min(64 * 1024);
+    while seen.len() < head_end + length {
+        match stream.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => seen.extend_from_slice(&buffer[..n]),
+        }
+    }
+    let body: serde_json::Value =
+        serde_json::from_slice(&seen[head_end..head_end + length]).unwrap_or_default();
+    let request_line = head.lines().next().unwrap_or_default().to_string();
+    let mut words = request_line.split_whitespace();
+    let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let path = target.split('?').next().unwrap_or("");
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let (repo_id, bucket_id) = (&ids.0, &ids.1);
+    let answer = {
+        let mut sent = sent.lock().await;
+        match (method, path) {
+            ("POST", "/repo") => {
+                sent.repo = Some(body);
+                serde_json::json!({"success": true, "repoId": repo_id})
+            }
+            ("POST", "/bucket") => {
+                sent.bucket = Some(body);
+                serde_json::json!({"success": true, "bucketId": bucket_id})
+            }
+            ("GET", "/repo") => {
+                let repos: Vec<serde_json::Value> = sent
+                    .repo
+                    .iter()
+                    .map(|repo| {
+                        serde_json::json!({
+                            "id": repo_id,
+                            "name": repo["name"],
+                            "storageType": repo["storageType"],
+                            "mode": repo["mode"],
+                            "workspaceId": repo["workspaceId"],
+                            "buckets": repo["repoBuckets"],
+                            "createdAt": now,
+                        })
+                    })
+                    .collect();
+                serde_json::json!({"success": true, "repos": repos})
+            }
+            ("GET", "/bucket") => {
+                let buckets: Vec<serde_json::Value> = sent
+                    .bucket
+                    .iter()
+                    .map(|bucket| {
+                        serde_json::json!({
+                            "id": bucket_id,
+                            "name": bucket["name"],
+                            "bucket": bucket["bucket"],
+                            "storageType": bucket["storageType"],
+                            "region": bucket["region"],
+                            "endpoint": bucket["endpoint"],
+                            "workspaceId": bucket["workspaceId"],
+                            "status": "ACTIVE",
+                            "createdAt": now,
+                        })
+                    })
+                    .collect();
+                serde_json::json!({"success": true, "buckets": buckets})
+            }
+            _ => serde_json::json!({"success": true}),
+        }
+    };
+    let body = answer.to_string();
+    let head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(body.as_bytes()).await;
+}

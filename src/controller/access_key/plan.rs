@@ -238,6 +238,19 @@ pub fn access_type(access: AccessType) -> flashback::AccessType {
     }
 }
 
+/// Waiting: the repository's remote writes are paused, and its keys with them.
+pub fn repository_paused(key: &FlashbackAccessKey) -> State {
+    State::Waiting {
+        reason: Reason::Paused,
+        message: format!(
+            "the FlashbackRepository {} is paused by the annotation {}: \"true\"; no key is \
+             issued, rotated or revoked until it is resumed",
+            key.spec.repository_ref.name,
+            crate::crd::annotations::PAUSED
+        ),
+    }
+}
+
 /// Reconciling while the repository does not let the key act; `None` once it does.
 pub fn waiting(key: &FlashbackAccessKey, repository: &Repository) -> Option<State> {
     let name = &key.spec.repository_ref.name;

@@ -70,6 +70,11 @@ impl<'a> Reconcile<'a> {
     pub async fn apply(mut self) -> Result<Action, Error> {
         let repo = self.repository().await?;
         let repository = Repository::of(repo.as_ref());
+        if repo.as_ref().is_some_and(FlashbackRepository::is_paused) {
+            // The repository's remote writes are paused, and its keys are part of it: nothing
+            // is issued, rotated or revoked, even while it is deleted.
+            return self.report(&plan::repository_paused(&self.key), None).await;
+        }
         if repository == Repository::Deleting {
             return self.revoke().await;
         }
@@ -107,14 +112,16 @@ impl<'a> Reconcile<'a> {
         // Keys of this object that the Secret does not hold are of no use to anyone: gone
         // before a new one is made, so there is never more than one live key for long.
         let unheld = plan::unheld(&self.key, &listed, &secret);
-        for key_id in unheld.iter().take(plan::DELETES_PER_RECONCILE) {
-            if let Err(error) = self.delete_key(&client, &repo_id, key_id).await {
-                return self.remote_failed("delete an unused key", error).await;
-            }
-        }
-        if unheld.len() > plan::DELETES_PER_RECONCILE {
-            // The rest in the next turns, so that no reconcile holds a turn for long.
-            return Ok(Action::requeue(std::time::Duration::from_secs(1)));
+        if let Some(unfinished) = self
+            .delete_keys(
+                &client,
+                &repo_id,
+                &unheld,
+                "unused keys (the Secret does not hold them)",
+            )
+            .await
+        {
+            return unfinished;
         }
         match plan::decide(&self.key, &secret, &listed) {
             Decision::Stall(stall) => self.report(&stall.state(), None).await,
@@ -212,14 +219,16 @@ impl<'a> Reconcile<'a> {
         );
         self.report(&plan::ready(&self.key), Some(recorded)).await?;
         self.publish(EventType::Normal, why.reason(), note).await;
-        if let Some(old) = retire
-            && let Err(error) = self.delete_key(client, repo_id, &old).await
-        {
-            // The next reconcile deletes it: the Secret no longer holds it.
-            return Err(Error::Remote {
-                operation: "delete the replaced key",
-                source: error,
-            });
+        if let Some(old) = retire {
+            if let Err(error) = self.delete_key(client, repo_id, &old).await {
+                // The next reconcile deletes it: the Secret no longer holds it.
+                return Err(Error::Remote {
+                    operation: "delete the replaced key",
+                    source: error,
+                });
+            }
+            let note = format!("deleted key {old} of this object");
+            self.publish(EventType::Normal, Reason::Deleted, note).await;
         }
         Ok(Action::await_change())
     }
@@ -251,7 +260,17 @@ impl<'a> Reconcile<'a> {
             return Ok(Action::await_change());
         }
         let repo = self.repository().await?;
-        if let (Some(repo), Some(repo_id)) = (&repo, Repository::remote_id(repo.as_ref())) {
+        let paused = repo.as_ref().is_some_and(FlashbackRepository::is_paused);
+        if paused && let Some(key_id) = self.key.status.as_ref().and_then(|s| s.key_id.clone()) {
+            let note = format!(
+                "left key {key_id} in Flashback: the repository's remote writes are paused"
+            );
+            self.publish(EventType::Normal, Reason::Orphaned, note)
+                .await;
+        }
+        if let (Some(repo), Some(repo_id), false) =
+            (&repo, Repository::remote_id(repo.as_ref()), paused)
+        {
             let client = match self.client(repo).await? {
                 Ok(client) => client,
                 Err(state) => {
@@ -320,13 +339,50 @@ impl<'a> Reconcile<'a> {
             .into_iter()
             .map(|k| k.id.clone())
             .collect();
-        for key_id in own.iter().take(plan::DELETES_PER_RECONCILE) {
-            if let Err(error) = self.delete_key(client, repo_id, key_id).await {
-                return Some(self.remote_failed("delete a key", error).await);
+        self.delete_keys(client, repo_id, &own, "keys").await
+    }
+
+    /// Deletes a few of `key_ids` (at most [`plan::DELETES_PER_RECONCILE`]) with one Event for
+    /// them all. `None` once none is left; otherwise how this reconcile ends: a failure, or, with
+    /// more left, a retry after the object's backoff, which grows while a server keeps listing
+    /// more (a tenant's server can list new keys on every call; nothing it answers may make the
+    /// operator loop), and repeated Events count into one series.
+    async fn delete_keys(
+        &mut self,
+        client: &FlashbackClient,
+        repo_id: &str,
+        key_ids: &[String],
+        what: &str,
+    ) -> Option<Result<Action, Error>> {
+        let batch = &key_ids[..key_ids.len().min(plan::DELETES_PER_RECONCILE)];
+        let mut deleted = 0;
+        let mut failure = None;
+        for key_id in batch {
+            match self.delete_key(client, repo_id, key_id).await {
+                Ok(()) => deleted += 1,
+                Err(error) => {
+                    failure = Some(error);
+                    break;
+                }
             }
         }
-        (own.len() > plan::DELETES_PER_RECONCILE)
-            .then(|| Ok(Action::requeue(std::time::Duration::from_secs(1))))
+        if deleted > 0 {
+            let note = if deleted == 1 {
+                format!("deleted key {} of this object", batch[0])
+            } else {
+                format!("deleted {deleted} {what} of this object")
+            };
+            self.publish(EventType::Normal, Reason::Deleted, note).await;
+        }
+        if let Some(error) = failure {
+            return Some(self.remote_failed("delete a key", error).await);
+        }
+        let left = key_ids.len() - batch.len();
+        (left > 0).then(|| {
+            Err(Error::NotYet(format!(
+                "{left} more {what} of this object listed; deleting them after a backoff"
+            )))
+        })
     }
 
     /// The referenced repository, read fresh (its change is what woke this reconcile).
@@ -461,12 +517,9 @@ impl<'a> Reconcile<'a> {
         key_id: &str,
     ) -> Result<(), ApiError> {
         match client.delete_repo_key(repo_id, key_id).await {
-            Ok(()) | Err(ApiError::NotFound { .. }) => {}
-            Err(error) => return Err(error),
+            Ok(()) | Err(ApiError::NotFound { .. }) => Ok(()),
+            Err(error) => Err(error),
         }
-        let note = format!("deleted key {key_id}");
-        self.publish(EventType::Normal, Reason::Deleted, note).await;
-        Ok(())
     }
 
     /// What an API error means for the key: the repository's rules (the same token, the same

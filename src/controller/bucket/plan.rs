@@ -9,9 +9,10 @@ use kube::ResourceExt;
 
 use crate::controller::answers;
 use crate::controller::conditions::State;
+use crate::controller::ownership::{self, Claim, Identity};
 use crate::controller::reason::Reason;
 use crate::controller::repository::create_attempt::CreateAttempt;
-use crate::controller::repository::plan::Stall;
+use crate::controller::repository::plan::{Stall, recorded_elsewhere};
 use crate::crd::{FlashbackBucket, StorageType, annotations, cloud_keys};
 use flashback_client::{self as flashback, Bucket, BucketWrite};
 
@@ -157,8 +158,8 @@ pub fn listed_shape(remote: &Bucket) -> [String; 5] {
     )
 }
 
-/// Whether a remote bucket was made by the attempt the status records.
-fn made(attempt: &CreateAttempt, remote: &Bucket) -> bool {
+/// Whether a remote bucket was made by `attempt`.
+pub fn made_by(attempt: &CreateAttempt, remote: &Bucket) -> bool {
     let fields = listed_shape(remote);
     let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
     attempt.made_as(&remote.name, &fields, remote.created_at.as_deref())
@@ -199,10 +200,13 @@ pub enum Decision {
 pub fn decide(
     bucket: &FlashbackBucket,
     listing: &[Bucket],
+    identity: &Identity,
     held: impl Fn(&str) -> bool,
     credentials_digest: &str,
 ) -> Decision {
     let status = bucket.status.as_ref();
+    let recorded = status.and_then(|s| s.bucket_id.as_deref());
+    let recorded_here = identity.confirmed(status.and_then(|s| s.recorded_with.as_ref()));
     let workspace = &bucket.spec.workspace_id;
     let by_id = |id: &str| listing.iter().find(|b| b.id == id);
     let name = bucket.remote_name();
@@ -223,18 +227,25 @@ pub fn decide(
                 });
             }
         }
-    } else if let Some(remote) = status.and_then(|s| s.bucket_id.as_deref()).and_then(by_id) {
+    } else if let Some(remote) = recorded
+        .and_then(by_id)
+        .filter(|remote| recorded_here || remote.name == name)
+    {
+        // Recorded with these credentials, or, after they changed, listed with the new ones
+        // under this object's name.
         if held(&remote.id) {
             return Decision::Stall(managed_elsewhere(&remote.id));
         }
         remote
+    } else if let Some(id) = recorded.filter(|_| !recorded_here) {
+        return Decision::Stall(recorded_elsewhere("bucket", id, name, workspace));
     } else if let Some(remote) =
         status
             .and_then(|s| s.create_attempt.as_ref())
             .and_then(|attempt| {
                 listing
                     .iter()
-                    .find(|b| made(attempt, b) && !held(&b.id) && answers::plausible_id(&b.id))
+                    .find(|b| made_by(attempt, b) && !held(&b.id) && answers::plausible_id(&b.id))
             })
     {
         remote
@@ -292,21 +303,93 @@ fn managed_elsewhere(bucket_id: &str) -> Stall {
     }
 }
 
-/// Whether `other` manages the bucket `bucket_id` rather than `me` (the older, if both
-/// record it).
-pub fn holds(other: &FlashbackBucket, me: &FlashbackBucket, bucket_id: &str) -> bool {
-    let recorded = |b: &FlashbackBucket| {
-        b.status.as_ref().and_then(|s| s.bucket_id.as_deref()) == Some(bucket_id)
-    };
-    let age = |b: &FlashbackBucket| {
-        (
-            b.metadata.creation_timestamp.as_ref().map(|t| t.0),
-            b.metadata.uid.clone(),
-        )
-    };
-    other.metadata.uid != me.metadata.uid
-        && recorded(other)
-        && !(recorded(me) && age(me) < age(other))
+/// Whether `other` manages the bucket `bucket_id` rather than `me`, who acts with `identity`
+/// (see [`ownership::holds`]).
+pub fn holds(
+    other: &FlashbackBucket,
+    me: &FlashbackBucket,
+    bucket_id: &str,
+    identity: &Identity,
+) -> bool {
+    ownership::holds(&claim(other), &claim(me), bucket_id, identity)
+}
+
+/// What an object's status records of its bucket, as [`ownership`] reads it.
+pub fn claim(bucket: &FlashbackBucket) -> Claim<'_> {
+    let status = bucket.status.as_ref();
+    Claim {
+        uid: bucket.metadata.uid.as_deref(),
+        id: status.and_then(|s| s.bucket_id.as_deref()),
+        with: status.and_then(|s| s.recorded_with.as_ref()),
+        created: bucket.metadata.creation_timestamp.as_ref().map(|t| t.0),
+    }
+}
+
+/// Whether the listed `remote` is what the attempt the status records made.
+pub fn made_by_attempt(bucket: &FlashbackBucket, remote: &Bucket) -> bool {
+    bucket
+        .status
+        .as_ref()
+        .and_then(|s| s.create_attempt.as_ref())
+        .is_some_and(|attempt| made_by(attempt, remote))
+}
+
+/// The buckets a delete deregisters: the recorded one (where it was confirmed, or listed under
+/// the object's name after its credentials changed) and what an unfinished create made, each
+/// only while no other object holds it. `held` names the ones left in place for that reason.
+pub fn doomed<'a>(
+    bucket: &FlashbackBucket,
+    listing: &'a [Bucket],
+    identity: &Identity,
+    held: impl Fn(&str) -> bool,
+) -> (Vec<&'a Bucket>, Vec<&'a Bucket>) {
+    let status = bucket.status.as_ref();
+    let recorded = status.and_then(|s| s.bucket_id.as_deref());
+    let recorded_here = identity.confirmed(status.and_then(|s| s.recorded_with.as_ref()));
+    listing
+        .iter()
+        .filter(|remote| {
+            let ours = recorded == Some(remote.id.as_str())
+                && (recorded_here || remote.name == bucket.remote_name());
+            ours || made_by_attempt(bucket, remote)
+        })
+        .partition(|remote| !held(&remote.id))
+}
+
+/// The recorded bucket id, when it was confirmed with `identity` and no create is unfinished:
+/// a delete needs no listing to know what to deregister.
+pub fn recorded_here<'a>(bucket: &'a FlashbackBucket, identity: &Identity) -> Option<&'a str> {
+    let status = bucket.status.as_ref()?;
+    let confirmed =
+        status.recorded_with.is_some() && identity.confirmed(status.recorded_with.as_ref());
+    (confirmed && status.create_attempt.is_none())
+        .then_some(status.bucket_id.as_deref())
+        .flatten()
+}
+
+/// How soon a delete looks again while a repository of the operator names the bucket: a look
+/// at the watch cache, no API call.
+pub const IN_USE_LOOK_AGAIN: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Whether a FlashbackRepository of the bucket's namespace still names it, by `bucketRef` or by
+/// id. Only its own namespace counts: another tenant's object naming the id must not hold the
+/// delete (a repository elsewhere that really uses it makes the API refuse the delete).
+pub fn used_by_a_repository(
+    bucket: &FlashbackBucket,
+    bucket_id: &str,
+    repositories: &[std::sync::Arc<crate::crd::FlashbackRepository>],
+) -> bool {
+    let namespace = bucket.namespace();
+    let name = bucket.name_any();
+    repositories
+        .iter()
+        .filter(|repo| repo.namespace() == namespace)
+        .any(|repo| {
+            repo.spec.buckets.iter().any(|b| {
+                b.bucket_id.as_deref() == Some(bucket_id)
+                    || b.bucket_ref.as_ref().is_some_and(|r| r.name == name)
+            })
+        })
 }
 
 /// The status the API reports for a listed bucket, when it is a plain word the operator will
@@ -374,6 +457,10 @@ pub fn in_use(bucket_id: &str) -> State {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn here() -> Identity {
+        fixtures::identity()
+    }
     use crate::crd::FlashbackBucketStatus;
     use crate::fixtures;
 
@@ -416,11 +503,20 @@ mod tests {
     fn a_new_bucket_is_registered_and_a_recorded_one_is_updated_when_its_credentials_change() {
         let mut bucket = fixtures::bucket("team-a", "photos");
         let digest = cloud().digest();
-        assert_eq!(decide(&bucket, &[], none_held, &digest), Decision::Create);
+        assert_eq!(
+            decide(&bucket, &[], &here(), none_held, &digest),
+            Decision::Create
+        );
         let remote = listed(&bucket, "b1");
         recorded(&mut bucket, "b1", &digest);
         assert_eq!(
-            decide(&bucket, std::slice::from_ref(&remote), none_held, &digest),
+            decide(
+                &bucket,
+                std::slice::from_ref(&remote),
+                &here(),
+                none_held,
+                &digest
+            ),
             Decision::InSync {
                 bucket_id: "b1".into()
             }
@@ -429,6 +525,7 @@ mod tests {
             decide(
                 &bucket,
                 std::slice::from_ref(&remote),
+                &here(),
                 none_held,
                 "another digest"
             ),
@@ -439,7 +536,13 @@ mod tests {
         );
         bucket.spec.region = Some("eu-west-1".into());
         assert_eq!(
-            decide(&bucket, std::slice::from_ref(&remote), none_held, &digest),
+            decide(
+                &bucket,
+                std::slice::from_ref(&remote),
+                &here(),
+                none_held,
+                &digest
+            ),
             Decision::Update {
                 bucket_id: "b1".into()
             },
@@ -451,8 +554,13 @@ mod tests {
     fn a_name_taken_stalls_unless_adopted_and_adoption_needs_the_id_listed() {
         let mut bucket = fixtures::bucket("team-a", "photos");
         let remote = listed(&bucket, "b9");
-        let Decision::Stall(stall) = decide(&bucket, std::slice::from_ref(&remote), none_held, "d")
-        else {
+        let Decision::Stall(stall) = decide(
+            &bucket,
+            std::slice::from_ref(&remote),
+            &here(),
+            none_held,
+            "d",
+        ) else {
             panic!("a stall");
         };
         assert_eq!(stall.reason, Reason::NameAlreadyUsed);
@@ -463,19 +571,29 @@ mod tests {
         );
         fixtures::annotate_bucket(&mut bucket, annotations::BUCKET_ID, "b9");
         assert_eq!(
-            decide(&bucket, std::slice::from_ref(&remote), none_held, "d"),
+            decide(
+                &bucket,
+                std::slice::from_ref(&remote),
+                &here(),
+                none_held,
+                "d"
+            ),
             Decision::Update {
                 bucket_id: "b9".into()
             },
             "adopted, then written with this object's credentials"
         );
-        let Decision::Stall(stall) = decide(&bucket, &[], none_held, "d") else {
+        let Decision::Stall(stall) = decide(&bucket, &[], &here(), none_held, "d") else {
             panic!("a stall");
         };
         assert_eq!(stall.reason, Reason::AdoptedBucketNotFound);
-        let Decision::Stall(stall) =
-            decide(&bucket, std::slice::from_ref(&remote), |id| id == "b9", "d")
-        else {
+        let Decision::Stall(stall) = decide(
+            &bucket,
+            std::slice::from_ref(&remote),
+            &here(),
+            |id| id == "b9",
+            "d",
+        ) else {
             panic!("a stall");
         };
         assert_eq!(stall.reason, Reason::ManagedByAnotherObject);
@@ -491,17 +609,104 @@ mod tests {
         });
         let made = listed(&bucket, "b1");
         assert_eq!(
-            decide(&bucket, std::slice::from_ref(&made), none_held, "d"),
+            decide(
+                &bucket,
+                std::slice::from_ref(&made),
+                &here(),
+                none_held,
+                "d"
+            ),
             Decision::Update {
                 bucket_id: "b1".into()
             }
         );
         let mut other_body = made.clone();
         other_body.bucket = Some("someone-elses".into());
-        let Decision::Stall(stall) = decide(&bucket, &[other_body], none_held, "d") else {
+        let Decision::Stall(stall) = decide(&bucket, &[other_body], &here(), none_held, "d") else {
             panic!("a bucket of that name but another body is not ours");
         };
         assert_eq!(stall.reason, Reason::NameAlreadyUsed);
+    }
+
+    #[test]
+    fn a_delete_deregisters_only_what_is_its_own_and_nobody_else_holds() {
+        let mut bucket = fixtures::bucket("team-c", "photos");
+        let theirs = listed(&bucket, "b-team-a");
+        // A refused register leaves no record; an unfinished one matches only what it sent.
+        bucket.status = Some(FlashbackBucketStatus {
+            create_attempt: Some(next_attempt(
+                &bucket,
+                "2026-11-28T11:59:00Z".parse().unwrap(),
+            )),
+            ..Default::default()
+        });
+        let listing = [theirs.clone()];
+        let (gone, left) = doomed(&bucket, &listing, &here(), |id| id == "b-team-a");
+        assert!(gone.is_empty(), "held by another object");
+        assert_eq!(left.len(), 1);
+        let (gone, _) = doomed_none_held(&bucket, &listing);
+        assert_eq!(gone.len(), 1, "what the attempt made, nobody holding it");
+
+        // A recorded id is deleted without a listing only where it was confirmed.
+        let mut recorded = fixtures::bucket("team-a", "photos");
+        recorded.status = Some(FlashbackBucketStatus {
+            bucket_id: Some("b1".into()),
+            recorded_with: Some(here().record(
+                None,
+                None,
+                "b1",
+                &crate::fixtures::time("2026-12-07T10:00:00Z"),
+            )),
+            ..Default::default()
+        });
+        assert_eq!(recorded_here(&recorded, &here()), Some("b1"));
+        let elsewhere = Identity::new(
+            &"http://127.0.0.1:9/".parse().unwrap(),
+            &crate::controller::credentials::SecretName::default(),
+        );
+        assert_eq!(recorded_here(&recorded, &elsewhere), None);
+        let mut renamed = listed(&recorded, "b1");
+        renamed.name = "victims-bucket".into();
+        let renamed = [renamed];
+        let (not_ours, _) = doomed(&recorded, &renamed, &elsewhere, none_held);
+        assert!(
+            not_ours.is_empty(),
+            "listed with other credentials under another name"
+        );
+        let (ours, _) = doomed(&recorded, &renamed, &here(), none_held);
+        assert_eq!(ours.len(), 1);
+    }
+
+    fn doomed_none_held<'a>(
+        bucket: &FlashbackBucket,
+        listing: &'a [Bucket],
+    ) -> (Vec<&'a Bucket>, Vec<&'a Bucket>) {
+        doomed(bucket, listing, &here(), none_held)
+    }
+
+    #[test]
+    fn only_a_repository_of_the_buckets_namespace_holds_its_delete_locally() {
+        let bucket = fixtures::bucket("team-a", "photos");
+        let mut by_ref = fixtures::repo("team-a", "album");
+        by_ref.spec.buckets[0].bucket_id = None;
+        by_ref.spec.buckets[0].bucket_ref = Some(crate::crd::BucketReference {
+            name: "photos".into(),
+        });
+        let mut by_id = fixtures::repo("team-a", "other");
+        by_id.spec.buckets[0].bucket_id = Some("b1".into());
+        let mut elsewhere = fixtures::repo("team-x", "squatter");
+        elsewhere.spec.buckets[0].bucket_id = Some("b1".into());
+        let uses = |repos: Vec<crate::crd::FlashbackRepository>| {
+            let repos: Vec<_> = repos.into_iter().map(std::sync::Arc::new).collect();
+            used_by_a_repository(&bucket, "b1", &repos)
+        };
+        assert!(uses(vec![by_ref]));
+        assert!(uses(vec![by_id]));
+        assert!(
+            !uses(vec![elsewhere]),
+            "another tenant naming the id holds nothing"
+        );
+        assert!(!uses(vec![]));
     }
 
     #[test]
@@ -509,7 +714,7 @@ mod tests {
         let mut bucket = fixtures::bucket("team-a", "photos");
         fixtures::annotate_bucket(&mut bucket, annotations::PAUSED, "true");
         assert_eq!(
-            decide(&bucket, &[], none_held, "d"),
+            decide(&bucket, &[], &here(), none_held, "d"),
             Decision::Paused {
                 bucket_id: None,
                 in_sync: false
@@ -576,7 +781,7 @@ mod tests {
         });
         let odd = listed(&bucket, "b1\nInjected: line");
         assert!(matches!(
-            decide(&attempted, &[odd], none_held, "d"),
+            decide(&attempted, &[odd], &here(), none_held, "d"),
             Decision::Stall(_)
         ));
     }

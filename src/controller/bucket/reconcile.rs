@@ -19,17 +19,21 @@ use crate::controller::error::Error;
 use crate::controller::events;
 use crate::controller::failpoint::{self, Failpoint};
 use crate::controller::finalizer;
+use crate::controller::ownership::Identity;
 use crate::controller::reason::Reason;
 use crate::controller::repository::create_attempt::CreateAttempt;
 use crate::controller::repository::plan::{Stall, credentials_stall};
 use crate::crd::{FlashbackBucket, FlashbackBucketStatus};
-use flashback_client::{ApiError, Bucket, FlashbackClient};
+use flashback_client::{ApiError, FlashbackClient};
 
 /// One reconcile of one bucket object.
 pub struct Reconcile<'a> {
     api: Api<FlashbackBucket>,
     ctx: &'a Context,
     bucket: FlashbackBucket,
+    /// The API and credentials this reconcile acts with, once observed: an id it records is
+    /// recorded as confirmed with them.
+    identity: Option<Identity>,
 }
 
 /// What a status write records besides the conditions.
@@ -56,12 +60,13 @@ impl<'a> Reconcile<'a> {
             api: Api::namespaced(ctx.kube.clone(), &namespace),
             ctx,
             bucket: bucket.clone(),
+            identity: None,
         }
     }
 
     /// The object exists: observe → decide → act → report.
     pub async fn apply(mut self) -> Result<Action, Error> {
-        let (client, cloud) = match self.observe().await? {
+        let (client, identity, cloud) = match self.observe().await? {
             Ok(observed) => observed,
             Err(stall) => return self.stall(stall).await,
         };
@@ -71,10 +76,13 @@ impl<'a> Reconcile<'a> {
             Err(error) => return self.remote_failed("list buckets", error).await,
         };
         let digest = cloud.digest();
-        let store = self.ctx.buckets.clone();
-        let me = self.bucket.clone();
-        let held = |id: &str| store.find(|other| plan::holds(other, &me, id)).is_some();
-        let decision = plan::decide(&self.bucket, &listing, held, &digest);
+        let decision = plan::decide(
+            &self.bucket,
+            &listing,
+            &identity,
+            |id| self.held_by_another(id, &identity),
+            &digest,
+        );
         tracing::debug!(name = self.bucket.name_any(), ?decision, "bucket decision");
         match decision {
             Decision::Stall(stall) => self.stall(stall).await,
@@ -134,14 +142,27 @@ impl<'a> Reconcile<'a> {
             message: "registering the bucket".into(),
         };
         let record = Record {
-            attempt: Attempt::Begin(attempt),
+            attempt: Attempt::Begin(attempt.clone()),
             ..Record::default()
         };
         self.write(&creating, record, true).await?;
         let body = plan::desired(&self.bucket, cloud);
         let bucket_id = match client.create_bucket(&body).await {
             Ok(id) => id,
-            Err(error) => return self.remote_failed("register the bucket", error).await,
+            Err(error) => {
+                // The listing this create was decided on was fresh: a refusal proves that no
+                // attempt of this object made anything, and the record must not make a later
+                // bucket of this name and shape (someone else's) look like this object's.
+                if let Some(stall) = self.api_stall(&error) {
+                    let record = Record {
+                        attempt: Attempt::Resolved,
+                        ..Record::default()
+                    };
+                    self.write(&stall.state(), record, true).await?;
+                    return Ok(Action::requeue(self.ctx.settings.resync_interval));
+                }
+                return self.remote_failed("register the bucket", error).await;
+            }
         };
         if !answers::plausible_id(&bucket_id) {
             return self
@@ -149,6 +170,25 @@ impl<'a> Reconcile<'a> {
                 .await;
         }
         failpoint::pause_at(Failpoint::PauseAfterBucketCreate).await;
+        // An answer is not proof (a tenant may point its credentials at a server that answers
+        // another tenant's id): the id counts once a listing with the same credentials shows
+        // it as what this attempt sent. Until then the attempt stays recorded, and the next
+        // look claims what the attempt made, if anything.
+        let workspace = self.bucket.spec.workspace_id.clone();
+        match client.list_buckets(Some(&workspace)).await {
+            Ok(listing)
+                if listing
+                    .iter()
+                    .any(|b| b.id == bucket_id && plan::made_by(&attempt, b)) => {}
+            Ok(_) => {
+                return Err(Error::NotYet(
+                    "the bucket id the API answered is not listed as the bucket this register \
+                     sent; looking again"
+                        .into(),
+                ));
+            }
+            Err(error) => return self.remote_failed("confirm the new bucket", error).await,
+        }
         let record = Record {
             bucket_id: Some(bucket_id.clone()),
             remote_status: None,
@@ -162,24 +202,33 @@ impl<'a> Reconcile<'a> {
     }
 
     /// Observe: a client with the Flashback token, and the cloud credentials.
-    async fn observe(&self) -> Result<Result<(FlashbackClient, CloudCredentials), Stall>, Error> {
-        let client = match self.client().await? {
-            Ok(client) => client,
+    async fn observe(
+        &mut self,
+    ) -> Result<Result<(FlashbackClient, Identity, CloudCredentials), Stall>, Error> {
+        let (client, identity) = match self.client().await? {
+            Ok(found) => found,
             Err(stall) => return Ok(Err(stall)),
         };
-        Ok(self.cloud_credentials().await?.map(|cloud| (client, cloud)))
+        Ok(self
+            .cloud_credentials()
+            .await?
+            .map(|cloud| (client, identity, cloud)))
     }
 
-    /// A client with the Flashback token (all a deregistration needs).
-    async fn client(&self) -> Result<Result<FlashbackClient, Stall>, Error> {
+    /// A client with the Flashback token (all a deregistration needs); the identity it acts
+    /// with is kept for the status.
+    async fn client(&mut self) -> Result<Result<(FlashbackClient, Identity), Stall>, Error> {
         let credentials = match self.ctx.credentials_of(&self.bucket).await? {
             Ok(credentials) => credentials,
             Err(problem) => return Ok(Err(credentials_stall(&problem))),
         };
+        let identity = self.ctx.identity_of(&self.bucket, &credentials);
+        self.identity = Some(identity.clone());
         Ok(self
             .ctx
             .remote
             .client_for(&credentials)
+            .map(|client| (client, identity))
             .map_err(|error| Stall {
                 reason: Reason::InvalidCredentials,
                 message: format!("the Flashback credentials cannot be used: {error}"),
@@ -224,10 +273,19 @@ impl<'a> Reconcile<'a> {
         if status.bucket_id.is_none() && status.create_attempt.is_none() {
             return self.release().await;
         }
+        // A repository of the operator's still names it: wait for it, from the watch cache,
+        // at no cost to the API (its credential's budget is other objects' too).
+        if let Some(bucket_id) = &status.bucket_id
+            && plan::used_by_a_repository(&self.bucket, bucket_id, &self.ctx.repositories.state())
+        {
+            self.write(&plan::in_use(bucket_id), Record::default(), true)
+                .await?;
+            return Ok(Action::requeue(plan::IN_USE_LOOK_AGAIN));
+        }
         // The cloud credentials may be gone already (a directory deleted with kubectl delete
         // -f): deregistering needs only the Flashback token.
-        let client = match self.client().await? {
-            Ok(client) => client,
+        let (client, identity) = match self.client().await? {
+            Ok(found) => found,
             Err(stall) => {
                 let namespace = self.bucket.namespace().unwrap_or_default();
                 if self.ctx.namespace_terminating(&namespace).await {
@@ -247,40 +305,57 @@ impl<'a> Reconcile<'a> {
                 return Err(Error::CleanupBlocked(message));
             }
         };
-        let workspace = self.bucket.spec.workspace_id.clone();
-        let listing = match client.list_buckets(Some(&workspace)).await {
-            Ok(listing) => listing,
-            Err(error) => return self.remote_failed("list buckets", error).await,
+        let doomed: Vec<String> = match plan::recorded_here(&self.bucket, &identity) {
+            // Confirmed with these credentials and no create unfinished: one DELETE says it
+            // all (a bucket already gone answers 404).
+            Some(bucket_id) if !self.held_by_another(bucket_id, &identity) => {
+                vec![bucket_id.to_string()]
+            }
+            _ => {
+                let workspace = self.bucket.spec.workspace_id.clone();
+                let listing = match client.list_buckets(Some(&workspace)).await {
+                    Ok(listing) => listing,
+                    Err(error) => return self.remote_failed("list buckets", error).await,
+                };
+                let (doomed, held) = plan::doomed(&self.bucket, &listing, &identity, |id| {
+                    self.held_by_another(id, &identity)
+                });
+                for remote in held {
+                    let note = format!(
+                        "left bucket {} registered: another FlashbackBucket manages it",
+                        remote.id
+                    );
+                    self.publish(EventType::Warning, Reason::LeftInPlace, note)
+                        .await;
+                }
+                doomed.into_iter().map(|b| b.id.clone()).collect()
+            }
         };
-        // The recorded id, or what an unfinished create made.
-        let doomed: Vec<&Bucket> = listing
-            .iter()
-            .filter(|b| {
-                status.bucket_id.as_deref() == Some(b.id.as_str())
-                    || status.create_attempt.as_ref().is_some_and(|a| {
-                        let fields = plan::listed_shape(b);
-                        let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
-                        a.made_as(&b.name, &fields, b.created_at.as_deref())
-                    })
-            })
-            .collect();
-        for remote in doomed {
-            match client.delete_bucket(&remote.id).await {
+        for bucket_id in doomed {
+            match client.delete_bucket(&bucket_id).await {
                 Ok(()) | Err(ApiError::NotFound { .. }) => {
-                    let note = format!("deregistered bucket {}", remote.id);
+                    let note = format!("deregistered bucket {bucket_id}");
                     self.publish(EventType::Normal, Reason::Deleted, note).await;
                 }
                 Err(error) if error.error_code() == Some("BUCKET_IN_USE") => {
-                    // A repository still groups it: wait, a few seconds at a time, rather
-                    // than fail in a loop; its release follows the repository's change.
-                    self.write(&plan::in_use(&remote.id), Record::default(), true)
+                    // A repository the operator does not manage still groups it: asked again
+                    // once per resync, not in a loop on the credential's budget.
+                    self.write(&plan::in_use(&bucket_id), Record::default(), true)
                         .await?;
-                    return Ok(Action::requeue(std::time::Duration::from_secs(3)));
+                    return Ok(Action::requeue(self.ctx.settings.resync_interval));
                 }
                 Err(error) => return self.remote_failed("deregister the bucket", error).await,
             }
         }
         self.release().await
+    }
+
+    /// Whether another object manages the bucket `bucket_id` on the API this object acts with.
+    fn held_by_another(&self, bucket_id: &str, identity: &Identity) -> bool {
+        self.ctx
+            .buckets
+            .find(|other| plan::holds(other, &self.bucket, bucket_id, identity))
+            .is_some()
     }
 
     async fn release(&mut self) -> Result<Action, Error> {
@@ -307,18 +382,23 @@ impl<'a> Reconcile<'a> {
         Ok(Action::requeue(self.ctx.settings.resync_interval))
     }
 
+    /// The stall of a refusal only a person can fix, if it is one.
+    fn api_stall(&self, error: &ApiError) -> Option<Stall> {
+        crate::controller::repository::plan::api_stall_for(
+            error,
+            &self.bucket,
+            "bucket",
+            self.bucket.remote_name(),
+        )
+    }
+
     /// A failed API call: a stall for a person, or a retry with backoff.
     async fn remote_failed(
         &mut self,
         operation: &'static str,
         error: ApiError,
     ) -> Result<Action, Error> {
-        if let Some(stall) = crate::controller::repository::plan::api_stall_for(
-            &error,
-            &self.bucket,
-            "bucket",
-            self.bucket.remote_name(),
-        ) {
+        if let Some(stall) = self.api_stall(&error) {
             return self.stall(stall).await;
         }
         let state = State::Progressing {
@@ -350,6 +430,14 @@ impl<'a> Reconcile<'a> {
             ..current.clone()
         };
         if let Some(id) = record.bucket_id {
+            if let Some(identity) = &self.identity {
+                next.recorded_with = Some(identity.record(
+                    current.bucket_id.as_deref(),
+                    current.recorded_with.as_ref(),
+                    &id,
+                    &now,
+                ));
+            }
             next.bucket_id = Some(id);
         }
         if let Some(remote_status) = record.remote_status {

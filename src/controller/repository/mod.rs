@@ -165,9 +165,10 @@ pub(crate) fn held_by_another(
     store: &Store<FlashbackRepository>,
     repo: &FlashbackRepository,
     repo_id: &str,
+    identity: &crate::controller::ownership::Identity,
 ) -> bool {
     store
-        .find(|other| plan::holds(other, repo, repo_id))
+        .find(|other| plan::holds(other, repo, repo_id, identity))
         .is_some()
 }
 

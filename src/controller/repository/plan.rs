@@ -5,6 +5,7 @@
 
 use crate::controller::conditions::State;
 use crate::controller::credentials::{self, CredentialsError};
+use crate::controller::ownership::{self, Claim, Identity};
 use crate::controller::reason::Reason;
 use crate::controller::repository::create_attempt::CreateAttempt;
 use crate::controller::workspace::Workspace;
@@ -195,9 +196,13 @@ pub enum Decision {
 pub fn decide(
     repo: &FlashbackRepository,
     workspace: &Workspace,
+    identity: &Identity,
     held: impl Fn(&str) -> bool,
 ) -> Decision {
     let desired = desired(repo);
+    let status = repo.status.as_ref();
+    let recorded = status.and_then(|s| s.repo_id.as_deref());
+    let recorded_here = identity.confirmed(status.and_then(|s| s.recorded_with.as_ref()));
     let workspace_id = &repo.spec.workspace_id;
     let observe_only = repo.spec.management_policy == ManagementPolicy::ObserveOnly;
     let by_id = |id: &str| workspace.by_id(id);
@@ -220,16 +225,23 @@ pub fn decide(
                 });
             }
         }
-    } else if let Some(remote) = repo
-        .status
-        .as_ref()
-        .and_then(|s| s.repo_id.as_deref())
+    } else if let Some(remote) = recorded
         .and_then(by_id)
+        .filter(|remote| recorded_here || remote.name == desired.name)
     {
+        // Recorded with these credentials, or, after they changed, listed with the new ones
+        // under this object's name.
         if held(&remote.id) {
             return Decision::Stall(managed_elsewhere(&remote.id));
         }
         Some(remote)
+    } else if let Some(id) = recorded.filter(|_| !recorded_here) {
+        return Decision::Stall(recorded_elsewhere(
+            "repository",
+            id,
+            &desired.name,
+            workspace_id,
+        ));
     } else if let Some(remote) = CreateAttempt::read(repo).and_then(|attempt| {
         workspace
             .named(&attempt.name)
@@ -311,23 +323,40 @@ fn managed_elsewhere(repo_id: &str) -> Stall {
     }
 }
 
-/// Whether `other` manages the repository `repo_id` rather than `me`: its status records the
-/// id (it created it, or adopted it after finding it in its workspace). Asking for an id by
-/// annotation holds nothing. Should two objects ever both record one id, the older (ties by
-/// uid) holds it, so that exactly one of them acts on it.
-pub fn holds(other: &FlashbackRepository, me: &FlashbackRepository, repo_id: &str) -> bool {
-    let recorded = |r: &FlashbackRepository| {
-        r.status.as_ref().and_then(|s| s.repo_id.as_deref()) == Some(repo_id)
-    };
-    let age = |r: &FlashbackRepository| {
-        (
-            r.metadata.creation_timestamp.as_ref().map(|t| t.0),
-            r.metadata.uid.clone(),
-        )
-    };
-    other.metadata.uid != me.metadata.uid
-        && recorded(other)
-        && !(recorded(me) && age(me) < age(other))
+/// Whether `other` manages the repository `repo_id` rather than `me`, who acts with
+/// `identity` (see [`ownership::holds`]): its status records the id on the same API, and `me`
+/// did not record it there first.
+pub fn holds(
+    other: &FlashbackRepository,
+    me: &FlashbackRepository,
+    repo_id: &str,
+    identity: &Identity,
+) -> bool {
+    ownership::holds(&claim(other), &claim(me), repo_id, identity)
+}
+
+/// What an object's status records of its repository, as [`ownership`] reads it.
+pub fn claim(repo: &FlashbackRepository) -> Claim<'_> {
+    let status = repo.status.as_ref();
+    Claim {
+        uid: repo.metadata.uid.as_deref(),
+        id: status.and_then(|s| s.repo_id.as_deref()),
+        with: status.and_then(|s| s.recorded_with.as_ref()),
+        created: repo.metadata.creation_timestamp.as_ref().map(|t| t.0),
+    }
+}
+
+/// The stall of an object whose recorded id was confirmed with other credentials or another
+/// API, which the current ones do not list under its name.
+pub fn recorded_elsewhere(kind: &str, id: &str, name: &str, workspace_id: &str) -> Stall {
+    Stall {
+        reason: Reason::CredentialsChanged,
+        message: format!(
+            "the {kind} id {id} in the status was recorded with other credentials or another \
+             API, and the current ones do not list a {kind} {name:?} with that id in workspace \
+             {workspace_id}; restore the credentials, or adopt a {kind} they list by annotation"
+        ),
+    }
 }
 
 /// Whether a resync must reconcile the object: the decision would change the remote, or the
@@ -650,6 +679,11 @@ pub fn waiting_for_keys(holding: &[String]) -> State {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The API and credentials the objects of these tests act with.
+    fn here() -> Identity {
+        crate::fixtures::identity()
+    }
     use crate::crd::{ManagementPolicy, RepositoryBucket};
     use crate::fixtures;
 
@@ -667,6 +701,69 @@ mod tests {
         repo.status
             .get_or_insert_with(Default::default)
             .create_attempt = Some(attempt);
+    }
+
+    #[test]
+    fn an_id_recorded_with_other_credentials_counts_only_when_listed_under_the_objects_name() {
+        let mut repo = fixtures::repo("team-a", "media");
+        let mut status = fixtures::ready_status("r1", 1);
+        let elsewhere = Identity::new(
+            &"http://127.0.0.1:9/".parse().unwrap(),
+            &crate::controller::credentials::SecretName {
+                namespace: "team-a".into(),
+                name: "own".into(),
+            },
+        );
+        status.recorded_with =
+            Some(elsewhere.record(None, None, "r1", &fixtures::time("2026-12-07T10:00:00Z")));
+        repo.status = Some(status);
+
+        // Listed here under another name: someone else's repository, not acted on.
+        let mut theirs = remote_of(&repo, "r1");
+        theirs.name = "victims-name".into();
+        let Decision::Stall(stall) =
+            decide(&repo, &Workspace::from(vec![theirs]), &here(), none_held)
+        else {
+            panic!("a stall");
+        };
+        assert_eq!(stall.reason, Reason::CredentialsChanged);
+        assert_eq!(
+            stall.message,
+            "the repository id r1 in the status was recorded with other credentials or another \
+             API, and the current ones do not list a repository \"media\" with that id in \
+             workspace ws-1; restore the credentials, or adopt a repository they list by \
+             annotation"
+        );
+        // Not listed at all: the same, never a create over it.
+        let Decision::Stall(stall) = decide(&repo, &Workspace::default(), &here(), none_held)
+        else {
+            panic!("a stall");
+        };
+        assert_eq!(stall.reason, Reason::CredentialsChanged);
+        // Listed under its own name: confirmed anew, unless another object holds it.
+        let ours = remote_of(&repo, "r1");
+        assert_eq!(
+            decide(
+                &repo,
+                &Workspace::from(vec![ours.clone()]),
+                &here(),
+                none_held
+            ),
+            Decision::InSync {
+                repo_id: "r1".into()
+            }
+        );
+        let Decision::Stall(stall) = decide(&repo, &Workspace::from(vec![ours]), &here(), |id| {
+            id == "r1"
+        }) else {
+            panic!("a stall");
+        };
+        assert_eq!(stall.reason, Reason::ManagedByAnotherObject);
+        // With the credentials that confirmed it, as before: gone there, made again.
+        assert_eq!(
+            decide(&repo, &Workspace::default(), &elsewhere, none_held),
+            Decision::Create
+        );
     }
 
     #[test]
@@ -702,7 +799,7 @@ mod tests {
     fn missing_repo_is_created() {
         let repo = fixtures::repo("team-a", "media");
         assert_eq!(
-            decide(&repo, &Workspace::default(), none_held),
+            decide(&repo, &Workspace::default(), &here(), none_held),
             Decision::Create
         );
     }
@@ -713,7 +810,12 @@ mod tests {
         repo.status = Some(fixtures::status_with_id("r1"));
         let remote = remote_of(&repo, "r1");
         assert_eq!(
-            decide(&repo, &Workspace::from(vec![remote.clone()]), none_held),
+            decide(
+                &repo,
+                &Workspace::from(vec![remote.clone()]),
+                &here(),
+                none_held
+            ),
             Decision::InSync {
                 repo_id: "r1".into()
             }
@@ -726,7 +828,7 @@ mod tests {
             master: false,
         });
         assert_eq!(
-            decide(&repo, &Workspace::from(vec![remote]), none_held),
+            decide(&repo, &Workspace::from(vec![remote]), &here(), none_held),
             Decision::Update {
                 repo_id: "r1".into()
             }
@@ -737,9 +839,12 @@ mod tests {
     fn a_name_we_did_not_create_stalls_unless_adopted() {
         let mut repo = fixtures::repo("team-a", "media");
         let other = remote_of(&repo, "someone-elses");
-        let Decision::Stall(stall) =
-            decide(&repo, &Workspace::from(vec![other.clone()]), none_held)
-        else {
+        let Decision::Stall(stall) = decide(
+            &repo,
+            &Workspace::from(vec![other.clone()]),
+            &here(),
+            none_held,
+        ) else {
             panic!("expected a stall");
         };
         assert_eq!(stall.reason, Reason::NameAlreadyUsed);
@@ -753,7 +858,7 @@ mod tests {
 
         fixtures::annotate(&mut repo, annotations::REPO_ID, "someone-elses");
         assert_eq!(
-            decide(&repo, &Workspace::from(vec![other]), none_held),
+            decide(&repo, &Workspace::from(vec![other]), &here(), none_held),
             Decision::InSync {
                 repo_id: "someone-elses".into()
             }
@@ -767,7 +872,12 @@ mod tests {
         let mut ours = remote_of(&repo, "r1");
         ours.created_at = Some("2026-11-26T19:00:02Z".into());
         assert_eq!(
-            decide(&repo, &Workspace::from(vec![ours.clone()]), none_held),
+            decide(
+                &repo,
+                &Workspace::from(vec![ours.clone()]),
+                &here(),
+                none_held
+            ),
             Decision::InSync {
                 repo_id: "r1".into()
             }
@@ -775,7 +885,7 @@ mod tests {
         // Renamed before the operator came back: still found, and renamed by an update.
         repo.spec.name = Some("renamed".into());
         assert_eq!(
-            decide(&repo, &Workspace::from(vec![ours]), none_held),
+            decide(&repo, &Workspace::from(vec![ours]), &here(), none_held),
             Decision::Update {
                 repo_id: "r1".into()
             }
@@ -789,7 +899,9 @@ mod tests {
         let mut same = remote_of(&repo, "r1");
         same.created_at = Some("2026-11-26T19:00:02Z".into());
         let Decision::Stall(stall) =
-            decide(&repo, &Workspace::from(vec![same.clone()]), |id| id == "r1")
+            decide(&repo, &Workspace::from(vec![same.clone()]), &here(), |id| {
+                id == "r1"
+            })
         else {
             panic!("expected a stall");
         };
@@ -799,7 +911,12 @@ mod tests {
         let mut other_buckets = same.clone();
         other_buckets.buckets[1].bucket_id = "b9".into();
         assert!(matches!(
-            decide(&repo, &Workspace::from(vec![other_buckets]), none_held),
+            decide(
+                &repo,
+                &Workspace::from(vec![other_buckets]),
+                &here(),
+                none_held
+            ),
             Decision::Stall(Stall {
                 reason: Reason::NameAlreadyUsed,
                 ..
@@ -808,7 +925,7 @@ mod tests {
         // Without a marker, a repository of the name is never claimed.
         repo.status = None;
         assert!(matches!(
-            decide(&repo, &Workspace::from(vec![same]), none_held),
+            decide(&repo, &Workspace::from(vec![same]), &here(), none_held),
             Decision::Stall(Stall {
                 reason: Reason::NameAlreadyUsed,
                 ..
@@ -821,9 +938,12 @@ mod tests {
         let mut repo = fixtures::repo("team-b", "thief");
         fixtures::annotate(&mut repo, annotations::REPO_ID, "r1");
         let remote = remote_of(&repo, "r1");
-        let Decision::Stall(stall) = decide(&repo, &Workspace::from(vec![remote.clone()]), |id| {
-            id == "r1"
-        }) else {
+        let Decision::Stall(stall) = decide(
+            &repo,
+            &Workspace::from(vec![remote.clone()]),
+            &here(),
+            |id| id == "r1",
+        ) else {
             panic!("expected a stall");
         };
         assert_eq!(stall.reason, Reason::ManagedByAnotherObject);
@@ -831,7 +951,7 @@ mod tests {
         // Once its own status records it and no older object's does, it is this object's.
         repo.status = Some(fixtures::status_with_id("r1"));
         assert_eq!(
-            decide(&repo, &Workspace::from(vec![remote]), none_held),
+            decide(&repo, &Workspace::from(vec![remote]), &here(), none_held),
             Decision::InSync {
                 repo_id: "r1".into()
             }
@@ -848,28 +968,29 @@ mod tests {
         other.metadata.creation_timestamp = Some(fixtures::time("2026-11-26T09:00:00Z"));
 
         assert!(
-            !holds(&owner, &owner, "r1"),
+            !holds(&owner, &owner, "r1", &here()),
             "an object never holds against itself"
         );
         owner.status = Some(fixtures::status_with_id("r1"));
-        assert!(holds(&owner, &other, "r1"));
-        assert!(!holds(&owner, &other, "r2"));
+        assert!(holds(&owner, &other, "r1", &here()));
+        assert!(!holds(&owner, &other, "r2", &here()));
 
         // Asking by annotation, even from an older object, holds nothing.
         fixtures::annotate(&mut other, annotations::REPO_ID, "r1");
-        assert!(!holds(&other, &owner, "r1"));
+        assert!(!holds(&other, &owner, "r1", &here()));
 
         // Should both record it, the older holds it, whoever asks.
         other.status = Some(fixtures::status_with_id("r1"));
-        assert!(holds(&other, &owner, "r1"));
-        assert!(!holds(&owner, &other, "r1"));
+        assert!(holds(&other, &owner, "r1", &here()));
+        assert!(!holds(&owner, &other, "r1", &here()));
     }
 
     #[test]
     fn adopting_an_unknown_id_stalls() {
         let mut repo = fixtures::repo("team-a", "media");
         fixtures::annotate(&mut repo, annotations::REPO_ID, "nope");
-        let Decision::Stall(stall) = decide(&repo, &Workspace::default(), none_held) else {
+        let Decision::Stall(stall) = decide(&repo, &Workspace::default(), &here(), none_held)
+        else {
             panic!("expected a stall");
         };
         assert_eq!(stall.reason, Reason::AdoptedRepoNotFound);
@@ -881,7 +1002,7 @@ mod tests {
         repo.status = Some(fixtures::status_with_id("gone"));
         mark(&mut repo, "2026-11-26T19:00:00Z");
         assert_eq!(
-            decide(&repo, &Workspace::default(), none_held),
+            decide(&repo, &Workspace::default(), &here(), none_held),
             Decision::Create
         );
     }
@@ -895,7 +1016,12 @@ mod tests {
 
         fixtures::annotate(&mut repo, annotations::PAUSED, "true");
         assert_eq!(
-            decide(&repo, &Workspace::from(vec![remote.clone()]), none_held),
+            decide(
+                &repo,
+                &Workspace::from(vec![remote.clone()]),
+                &here(),
+                none_held
+            ),
             Decision::Paused {
                 repo_id: Some("r1".into()),
                 in_sync: false
@@ -905,6 +1031,7 @@ mod tests {
             decide(
                 &fixtures::paused(fixtures::repo("team-a", "new")),
                 &Workspace::default(),
+                &here(),
                 none_held
             ),
             Decision::Paused {
@@ -916,7 +1043,7 @@ mod tests {
         let mut observed = fixtures::repo("team-a", "media");
         observed.spec.management_policy = ManagementPolicy::ObserveOnly;
         assert!(matches!(
-            decide(&observed, &Workspace::default(), none_held),
+            decide(&observed, &Workspace::default(), &here(), none_held),
             Decision::Stall(Stall {
                 reason: Reason::RemoteNotFound,
                 ..
@@ -924,7 +1051,12 @@ mod tests {
         ));
         observed.status = Some(fixtures::status_with_id("r1"));
         assert_eq!(
-            decide(&observed, &Workspace::from(vec![remote]), none_held),
+            decide(
+                &observed,
+                &Workspace::from(vec![remote]),
+                &here(),
+                none_held
+            ),
             Decision::Observe {
                 repo_id: "r1".into(),
                 in_sync: false

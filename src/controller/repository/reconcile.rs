@@ -20,6 +20,7 @@ use crate::controller::error::Error;
 use crate::controller::events;
 use crate::controller::failpoint::{self, Failpoint};
 use crate::controller::finalizer;
+use crate::controller::ownership::Identity;
 use crate::controller::reason::Reason;
 use crate::controller::repository::create_attempt::CreateAttempt;
 use crate::controller::repository::plan::{self, Decision, Stall};
@@ -36,6 +37,9 @@ pub struct Reconcile<'a> {
     api: &'a Api<FlashbackRepository>,
     ctx: &'a Context,
     repo: FlashbackRepository,
+    /// The API and credentials this reconcile acts with, once observed: an id it records is
+    /// recorded as confirmed with them.
+    identity: Option<Identity>,
 }
 
 /// What the observe step found: the credentials to act with and the workspace's listing.
@@ -54,6 +58,7 @@ impl<'a> Reconcile<'a> {
             api,
             ctx,
             repo: repo.clone(),
+            identity: None,
         }
     }
 
@@ -69,7 +74,10 @@ impl<'a> Reconcile<'a> {
             Ok(observed) => observed,
             Err(outcome) => return outcome,
         };
-        let decision = plan::decide(&self.repo, &observed.listing, |id| self.held_by_another(id));
+        let identity = self.ctx.identity_of(&self.repo, &observed.credentials);
+        let decision = plan::decide(&self.repo, &observed.listing, &identity, |id| {
+            self.held_by_another(id, &identity)
+        });
         let credentials = &observed.credentials;
         match decision {
             Decision::Create => self.create(credentials).await,
@@ -99,6 +107,7 @@ impl<'a> Reconcile<'a> {
                 return Ok(Err(self.report(None, stall.state()).await));
             }
         };
+        self.identity = Some(self.ctx.identity_of(&self.repo, &credentials));
         // A person asked for a look now, or an earlier create's outcome is unknown: no
         // listing from before this reconcile will do.
         let fetched_after = (self.repo.pending_reconcile_request().is_some()
@@ -164,7 +173,7 @@ impl<'a> Reconcile<'a> {
         self.write(
             None,
             &plan::creating(),
-            Attempt::Begin(attempt),
+            Attempt::Begin(attempt.clone()),
             Write::Conditional,
         )
         .await?;
@@ -193,6 +202,30 @@ impl<'a> Reconcile<'a> {
             }
         };
         failpoint::pause_at(Failpoint::PauseAfterRemoteCreate).await;
+        // An answer is not proof (a tenant may point its credentials at a server that answers
+        // another tenant's id): the id counts once a listing with the same credentials shows
+        // it as what this attempt sent. Until then the attempt stays recorded, and the next
+        // look, on a fresh listing, claims what the attempt made, if anything.
+        match self
+            .ctx
+            .remote
+            .confirm(credentials, workspace, &repo_id)
+            .await
+        {
+            Ok(Some(remote)) if attempt.made(&remote) => {}
+            Ok(_) => {
+                return Err(Error::NotYet(
+                    "the repository id the API answered is not listed as the repository this \
+                     create sent; looking again"
+                        .into(),
+                ));
+            }
+            Err(error) => {
+                return self
+                    .remote_failed(None, "confirm the created repository", error)
+                    .await;
+            }
+        }
         // The new id is a fact, whatever happened to the object meanwhile: one write records
         // it, says Ready and drops the attempt, unconditionally. (A spec changed meanwhile has
         // a new generation, which this status does not claim.)
@@ -249,10 +282,12 @@ impl<'a> Reconcile<'a> {
         }
         // The keys of its FlashbackAccessKeys are revoked first (they see this deletion and
         // revoke them while these credentials still exist): a repository left in Flashback
-        // must not keep live keys that nobody manages.
+        // must not keep live keys that nobody manages. A paused one writes nothing, keys
+        // included, and waits for nothing.
         // Not in a namespace being deleted: its Secrets may be gone, and nothing could revoke.
+        // Not when paused: its keys are left with it, as everything else in Flashback.
         let holding = plan::keys_holding(&self.repo, &self.ctx.access_keys.state());
-        if !holding.is_empty() && !self.namespace_terminating().await {
+        if !holding.is_empty() && !self.repo.is_paused() && !self.namespace_terminating().await {
             let state = plan::waiting_for_keys(&holding);
             self.write_status(None, &state).await?;
             return Ok(Action::requeue(std::time::Duration::from_secs(2)));
@@ -288,14 +323,24 @@ impl<'a> Reconcile<'a> {
             Ok(listing) => listing,
             Err(error) => return Err(self.deletion_failed(error).await),
         };
+        let identity = self.ctx.identity_of(&self.repo, &credentials);
+        let recorded_here = identity.confirmed(
+            self.repo
+                .status
+                .as_ref()
+                .and_then(|s| s.recorded_with.as_ref()),
+        );
         let mut doomed: Vec<String> = Vec::new();
         for remote in listing.iter() {
-            let recorded = known.as_deref() == Some(remote.id.as_str());
+            // An id recorded with other credentials or another API is this object's here only
+            // when these list it under the object's name.
+            let recorded = known.as_deref() == Some(remote.id.as_str())
+                && (recorded_here || remote.name == self.repo.remote_name());
             let made = attempt.as_ref().is_some_and(|a| a.made(remote));
             if !(recorded || made) {
                 continue;
             }
-            if self.held_by_another(&remote.id) {
+            if self.held_by_another(&remote.id, &identity) {
                 let note = format!(
                     "left remote repository {} in Flashback: another FlashbackRepository \
                      manages it",
@@ -365,9 +410,10 @@ impl<'a> Reconcile<'a> {
         self.ctx.namespace_terminating(&namespace).await
     }
 
-    /// Whether another object manages the remote repository `repo_id`.
-    fn held_by_another(&self, repo_id: &str) -> bool {
-        held_by_another(&self.ctx.repositories, &self.repo, repo_id)
+    /// Whether another object manages the remote repository `repo_id` on the API this
+    /// object acts with.
+    fn held_by_another(&self, repo_id: &str, identity: &Identity) -> bool {
+        held_by_another(&self.ctx.repositories, &self.repo, repo_id, identity)
     }
 
     /// The listing of the object's workspace, fetched after `fetched_after` when given.
@@ -504,7 +550,7 @@ impl<'a> Reconcile<'a> {
             self.ensure_finalizer().await?;
         }
         let now = Time(k8s_openapi::jiff::Timestamp::now());
-        let mut next = status::next(&self.repo, repo_id, state, &now);
+        let mut next = status::next(&self.repo, repo_id, self.identity.as_ref(), state, &now);
         match attempt {
             Attempt::Keep => {}
             Attempt::Begin(attempt) => next.create_attempt = Some(attempt),

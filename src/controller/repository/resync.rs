@@ -82,6 +82,7 @@ async fn sweep_workspace(
         Ok(Ok(credentials)) => credentials,
         Ok(Err(_)) | Err(_) => return all(&repos),
     };
+    let identity = crate::controller::ownership::Identity::new(&credentials.api_url, secret);
     let listing = match ctx
         .remote
         .repos(&credentials, workspace, Some(Instant::now()))
@@ -116,10 +117,10 @@ async fn sweep_workspace(
             };
             let repo = &resolved;
             // Only objects whose status records an id can hold it (plan::holds).
-            let decision = plan::decide(repo, &listing, |id| {
-                recorders
-                    .get(id)
-                    .is_some_and(|others| others.iter().any(|o| plan::holds(o, repo, id)))
+            let decision = plan::decide(repo, &listing, &identity, |id| {
+                recorders.get(id).is_some_and(|others| {
+                    others.iter().any(|o| plan::holds(o, repo, id, &identity))
+                })
             });
             plan::needs_reconcile(repo, &decision)
         })

@@ -4,21 +4,34 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::controller::conditions::{self, State};
+use crate::controller::ownership::Identity;
 use crate::crd::{FlashbackRepository, FlashbackRepositoryStatus};
 
-/// The status to write: the current one with the id, name and conditions replaced.
-/// Statistics belong to the stats task and are kept as they are.
+/// The status to write: the current one with the id, name and conditions replaced. An id
+/// given is recorded as confirmed with `identity` (the API and credentials of the listing that
+/// showed it). Statistics belong to the stats task and are kept as they are.
 pub fn next(
     repo: &FlashbackRepository,
     repo_id: Option<String>,
+    identity: Option<&Identity>,
     state: &State,
     now: &Time,
 ) -> FlashbackRepositoryStatus {
     let current = repo.status.clone().unwrap_or_default();
+    let recorded_with = match (&repo_id, identity) {
+        (Some(id), Some(identity)) => Some(identity.record(
+            current.repo_id.as_deref(),
+            current.recorded_with.as_ref(),
+            id,
+            now,
+        )),
+        _ => current.recorded_with.clone(),
+    };
     let generation = repo.metadata.generation;
     let conditions = conditions::next(&current.conditions, state, generation, now);
     FlashbackRepositoryStatus {
         repo_id: repo_id.or(current.repo_id.clone()),
+        recorded_with,
         remote_name: Some(repo.remote_name().to_string()),
         observed_generation: generation,
         conditions,
@@ -57,7 +70,7 @@ mod tests {
             reason: Reason::Synced,
             message: "in step".into(),
         };
-        let status = next(&repo, Some("r1".into()), &state, &now);
+        let status = next(&repo, Some("r1".into()), None, &state, &now);
         assert_eq!(status.repo_id.as_deref(), Some("r1"));
         assert_eq!(status.observed_generation, Some(3));
         assert_eq!(status.remote_name.as_deref(), Some("media"));
@@ -81,6 +94,7 @@ mod tests {
         let same = next(
             &repo,
             None,
+            None,
             &State::Ready {
                 reason: Reason::Synced,
                 message: "new words".into(),
@@ -92,6 +106,7 @@ mod tests {
 
         let stalled = next(
             &repo,
+            None,
             None,
             &State::Stalled {
                 reason: Reason::Unauthorized,
@@ -108,6 +123,7 @@ mod tests {
     #[test]
     fn an_unchanged_outcome_gives_an_equal_status() {
         let mut repo = fixtures::repo("team-a", "media");
+        let identity = fixtures::identity();
         let state = State::Ready {
             reason: Reason::Synced,
             message: "in step".into(),
@@ -115,6 +131,7 @@ mod tests {
         let first = next(
             &repo,
             Some("r1".into()),
+            Some(&identity),
             &state,
             &fixtures::time("2026-11-26T20:00:00Z"),
         );
@@ -122,9 +139,15 @@ mod tests {
         let again = next(
             &repo,
             Some("r1".into()),
+            Some(&identity),
             &state,
             &fixtures::time("2026-11-26T21:00:00Z"),
         );
         assert_eq!(first, again, "so the operator writes nothing");
+        assert_eq!(
+            first.recorded_with.map(|with| with.at),
+            Some(fixtures::time("2026-11-26T20:00:00Z")),
+            "the id is recorded as confirmed when first written"
+        );
     }
 }

@@ -1,0 +1,200 @@
+//! Which object holds a remote id, the same for every kind. Pure.
+//!
+//! A server's answer is not proof: a tenant may point its credentials at a server of its own
+//! that answers a create with another tenant's id. So an id counts only where it was
+//! confirmed: a status records, beside the id, the API and the credentials of the listing that
+//! showed it ([`RecordedWith`]). An object acts on its id only with those same ones; after its
+//! credentials or API change, only once a listing with the new ones shows the id under the
+//! object's own name. And of two objects recording one id on one API, the one that recorded it
+//! first holds it: never the older object by age alone.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use crate::controller::credentials::SecretName;
+use crate::controller::digest::digest;
+pub use crate::crd::RecordedWith;
+use flashback_client::Url;
+
+/// The API and credentials an object acts with now, as digests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    api: String,
+    credentials: String,
+}
+
+impl Identity {
+    pub fn new(api_url: &Url, secret: &SecretName) -> Self {
+        Self {
+            api: digest([("api", api_url.as_str().as_bytes())]),
+            credentials: digest([
+                ("namespace", secret.namespace.as_bytes()),
+                ("name", secret.name.as_bytes()),
+            ]),
+        }
+    }
+
+    /// Whether an id recorded `with` may be acted on now. A record from before the operator
+    /// kept them counts as made with the current API and credentials.
+    pub fn confirmed(&self, with: Option<&RecordedWith>) -> bool {
+        with.is_none_or(|with| with.api == self.api && with.credentials == self.credentials)
+    }
+
+    /// The record to write with `id`: the current one while it already records that id with
+    /// these credentials, else a new one confirmed `now`.
+    pub fn record(
+        &self,
+        current_id: Option<&str>,
+        current: Option<&RecordedWith>,
+        id: &str,
+        now: &Time,
+    ) -> RecordedWith {
+        match current {
+            Some(with) if current_id == Some(id) && self.confirmed(Some(with)) => with.clone(),
+            _ => RecordedWith {
+                api: self.api.clone(),
+                credentials: self.credentials.clone(),
+                at: now.clone(),
+            },
+        }
+    }
+}
+
+/// One object's record of a remote id, as the rules read it.
+#[derive(Clone, Copy, Debug)]
+pub struct Claim<'a> {
+    pub uid: Option<&'a str>,
+    pub id: Option<&'a str>,
+    pub with: Option<&'a RecordedWith>,
+    /// When the object was created: the time of a record from before the operator kept one.
+    pub created: Option<Timestamp>,
+}
+
+impl Claim<'_> {
+    /// Whether this records `id` on the API of `identity`, with whatever credentials.
+    fn records_on_api(&self, id: &str, identity: &Identity) -> bool {
+        self.id == Some(id) && self.with.is_none_or(|with| with.api == identity.api)
+    }
+
+    /// Since when it records its id, ties broken by uid.
+    fn since(&self) -> (Option<Timestamp>, Option<&str>) {
+        (self.with.map(|with| with.at.0).or(self.created), self.uid)
+    }
+}
+
+/// Whether `other` holds `id` rather than `me`, who acts with `identity`: `other` records it on
+/// the same API, and `me` does not record it, confirmed with `identity`, since earlier. Asking
+/// for an id (the adoption annotation) holds nothing; an object never holds against itself.
+pub fn holds(other: &Claim<'_>, me: &Claim<'_>, id: &str, identity: &Identity) -> bool {
+    let me_first = me.id == Some(id) && identity.confirmed(me.with) && me.since() < other.since();
+    other.uid != me.uid && other.records_on_api(id, identity) && !me_first
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(api: &str, secret: &str) -> Identity {
+        Identity::new(
+            &api.parse().unwrap(),
+            &SecretName {
+                namespace: "team-a".into(),
+                name: secret.into(),
+            },
+        )
+    }
+
+    fn at(text: &str) -> Time {
+        Time(text.parse().unwrap())
+    }
+
+    fn claim<'a>(uid: &'a str, id: &'a str, with: Option<&'a RecordedWith>) -> Claim<'a> {
+        Claim {
+            uid: Some(uid),
+            id: Some(id),
+            with,
+            created: Some("2026-12-01T00:00:00Z".parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn an_id_is_acted_on_only_with_the_api_and_credentials_that_confirmed_it() {
+        let here = identity("https://api.example/", "token");
+        let with = here.record(None, None, "r1", &at("2026-12-07T10:00:00Z"));
+        assert!(here.confirmed(Some(&with)));
+        assert!(
+            here.confirmed(None),
+            "a record from before counts as made here"
+        );
+        assert!(!identity("https://own.example/", "token").confirmed(Some(&with)));
+        assert!(!identity("https://api.example/", "other").confirmed(Some(&with)));
+        assert!(!format!("{with:?}").contains("api.example"), "digests only");
+    }
+
+    #[test]
+    fn a_record_is_kept_while_it_records_the_same_id_with_the_same_credentials() {
+        let here = identity("https://api.example/", "token");
+        let first = here.record(None, None, "r1", &at("2026-12-07T10:00:00Z"));
+        let later = at("2026-12-07T11:00:00Z");
+        assert_eq!(here.record(Some("r1"), Some(&first), "r1", &later), first);
+        assert_eq!(
+            here.record(Some("r1"), Some(&first), "r2", &later).at,
+            later,
+            "another id is confirmed anew"
+        );
+        let moved = identity("https://api.example/", "other");
+        assert_eq!(
+            moved.record(Some("r1"), Some(&first), "r1", &later).at,
+            later
+        );
+    }
+
+    #[test]
+    fn the_first_to_record_an_id_on_an_api_holds_it_whatever_the_objects_ages() {
+        let here = identity("https://api.example/", "shared");
+        let victim = here.record(None, None, "r1", &at("2026-12-07T10:00:00Z"));
+        let attacker = here.record(None, None, "r1", &at("2026-12-07T10:05:00Z"));
+        let mut old = claim("uid-old", "r1", Some(&attacker));
+        old.created = Some("2020-01-01T00:00:00Z".parse().unwrap());
+        let young = claim("uid-young", "r1", Some(&victim));
+        assert!(holds(&young, &old, "r1", &here), "recorded first");
+        assert!(!holds(&old, &young, "r1", &here));
+        assert!(!holds(&young, &young, "r1", &here), "never against itself");
+        assert!(!holds(&young, &old, "r2", &here));
+    }
+
+    #[test]
+    fn a_record_on_another_api_holds_nothing_here_and_a_moved_record_wins_nothing() {
+        let shared = identity("https://api.example/", "shared");
+        let own = identity("https://own.example/", "mine");
+        let on_own_api = own.record(None, None, "r1", &at("2026-12-07T09:00:00Z"));
+        let victim = shared.record(None, None, "r1", &at("2026-12-07T10:00:00Z"));
+        let attacker = claim("uid-attacker", "r1", Some(&on_own_api));
+        let honest = claim("uid-honest", "r1", Some(&victim));
+        assert!(
+            !holds(&attacker, &honest, "r1", &shared),
+            "what another server answered blocks nobody here"
+        );
+        assert!(
+            holds(&honest, &attacker, "r1", &shared),
+            "an id recorded elsewhere, earlier, is not taken here"
+        );
+        // A request by annotation records nothing.
+        let asking = Claim {
+            id: None,
+            ..claim("uid-asking", "r1", None)
+        };
+        assert!(!holds(&asking, &honest, "r1", &shared));
+    }
+
+    #[test]
+    fn records_from_before_count_from_the_objects_creation() {
+        let here = identity("https://api.example/", "shared");
+        let mut legacy = claim("uid-legacy", "r1", None);
+        legacy.created = Some("2026-11-01T00:00:00Z".parse().unwrap());
+        let new = here.record(None, None, "r1", &at("2026-12-07T10:00:00Z"));
+        let newer = claim("uid-new", "r1", Some(&new));
+        assert!(holds(&legacy, &newer, "r1", &here));
+        assert!(!holds(&newer, &legacy, "r1", &here));
+    }
+}

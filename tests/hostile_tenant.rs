@@ -1,0 +1,569 @@
+//! A hostile tenant against buckets, access keys and the ids a server answers, end to end: a
+//! tenant's own server that answers creates with another tenant's ids, a refused register
+//! beside another tenant's bucket, a server that lists new keys on every call, and the waits
+//! (a bucket in use, a paused repository with keys) that must cost the shared credential
+//! nothing. Real kube-apiserver, the operator binary, the emulator over HTTP; the tenant's own
+//! server is `crate::support::hostile::Impostor`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use flashback_emulator::{FailNext, Faults};
+use flashback_operator::crd::{FlashbackBucket, FlashbackRepository, annotations};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+use crate::access_keys::{access_key, create_key, keys, wait_key, wait_key_ready};
+use crate::buckets::{
+    bucket, buckets, condition_is, create_bucket, put_cloud_secret, wait_bucket, wait_bucket_gone,
+    wait_bucket_ready,
+};
+use crate::support::cluster::{DEADLINE, test_namespace};
+use crate::support::hostile::Impostor;
+use crate::support::operator::Operator;
+use crate::support::scene::{SECRET, Scene, WORKSPACE, condition};
+
+/// A Secret with these string values.
+async fn put_secret(kube: &kube::Client, namespace: &str, name: &str, data: &[(&str, &str)]) {
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_string()),
+            ..Default::default()
+        },
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                .collect::<BTreeMap<_, _>>(),
+        ),
+        ..Secret::default()
+    };
+    Api::<Secret>::namespaced(kube.clone(), namespace)
+        .patch(
+            name,
+            &PatchParams::apply("e2e").force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .expect("the Secret is written");
+}
+
+/// Labels an object with this test's run, so the operator it starts serves only its objects.
+fn labelled<K: kube::Resource>(mut object: K, run: &str) -> K {
+    object
+        .meta_mut()
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert("hostile-run".into(), run.to_string());
+    object
+}
+
+/// Waits until `check` holds for the named object of `api`.
+async fn wait_until<K>(api: &Api<K>, name: &str, what: &str, check: impl Fn(&K) -> bool) -> K
+where
+    K: kube::Resource
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let waited = tokio::time::timeout(
+        DEADLINE,
+        await_condition(api.clone(), name, |object: Option<&K>| {
+            object.is_some_and(&check)
+        }),
+    )
+    .await;
+    match waited {
+        Ok(Ok(Some(object))) => object,
+        other => panic!(
+            "{name} did not become {what} ({other:?}); it is {:#?}",
+            api.get_opt(name).await.ok().flatten()
+        ),
+    }
+}
+
+async fn wait_deleted<K>(api: &Api<K>, object: &K)
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    let released = tokio::time::timeout(
+        DEADLINE,
+        await_condition(
+            api.clone(),
+            &object.name_any(),
+            conditions::is_deleted(&object.uid().unwrap()),
+        ),
+    )
+    .await;
+    assert!(
+        matches!(released, Ok(Ok(_))),
+        "{} was not released",
+        object.name_any()
+    );
+}
+
+fn stalled_reason_of(repo: &FlashbackRepository) -> Option<String> {
+    condition(repo, "Stalled")
+        .filter(|c| c.status == "True")
+        .map(|c| c.reason.clone())
+}
+
+fn bucket_stalled_reason(bucket: &FlashbackBucket) -> Option<String> {
+    bucket.status.as_ref().and_then(|s| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == "Stalled" && c.status == "True")
+            .map(|c| c.reason.clone())
+    })
+}
+
+#[tokio::test]
+async fn a_create_answered_with_another_tenants_ids_never_reaches_them() {
+    let victim = Scene::new("victim").await;
+    let attacker_namespace = test_namespace(&victim.kube, "attacker").await;
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let attacker_repos: Api<FlashbackRepository> =
+        Api::namespaced(victim.kube.clone(), &attacker_namespace);
+    let attacker_buckets: Api<FlashbackBucket> =
+        Api::namespaced(victim.kube.clone(), &attacker_namespace);
+
+    // The attacker's objects are the older ones (an older object used to win a tie), paused
+    // until the attacker knows the victim's ids, and named like the victim's where a name
+    // would otherwise give them away.
+    let mut lure = labelled(victim.mirror("lure"), &run);
+    lure.spec.name = Some("media".into());
+    lure.spec.buckets[0].folder = Some("stolen".into());
+    lure.spec.credentials_secret_ref.as_mut().unwrap().name = "own".into();
+    lure.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(annotations::PAUSED.into(), "true".into());
+    attacker_repos
+        .create(&PostParams::default(), &lure)
+        .await
+        .unwrap();
+    let mut lure_bucket = labelled(bucket("lure-bucket"), &run);
+    lure_bucket
+        .spec
+        .credentials_secret_ref
+        .as_mut()
+        .unwrap()
+        .name = "own".into();
+    lure_bucket
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(annotations::PAUSED.into(), "true".into());
+    attacker_buckets
+        .create(&PostParams::default(), &lure_bucket)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let selector = format!("hostile-run={run}");
+    let _operator = Operator::start_cluster_wide(
+        victim.emulator.base_url(),
+        &[
+            "--selector",
+            &selector,
+            "--allowed-api-hosts",
+            "127.0.0.1",
+            "--resync-interval",
+            "2s",
+        ],
+    );
+    // The victim: a bucket and a repository, Ready on the shared API.
+    put_cloud_secret(&victim, "victim-cloud-secret-0001").await;
+    create_bucket(&victim, &labelled(bucket("photos"), &run)).await;
+    let victim_bucket = wait_bucket_ready(&victim, "photos")
+        .await
+        .status
+        .unwrap()
+        .bucket_id
+        .unwrap();
+    victim.create(&labelled(victim.mirror("media"), &run)).await;
+    let victim_repo = victim
+        .wait_ready("media")
+        .await
+        .status
+        .unwrap()
+        .repo_id
+        .unwrap();
+    let before = victim
+        .remote_repos()
+        .await
+        .into_iter()
+        .find(|r| r.id == victim_repo)
+        .unwrap();
+
+    // The attacker's own server answers its creates with the victim's ids and lists them back
+    // exactly as sent.
+    let impostor = Impostor::start(&victim_repo, &victim_bucket).await;
+    put_secret(
+        &victim.kube,
+        &attacker_namespace,
+        "own",
+        &[("token", "attackers-own"), ("apiUrl", &impostor.url)],
+    )
+    .await;
+    let cloud: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cloud"},
+        "stringData": {"AWS_ACCESS_KEY_ID": "AKIAATTACKER", "AWS_SECRET_ACCESS_KEY": "x"},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(victim.kube.clone(), &attacker_namespace)
+        .create(&PostParams::default(), &cloud)
+        .await
+        .unwrap();
+    let unpause = json!({"metadata": {"annotations": {annotations::PAUSED: null}}});
+    for name in ["lure"] {
+        attacker_repos
+            .patch(name, &PatchParams::default(), &Patch::Merge(&unpause))
+            .await
+            .unwrap();
+    }
+    attacker_buckets
+        .patch(
+            "lure-bucket",
+            &PatchParams::default(),
+            &Patch::Merge(&unpause),
+        )
+        .await
+        .unwrap();
+    // What its own server answered is recorded, confirmed by that server's own listing: on
+    // that API only.
+    let recorded = wait_until(&attacker_repos, "lure", "recording the answered id", |r| {
+        r.status.as_ref().and_then(|s| s.repo_id.as_deref()) == Some(victim_repo.as_str())
+    })
+    .await;
+    assert!(recorded.status.unwrap().recorded_with.is_some());
+    wait_until(
+        &attacker_buckets,
+        "lure-bucket",
+        "recording the answered id",
+        |b| b.status.as_ref().and_then(|s| s.bucket_id.as_deref()) == Some(victim_bucket.as_str()),
+    )
+    .await;
+
+    // Now the attacker's objects use the shared credentials, where those ids are real.
+    put_secret(
+        &victim.kube,
+        &attacker_namespace,
+        "shared",
+        &[("token", &victim.token)],
+    )
+    .await;
+    let to_shared = json!({"spec": {"credentialsSecretRef": {"name": "shared"}}});
+    attacker_repos
+        .patch("lure", &PatchParams::default(), &Patch::Merge(&to_shared))
+        .await
+        .unwrap();
+    attacker_buckets
+        .patch(
+            "lure-bucket",
+            &PatchParams::default(),
+            &Patch::Merge(&to_shared),
+        )
+        .await
+        .unwrap();
+    // Same name: listed under it, but the victim recorded that id on this API first.
+    let lure = wait_until(&attacker_repos, "lure", "stalled", |r| {
+        stalled_reason_of(r).is_some()
+    })
+    .await;
+    assert_eq!(
+        stalled_reason_of(&lure).as_deref(),
+        Some("ManagedByAnotherObject")
+    );
+    // Another name: not listed under it with the new credentials.
+    let lure_bucket = wait_until(&attacker_buckets, "lure-bucket", "stalled", |b| {
+        bucket_stalled_reason(b).is_some()
+    })
+    .await;
+    assert_eq!(
+        bucket_stalled_reason(&lure_bucket).as_deref(),
+        Some("CredentialsChanged")
+    );
+    // Several resyncs later the victim is untouched.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let media = victim.repos.get("media").await.unwrap();
+    assert_eq!(stalled_reason_of(&media), None);
+    assert_eq!(condition(&media, "Ready").unwrap().status, "True");
+    let after = victim
+        .remote_repos()
+        .await
+        .into_iter()
+        .find(|r| r.id == victim_repo)
+        .expect("the victim's repository is still there");
+    assert_eq!(after, before, "the victim's repository is not rewritten");
+    assert_eq!(victim.calls("PUT", "/repo/{id}").await, 0);
+    assert_eq!(victim.calls("POST", "/repo/{id}/apikey").await, 0);
+
+    // Deleting the attacker's objects deletes nothing of the victim's.
+    attacker_repos
+        .delete("lure", &DeleteParams::default())
+        .await
+        .unwrap();
+    attacker_buckets
+        .delete("lure-bucket", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_deleted(&attacker_repos, &lure).await;
+    wait_deleted(&attacker_buckets, &lure_bucket).await;
+    assert_eq!(victim.calls("DELETE", "/repo/{id}").await, 0);
+    assert_eq!(victim.calls("DELETE", "/bucket/{id}").await, 0);
+    assert!(
+        victim
+            .api
+            .list_buckets(Some(WORKSPACE))
+            .await
+            .unwrap()
+            .iter()
+            .any(|b| b.id == victim_bucket)
+    );
+    wait_bucket_ready(&victim, "photos").await;
+    victim.wait_ready("media").await;
+}
+
+#[tokio::test]
+async fn a_refused_bucket_register_never_deregisters_another_tenants_bucket() {
+    let team_a = Scene::new("team-a").await;
+    let team_c_namespace = test_namespace(&team_a.kube, "team-c").await;
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let selector = format!("hostile-run={run}");
+    let _operator =
+        Operator::start_cluster_wide(team_a.emulator.base_url(), &["--selector", &selector]);
+    let team_c: Api<FlashbackBucket> = Api::namespaced(team_a.kube.clone(), &team_c_namespace);
+    put_secret(
+        &team_a.kube,
+        &team_c_namespace,
+        SECRET,
+        &[("token", &team_a.token)],
+    )
+    .await;
+    put_secret(
+        &team_a.kube,
+        &team_c_namespace,
+        "cloud",
+        &[
+            ("AWS_ACCESS_KEY_ID", "AKIATEAMC"),
+            ("AWS_SECRET_ACCESS_KEY", "bad"),
+        ],
+    )
+    .await;
+    // team-c's register is refused, as the service refuses bad cloud keys.
+    let mut refuse = FailNext::new(1, 400).on("POST", "/bucket");
+    refuse.error_code = Some("INVALID_CREDENTIALS".into());
+    team_a
+        .control
+        .set_faults(&Faults {
+            fail_next: Some(refuse),
+            ..Faults::default()
+        })
+        .await
+        .unwrap();
+    let refused = labelled(bucket("photos"), &run);
+    team_c
+        .create(&PostParams::default(), &refused)
+        .await
+        .unwrap();
+    let stalled = wait_until(&team_c, "photos", "stalled", |b| {
+        bucket_stalled_reason(b).is_some()
+    })
+    .await;
+    assert_eq!(
+        bucket_stalled_reason(&stalled).as_deref(),
+        Some("SpecRejected")
+    );
+    assert_eq!(
+        stalled.status.as_ref().unwrap().create_attempt,
+        None,
+        "a refused register keeps no record that a later bucket could match"
+    );
+
+    // team-a registers a bucket of the same name and shape.
+    put_cloud_secret(&team_a, "team-a-cloud-secret-0001").await;
+    create_bucket(&team_a, &labelled(bucket("photos"), &run)).await;
+    let team_a_bucket = wait_bucket_ready(&team_a, "photos")
+        .await
+        .status
+        .unwrap()
+        .bucket_id
+        .unwrap();
+
+    team_c
+        .delete("photos", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_deleted(&team_c, &stalled).await;
+    assert_eq!(team_a.calls("DELETE", "/bucket/{id}").await, 0);
+    assert!(
+        team_a
+            .api
+            .list_buckets(Some(WORKSPACE))
+            .await
+            .unwrap()
+            .iter()
+            .any(|b| b.id == team_a_bucket),
+        "team-a's bucket is still registered"
+    );
+    wait_bucket_ready(&team_a, "photos").await;
+}
+
+#[tokio::test]
+async fn waiting_for_a_repository_to_let_go_of_a_bucket_costs_no_api_call() {
+    let scene = Scene::with_operator("in-use").await;
+    put_cloud_secret(&scene, "in-use-cloud-secret-0001").await;
+    create_bucket(&scene, &bucket("photos")).await;
+    let photos = wait_bucket_ready(&scene, "photos").await;
+    let mut album = scene.mirror("album");
+    album.spec.mode = flashback_operator::crd::RepositoryMode::Backup;
+    album.spec.buckets = vec![flashback_operator::crd::RepositoryBucket {
+        bucket_id: None,
+        bucket_ref: Some(flashback_operator::crd::BucketReference {
+            name: "photos".into(),
+        }),
+        folder: None,
+        master: false,
+    }];
+    scene.create(&album).await;
+    scene.wait_ready("album").await;
+
+    buckets(&scene)
+        .delete("photos", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_bucket(&scene, "photos", "waiting (BucketInUse)", |b| {
+        condition_is(b, "Reconciling", "True", "BucketInUse")
+    })
+    .await;
+    let (lists, deletes) = (
+        scene.calls("GET", "/bucket").await,
+        scene.calls("DELETE", "/bucket/{id}").await,
+    );
+    // Three resync intervals of the scene's operator.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let lists_while_waiting = scene.calls("GET", "/bucket").await - lists;
+    let deletes_while_waiting = scene.calls("DELETE", "/bucket/{id}").await - deletes;
+    println!(
+        "while in use for 10 s: {lists_while_waiting} GET /bucket, {deletes_while_waiting} DELETE"
+    );
+    assert_eq!((lists_while_waiting, deletes_while_waiting), (0, 0));
+
+    // The repository lets go: one DELETE, soon.
+    let started = Instant::now();
+    scene
+        .repos
+        .delete("album", &DeleteParams::default())
+        .await
+        .unwrap();
+    scene.wait_gone("album").await;
+    wait_bucket_gone(&scene, &photos).await;
+    println!(
+        "bucket deregistered {:?} after its repository's delete",
+        started.elapsed()
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(scene.calls("DELETE", "/bucket/{id}").await - deletes, 1);
+
+    // A repository the operator does not manage: asked once per resync, not in a loop.
+    create_bucket(&scene, &bucket("shared")).await;
+    let shared = wait_bucket_ready(&scene, "shared").await;
+    let shared_id = shared.status.clone().unwrap().bucket_id.unwrap();
+    let mut outside =
+        flashback_operator::controller::repository::plan::desired(&scene.mirror("outside"));
+    outside.mode = flashback_client::RepoMode::Backup;
+    outside.repo_buckets = vec![flashback_client::RepoBucketWrite {
+        bucket_id: shared_id.clone(),
+        folder: None,
+        master: false,
+    }];
+    scene.api.create_repo(&outside).await.unwrap();
+    let deletes = scene.calls("DELETE", "/bucket/{id}").await;
+    buckets(&scene)
+        .delete("shared", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_bucket(&scene, "shared", "waiting (BucketInUse)", |b| {
+        condition_is(b, "Reconciling", "True", "BucketInUse")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let asked = scene.calls("DELETE", "/bucket/{id}").await - deletes;
+    println!("DELETE /bucket while a foreign repository holds it for ~8 s (3 s resync): {asked}");
+    assert!((1..=4).contains(&asked), "{asked} deletes");
+}
+
+#[tokio::test]
+async fn deleting_a_paused_repository_with_keys_writes_nothing_and_never_waits() {
+    let scene = Scene::with_operator("paused-keys").await;
+    scene.create(&scene.mirror("media")).await;
+    scene.wait_ready("media").await;
+    create_key(&scene, &access_key("reader", "READ")).await;
+    let reader = wait_key_ready(&scene, "reader").await;
+    let key_id = reader.status.clone().unwrap().key_id.unwrap();
+    let repo_id = scene
+        .repos
+        .get("media")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .repo_id
+        .unwrap();
+    scene
+        .annotate("media", annotations::PAUSED, Some("true"))
+        .await;
+    wait_key(&scene, "reader", "paused with its repository", |k| {
+        k.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == "Paused")
+        })
+    })
+    .await;
+    // Its Secret goes too, as in a directory deleted with kubectl delete -f.
+    let _ = Api::<Secret>::namespaced(scene.kube.clone(), &scene.namespace)
+        .delete(reader.secret_name(), &DeleteParams::default())
+        .await;
+
+    let started = Instant::now();
+    scene
+        .repos
+        .delete("media", &DeleteParams::default())
+        .await
+        .unwrap();
+    scene.wait_gone("media").await;
+    println!(
+        "paused repository with a key released after {:?}",
+        started.elapsed()
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(scene.calls("DELETE", "/repo/{id}/apikey/{keyId}").await, 0);
+    assert_eq!(scene.calls("DELETE", "/repo/{id}").await, 0);
+    let left: Vec<String> = scene
+        .control
+        .repo_keys(&repo_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.id)
+        .collect();
+    assert_eq!(
+        left,
+        std::slice::from_ref(&key_id),
+        "the key is left in Flashback with its repository"
+    );
+    keys(&scene)
+        .delete("reader", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_deleted(&keys(&scene), &reader).await;
+    assert_eq!(scene.calls("DELETE", "/repo/{id}/apikey/{keyId}").await, 0);
+}
