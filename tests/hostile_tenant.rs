@@ -567,3 +567,68 @@ async fn deleting_a_paused_repository_with_keys_writes_nothing_and_never_waits()
     wait_deleted(&keys(&scene), &reader).await;
     assert_eq!(scene.calls("DELETE", "/repo/{id}/apikey/{keyId}").await, 0);
 }
+
+#[tokio::test]
+async fn a_server_listing_new_keys_on_every_call_gets_a_growing_backoff_and_one_event_series() {
+    let mut scene = Scene::new("key-flood").await;
+    let impostor = Impostor::start("r-flood-0001", "b-flood-0001").await;
+    put_secret(
+        &scene.kube,
+        &scene.namespace,
+        "own",
+        &[("token", "tenants-own"), ("apiUrl", &impostor.url)],
+    )
+    .await;
+    scene.start_operator(&["--allowed-api-hosts", "127.0.0.1"]);
+    // The keys first, waiting for their repository, so that the flood meets their first look.
+    let mut flooded = Vec::new();
+    for i in 0..3 {
+        create_key(&scene, &access_key(&format!("flood-{i}"), "READ")).await;
+        let uid = keys(&scene)
+            .get(&format!("flood-{i}"))
+            .await
+            .unwrap()
+            .uid()
+            .unwrap();
+        impostor.flood_keys_of(&uid);
+        flooded.push(format!("flood-{i}"));
+    }
+    let mut media = scene.mirror("media");
+    media.spec.credentials_secret_ref.as_mut().unwrap().name = "own".into();
+    scene.create(&media).await;
+    scene.wait_ready("media").await;
+
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let deletes = impostor.key_deletes();
+    let per_object = deletes as f64 / flooded.len() as f64;
+    println!(
+        "key DELETEs caused by a flooding server in {:?}: {deletes} for {} objects \
+         ({per_object:.0} each; a reconcile deletes at most 10, then backs off 1 s, 2 s, 4 s ...)",
+        started.elapsed(),
+        flooded.len()
+    );
+    // The backoff doubles from 1 s: in 30 s at most 7 reconciles of 10 deletes each, where a
+    // loop of one reconcile a second made 300.
+    assert!(
+        per_object <= 70.0,
+        "{per_object} DELETEs per object in 30 s"
+    );
+    assert!(
+        deletes >= 10 * flooded.len() as u64,
+        "each object did delete"
+    );
+    for name in &flooded {
+        let deleted: Vec<String> = scene
+            .events(name)
+            .await
+            .into_iter()
+            .filter(|e| e.starts_with("Deleted:"))
+            .collect();
+        assert_eq!(
+            deleted,
+            ["Deleted: deleted 10 unused keys (the Secret does not hold them) of this object"],
+            "one Event, its repeats counted into its series"
+        );
+    }
+}

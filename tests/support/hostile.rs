@@ -162,6 +162,8 @@ async fn respond(stream: &mut TcpStream, behaviour: Behaviour) {
 /// that were sent, created now: a tenant's own server, as consistent as a liar can be.
 pub struct Impostor {
     pub url: String,
+    flood: Arc<std::sync::Mutex<Vec<String>>>,
+    key_deletes: Arc<AtomicU64>,
     task: JoinHandle<()>,
 }
 
@@ -179,14 +181,43 @@ impl Impostor {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let ids = Arc::new((repo_id.to_string(), bucket_id.to_string()));
         let sent = Arc::new(tokio::sync::Mutex::new(Sent::default()));
+        let flood: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let key_deletes: Arc<AtomicU64> = Arc::default();
+        let (flooding, deletes) = (flood.clone(), key_deletes.clone());
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(impostor_answer(stream, ids.clone(), sent.clone()));
+                let answer = impostor_answer(
+                    stream,
+                    ids.clone(),
+                    sent.clone(),
+                    flooding.clone(),
+                    deletes.clone(),
+                );
+                tokio::spawn(answer);
             }
         });
-        Self { url, task }
+        Self {
+            url,
+            flood,
+            key_deletes,
+            task,
+        }
+    }
+
+    /// From now on, every listing of a repository's keys shows 20 new keys named as the
+    /// FlashbackAccessKey with this uid names its own.
+    pub fn flood_keys_of(&self, uid: &str) {
+        self.flood.lock().unwrap().push(format!("k8s-{uid}-"));
+    }
+
+    /// `DELETE /repo/{id}/apikey/{keyId}` calls received.
+    pub fn key_deletes(&self) -> u64 {
+        self.key_deletes.load(Ordering::Relaxed)
     }
 }
+
+/// Keys listed so far by a flooding impostor, for fresh ids.
+static FLOODED: AtomicU64 = AtomicU64::new(0);
 
 impl Drop for Impostor {
     fn drop(&mut self) {
@@ -198,6 +229,8 @@ async fn impostor_answer(
     mut stream: TcpStream,
     ids: Arc<(String, String)>,
     sent: Arc<tokio::sync::Mutex<Sent>>,
+    flood: Arc<std::sync::Mutex<Vec<String>>>,
+    key_deletes: Arc<AtomicU64>,
 ) {
     let mut seen = Vec::new();
     let mut buffer = [0u8; 4096];
@@ -286,6 +319,30 @@ async fn impostor_answer(
                     })
                     .collect();
                 serde_json::json!({"success": true, "buckets": buckets})
+            }
+            ("GET", path) if path.ends_with("/apikey") => {
+                let prefixes = flood.lock().unwrap().clone();
+                let keys: Vec<serde_json::Value> = prefixes
+                    .iter()
+                    .flat_map(|prefix| {
+                        let now = now.clone();
+                        (0..20).map(move |_| {
+                            let n = FLOODED.fetch_add(1, Ordering::Relaxed);
+                            serde_json::json!({
+                                "id": format!("flood-{n}"),
+                                "name": format!("{prefix}{n:012}"),
+                                "accessType": "READ",
+                                "key": format!("AKFLOOD{n}"),
+                                "createdAt": now,
+                            })
+                        })
+                    })
+                    .collect();
+                serde_json::json!({"success": true, "keys": keys})
+            }
+            ("DELETE", path) if path.contains("/apikey/") => {
+                key_deletes.fetch_add(1, Ordering::Relaxed);
+                serde_json::json!({"success": true})
             }
             _ => serde_json::json!({"success": true}),
         }
