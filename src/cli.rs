@@ -69,7 +69,11 @@ pub fn main(cli: Cli) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(controller::run(cli.settings)) {
+            let outcome = runtime.block_on(controller::run(cli.settings));
+            // A blocking task still running (say, a name lookup of a tenant's API host) must
+            // not hold the exit either.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            match outcome {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     tracing::error!(error = describe(&error), "operator stopped");
@@ -118,6 +122,7 @@ mod tests {
         assert_eq!(cli.settings.stats_batch_size, 100);
         assert_eq!(cli.settings.namespace_concurrency, 4);
         assert!(cli.settings.allowed_api_hosts.is_empty());
+        assert_eq!(cli.settings.shutdown_grace, Duration::from_secs(10));
     }
 
     #[test]

@@ -93,6 +93,13 @@ pub struct Settings {
     #[arg(long, env = "FLASHBACK_API_BURST", default_value_t = 20, global = true)]
     pub api_burst: u32,
 
+    /// After SIGTERM, how long in-flight reconciles may take to finish; those still waiting on
+    /// a Flashback API then are cancelled (and looked at again by the next leader), so that
+    /// one tenant's hanging API cannot hold the exit. Keep it well below the Pod's
+    /// terminationGracePeriodSeconds: the Lease is released after it.
+    #[arg(long, env = "FLASHBACK_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration, global = true)]
+    pub shutdown_grace: Duration,
+
     /// Address of the /metrics, /healthz and /readyz endpoints.
     #[arg(
         long,

@@ -608,10 +608,19 @@ async fn schema_refuses_bad_values_naming_them() {
         &version,
         "two",
         "ops",
-        &["replicaCount=2", "resyncInterval=1h30m"],
+        &[
+            "replicaCount=2",
+            "resyncInterval=1h30m",
+            "terminationGracePeriodSeconds=2",
+        ],
     );
     assert_eq!(two.one("Deployment")["spec"]["replicas"], 2);
     assert_eq!(two.env()["FLASHBACK_RESYNC_INTERVAL"], "1h30m");
+    assert_eq!(
+        two.env()["FLASHBACK_SHUTDOWN_GRACE"],
+        "1s",
+        "a third of the grace period, at least a second"
+    );
 }
 
 #[tokio::test]
@@ -649,6 +658,8 @@ async fn default_render_is_accepted_by_the_api_server() {
         ("FLASHBACK_LEADER_ELECTION", "true"),
         ("FLASHBACK_LEADER_ELECTION_NAMESPACE", namespace.as_str()),
         ("FLASHBACK_LEADER_ELECTION_LEASE_DURATION", "15s"),
+        // A third of terminationGracePeriodSeconds (30).
+        ("FLASHBACK_SHUTDOWN_GRACE", "10s"),
         ("POD_NAME", "<metadata.name>"),
         ("POD_NAMESPACE", "<metadata.namespace>"),
     ] {

@@ -6,8 +6,9 @@
 //!
 //! One story, in order, because the cluster takes seconds to start and the image a minute to
 //! build: the image; install and Ready; create, update, drift, delete; a second release sharing
-//! the Lease takes over when the leader's Pod is deleted; upgrade rolls the Pod; the Pods' logs
-//! hold no token; uninstall leaves the CRD.
+//! the Lease takes over when the leader's Pod is deleted, within the shutdown grace although a
+//! tenant's API hangs; upgrade rolls the Pod; the Pods' logs hold no token; uninstall leaves
+//! the CRD.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -26,6 +27,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 
+use crate::support::hostile::{Behaviour, HostileServer};
 use crate::support::node::{
     NodeCluster, process_status, root, root_is_read_only, run_bounded, run_ok,
 };
@@ -33,6 +35,8 @@ use crate::support::scene::condition;
 
 const RELEASE_NAMESPACE: &str = "flashback-system";
 const TEAM: &str = "team-a";
+/// A tenant whose Flashback API never answers.
+const HOSTILE: &str = "team-hostile";
 const WORKSPACE: &str = "ws-node";
 const LEASE: &str = "flashback-operator";
 /// How long a Pod may take from `helm install` (or a deletion) to Ready. Measured here: about
@@ -182,6 +186,8 @@ fn install_values(cluster: &NodeCluster, remote: &Remote, metrics_port: u16) -> 
         "image.pullPolicy=Never".to_owned(),
         format!("apiUrl={}", remote.url),
         "resyncInterval=3s".to_owned(),
+        // The hostile tenant's API, on the host's loopback too.
+        "allowedApiHosts[0]=127.0.0.1".to_owned(),
         "logLevel=info\\,flashback_operator=debug".to_owned(),
         format!("leaderElection.leaseName={LEASE}"),
         "extraEnv[0].name=KUBERNETES_SERVICE_HOST".to_owned(),
@@ -465,7 +471,39 @@ async fn the_chart_runs_the_image_on_a_real_node_and_reconciles_through_it() {
     let mut logs = cluster.pod_logs(&pod);
 
     // 4. A second release, sharing the Lease (hostNetwork Pods of one Deployment would need the
-    // same port on the one node): deleting the leader's Pod hands the Lease over.
+    // same port on the one node): deleting the leader's Pod hands the Lease over, within the
+    // shutdown grace although a tenant's API hangs under the leader's reconciles.
+    let hanging = HostileServer::start(Behaviour::Hang).await;
+    Api::<Namespace>::all(kube.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": HOSTILE}})).unwrap(),
+        )
+        .await
+        .expect("the hostile namespace is created");
+    let hostile_secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "flashback-token"},
+        "stringData": {"token": "whatever", "apiUrl": hanging.url},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(kube.clone(), HOSTILE)
+        .create(&PostParams::default(), &hostile_secret)
+        .await
+        .expect("the hostile Secret is created");
+    let hostile: Api<FlashbackRepository> = Api::namespaced(kube.clone(), HOSTILE);
+    for i in 0..8 {
+        hostile
+            .create(
+                &PostParams::default(),
+                &mirror(&format!("hang-{i}"), &remote, 0, 1),
+            )
+            .await
+            .expect("the object is accepted");
+    }
+    wait_until("the hostile objects reach their API", || async {
+        hanging.in_flight() >= 1
+    })
+    .await;
     let holder = lease_holder(&kube)
         .await
         .expect("the leader holds the Lease");
@@ -479,6 +517,28 @@ async fn the_chart_runs_the_image_on_a_real_node_and_reconciles_through_it() {
     .concat();
     helm(&cluster, "install", "fb-standby", &standby_values);
     let standby = wait_pod_ready(&kube, "fb-standby", None).await;
+    // Every change of the Lease from now on: the leader's release is one (holder cleared),
+    // however soon another Pod takes it after.
+    let released = tokio::spawn({
+        let leases: Api<Lease> = Api::namespaced(kube.clone(), RELEASE_NAMESPACE);
+        async move {
+            use futures::StreamExt;
+            use kube::runtime::{WatchStreamExt, watcher};
+            let named = watcher::Config::default().fields(&format!("metadata.name={LEASE}"));
+            let mut changes = watcher(leases, named).applied_objects().boxed();
+            while let Some(Ok(lease)) = changes.next().await {
+                if lease.spec.and_then(|s| s.holder_identity).is_none() {
+                    return Some(Instant::now());
+                }
+            }
+            None
+        }
+    });
+    assert!(
+        hanging.in_flight() >= 1,
+        "the leader's calls to the hostile API are in flight"
+    );
+    let deleted_at = Instant::now();
     cluster.kubectl(&[
         "-n",
         RELEASE_NAMESPACE,
@@ -498,6 +558,32 @@ async fn the_chart_runs_the_image_on_a_real_node_and_reconciles_through_it() {
     })
     .await;
     eprintln!("the Lease passed to {:?}", lease_holder(&kube).await);
+    // Within the shutdown grace (10 s, a third of the Pod's 30 s) and the release (at most a
+    // third of the Lease's 15 s), with room for a loaded machine, and well before the kubelet
+    // would kill the Pod (30 s) with the Lease still held.
+    let bound = Duration::from_secs(22);
+    let released_after = tokio::time::timeout_at((deleted_at + bound).into(), released)
+        .await
+        .unwrap_or_else(|_| panic!("the leader did not release the Lease within {bound:?}"))
+        .unwrap()
+        .expect("the Lease watch ends only with the release")
+        - deleted_at;
+    let pods: Api<Pod> = Api::namespaced(kube.clone(), RELEASE_NAMESPACE);
+    wait_until("the deleted Pod is gone", || async {
+        pods.get_opt(&deleted).await.unwrap().is_none()
+    })
+    .await;
+    let gone_after = deleted_at.elapsed();
+    eprintln!(
+        "leader Pod deleted while a tenant's API hangs: Lease released after {:.1} s, Pod gone \
+         after {:.1} s",
+        released_after.as_secs_f64(),
+        gone_after.as_secs_f64()
+    );
+    assert!(
+        gone_after < bound,
+        "the Pod took {gone_after:?} to stop: its 30 s grace period ran out?"
+    );
     let posts = remote.calls("POST", "/repo").await;
     repos
         .create(&PostParams::default(), &mirror("after", &remote, 2, 1))

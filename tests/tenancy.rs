@@ -921,3 +921,199 @@ async fn parked_objects_deleted_before_their_turn_do_not_hold_up_the_rest() {
         .collect();
     assert_eq!(remote.len(), 3, "{remote:?}");
 }
+
+/// A tenant whose API never answers, with all its objects in one workspace: its reconciles,
+/// and the resync of that workspace, queue for the one listing in flight, each for a read
+/// timeout (10 s). Only this test's objects are served: see [`HangingTenant::selector`].
+struct HangingTenant {
+    server: HostileServer,
+    run: String,
+}
+
+impl HangingTenant {
+    async fn start(honest: &Scene, prefix: &str, objects: usize) -> Self {
+        let namespace = test_namespace(&honest.kube, prefix).await;
+        let server = HostileServer::start(Behaviour::Hang).await;
+        point_at(&honest.kube, &namespace, SECRET, &server.url).await;
+        let tenant = Self {
+            server,
+            run: uuid::Uuid::new_v4().simple().to_string(),
+        };
+        let repos: Api<FlashbackRepository> = Api::namespaced(honest.kube.clone(), &namespace);
+        for i in 0..objects {
+            let repo = tenant.label(honest.mirror(&format!("hang-{i}")));
+            repos.create(&PostParams::default(), &repo).await.unwrap();
+        }
+        tenant
+    }
+
+    /// `repo`, labelled as one of this test's objects.
+    fn label(&self, mut repo: FlashbackRepository) -> FlashbackRepository {
+        repo.metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert("tenancy-run".into(), self.run.clone());
+        repo
+    }
+
+    /// The selector of this test's objects: tests beside it run operators of their own.
+    fn selector(&self) -> String {
+        format!("tenancy-run={}", self.run)
+    }
+
+    /// Waits (bounded) until a call of the operator's hangs on the server.
+    async fn wait_hanging(&self) {
+        tokio::time::timeout(DEADLINE, async {
+            while self.server.in_flight() < 1 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("the hostile objects reach their API");
+    }
+}
+
+/// Each (credential, workspace) is swept on its own: a resync that waits behind a tenant's
+/// hanging API delays neither another tenant's resync nor the next one. Before, one sweep
+/// waited for every workspace's listing, and the hanging workspace's waited behind its
+/// reconciles (a read timeout each): drift was corrected some 50 s late.
+#[tokio::test]
+async fn a_tenant_whose_api_hangs_does_not_delay_anothers_drift_correction() {
+    const RESYNC: Duration = Duration::from_secs(3);
+    const READ_TIMEOUT: Duration = Duration::from_secs(10);
+    let honest = Scene::new("resync-honest").await;
+    let hostile = HangingTenant::start(&honest, "resync-hostile", 8).await;
+    honest.create(&hostile.label(honest.mirror("media"))).await;
+    let _operator = Operator::start_cluster_wide(
+        honest.emulator.base_url(),
+        &[
+            "--selector",
+            &hostile.selector(),
+            "--allowed-api-hosts",
+            "127.0.0.1",
+            "--resync-interval",
+            "3s",
+        ],
+    );
+    let repo_id = honest
+        .wait_ready("media")
+        .await
+        .status
+        .unwrap()
+        .repo_id
+        .unwrap();
+    hostile.wait_hanging().await;
+    // A resync has listed the honest workspace since: the drift is for the next one to see.
+    let listed = honest.calls("GET", "/repo").await;
+    tokio::time::timeout(RESYNC * 3, async {
+        while honest.calls("GET", "/repo").await == listed {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("a resync lists the honest workspace");
+
+    honest
+        .control
+        .patch_repo(
+            &repo_id,
+            &flashback_emulator::control::RepoPatch {
+                name: Some("renamed-by-hand".into()),
+                mode: Some("BACKUP".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("the emulator takes the change");
+    let drifted = Instant::now();
+    let bound = RESYNC + READ_TIMEOUT + Duration::from_secs(2);
+    let corrected = tokio::time::timeout(bound, async {
+        loop {
+            let remote = honest.remote_repos().await;
+            if remote[0].name == "media" && remote[0].mode == flashback_client::RepoMode::Mirror {
+                return remote;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the drift was not corrected within {bound:?}"));
+    println!(
+        "drift corrected after {:?} while the hostile workspace's calls hang",
+        drifted.elapsed()
+    );
+    let remote: Vec<_> = corrected
+        .iter()
+        .map(|r| (r.id.as_str(), r.name.as_str(), r.mode.clone()))
+        .collect();
+    assert_eq!(
+        remote,
+        [(
+            repo_id.as_str(),
+            "media",
+            flashback_client::RepoMode::Mirror
+        )]
+    );
+    assert_eq!(
+        hostile.server.peak_in_flight(),
+        1,
+        "the hanging workspace is listed once at a time, by its reconciles and resyncs alike"
+    );
+}
+
+/// SIGTERM while a tenant's calls hang: reconciles in flight get the shutdown grace (10 s by
+/// default), those still waiting are then cancelled, the Lease is released and the process
+/// exits 0, well within a Pod's 30 s grace period. Before, the exit waited for every hanging
+/// reconcile in turn (40 s and more), and the kubelet killed the Pod with the Lease held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_whose_api_hangs_does_not_hold_the_operators_exit() {
+    const GRACE: Duration = Duration::from_secs(10);
+    // The Lease is released within a retry period: a third of its 6 s.
+    const RELEASE: Duration = Duration::from_secs(2);
+    let honest = Scene::new("exit-honest").await;
+    let hostile = HangingTenant::start(&honest, "exit-hostile", 8).await;
+    honest.create(&hostile.label(honest.mirror("media"))).await;
+    let mut operator = Operator::start_cluster_wide(
+        honest.emulator.base_url(),
+        &[
+            "--selector",
+            &hostile.selector(),
+            "--allowed-api-hosts",
+            "127.0.0.1",
+            "--leader-election",
+            "--leader-election-namespace",
+            &honest.namespace,
+            "--leader-election-lease-duration",
+            "6s",
+        ],
+    );
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(honest.kube.clone(), &honest.namespace);
+    let holder = || async {
+        leases
+            .get_opt("flashback-operator")
+            .await
+            .unwrap()
+            .and_then(|l| l.spec?.holder_identity)
+    };
+    honest.wait_ready("media").await;
+    hostile.wait_hanging().await;
+    assert!(holder().await.is_some(), "the operator leads");
+
+    let pid = operator.pid().unwrap().to_string();
+    let asked = Instant::now();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = operator
+        .wait_exit(Duration::from_secs(25))
+        .expect("the operator exits well within a Pod's 30 s grace period");
+    let took = asked.elapsed();
+    println!("SIGTERM to exit: {took:?} while the hostile workspace's calls hang");
+    assert!(status.success(), "it exits 0: {status:?}");
+    let bound = GRACE + RELEASE + Duration::from_secs(3);
+    assert!(took < bound, "took {took:?}, more than {bound:?}");
+    assert_eq!(holder().await, None, "the Lease is released");
+}

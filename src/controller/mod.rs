@@ -58,9 +58,10 @@ use crate::http;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 
-/// Runs the operator until SIGTERM or ctrl-c, then lets in-flight reconciles finish. With
-/// leader election, it first waits to hold the Lease, and stops (with an error, so that the
-/// process exits non-zero and is restarted) if it loses it.
+/// Runs the operator until SIGTERM or ctrl-c, then lets in-flight reconciles finish for at most
+/// `--shutdown-grace` and cancels those still in flight. With leader election, it first waits
+/// to hold the Lease, and stops (with an error, so that the process exits non-zero and is
+/// restarted) if it loses it.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
     let kube = Client::try_default()
@@ -70,7 +71,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         watches::namespaced_or_all(&kube, settings.namespace.as_deref());
 
     // One signal stops everything: the HTTP endpoints, the election, the controllers (after
-    // their in-flight reconciles) and the periodic tasks.
+    // their in-flight reconciles, within the shutdown grace) and the periodic tasks.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stop_tx = Arc::new(stop_tx);
     tokio::spawn({
@@ -184,13 +185,25 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             futures::future::select(Box::pin(became_ready), Box::pin(stopped())).map(|_| ())
         )
     };
+    // After SIGTERM the controllers let in-flight reconciles finish; but one waiting on a
+    // tenant's hanging API would hold the exit, and the Lease, past the Pod's grace period. What
+    // is still in flight after the shutdown grace is dropped, as when the Lease is lost.
+    let work = async {
+        tokio::select! {
+            _ = work => {}
+            () = grace_over(stopped(), settings.shutdown_grace) => warn!(
+                grace = ?settings.shutdown_grace,
+                "reconciles still in flight after the shutdown grace were cancelled"
+            ),
+        }
+    };
     match &elector {
         None => {
             work.await;
         }
         Some(elector) => tokio::select! {
             // Finished (after SIGTERM): the Lease goes only once no reconcile is in flight.
-            _ = work => elector.release().await,
+            () = work => elector.release().await,
             // Lost: dropping `work` cancels every reconcile at once; none may run without it.
             () = elector.hold() => {
                 let _ = stop_tx.send(true);
@@ -200,6 +213,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         },
     }
     finish(server).await
+}
+
+/// Resolves `grace` after `stop` does.
+async fn grace_over(stop: impl std::future::Future<Output = ()>, grace: Duration) {
+    stop.await;
+    tokio::time::sleep(grace).await;
 }
 
 /// The namespace and the key an object is parked under.

@@ -21,7 +21,7 @@ use tracing::{debug, warn};
 
 use crate::controller::context::Context;
 use crate::controller::credentials::{self, Credentialed, Credentials, SecretName};
-use crate::controller::periodic::{self, First};
+use crate::controller::periodic::{self, First, Passes};
 use crate::crd::{BucketStats, FlashbackBucket, FlashbackRepository, RepositoryStats};
 use flashback_client::ApiError;
 
@@ -62,40 +62,60 @@ pub trait Measured:
 }
 
 /// Refreshes statistics of every object of `store` every `interval` until `stop` resolves.
+/// Each credential's figures are read as their own task (see [`Passes`]): a tenant whose API
+/// hangs delays only its own figures, and its pass still in flight is skipped by the ticks
+/// that come meanwhile. Stopping cancels the passes in flight.
 pub async fn run<K: Measured>(
     store: Store<K>,
     ctx: Arc<Context>,
     interval: Duration,
     stop: impl std::future::Future<Output = ()>,
 ) {
-    periodic::every(&store, interval, First::AtOnce, stop, || {
-        refresh(&store, &ctx)
+    let passes = Passes::default();
+    periodic::every(&store, interval, First::AtOnce, stop, || async {
+        let (started, skipped) = refresh(&store, &ctx, &passes);
+        debug!(
+            kind = K::kind(&()).as_ref(),
+            started, skipped, "statistics pass"
+        );
     })
     .await;
 }
 
-/// How many credentials' statistics are read at once: one credential's slow API delays
-/// only its own figures.
-const CREDENTIALS_AT_ONCE: usize = 8;
-
 /// How many status writes of one credential's figures are in flight at once.
 const WRITES_AT_ONCE: usize = 8;
 
-/// One pass over every object that has a remote object.
-pub async fn refresh<K: Measured>(store: &Store<K>, ctx: &Context) {
+/// One tick: starts reading the figures of every credential whose previous pass is done, and
+/// returns at once how many (started, skipped because still in flight).
+fn refresh<K: Measured>(
+    store: &Store<K>,
+    ctx: &Arc<Context>,
+    passes: &Passes<SecretName>,
+) -> (usize, usize) {
     let groups = by_credentials(
         &store.state(),
         ctx.settings.default_credentials_secret.as_ref(),
     );
-    futures::stream::iter(groups)
-        .for_each_concurrent(CREDENTIALS_AT_ONCE, |(secret, objects)| {
-            refresh_credential(ctx, secret, objects)
-        })
-        .await;
+    let (mut started, mut skipped) = (0, 0);
+    for (secret, objects) in groups {
+        let pass = refresh_credential(ctx.clone(), secret.clone(), objects);
+        if passes.start(secret.clone(), pass) {
+            started += 1;
+        } else {
+            skipped += 1;
+            debug!(secret = %secret, kind = K::kind(&()).as_ref(), "the previous statistics pass of this credential is still in flight");
+        }
+    }
+    (started, skipped)
 }
 
 /// The statistics of the objects that use one credential.
-async fn refresh_credential<K: Measured>(ctx: &Context, secret: SecretName, objects: Vec<Arc<K>>) {
+async fn refresh_credential<K: Measured>(
+    ctx: Arc<Context>,
+    secret: SecretName,
+    objects: Vec<Arc<K>>,
+) {
+    let ctx = ctx.as_ref();
     let credentials = match ctx.credentials_of(&objects[0]).await {
         Ok(Ok(credentials)) => credentials,
         // The reconciler reports missing or broken credentials on each object.

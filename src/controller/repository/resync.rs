@@ -1,13 +1,13 @@
 //! The resync sweep. Every resync interval, one fresh listing per (credential, workspace) is
 //! compared with every object of that workspace, and only the objects that it shows out of
 //! step (drift, a repository gone, a status that no longer tells the truth) are reconciled.
-//! A workspace of ten thousand objects in step costs one `GET /repo` and no reconcile.
+//! A workspace of ten thousand objects in step costs one `GET /repo` and no reconcile. Each
+//! workspace is swept on its own, so one tenant's slow API holds back only its own.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::sync::mpsc;
@@ -17,14 +17,17 @@ use crate::controller::context::Context;
 use crate::controller::credentials;
 use crate::controller::credentials::SecretName;
 use crate::controller::fairness::Requeue;
-use crate::controller::periodic::{self, First};
+use crate::controller::periodic::{self, First, Passes};
 use crate::controller::repository::plan;
 use crate::crd::FlashbackRepository;
 
-/// How many workspaces are listed at once: one credential's slow API delays only its own.
-const WORKSPACES_AT_ONCE: usize = 8;
+/// What one listing serves: the Secret of the credentials and the workspace.
+type Group = (SecretName, String);
 
-/// Sweeps every `interval` until `stop` resolves, sending the objects to reconcile.
+/// Sweeps every `interval` until `stop` resolves, sending the objects to reconcile. Each
+/// (credential, workspace) is swept as its own task: a workspace whose listing waits behind
+/// a tenant's hanging API delays neither another workspace's sweep nor the next tick, and
+/// is skipped by the ticks that come while it waits. Stopping cancels the sweeps in flight.
 pub async fn run(
     store: Store<FlashbackRepository>,
     ctx: Arc<Context>,
@@ -32,45 +35,69 @@ pub async fn run(
     due: mpsc::Sender<ObjectRef<FlashbackRepository>>,
     stop: impl std::future::Future<Output = ()>,
 ) {
+    let passes = Passes::default();
     periodic::every(&store, interval, First::AfterInterval, stop, || async {
-        let started = Instant::now();
-        let sent = sweep(&store, &ctx, &due).await;
-        debug!(reconciles = sent, took = ?started.elapsed(), "resync sweep");
+        let (started, skipped) = sweep(&store, &ctx, &due, &passes);
+        debug!(started, skipped, "resync sweep");
     })
     .await;
 }
 
-/// One pass; returns how many objects were sent to be reconciled.
-async fn sweep(
+/// One tick: starts the sweep of every group whose previous sweep is done, and returns at
+/// once how many (started, skipped because still in flight).
+fn sweep(
     store: &Store<FlashbackRepository>,
-    ctx: &Context,
+    ctx: &Arc<Context>,
     due: &mpsc::Sender<ObjectRef<FlashbackRepository>>,
-) -> usize {
+    passes: &Passes<Group>,
+) -> (usize, usize) {
     let objects = store.state();
-    let recorders = by_recorded_id(&objects);
+    let recorders = Arc::new(by_recorded_id(&objects));
     let groups = by_workspace(&objects, ctx.settings.default_credentials_secret.as_ref());
-    let sent = std::sync::atomic::AtomicUsize::new(0);
-    futures::stream::iter(groups)
-        .for_each_concurrent(WORKSPACES_AT_ONCE, |((secret, workspace), repos)| {
-            let (sent, recorders) = (&sent, &recorders);
-            async move {
-                let due_here = sweep_workspace(ctx, recorders, &secret, &workspace, repos).await;
-                for repo in due_here {
-                    sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    // The controller is gone only when the operator stops.
-                    let _ = due.send(repo).await;
-                }
-            }
-        })
-        .await;
-    sent.into_inner()
+    let (mut started, mut skipped) = (0, 0);
+    for ((secret, workspace), repos) in groups {
+        let pass = sweep_and_send(
+            ctx.clone(),
+            recorders.clone(),
+            secret.clone(),
+            workspace.clone(),
+            repos,
+            due.clone(),
+        );
+        if passes.start((secret.clone(), workspace.clone()), pass) {
+            started += 1;
+        } else {
+            skipped += 1;
+            debug!(secret = %secret, workspace, "the previous resync of this workspace is still in flight");
+        }
+    }
+    (started, skipped)
+}
+
+/// The sweep of one group: sends its objects that need a reconcile.
+async fn sweep_and_send(
+    ctx: Arc<Context>,
+    recorders: Arc<Recorders>,
+    secret: SecretName,
+    workspace: String,
+    repos: Vec<Arc<FlashbackRepository>>,
+    due: mpsc::Sender<ObjectRef<FlashbackRepository>>,
+) {
+    let started = Instant::now();
+    let due_here = sweep_workspace(&ctx, &recorders, &secret, &workspace, repos).await;
+    let reconciles = due_here.len();
+    for repo in due_here {
+        // The controller is gone only when the operator stops.
+        let _ = due.send(repo).await;
+    }
+    debug!(secret = %secret, workspace, reconciles, took = ?started.elapsed(), "resync of a workspace");
 }
 
 /// The objects of one workspace that need a reconcile. Objects whose credentials cannot be
 /// had, or whose workspace cannot be listed, are all due: their reconcile says why.
 async fn sweep_workspace(
     ctx: &Context,
-    recorders: &HashMap<&str, Vec<&FlashbackRepository>>,
+    recorders: &Recorders,
     secret: &SecretName,
     workspace: &str,
     repos: Vec<Arc<FlashbackRepository>>,
@@ -128,13 +155,19 @@ async fn sweep_workspace(
         .collect()
 }
 
-/// The objects whose status records each repository id: who may hold it, found once per
-/// sweep rather than by scanning every object for every object.
-fn by_recorded_id(repos: &[Arc<FlashbackRepository>]) -> HashMap<&str, Vec<&FlashbackRepository>> {
-    let mut recorders: HashMap<&str, Vec<&FlashbackRepository>> = HashMap::new();
+/// The objects whose status records each repository id.
+type Recorders = HashMap<String, Vec<Arc<FlashbackRepository>>>;
+
+/// Who may hold each repository id, found once per tick (and shared by its sweeps) rather
+/// than by scanning every object for every object.
+fn by_recorded_id(repos: &[Arc<FlashbackRepository>]) -> Recorders {
+    let mut recorders: Recorders = HashMap::new();
     for repo in repos {
         if let Some(id) = repo.status.as_ref().and_then(|s| s.repo_id.as_deref()) {
-            recorders.entry(id).or_default().push(repo);
+            recorders
+                .entry(id.to_string())
+                .or_default()
+                .push(repo.clone());
         }
     }
     recorders
