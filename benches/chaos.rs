@@ -13,6 +13,15 @@
 //!    one, whose objects become Ready in their normal time and whose repositories nobody
 //!    touches.
 //!
+//! 5. The newer kinds: an honest tenant with buckets, repositories and keys beside a hostile
+//!    one whose own server answers creates with the honest ids and lists new keys on every
+//!    call, who then switches to the shared credentials, deletes buckets in use and whose
+//!    API hangs: nothing honest is deregistered, rewritten or keyed, honest drift is corrected
+//!    within a resync interval and a read timeout, what the hostile tenant causes per minute
+//!    stays within its printed bounds, and SIGTERM ends the operator within its grace.
+//!
+//! `CHAOS_SCENES` (e.g. `kinds`, or `kills,faults`) runs only the scenes named.
+//!
 //! Needs the local control plane: `make chaos` runs it under `tests/control-plane/with.sh`.
 
 #[path = "../tests/support/mod.rs"]
@@ -26,14 +35,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
 use flashback_emulator::Faults;
-use flashback_operator::crd::{FlashbackRepository, RepositoryMode, annotations};
+use flashback_operator::crd::{
+    FlashbackAccessKey, FlashbackBucket, FlashbackRepository, RepositoryMode, annotations,
+};
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use support::cluster::test_namespace;
-use support::hostile::{Behaviour, HostileServer};
+use support::hostile::{Behaviour, HostileServer, Impostor};
 use support::operator::Operator;
 use support::scene::{SECRET, Scene, condition};
 
@@ -61,14 +72,30 @@ fn main() -> anyhow::Result<()> {
                 misses.push(name);
             }
         };
-        report("kills", kills(objects()).await);
-        report("faults", faults(objects() / 10).await);
-        report("two tenants", two_tenants(50).await);
+        let chosen = std::env::var("CHAOS_SCENES").unwrap_or_default();
+        let wanted = |scene: &str| chosen.is_empty() || chosen.split(',').any(|s| s == scene);
+        if wanted("kills") {
+            report("kills", kills(objects()).await);
+        }
+        if wanted("faults") {
+            report("faults", faults(objects() / 10).await);
+        }
+        if wanted("tenants") {
+            report("two tenants", two_tenants(50).await);
+        }
+        if wanted("kinds") {
+            report(
+                "buckets and keys beside a hostile tenant",
+                new_kinds().await,
+            );
+        }
         // Last: it takes the control plane down and up again.
-        report(
-            "control plane restart",
-            restart_control_plane(objects() / 5).await,
-        );
+        if wanted("restart") {
+            report(
+                "control plane restart",
+                restart_control_plane(objects() / 5).await,
+            );
+        }
         ensure!(misses.is_empty(), "missed: {}", misses.join(", "));
         Ok(())
     })
@@ -517,6 +544,422 @@ async fn two_tenants(count: usize) -> anyhow::Result<()> {
     ensure!(
         rewrites == 0,
         "{rewrites} PUT or DELETE calls reached the organisation"
+    );
+    Ok(())
+}
+
+/// How many of each honest kind, and of each hostile attack, scene 5 makes.
+const KINDS: usize = 5;
+/// Scene 5's resync interval: short, so that drift and stalls are looked at often.
+const KINDS_RESYNC: Duration = Duration::from_secs(10);
+/// The operator's read timeout (`--read-timeout`'s default).
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A FlashbackBucket in `namespace` with credentials from `secret`.
+fn bucket_object(name: &str, secret: &str, run: &str) -> anyhow::Result<FlashbackBucket> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "flashback.tech/v1alpha1", "kind": "FlashbackBucket",
+        "metadata": {"name": name, "labels": {"chaos-run": run}},
+        "spec": {
+            "workspaceId": support::scene::WORKSPACE, "storageType": "S3",
+            "bucket": format!("cloud-{name}"), "region": "us-east-1",
+            "credentialsSecretRef": {"name": secret},
+            "cloudCredentialsSecretRef": {"name": "cloud"},
+        },
+    }))?)
+}
+
+/// A BACKUP repository naming the FlashbackBucket `bucket`, with credentials from `secret`.
+fn repository_object(
+    scene: &Scene,
+    name: &str,
+    bucket: &str,
+    secret: &str,
+    run: &str,
+) -> FlashbackRepository {
+    let mut repo = backup(scene, name);
+    repo.spec.buckets[0].bucket_id = None;
+    repo.spec.buckets[0].bucket_ref = Some(flashback_operator::crd::BucketReference {
+        name: bucket.to_string(),
+    });
+    repo.spec.credentials_secret_ref.as_mut().unwrap().name = secret.to_string();
+    repo.metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert("chaos-run".into(), run.to_string());
+    repo
+}
+
+fn key_object(name: &str, repository: &str, run: &str) -> anyhow::Result<FlashbackAccessKey> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "flashback.tech/v1alpha1", "kind": "FlashbackAccessKey",
+        "metadata": {"name": name, "labels": {"chaos-run": run}},
+        "spec": {"repositoryRef": {"name": repository}, "accessType": "READ",
+                 "endpoint": "https://s3-us-east-1-aws.flashback.tech"},
+    }))?)
+}
+
+async fn put_secret(
+    kube: &kube::Client,
+    namespace: &str,
+    name: &str,
+    data: serde_json::Value,
+) -> anyhow::Result<()> {
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data
+    }))?;
+    Api::<Secret>::namespaced(kube.clone(), namespace)
+        .patch(
+            name,
+            &PatchParams::apply("chaos").force(),
+            &Patch::Apply(&secret),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Waits until every object of `api` has Ready True.
+async fn wait_kind_ready<K>(
+    api: &Api<K>,
+    count: usize,
+    ready: impl Fn(&K) -> bool,
+) -> anyhow::Result<()>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+    K::DynamicType: Default,
+{
+    let started = Instant::now();
+    loop {
+        let list = api.list(&ListParams::default()).await?;
+        if list.items.iter().filter(|o| ready(o)).count() == count {
+            return Ok(());
+        }
+        ensure!(started.elapsed() < PHASE_DEADLINE, "not all Ready in time");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn ready_in(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> bool {
+    conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+/// What the honest tenant has in Flashback: its buckets, repositories and keys, as listed.
+async fn honest_remote(
+    scene: &Scene,
+    repo_ids: &[String],
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut seen = BTreeMap::new();
+    for bucket in scene
+        .api
+        .list_buckets(Some(support::scene::WORKSPACE))
+        .await?
+    {
+        seen.insert(format!("bucket {}", bucket.id), format!("{bucket:?}"));
+    }
+    for repo in scene.remote_repos().await {
+        seen.insert(format!("repo {}", repo.id), format!("{repo:?}"));
+    }
+    for id in repo_ids {
+        let keys: BTreeSet<String> = scene
+            .control
+            .repo_keys(id)
+            .await?
+            .into_iter()
+            .map(|k| format!("{} {} {}", k.id, k.key, k.access_type))
+            .collect();
+        seen.insert(format!("keys of {id}"), format!("{keys:?}"));
+    }
+    Ok(seen)
+}
+
+async fn new_kinds() -> anyhow::Result<()> {
+    println!("chaos: buckets, repositories and keys of an honest tenant beside a hostile one");
+    let honest = Scene::new("chaos-kinds").await;
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let selector = format!("chaos-run={run}");
+    let resync = format!("{}s", KINDS_RESYNC.as_secs());
+    let mut operator = Operator::start_cluster_wide(
+        honest.emulator.base_url(),
+        &[
+            "--resync-interval",
+            &resync,
+            "--selector",
+            &selector,
+            "--allowed-api-hosts",
+            "127.0.0.1",
+            "--leader-election",
+            "--leader-election-namespace",
+            &honest.namespace,
+        ],
+    );
+    let kube = honest.kube.clone();
+    let cloud = json!({"AWS_ACCESS_KEY_ID": "AKIAHONEST", "AWS_SECRET_ACCESS_KEY": "honest"});
+    put_secret(&kube, &honest.namespace, "cloud", cloud.clone()).await?;
+
+    // The honest tenant: buckets, repositories naming them, a key on each.
+    let buckets: Api<FlashbackBucket> = Api::namespaced(kube.clone(), &honest.namespace);
+    let keys: Api<FlashbackAccessKey> = Api::namespaced(kube.clone(), &honest.namespace);
+    for n in 0..KINDS {
+        buckets
+            .create(
+                &PostParams::default(),
+                &bucket_object(&format!("b{n}"), SECRET, &run)?,
+            )
+            .await?;
+        let repo = repository_object(&honest, &format!("r{n}"), &format!("b{n}"), SECRET, &run);
+        honest.repos.create(&PostParams::default(), &repo).await?;
+        keys.create(
+            &PostParams::default(),
+            &key_object(&format!("k{n}"), &format!("r{n}"), &run)?,
+        )
+        .await?;
+    }
+    wait_kind_ready(&buckets, KINDS, |b| {
+        b.status.as_ref().is_some_and(|s| ready_in(&s.conditions))
+    })
+    .await?;
+    wait_kind_ready(&honest.repos, KINDS, |r| {
+        r.status.as_ref().is_some_and(|s| ready_in(&s.conditions))
+    })
+    .await?;
+    wait_kind_ready(&keys, KINDS, |k| {
+        k.status.as_ref().is_some_and(|s| ready_in(&s.conditions))
+    })
+    .await?;
+    let repo_ids: Vec<String> = honest
+        .repos
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|r| r.status.and_then(|s| s.repo_id))
+        .collect();
+    let bucket_ids: Vec<String> = buckets
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|b| b.status.and_then(|s| s.bucket_id))
+        .collect();
+    let before = honest_remote(&honest, &repo_ids).await?;
+
+    // The hostile tenant.
+    let namespace = test_namespace(&kube, "chaos-kinds-hostile").await;
+    let impostor = Impostor::start(&repo_ids[0], &bucket_ids[0]).await;
+    let flooder = Impostor::start("r-keyring-0001", "b-keyring-0001").await;
+    let hanging = HostileServer::start(Behaviour::Hang).await;
+    put_secret(&kube, &namespace, SECRET, json!({"token": honest.token})).await?;
+    for (name, url) in [
+        ("own", &impostor.url),
+        ("keys", &flooder.url),
+        ("hang", &hanging.url),
+    ] {
+        let data = json!({"token": "own", "apiUrl": url});
+        put_secret(&kube, &namespace, name, data).await?;
+    }
+    put_secret(&kube, &namespace, "cloud", cloud).await?;
+    let hostile_buckets: Api<FlashbackBucket> = Api::namespaced(kube.clone(), &namespace);
+    let hostile_repos: Api<FlashbackRepository> = Api::namespaced(kube.clone(), &namespace);
+    let hostile_keys: Api<FlashbackAccessKey> = Api::namespaced(kube.clone(), &namespace);
+    let mut hostile_objects = 0;
+    // Keys on a repository of its own server, which lists 20 new "own" keys on every call.
+    for n in 0..KINDS {
+        let key = hostile_keys
+            .create(
+                &PostParams::default(),
+                &key_object(&format!("flood-{n}"), "keyring", &run)?,
+            )
+            .await?;
+        flooder.flood_keys_of(&key.uid().unwrap_or_default());
+        hostile_objects += 1;
+    }
+    let by_id = |mut repo: FlashbackRepository| {
+        repo.spec.buckets[0].bucket_ref = None;
+        repo.spec.buckets[0].bucket_id = Some(bucket_ids[0].clone());
+        repo
+    };
+    let keyring = by_id(repository_object(&honest, "keyring", "", "keys", &run));
+    hostile_repos
+        .create(&PostParams::default(), &keyring)
+        .await?;
+    // Lures: its own server answers their creates with the honest ids.
+    let lure = by_id(repository_object(&honest, "lure", "", "own", &run));
+    hostile_repos.create(&PostParams::default(), &lure).await?;
+    hostile_buckets
+        .create(&PostParams::default(), &bucket_object("lure", "own", &run)?)
+        .await?;
+    hostile_objects += 3;
+    // Buckets in use, on the shared credentials, then deleted.
+    for n in 0..KINDS {
+        hostile_buckets
+            .create(
+                &PostParams::default(),
+                &bucket_object(&format!("used-{n}"), SECRET, &run)?,
+            )
+            .await?;
+        let user = repository_object(
+            &honest,
+            &format!("user-{n}"),
+            &format!("used-{n}"),
+            SECRET,
+            &run,
+        );
+        hostile_repos.create(&PostParams::default(), &user).await?;
+        hostile_objects += 2;
+    }
+    // Repositories whose API hangs, a workspace each.
+    for n in 0..KINDS {
+        let mut hang = backup(&honest, &format!("hang-{n}"));
+        hang.spec.workspace_id = format!("ws-hang-{n}");
+        hang.spec.credentials_secret_ref.as_mut().unwrap().name = "hang".into();
+        hang.metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert("chaos-run".into(), run.clone());
+        hostile_repos.create(&PostParams::default(), &hang).await?;
+        hostile_objects += 1;
+    }
+    // The lure records what the impostor answered; the users of buckets become Ready.
+    let settled = Instant::now();
+    loop {
+        let repos = hostile_repos.list(&ListParams::default()).await?.items;
+        let recorded = repos
+            .iter()
+            .filter(|r| r.name_any() == "lure")
+            .filter(|r| r.status.as_ref().and_then(|s| s.repo_id.as_ref()).is_some())
+            .count();
+        let users = repos
+            .iter()
+            .filter(|r| r.name_any().starts_with("user-"))
+            .filter(|r| r.status.as_ref().is_some_and(|s| ready_in(&s.conditions)))
+            .count();
+        if recorded == 1 && users == KINDS {
+            break;
+        }
+        ensure!(
+            settled.elapsed() < PHASE_DEADLINE,
+            "the hostile objects did not settle"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Then it switches its lures to the shared credentials, and deletes its buckets in use.
+    let to_shared = json!({"spec": {"credentialsSecretRef": {"name": SECRET}}});
+    hostile_repos
+        .patch("lure", &PatchParams::default(), &Patch::Merge(&to_shared))
+        .await?;
+    hostile_buckets
+        .patch("lure", &PatchParams::default(), &Patch::Merge(&to_shared))
+        .await?;
+    for n in 0..KINDS {
+        hostile_buckets
+            .delete(&format!("used-{n}"), &DeleteParams::default())
+            .await?;
+    }
+
+    // A minute under attack: what the hostile tenant causes, and honest drift corrected.
+    honest.control.reset_calls().await?;
+    let deletes_before = flooder.key_deletes();
+    let window = Instant::now();
+    let drifted = &repo_ids[1];
+    honest
+        .control
+        .patch_repo(
+            drifted,
+            &serde_json::from_value(json!({"name": "drifted"}))?,
+        )
+        .await?;
+    let mut corrected = None;
+    while window.elapsed() < Duration::from_secs(60) {
+        if corrected.is_none()
+            && honest
+                .remote_repos()
+                .await
+                .iter()
+                .any(|r| &r.id == drifted && r.name != "drifted")
+        {
+            corrected = Some(window.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let minutes = window.elapsed().as_secs_f64() / 60.0;
+    let calls = honest.control.calls().await?;
+    let shared_calls: u64 = calls.total;
+    let key_deletes = flooder.key_deletes() - deletes_before;
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(kube.clone(), &namespace)
+        .list(&ListParams::default())
+        .await?
+        .items;
+    let event_objects = events.len();
+    let event_repeats: i64 = events
+        .iter()
+        .map(|e| e.series.as_ref().map_or(1, |s| i64::from(s.count)))
+        .sum();
+    let after = honest_remote(&honest, &repo_ids).await?;
+    let changed: Vec<&String> = before
+        .iter()
+        .filter(|(what, seen)| {
+            what.as_str() != format!("repo {drifted}") && after.get(*what) != Some(seen)
+        })
+        .map(|(what, _)| what)
+        .collect();
+    let destructive = calls.count("DELETE", "/bucket/{id}")
+        + calls.count("DELETE", "/repo/{id}")
+        + calls.count("POST", "/repo/{id}/apikey")
+        + calls.count("DELETE", "/repo/{id}/apikey/{keyId}");
+
+    // Bounds: a key object deletes at most 10 keys a reconcile and backs off from 1 s
+    // doubling (at most 7 reconciles in a minute); the shared API sees at most 3 calls per
+    // object per resync interval; an object's Events are a few series.
+    let per_resync = 60.0 / KINDS_RESYNC.as_secs_f64();
+    let all_objects = (hostile_objects + 3 * KINDS) as f64;
+    let calls_bound = 3.0 * all_objects * per_resync;
+    let deletes_bound = 70.0 * KINDS as f64;
+    let events_bound = 4 * hostile_objects;
+    println!(
+        "  hostile tenant: {hostile_objects} objects; per minute: {:.0} calls to the shared API \
+         (bound {calls_bound:.0}), {:.0} key DELETEs at its own server (bound {deletes_bound:.0}), \
+         {event_objects} Events in its namespace, {event_repeats} with repeats (bound {events_bound} Events)",
+        shared_calls as f64 / minutes,
+        key_deletes as f64 / minutes,
+    );
+    println!(
+        "  honest: {} of {} remote buckets, repositories and key sets changed; {destructive} \
+         deletes or key creates at the shared API; drift corrected after {:?} (bound {:?})",
+        changed.len(),
+        before.len(),
+        corrected,
+        KINDS_RESYNC + READ_TIMEOUT
+    );
+
+    // SIGTERM with the hostile tenant's calls hanging.
+    let stop = Instant::now();
+    let clean = operator.terminate();
+    let exit = stop.elapsed();
+    println!("  SIGTERM to exit with a hanging tenant: {exit:.1?} (exit 0: {clean})");
+
+    ensure!(changed.is_empty(), "honest state changed: {changed:?}");
+    ensure!(
+        destructive == 0,
+        "{destructive} destructive calls reached the organisation"
+    );
+    ensure!(
+        corrected.is_some_and(|took| took <= KINDS_RESYNC + READ_TIMEOUT),
+        "drift corrected after {corrected:?}"
+    );
+    ensure!(
+        (shared_calls as f64 / minutes) <= calls_bound,
+        "too many calls"
+    );
+    ensure!(
+        (key_deletes as f64 / minutes) <= deletes_bound,
+        "too many key deletes"
+    );
+    ensure!(event_objects <= events_bound, "too many Events");
+    ensure!(
+        clean && exit <= Duration::from_secs(20),
+        "SIGTERM took {exit:?}"
     );
     Ok(())
 }
