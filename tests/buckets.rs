@@ -339,7 +339,10 @@ async fn missing_cloud_credentials_stall_with_the_key_a_user_would_set() {
 
 /// A MIRROR repository whose master is the FlashbackBucket `photos` (by name) and whose other
 /// bucket is one of the scene's (by id).
-fn mirror_naming_photos(scene: &Scene, name: &str) -> flashback_operator::crd::FlashbackRepository {
+pub(crate) fn mirror_naming_photos(
+    scene: &Scene,
+    name: &str,
+) -> flashback_operator::crd::FlashbackRepository {
     let mut repo = scene.mirror(name);
     repo.spec.buckets[0].bucket_id = None;
     repo.spec.buckets[0].bucket_ref = Some(flashback_operator::crd::BucketReference {

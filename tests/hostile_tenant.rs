@@ -19,8 +19,8 @@ use serde_json::json;
 
 use crate::access_keys::{access_key, create_key, keys, wait_key, wait_key_ready};
 use crate::buckets::{
-    bucket, buckets, condition_is, create_bucket, put_cloud_secret, wait_bucket, wait_bucket_gone,
-    wait_bucket_ready,
+    bucket, buckets, condition_is, create_bucket, mirror_naming_photos, put_cloud_secret,
+    wait_bucket, wait_bucket_gone, wait_bucket_ready,
 };
 use crate::support::cluster::{DEADLINE, test_namespace};
 use crate::support::hostile::Impostor;
@@ -222,20 +222,22 @@ async fn a_create_answered_with_another_tenants_ids_never_reaches_them() {
         .await
         .unwrap();
     let unpause = json!({"metadata": {"annotations": {annotations::PAUSED: null}}});
-    for name in ["lure"] {
-        attacker_repos
-            .patch(name, &PatchParams::default(), &Patch::Merge(&unpause))
-            .await
-            .unwrap();
-    }
-    attacker_buckets
-        .patch(
-            "lure-bucket",
-            &PatchParams::default(),
-            &Patch::Merge(&unpause),
-        )
-        .await
-        .unwrap();
+    // Both attacker objects take the same patches.
+    let patch_both = |patch: serde_json::Value| {
+        let (repos, buckets) = (attacker_repos.clone(), attacker_buckets.clone());
+        async move {
+            let params = PatchParams::default();
+            repos
+                .patch("lure", &params, &Patch::Merge(&patch))
+                .await
+                .unwrap();
+            buckets
+                .patch("lure-bucket", &params, &Patch::Merge(&patch))
+                .await
+                .unwrap();
+        }
+    };
+    patch_both(unpause).await;
     // What its own server answered is recorded, confirmed by that server's own listing: on
     // that API only.
     let recorded = wait_until(&attacker_repos, "lure", "recording the answered id", |r| {
@@ -259,19 +261,7 @@ async fn a_create_answered_with_another_tenants_ids_never_reaches_them() {
         &[("token", &victim.token)],
     )
     .await;
-    let to_shared = json!({"spec": {"credentialsSecretRef": {"name": "shared"}}});
-    attacker_repos
-        .patch("lure", &PatchParams::default(), &Patch::Merge(&to_shared))
-        .await
-        .unwrap();
-    attacker_buckets
-        .patch(
-            "lure-bucket",
-            &PatchParams::default(),
-            &Patch::Merge(&to_shared),
-        )
-        .await
-        .unwrap();
+    patch_both(json!({"spec": {"credentialsSecretRef": {"name": "shared"}}})).await;
     // Same name: listed under it, but the victim recorded that id on this API first.
     let lure = wait_until(&attacker_repos, "lure", "stalled", |r| {
         stalled_reason_of(r).is_some()
@@ -422,17 +412,7 @@ async fn waiting_for_a_repository_to_let_go_of_a_bucket_costs_no_api_call() {
     put_cloud_secret(&scene, "in-use-cloud-secret-0001").await;
     create_bucket(&scene, &bucket("photos")).await;
     let photos = wait_bucket_ready(&scene, "photos").await;
-    let mut album = scene.mirror("album");
-    album.spec.mode = flashback_operator::crd::RepositoryMode::Backup;
-    album.spec.buckets = vec![flashback_operator::crd::RepositoryBucket {
-        bucket_id: None,
-        bucket_ref: Some(flashback_operator::crd::BucketReference {
-            name: "photos".into(),
-        }),
-        folder: None,
-        master: false,
-    }];
-    scene.create(&album).await;
+    scene.create(&mirror_naming_photos(&scene, "album")).await;
     scene.wait_ready("album").await;
 
     buckets(&scene)

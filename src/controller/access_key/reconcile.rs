@@ -72,8 +72,15 @@ impl<'a> Reconcile<'a> {
         let repository = Repository::of(repo.as_ref());
         if repo.as_ref().is_some_and(FlashbackRepository::is_paused) {
             // The repository's remote writes are paused, and its keys are part of it: nothing
-            // is issued, rotated or revoked, even while it is deleted.
-            return self.report(&plan::repository_paused(&self.key), None).await;
+            // is issued, rotated or revoked, even while it is deleted. A key in step stays
+            // Ready, as a paused repository in step does.
+            let secret = self.secret().await?;
+            let state = if plan::settled(&self.key, &secret) {
+                plan::ready(&self.key)
+            } else {
+                plan::repository_paused(&self.key)
+            };
+            return self.report(&state, None).await;
         }
         if repository == Repository::Deleting {
             return self.revoke().await;
