@@ -8,8 +8,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use flashback_emulator::{FailNext, Faults};
-use flashback_operator::crd::{FlashbackBucket, FlashbackRepository, annotations};
+use flashback_emulator::{FailNext, Faults, StatsPatch};
+use flashback_operator::crd::{
+    FlashbackAccessKey, FlashbackBucket, FlashbackRepository, annotations,
+};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -176,6 +178,8 @@ async fn a_create_answered_with_another_tenants_ids_never_reaches_them() {
             "127.0.0.1",
             "--resync-interval",
             "2s",
+            "--stats-interval",
+            "1s",
         ],
     );
     // The victim: a bucket and a repository, Ready on the shared API.
@@ -195,11 +199,26 @@ async fn a_create_answered_with_another_tenants_ids_never_reaches_them() {
         .unwrap()
         .repo_id
         .unwrap();
+    victim
+        .control
+        .set_repo_stats(&victim_repo, &StatsPatch::repo("4096", 7, 4096))
+        .await
+        .unwrap();
     let before = victim
         .remote_repos()
         .await
         .into_iter()
         .find(|r| r.id == victim_repo)
+        .unwrap();
+    // A key object of the attacker waits on its lure: once that lure holds the victim's id
+    // with the shared credentials, a key minted there would open the victim's data.
+    let attacker_keys: Api<FlashbackAccessKey> =
+        Api::namespaced(victim.kube.clone(), &attacker_namespace);
+    let mut skeleton = labelled(access_key("skeleton", "ADMIN"), &run);
+    skeleton.spec.repository_ref.name = "lure".into();
+    attacker_keys
+        .create(&PostParams::default(), &skeleton)
+        .await
         .unwrap();
 
     // The attacker's own server answers its creates with the victim's ids and lists them back
@@ -280,8 +299,29 @@ async fn a_create_answered_with_another_tenants_ids_never_reaches_them() {
         bucket_stalled_reason(&lure_bucket).as_deref(),
         Some("CredentialsChanged")
     );
-    // Several resyncs later the victim is untouched.
+    // Several resyncs and statistics passes later the victim is untouched, and nothing of it
+    // reached the attacker: no figures, no key.
     tokio::time::sleep(Duration::from_secs(5)).await;
+    let media_stats = victim
+        .wait_for("media", "with statistics", |r| {
+            r.status.as_ref().is_some_and(|s| s.stats.is_some())
+        })
+        .await;
+    assert_eq!(
+        media_stats
+            .status
+            .unwrap()
+            .stats
+            .unwrap()
+            .total_upload_bytes,
+        4096
+    );
+    let lure_now = attacker_repos.get("lure").await.unwrap();
+    assert_eq!(
+        lure_now.status.unwrap().stats.map(|s| s.total_upload_bytes),
+        None,
+        "the victim's figures never reach the attacker's status"
+    );
     let media = victim.repos.get("media").await.unwrap();
     assert_eq!(stalled_reason_of(&media), None);
     assert_eq!(condition(&media, "Ready").unwrap().status, "True");
@@ -293,7 +333,19 @@ async fn a_create_answered_with_another_tenants_ids_never_reaches_them() {
         .expect("the victim's repository is still there");
     assert_eq!(after, before, "the victim's repository is not rewritten");
     assert_eq!(victim.calls("PUT", "/repo/{id}").await, 0);
-    assert_eq!(victim.calls("POST", "/repo/{id}/apikey").await, 0);
+    assert_eq!(
+        victim.calls("POST", "/repo/{id}/apikey").await,
+        0,
+        "no key minted on the victim's repository"
+    );
+    assert!(
+        victim
+            .control
+            .repo_keys(&victim_repo)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // Deleting the attacker's objects deletes nothing of the victim's.
     attacker_repos

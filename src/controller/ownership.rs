@@ -34,28 +34,36 @@ impl Identity {
         }
     }
 
-    /// Whether an id recorded `with` may be acted on now. A record from before the operator
-    /// kept them counts as made with the current API and credentials.
+    /// Whether an id recorded `with` may be acted on now: it was confirmed with the current
+    /// API and credentials. A record from before the operator kept them (`None`) counts as made
+    /// with them (an object that recorded an id then and has not changed since must go on, its
+    /// drift corrected); it is recorded anew, dated from the object's creation, at its next
+    /// reconcile, and two such records of one id hold against each other (see [`holds`]).
     pub fn confirmed(&self, with: Option<&RecordedWith>) -> bool {
         with.is_none_or(|with| with.api == self.api && with.credentials == self.credentials)
     }
 
     /// The record to write with `id`: the current one while it already records that id with
-    /// these credentials, else a new one confirmed `now`.
+    /// these credentials, else a new one confirmed `now`, or, for the same id recorded before
+    /// the operator kept records, confirmed when the object was `created` (it keeps its place).
     pub fn record(
         &self,
         current_id: Option<&str>,
         current: Option<&RecordedWith>,
         id: &str,
         now: &Time,
+        created: Option<&Time>,
     ) -> RecordedWith {
-        match current {
-            Some(with) if current_id == Some(id) && self.confirmed(Some(with)) => with.clone(),
-            _ => RecordedWith {
-                api: self.api.clone(),
-                credentials: self.credentials.clone(),
-                at: now.clone(),
-            },
+        let same_id = current_id == Some(id);
+        let at = match (current, created) {
+            (Some(with), _) if same_id && self.confirmed(Some(with)) => return with.clone(),
+            (None, Some(created)) if same_id => created.clone(),
+            _ => now.clone(),
+        };
+        RecordedWith {
+            api: self.api.clone(),
+            credentials: self.credentials.clone(),
+            at,
         }
     }
 }
@@ -83,10 +91,14 @@ impl Claim<'_> {
 }
 
 /// Whether `other` holds `id` rather than `me`, who acts with `identity`: `other` records it on
-/// the same API, and `me` does not record it, confirmed with `identity`, since earlier. Asking
-/// for an id (the adoption annotation) holds nothing; an object never holds against itself.
+/// the same API, and `me` does not record it, confirmed with `identity` (or from before records
+/// were kept), since earlier. Two records from before records were kept hold against each
+/// other: neither object acts until a person decides. Asking for an id (the adoption
+/// annotation) holds nothing; an object never holds against itself.
 pub fn holds(other: &Claim<'_>, me: &Claim<'_>, id: &str, identity: &Identity) -> bool {
-    let me_first = me.id == Some(id) && identity.confirmed(me.with) && me.since() < other.since();
+    let me_records = me.id == Some(id) && identity.confirmed(me.with);
+    let both_from_before = me.with.is_none() && other.with.is_none();
+    let me_first = me_records && !both_from_before && me.since() < other.since();
     other.uid != me.uid && other.records_on_api(id, identity) && !me_first
 }
 
@@ -120,7 +132,7 @@ mod tests {
     #[test]
     fn an_id_is_acted_on_only_with_the_api_and_credentials_that_confirmed_it() {
         let here = identity("https://api.example/", "token");
-        let with = here.record(None, None, "r1", &at("2026-12-07T10:00:00Z"));
+        let with = here.record(None, None, "r1", &at("2026-12-07T10:00:00Z"), None);
         assert!(here.confirmed(Some(&with)));
         assert!(
             here.confirmed(None),
@@ -134,26 +146,32 @@ mod tests {
     #[test]
     fn a_record_is_kept_while_it_records_the_same_id_with_the_same_credentials() {
         let here = identity("https://api.example/", "token");
-        let first = here.record(None, None, "r1", &at("2026-12-07T10:00:00Z"));
+        let first = here.record(None, None, "r1", &at("2026-12-07T10:00:00Z"), None);
         let later = at("2026-12-07T11:00:00Z");
-        assert_eq!(here.record(Some("r1"), Some(&first), "r1", &later), first);
+        let created = at("2026-11-01T00:00:00Z");
+        let record = |who: &Identity, with: Option<&RecordedWith>, id: &str| {
+            who.record(Some("r1"), with, id, &later, Some(&created))
+        };
+        assert_eq!(record(&here, Some(&first), "r1"), first);
         assert_eq!(
-            here.record(Some("r1"), Some(&first), "r2", &later).at,
+            record(&here, Some(&first), "r2").at,
             later,
             "another id is confirmed anew"
         );
         let moved = identity("https://api.example/", "other");
+        assert_eq!(record(&moved, Some(&first), "r1").at, later);
         assert_eq!(
-            moved.record(Some("r1"), Some(&first), "r1", &later).at,
-            later
+            record(&here, None, "r1").at,
+            created,
+            "a record from before keeps its place"
         );
     }
 
     #[test]
     fn the_first_to_record_an_id_on_an_api_holds_it_whatever_the_objects_ages() {
         let here = identity("https://api.example/", "shared");
-        let victim = here.record(None, None, "r1", &at("2026-12-07T10:00:00Z"));
-        let attacker = here.record(None, None, "r1", &at("2026-12-07T10:05:00Z"));
+        let victim = here.record(None, None, "r1", &at("2026-12-07T10:00:00Z"), None);
+        let attacker = here.record(None, None, "r1", &at("2026-12-07T10:05:00Z"), None);
         let mut old = claim("uid-old", "r1", Some(&attacker));
         old.created = Some("2020-01-01T00:00:00Z".parse().unwrap());
         let young = claim("uid-young", "r1", Some(&victim));
@@ -167,8 +185,8 @@ mod tests {
     fn a_record_on_another_api_holds_nothing_here_and_a_moved_record_wins_nothing() {
         let shared = identity("https://api.example/", "shared");
         let own = identity("https://own.example/", "mine");
-        let on_own_api = own.record(None, None, "r1", &at("2026-12-07T09:00:00Z"));
-        let victim = shared.record(None, None, "r1", &at("2026-12-07T10:00:00Z"));
+        let on_own_api = own.record(None, None, "r1", &at("2026-12-07T09:00:00Z"), None);
+        let victim = shared.record(None, None, "r1", &at("2026-12-07T10:00:00Z"), None);
         let attacker = claim("uid-attacker", "r1", Some(&on_own_api));
         let honest = claim("uid-honest", "r1", Some(&victim));
         assert!(
@@ -192,9 +210,14 @@ mod tests {
         let here = identity("https://api.example/", "shared");
         let mut legacy = claim("uid-legacy", "r1", None);
         legacy.created = Some("2026-11-01T00:00:00Z".parse().unwrap());
-        let new = here.record(None, None, "r1", &at("2026-12-07T10:00:00Z"));
+        let new = here.record(None, None, "r1", &at("2026-12-07T10:00:00Z"), None);
         let newer = claim("uid-new", "r1", Some(&new));
         assert!(holds(&legacy, &newer, "r1", &here));
         assert!(!holds(&newer, &legacy, "r1", &here));
+        // Two of them: each holds against the other, whatever their ages.
+        let mut other_legacy = claim("uid-other", "r1", None);
+        other_legacy.created = Some("2020-01-01T00:00:00Z".parse().unwrap());
+        assert!(holds(&legacy, &other_legacy, "r1", &here));
+        assert!(holds(&other_legacy, &legacy, "r1", &here));
     }
 }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::controller::answers;
 use crate::controller::credentials::Credentials;
 use crate::controller::workspace::Workspace;
 use flashback_client::{
@@ -134,7 +135,10 @@ impl Remote {
             workspace_id: Some(workspace_id.to_string()),
             repo_id: None,
         };
-        let repos = Workspace::listed(self.client(credentials)?.list_repos(&filter).await?);
+        let mut listed = self.client(credentials)?.list_repos(&filter).await?;
+        // An id the operator would not write anywhere is nobody's to match.
+        listed.retain(|repo| answers::plausible_id(&repo.id));
+        let repos = Workspace::listed(listed);
         *listing = Some(Listing {
             started_at,
             repos: repos.clone(),
@@ -203,6 +207,7 @@ impl Remote {
             .map(|listed| {
                 listed.into_iter().find(|repo| {
                     repo.id == repo_id
+                        && answers::plausible_id(&repo.id)
                         && repo
                             .workspace_id
                             .as_deref()

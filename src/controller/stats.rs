@@ -43,6 +43,8 @@ pub trait Measured:
 
     /// The remote object's id, once there is one.
     fn remote_id(&self) -> Option<&str>;
+    /// Where that id was confirmed.
+    fn recorded_with(&self) -> Option<&crate::crd::RecordedWith>;
     /// The figures the status holds now.
     fn stats(&self) -> Option<&Self::Stats>;
     /// The remote id an answer is about.
@@ -128,6 +130,16 @@ async fn refresh_credential<K: Measured>(
             return;
         }
     };
+    // Only ids confirmed with these very credentials: an id another server answered, kept
+    // while the object moved to shared credentials, must not read someone else's figures.
+    let identity = crate::controller::ownership::Identity::new(&credentials.api_url, &secret);
+    let objects: Vec<Arc<K>> = objects
+        .into_iter()
+        .filter(|o| identity.confirmed(o.recorded_with()))
+        .collect();
+    if objects.is_empty() {
+        return;
+    }
     let ids: Vec<String> = objects
         .iter()
         .filter_map(|o| o.remote_id().map(str::to_string))
@@ -214,6 +226,10 @@ impl Measured for FlashbackRepository {
         self.status.as_ref()?.repo_id.as_deref()
     }
 
+    fn recorded_with(&self) -> Option<&crate::crd::RecordedWith> {
+        self.status.as_ref()?.recorded_with.as_ref()
+    }
+
     fn stats(&self) -> Option<&RepositoryStats> {
         self.status.as_ref()?.stats.as_ref()
     }
@@ -245,6 +261,10 @@ impl Measured for FlashbackBucket {
 
     fn remote_id(&self) -> Option<&str> {
         self.status.as_ref()?.bucket_id.as_deref()
+    }
+
+    fn recorded_with(&self) -> Option<&crate::crd::RecordedWith> {
+        self.status.as_ref()?.recorded_with.as_ref()
     }
 
     fn stats(&self) -> Option<&BucketStats> {

@@ -38,10 +38,14 @@ impl Repository {
             return Repository::Deleting;
         }
         let status = repo.status.as_ref();
+        // Ready for the spec as it is now: a spec just changed (its credentials, say) is not
+        // yet the repository the Ready condition speaks of.
         let ready = status.is_some_and(|s| {
-            s.conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
+            s.conditions.iter().any(|c| {
+                c.type_ == "Ready"
+                    && c.status == "True"
+                    && c.observed_generation == repo.metadata.generation
+            })
         });
         match status.and_then(|s| s.repo_id.clone()) {
             Some(repo_id) if ready => Repository::Ready { repo_id },
@@ -235,6 +239,19 @@ pub fn access_type(access: AccessType) -> flashback::AccessType {
         AccessType::READ => flashback::AccessType::Read,
         AccessType::WRITE => flashback::AccessType::Write,
         AccessType::ADMIN => flashback::AccessType::Admin,
+    }
+}
+
+/// Waiting: the repository's id was not confirmed with the credentials it has now (they
+/// changed, and its own reconcile has not confirmed the id with them yet).
+pub fn id_unconfirmed(key: &FlashbackAccessKey) -> State {
+    State::Progressing {
+        reason: Reason::RepositoryNotReady,
+        message: format!(
+            "waiting for the FlashbackRepository {} to confirm its repository with its current \
+             credentials",
+            key.spec.repository_ref.name
+        ),
     }
 }
 

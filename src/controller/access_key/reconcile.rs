@@ -98,7 +98,8 @@ impl<'a> Reconcile<'a> {
             return self.report(&plan::ready(&self.key), None).await;
         }
         let client = match self.client(&repo).await? {
-            Ok(client) => client,
+            Ok((client, true)) => client,
+            Ok((_, false)) => return self.report(&plan::id_unconfirmed(&self.key), None).await,
             Err(state) => return self.report(&state, None).await,
         };
         let listed = match client.list_repo_keys(&repo_id).await {
@@ -253,7 +254,10 @@ impl<'a> Reconcile<'a> {
                     Ok(client) => client,
                     Err(state) => return self.report(&state, None).await,
                 };
-                if let Some(unfinished) = self.delete_own_keys(&client, &repo_id).await {
+                // An id its credentials did not confirm is no repository of theirs to touch.
+                if let (client, true) = client
+                    && let Some(unfinished) = self.delete_own_keys(&client, &repo_id).await
+                {
                     return unfinished;
                 }
             }
@@ -279,7 +283,8 @@ impl<'a> Reconcile<'a> {
             (&repo, Repository::remote_id(repo.as_ref()), paused)
         {
             let client = match self.client(repo).await? {
-                Ok(client) => client,
+                Ok((client, true)) => Some(client),
+                Ok((_, false)) => None,
                 Err(state) => {
                     let namespace = self.key.namespace().unwrap_or_default();
                     if self.ctx.namespace_terminating(&namespace).await {
@@ -300,8 +305,20 @@ impl<'a> Reconcile<'a> {
                     return Err(Error::CleanupBlocked(message));
                 }
             };
-            if let Some(unfinished) = self.delete_own_keys(&client, &repo_id).await {
-                return unfinished;
+            match client {
+                Some(client) => {
+                    if let Some(unfinished) = self.delete_own_keys(&client, &repo_id).await {
+                        return unfinished;
+                    }
+                }
+                None => {
+                    let note = format!(
+                        "left the keys of this object in Flashback: the repository's id {repo_id} \
+                         was not confirmed with its current credentials"
+                    );
+                    self.publish(EventType::Warning, Reason::LeftInPlace, note)
+                        .await;
+                }
             }
         }
         // Garbage collection would take it too; deleting it here does not depend on a
@@ -401,17 +418,25 @@ impl<'a> Reconcile<'a> {
         Ok(self.repository.clone())
     }
 
-    /// A client with the repository's credentials, or the stall that says why there is none.
+    /// A client with the repository's credentials, and whether the repository's id was
+    /// confirmed with those very credentials (its status records which): an id another server
+    /// answered, kept while the repository moved to shared credentials, must never be given
+    /// keys with them. Or the stall that says why there is no client.
     async fn client(
         &self,
         repo: &FlashbackRepository,
-    ) -> Result<Result<FlashbackClient, State>, Error> {
+    ) -> Result<Result<(FlashbackClient, bool), State>, Error> {
         let credentials: Credentials = match self.ctx.credentials_of(repo).await? {
             Ok(credentials) => credentials,
             Err(problem) => return Ok(Err(credentials_stall(&problem).state())),
         };
+        let recorded_with = repo.status.as_ref().and_then(|s| s.recorded_with.as_ref());
+        let confirmed = self
+            .ctx
+            .identity_of(repo, &credentials)
+            .confirmed(recorded_with);
         Ok(match self.ctx.remote.client_for(&credentials) {
-            Ok(client) => Ok(client),
+            Ok(client) => Ok((client, confirmed)),
             Err(error) => Err(self.stall_or_retry(&error)),
         })
     }

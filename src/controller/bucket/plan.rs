@@ -656,6 +656,7 @@ mod tests {
                 None,
                 "b1",
                 &crate::fixtures::time("2026-12-07T10:00:00Z"),
+                None,
             )),
             ..Default::default()
         });

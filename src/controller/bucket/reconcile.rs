@@ -436,6 +436,7 @@ impl<'a> Reconcile<'a> {
                     current.recorded_with.as_ref(),
                     &id,
                     &now,
+                    self.bucket.metadata.creation_timestamp.as_ref(),
                 ));
             }
             next.bucket_id = Some(id);

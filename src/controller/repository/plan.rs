@@ -75,6 +75,38 @@ impl NamedBucket {
     }
 }
 
+/// The stall of a repository that names by id a bucket a FlashbackBucket of another namespace
+/// manages: another tenant's cloud bucket is not this one's to group (nor to reach through a
+/// key of this repository). Buckets named by `bucketRef` are of the repository's own namespace.
+pub fn foreign_bucket(
+    repo: &FlashbackRepository,
+    buckets: &[std::sync::Arc<crate::crd::FlashbackBucket>],
+) -> Option<Stall> {
+    use kube::ResourceExt;
+    let namespace = repo.namespace();
+    let foreign = |id: &str| {
+        buckets.iter().any(|bucket| {
+            bucket.namespace() != namespace
+                && bucket.status.as_ref().and_then(|s| s.bucket_id.as_deref()) == Some(id)
+        })
+    };
+    let id = repo
+        .spec
+        .buckets
+        .iter()
+        .filter(|b| b.bucket_ref.is_none())
+        .filter_map(|b| b.bucket_id.as_deref())
+        .find(|id| foreign(id))?;
+    Some(Stall {
+        reason: Reason::ManagedByAnotherObject,
+        message: format!(
+            "bucket {id} is managed by a FlashbackBucket of another namespace; a repository names \
+             by id only buckets no other namespace manages (name a FlashbackBucket of its own \
+             namespace by bucketRef)"
+        ),
+    })
+}
+
 /// Whether the repository names any bucket by `bucketRef`.
 pub fn names_buckets(repo: &FlashbackRepository) -> bool {
     repo.spec.buckets.iter().any(|b| b.bucket_ref.is_some())
@@ -403,8 +435,10 @@ pub fn needs_reconcile(repo: &FlashbackRepository, decision: &Decision) -> bool 
             )
         }
     };
+    // An id recorded before records were kept is recorded anew by the reconcile.
     !(condition("Ready").is_some_and(|c| c.status == ready && c.reason == reason.as_str())
-        && repo_id.is_none_or(|id| status.repo_id.as_ref() == Some(id)))
+        && repo_id.is_none_or(|id| status.repo_id.as_ref() == Some(id))
+        && (repo_id.is_none() || status.recorded_with.is_some()))
 }
 
 /// Whether an update corrects drift (the remote changed behind the operator's back) rather
@@ -714,8 +748,13 @@ mod tests {
                 name: "own".into(),
             },
         );
-        status.recorded_with =
-            Some(elsewhere.record(None, None, "r1", &fixtures::time("2026-12-07T10:00:00Z")));
+        status.recorded_with = Some(elsewhere.record(
+            None,
+            None,
+            "r1",
+            &fixtures::time("2026-12-07T10:00:00Z"),
+            None,
+        ));
         repo.status = Some(status);
 
         // Listed here under another name: someone else's repository, not acted on.
@@ -764,6 +803,28 @@ mod tests {
             decide(&repo, &Workspace::default(), &elsewhere, none_held),
             Decision::Create
         );
+    }
+
+    #[test]
+    fn a_bucket_another_namespace_manages_is_not_named_by_id() {
+        let repo = fixtures::repo("team-a", "media");
+        let named = repo.spec.buckets[0].bucket_id.clone().unwrap();
+        let mut theirs = fixtures::bucket("team-b", "photos");
+        theirs.status = Some(crate::crd::FlashbackBucketStatus {
+            bucket_id: Some(named.clone()),
+            ..Default::default()
+        });
+        let mut ours = fixtures::bucket("team-a", "photos");
+        ours.status = theirs.status.clone();
+        let stall = foreign_bucket(&repo, &[std::sync::Arc::new(theirs)]).expect("a stall");
+        assert_eq!(stall.reason, Reason::ManagedByAnotherObject);
+        assert!(
+            stall
+                .message
+                .starts_with(&format!("bucket {named} is managed"))
+        );
+        assert_eq!(foreign_bucket(&repo, &[std::sync::Arc::new(ours)]), None);
+        assert_eq!(foreign_bucket(&repo, &[]), None);
     }
 
     #[test]
@@ -979,10 +1040,17 @@ mod tests {
         fixtures::annotate(&mut other, annotations::REPO_ID, "r1");
         assert!(!holds(&other, &owner, "r1", &here()));
 
-        // Should both record it, the older holds it, whoever asks.
+        // Should both record it from before records were kept, each holds against the other:
+        // neither acts until a person decides.
         other.status = Some(fixtures::status_with_id("r1"));
         assert!(holds(&other, &owner, "r1", &here()));
-        assert!(!holds(&owner, &other, "r1", &here()));
+        assert!(holds(&owner, &other, "r1", &here()));
+        // With records, the first to record it holds it, whatever the objects' ages.
+        let at = |time: &str| here().record(None, None, "r1", &fixtures::time(time), None);
+        owner.status.as_mut().unwrap().recorded_with = Some(at("2026-12-07T10:00:00Z"));
+        other.status.as_mut().unwrap().recorded_with = Some(at("2026-12-07T11:00:00Z"));
+        assert!(holds(&owner, &other, "r1", &here()));
+        assert!(!holds(&other, &owner, "r1", &here()));
     }
 
     #[test]
@@ -1077,6 +1145,17 @@ mod tests {
             "its finalizer was taken off"
         );
         repo.metadata.finalizers = Some(vec![crate::crd::FINALIZER.into()]);
+        assert!(
+            needs_reconcile(&repo, &in_sync),
+            "an id recorded before records were kept is recorded anew"
+        );
+        repo.status.as_mut().unwrap().recorded_with = Some(here().record(
+            None,
+            None,
+            "r1",
+            &fixtures::time("2026-12-07T10:00:00Z"),
+            None,
+        ));
         assert!(!needs_reconcile(&repo, &in_sync), "in step: nothing to do");
         assert!(needs_reconcile(
             &repo,

@@ -13,6 +13,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, warn};
 
+use crate::controller::answers;
 use crate::controller::conditions::State;
 use crate::controller::context::Context;
 use crate::controller::credentials::{Credentials, CredentialsError};
@@ -64,6 +65,9 @@ impl<'a> Reconcile<'a> {
 
     /// The object exists: observe → decide → act → report.
     pub async fn apply(mut self) -> Result<Action, Error> {
+        if let Some(problem) = plan::foreign_bucket(&self.repo, &self.ctx.buckets.state()) {
+            return self.report(None, problem.state()).await;
+        }
         if plan::names_buckets(&self.repo) {
             match self.resolve_buckets().await? {
                 Ok(buckets) => self.repo.spec.buckets = buckets,
@@ -201,6 +205,10 @@ impl<'a> Reconcile<'a> {
                     .await;
             }
         };
+        if !answers::plausible_id(&repo_id) {
+            let stall = answers::implausible_answer("new repository id");
+            return self.report(None, stall.state()).await;
+        }
         failpoint::pause_at(Failpoint::PauseAfterRemoteCreate).await;
         // An answer is not proof (a tenant may point its credentials at a server that answers
         // another tenant's id): the id counts once a listing with the same credentials shows

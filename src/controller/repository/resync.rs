@@ -24,6 +24,33 @@ use crate::crd::FlashbackRepository;
 /// What one listing serves: the Secret of the credentials and the workspace.
 type Group = (SecretName, String);
 
+/// How many workspaces of one credential are swept at once. A tenant with thousands of
+/// workspaces on the shared credentials then queues its own sweeps here, instead of putting
+/// thousands of calls ahead of everyone's at that credential's rate limiter.
+const SWEEPS_PER_CREDENTIAL: usize = 4;
+
+/// One lane per credential: the sweeps of its workspaces take turns in it.
+#[derive(Default)]
+struct Lanes(std::sync::Mutex<HashMap<SecretName, Arc<tokio::sync::Semaphore>>>);
+
+impl Lanes {
+    fn of(&self, secret: &SecretName) -> Arc<tokio::sync::Semaphore> {
+        let mut lanes = self.0.lock().expect("lanes lock");
+        lanes
+            .entry(secret.clone())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(SWEEPS_PER_CREDENTIAL)))
+            .clone()
+    }
+
+    /// Forgets the lanes no sweep holds or waits in.
+    fn tidy(&self) {
+        self.0
+            .lock()
+            .expect("lanes lock")
+            .retain(|_, lane| Arc::strong_count(lane) > 1);
+    }
+}
+
 /// Sweeps every `interval` until `stop` resolves, sending the objects to reconcile. Each
 /// (credential, workspace) is swept as its own task: a workspace whose listing waits behind
 /// a tenant's hanging API delays neither another workspace's sweep nor the next tick, and
@@ -36,8 +63,10 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()>,
 ) {
     let passes = Passes::default();
+    let lanes = Lanes::default();
     periodic::every(&store, interval, First::AfterInterval, stop, || async {
-        let (started, skipped) = sweep(&store, &ctx, &due, &passes);
+        lanes.tidy();
+        let (started, skipped) = sweep(&store, &ctx, &due, &passes, &lanes);
         debug!(started, skipped, "resync sweep");
     })
     .await;
@@ -50,6 +79,7 @@ fn sweep(
     ctx: &Arc<Context>,
     due: &mpsc::Sender<ObjectRef<FlashbackRepository>>,
     passes: &Passes<Group>,
+    lanes: &Lanes,
 ) -> (usize, usize) {
     let objects = store.state();
     let recorders = Arc::new(by_recorded_id(&objects));
@@ -57,6 +87,7 @@ fn sweep(
     let (mut started, mut skipped) = (0, 0);
     for ((secret, workspace), repos) in groups {
         let pass = sweep_and_send(
+            lanes.of(&secret),
             ctx.clone(),
             recorders.clone(),
             secret.clone(),
@@ -76,6 +107,7 @@ fn sweep(
 
 /// The sweep of one group: sends its objects that need a reconcile.
 async fn sweep_and_send(
+    lane: Arc<tokio::sync::Semaphore>,
     ctx: Arc<Context>,
     recorders: Arc<Recorders>,
     secret: SecretName,
@@ -83,6 +115,10 @@ async fn sweep_and_send(
     repos: Vec<Arc<FlashbackRepository>>,
     due: mpsc::Sender<ObjectRef<FlashbackRepository>>,
 ) {
+    // Never closed: the lane lives as long as a sweep holds it.
+    let Ok(_turn) = lane.acquire_owned().await else {
+        return;
+    };
     let started = Instant::now();
     let due_here = sweep_workspace(&ctx, &recorders, &secret, &workspace, repos).await;
     let reconciles = due_here.len();

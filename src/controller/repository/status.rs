@@ -24,6 +24,7 @@ pub fn next(
             current.recorded_with.as_ref(),
             id,
             now,
+            repo.metadata.creation_timestamp.as_ref(),
         )),
         _ => current.recorded_with.clone(),
     };
