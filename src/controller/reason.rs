@@ -22,6 +22,13 @@ macro_rules! reasons {
                     $(Reason::$name => stringify!($name),)+
                 }
             }
+
+            /// What the reason means: its doc comment, one source line per line.
+            pub fn description(self) -> &'static str {
+                match self {
+                    $(Reason::$name => concat!($($doc, "\n"),+),)+
+                }
+            }
         }
     };
 }
