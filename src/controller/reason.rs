@@ -158,7 +158,7 @@ mod tests {
 
     #[test]
     fn the_readmes_status_section_names_every_reason() {
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../../docs/resources.md");
         let section = readme
             .split("\n### Status\n")
             .nth(1)
