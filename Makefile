@@ -7,7 +7,7 @@ CARGO ?= cargo
 
 IMAGE_PROFILE ?= release
 
-.PHONY: test unit fmt-check clippy build-tests control-plane control-plane-node demo demo-down demo-smoke crds bench chart-lint
+.PHONY: test unit fmt-check clippy build-tests control-plane control-plane-node demo demo-down demo-smoke crds docs bench chart-lint
 .PHONY: image image-context node-up node-down demo-dev demo-dev-down chaos
 
 ## test: formatting, lints, unit, integration and end-to-end tests against a real API server
@@ -18,12 +18,13 @@ test: fmt-check clippy control-plane control-plane-node build-tests
 	$(MAKE) demo-smoke
 
 ## unit: every test that needs no control plane: the client's and the emulator's own tests,
-## the operator's unit tests, the client against the emulator over HTTP, and the workspace's
-## boundaries; no tool to build, no cluster to start
+## the operator's unit tests (the generated reference pages included), the client against the
+## emulator over HTTP, the workspace's boundaries and the docs' links; no tool to build, no
+## cluster to start
 unit:
 	$(CARGO) test --workspace --locked --exclude flashback-operator
 	$(CARGO) test --locked --lib --bins
-	$(CARGO) test --locked --test integration -- client:: layout::
+	$(CARGO) test --locked --test integration -- client:: layout:: docs::
 
 fmt-check:
 	$(CARGO) fmt --all --check
@@ -95,6 +96,11 @@ demo-smoke:
 crds:
 	$(CARGO) run --locked --quiet --bin flashback-operator -- crds --dir crds
 	cp crds/*.yaml charts/flashback-operator/files/crds/
+
+## docs: regenerate docs/reference/ (the resources' fields, the chart's values, the flags, the
+## metrics, the reasons) from their sources (a unit test fails when a page drifts)
+docs:
+	$(CARGO) run --locked --quiet --bin flashback-operator -- docs --dir docs/reference
 
 ## chart-lint: helm lint --strict of the chart, watching all namespaces and one namespace
 chart-lint:

@@ -46,7 +46,7 @@ fn objects() -> usize {
 }
 
 /// Extra flags for the operator, for experiments (`BENCH_OPERATOR_ARGS="--namespace-concurrency
-/// 8"`); the figures in the README are measured without any.
+/// 8"`); the figures in docs/developing.md are measured without any.
 fn extra_operator_args() -> Vec<String> {
     std::env::var("BENCH_OPERATOR_ARGS")
         .map(|v| v.split_whitespace().map(str::to_string).collect())

@@ -91,7 +91,7 @@ case "${1:-build}" in
   context) context ;;
   build) build ;;
   # Runs the built image with podman (runc, cgroupfs and explicit limits work on this kind of
-  # machine; see the README): demo/image.sh run [--entrypoint PATH] ARGS...
+  # machine; see docs/developing.md): demo/image.sh run [--entrypoint PATH] ARGS...
   run)
     shift
     entrypoint=()

@@ -34,6 +34,13 @@ pub enum Command {
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
     },
+    /// Write the reference pages of docs/reference/ from their sources (`make docs`).
+    #[command(hide = true)]
+    Docs {
+        /// The directory to write the pages into.
+        #[arg(long, default_value = crate::reference::DIR)]
+        dir: std::path::PathBuf,
+    },
 }
 
 /// Runs the chosen subcommand and turns its outcome into the process exit code.
@@ -53,6 +60,13 @@ pub fn main(cli: Cli) -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("flashback-operator: cannot write the CRDs: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Docs { dir } => match crate::reference::write(&dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("flashback-operator: cannot write the reference pages: {error:#}");
                 ExitCode::FAILURE
             }
         },

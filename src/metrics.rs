@@ -86,7 +86,7 @@ impl Metrics {
         let failures = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "reconcile_failures",
-            "Reconciles that failed, by reason",
+            "Reconciles that failed, by reason (transient, rate_limited, kubernetes, ...)",
             failures.clone(),
         );
         let reconcile_duration = Histogram::new(exponential_buckets(0.005, 2.0, 12));
@@ -98,7 +98,8 @@ impl Metrics {
         let api_calls = Family::<CallLabels, Counter>::default();
         registry.register(
             "flashback_api_calls",
-            "Flashback API calls by client endpoint and HTTP status",
+            "Flashback API calls by client endpoint (list_repos, create_repo, ...) and HTTP status \
+             (none when no answer came)",
             api_calls.clone(),
         );
         let api_call_duration = Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
@@ -133,7 +134,8 @@ impl Metrics {
         registry.register(
             "tracked_entries",
             "Entries the operator keeps in memory, by kind (api_clients, listings, backoff, \
-             credentials), as of the last housekeeping pass",
+             credentials, events: recent Events, for counting repeats, parked: objects waiting \
+             for their namespace's turn), as of the last housekeeping pass",
             tracked.clone(),
         );
         registry.register_collector(Box::new(RepositoriesByCondition { store }));
@@ -237,7 +239,8 @@ impl Collector for RepositoriesByCondition {
         // The registry adds its prefix to this name too.
         let metric = encoder.encode_descriptor(
             "repositories",
-            "FlashbackRepository objects by condition and status",
+            "FlashbackRepository objects by condition (Ready, Reconciling, Stalled) and status \
+             (True, False, Unknown), counted from the watch cache at each scrape",
             None,
             family.metric_type(),
         )?;

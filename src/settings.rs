@@ -42,7 +42,7 @@ pub struct Settings {
     #[arg(long, env = "FLASHBACK_STATS_INTERVAL", default_value = "5m", value_parser = parse_duration, global = true)]
     pub stats_interval: Duration,
 
-    /// Repository ids per statistics call.
+    /// Repository ids per statistics call, 1 to 500 (100 ids make a query of 3.7 KB).
     #[arg(long, env = "FLASHBACK_STATS_BATCH_SIZE", default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=500), global = true)]
     pub stats_batch_size: u16,
 
@@ -96,7 +96,8 @@ pub struct Settings {
     /// After SIGTERM, how long in-flight reconciles may take to finish; those still waiting on
     /// a Flashback API then are cancelled (and looked at again by the next leader), so that
     /// one tenant's hanging API cannot hold the exit. Keep it well below the Pod's
-    /// terminationGracePeriodSeconds: the Lease is released after it.
+    /// terminationGracePeriodSeconds: the Lease is released after it. The chart sets a third of
+    /// terminationGracePeriodSeconds.
     #[arg(long, env = "FLASHBACK_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration, global = true)]
     pub shutdown_grace: Duration,
 

@@ -11,6 +11,7 @@ mod chart;
 mod client;
 mod control_plane;
 mod credentials;
+mod docs;
 mod failures;
 mod hostile_tenant;
 mod integrations;

@@ -22,6 +22,13 @@ macro_rules! reasons {
                     $(Reason::$name => stringify!($name),)+
                 }
             }
+
+            /// What the reason means: its doc comment, one source line per line.
+            pub fn description(self) -> &'static str {
+                match self {
+                    $(Reason::$name => concat!($($doc, "\n"),+),)+
+                }
+            }
         }
     };
 }
@@ -151,7 +158,7 @@ mod tests {
 
     #[test]
     fn the_readmes_status_section_names_every_reason() {
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../../docs/resources.md");
         let section = readme
             .split("\n### Status\n")
             .nth(1)
