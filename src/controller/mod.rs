@@ -6,7 +6,8 @@
 //! - [`bucket`]: the `FlashbackBucket` kind (a cloud bucket registered in Flashback).
 //! - Shared: [`context`] (what every reconcile shares), [`credentials`] (which Secret, read
 //!   once per change), [`remote`] (API clients per credential and batched listings),
-//!   [`conditions`] and [`reason`] (the status vocabulary), [`events`], [`backoff`],
+//!   [`conditions`] and [`reason`] (the status vocabulary), [`stall`] (what only a person can
+//!   fix, and which credentials problems and API errors are that), [`events`], [`backoff`],
 //!   [`fairness`] (turns per namespace), [`finalizer`], [`leader`] (election), [`periodic`]
 //!   tasks, [`stats`] (usage figures of every kind), [`answers`] (what is taken of a
 //!   server's answers), [`digest`] (of secret data), [`ownership`] (which object holds a
@@ -34,6 +35,7 @@ pub mod periodic;
 pub mod reason;
 pub mod remote;
 pub mod repository;
+pub mod stall;
 pub mod stats;
 pub mod watches;
 pub mod workspace;

@@ -25,7 +25,7 @@ use crate::controller::events;
 use crate::controller::failpoint::{self, Failpoint};
 use crate::controller::finalizer;
 use crate::controller::reason::Reason;
-use crate::controller::repository::plan::{Stall, api_stall, credentials_stall};
+use crate::controller::stall::{Stall, api_stall_for, credentials_stall};
 use crate::controller::{answers, digest};
 use crate::crd::{
     ACCESS_KEY_LABEL, FlashbackAccessKey, FlashbackAccessKeyStatus, FlashbackRepository,
@@ -528,7 +528,7 @@ impl<'a> Reconcile<'a> {
         let stall = self
             .repository
             .as_ref()
-            .and_then(|repo| api_stall(error, repo));
+            .and_then(|repo| api_stall_for(error, repo, "repository", repo.remote_name()));
         match stall {
             Some(stall) => stall.state(),
             None => State::Progressing {

@@ -12,7 +12,7 @@ use crate::controller::conditions::State;
 use crate::controller::ownership::{self, Claim, Identity};
 use crate::controller::reason::Reason;
 use crate::controller::repository::create_attempt::CreateAttempt;
-use crate::controller::repository::plan::{Stall, recorded_elsewhere};
+use crate::controller::stall::{Stall, recorded_elsewhere};
 use crate::crd::{FlashbackBucket, StorageType, annotations, cloud_keys};
 use flashback_client::{self as flashback, Bucket, BucketWrite};
 

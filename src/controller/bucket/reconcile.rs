@@ -22,7 +22,7 @@ use crate::controller::finalizer;
 use crate::controller::ownership::Identity;
 use crate::controller::reason::Reason;
 use crate::controller::repository::create_attempt::CreateAttempt;
-use crate::controller::repository::plan::{Stall, credentials_stall};
+use crate::controller::stall::{Stall, api_stall_for, credentials_stall};
 use crate::crd::{FlashbackBucket, FlashbackBucketStatus};
 use flashback_client::{ApiError, FlashbackClient};
 
@@ -384,12 +384,7 @@ impl<'a> Reconcile<'a> {
 
     /// The stall of a refusal only a person can fix, if it is one.
     fn api_stall(&self, error: &ApiError) -> Option<Stall> {
-        crate::controller::repository::plan::api_stall_for(
-            error,
-            &self.bucket,
-            "bucket",
-            self.bucket.remote_name(),
-        )
+        api_stall_for(error, &self.bucket, "bucket", self.bucket.remote_name())
     }
 
     /// A failed API call: a stall for a person, or a retry with backoff.

@@ -23,8 +23,9 @@ use crate::controller::finalizer;
 use crate::controller::ownership::Identity;
 use crate::controller::reason::Reason;
 use crate::controller::repository::create_attempt::CreateAttempt;
-use crate::controller::repository::plan::{self, Decision, Stall};
+use crate::controller::repository::plan::{self, Decision};
 use crate::controller::repository::{held_by_another, status};
+use crate::controller::stall::{Stall, credentials_stall};
 use crate::controller::watches;
 use crate::controller::workspace::Workspace;
 use crate::crd::{FlashbackRepository, FlashbackRepositoryStatus};
@@ -103,7 +104,7 @@ impl<'a> Reconcile<'a> {
         let credentials = match self.credentials().await? {
             Ok(credentials) => credentials,
             Err(problem) => {
-                let stall = plan::credentials_stall(&problem);
+                let stall = credentials_stall(&problem);
                 return Ok(Err(self.report(None, stall.state()).await));
             }
         };
