@@ -8,6 +8,7 @@
 //!   once per change), [`remote`] (API clients per credential and batched listings),
 //!   [`conditions`] and [`reason`] (the status vocabulary), [`stall`] (what only a person can
 //!   fix, and which credentials problems and API errors are that), [`events`], [`backoff`],
+//!   [`create_attempt`] (the record that tells an object's create from anyone else's),
 //!   [`fairness`] (turns per namespace), [`finalizer`], [`leader`] (election), [`periodic`]
 //!   tasks, [`stats`] (usage figures of every kind), [`answers`] (what is taken of a
 //!   server's answers), [`digest`] (of secret data), [`ownership`] (which object holds a
@@ -22,6 +23,7 @@ pub mod backoff;
 pub mod bucket;
 pub mod conditions;
 pub mod context;
+pub mod create_attempt;
 pub mod credentials;
 pub mod digest;
 pub mod error;

@@ -4,7 +4,7 @@
 //! - [`plan`]: pure decisions (what to do with the remote, which errors stall and why).
 //! - [`reconcile`]: one reconcile as observe → decide → act → report; the only I/O.
 //! - [`status`]: the status a reconcile writes, pure.
-//! - [`create_attempt`]: the record that tells this object's create from anyone else's.
+//! - [`create_attempt`]: which fields of a repository the shared create record fingerprints.
 //! - [`resync`]: the periodic sweep that finds objects out of step with their remote.
 
 pub mod create_attempt;

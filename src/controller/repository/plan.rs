@@ -7,7 +7,7 @@ use crate::controller::conditions::State;
 use crate::controller::credentials::CredentialsError;
 use crate::controller::ownership::{self, Claim, Identity};
 use crate::controller::reason::Reason;
-use crate::controller::repository::create_attempt::CreateAttempt;
+use crate::controller::repository::create_attempt;
 use crate::controller::stall::{Stall, api_stall_for, credentials_stall, recorded_elsewhere};
 use crate::controller::workspace::Workspace;
 use crate::crd::{
@@ -227,10 +227,10 @@ pub fn decide(
             &desired.name,
             workspace_id,
         ));
-    } else if let Some(remote) = CreateAttempt::read(repo).and_then(|attempt| {
+    } else if let Some(remote) = create_attempt::read(repo).and_then(|attempt| {
         workspace
             .named(&attempt.name)
-            .find(|r| attempt.made(r) && !held(&r.id))
+            .find(|r| create_attempt::made(&attempt, r) && !held(&r.id))
     }) {
         Some(remote)
     } else if let Some(remote) = by_name {
@@ -595,7 +595,7 @@ mod tests {
 
     /// Marks `repo` as having started a create of its current spec at `at`.
     fn mark(repo: &mut FlashbackRepository, at: &str) {
-        let attempt = CreateAttempt::next(None, &desired(repo), at.parse().unwrap());
+        let attempt = create_attempt::next(None, &desired(repo), at.parse().unwrap());
         repo.status
             .get_or_insert_with(Default::default)
             .create_attempt = Some(attempt);

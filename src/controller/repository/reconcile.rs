@@ -15,6 +15,7 @@ use tracing::{debug, warn};
 
 use crate::controller::conditions::State;
 use crate::controller::context::Context;
+use crate::controller::create_attempt::CreateAttempt;
 use crate::controller::credentials::{Credentials, CredentialsError};
 use crate::controller::error::Error;
 use crate::controller::events;
@@ -22,7 +23,7 @@ use crate::controller::failpoint::{self, Failpoint};
 use crate::controller::finalizer;
 use crate::controller::ownership::Identity;
 use crate::controller::reason::Reason;
-use crate::controller::repository::create_attempt::CreateAttempt;
+use crate::controller::repository::create_attempt;
 use crate::controller::repository::plan::{self, Decision};
 use crate::controller::repository::{held_by_another, status};
 use crate::controller::stall::{Stall, credentials_stall};
@@ -166,8 +167,8 @@ impl<'a> Reconcile<'a> {
     /// this attempt's repository from anyone else's if the answer is lost.
     async fn create(&mut self, credentials: &Credentials) -> Result<Action, Error> {
         let desired = plan::desired(&self.repo);
-        let attempt = CreateAttempt::next(
-            CreateAttempt::read(&self.repo).as_ref(),
+        let attempt = create_attempt::next(
+            create_attempt::read(&self.repo).as_ref(),
             &desired,
             k8s_openapi::jiff::Timestamp::now(),
         );
@@ -213,7 +214,7 @@ impl<'a> Reconcile<'a> {
             .confirm(credentials, workspace, &repo_id)
             .await
         {
-            Ok(Some(remote)) if attempt.made(&remote) => {}
+            Ok(Some(remote)) if create_attempt::made(&attempt, &remote) => {}
             Ok(_) => {
                 return Err(Error::NotYet(
                     "the repository id the API answered is not listed as the repository this \
@@ -308,7 +309,7 @@ impl<'a> Reconcile<'a> {
         // Only an id this object verified in its workspace and recorded in its status is
         // ever deleted; the adoption annotation alone names nothing to delete.
         let known = self.repo.status.as_ref().and_then(|s| s.repo_id.clone());
-        let attempt = CreateAttempt::read(&self.repo);
+        let attempt = create_attempt::read(&self.repo);
         // Nothing was ever created for this object: release it, credentials or not.
         if known.is_none() && !self.repo.create_started() {
             return Ok(Action::await_change());
@@ -337,7 +338,9 @@ impl<'a> Reconcile<'a> {
             // when these list it under the object's name.
             let recorded = known.as_deref() == Some(remote.id.as_str())
                 && (recorded_here || remote.name == self.repo.remote_name());
-            let made = attempt.as_ref().is_some_and(|a| a.made(remote));
+            let made = attempt
+                .as_ref()
+                .is_some_and(|a| create_attempt::made(a, remote));
             if !(recorded || made) {
                 continue;
             }
