@@ -6,7 +6,8 @@
 //! - [`bucket`]: the `FlashbackBucket` kind (a cloud bucket registered in Flashback).
 //! - Shared: [`context`] (what every reconcile shares), [`credentials`] (which Secret, read
 //!   once per change), [`remote`] (API clients per credential and batched listings),
-//!   [`conditions`] and [`reason`] (the status vocabulary), [`stall`] (what only a person can
+//!   [`conditions`] and [`reason`] (the status vocabulary), [`status_write`] (how every kind
+//!   writes its status), [`stall`] (what only a person can
 //!   fix, and which credentials problems and API errors are that), [`events`], [`backoff`],
 //!   [`create_attempt`] (the record that tells an object's create from anyone else's),
 //!   [`fairness`] (turns per namespace), [`finalizer`], [`leader`] (election), [`periodic`]
@@ -39,6 +40,7 @@ pub mod remote;
 pub mod repository;
 pub mod stall;
 pub mod stats;
+pub mod status_write;
 pub mod watches;
 pub mod workspace;
 

@@ -7,10 +7,8 @@ use std::time::Instant;
 
 use crate::controller::events::EventType;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
 use tracing::{debug, warn};
 
 use crate::controller::conditions::State;
@@ -27,9 +25,10 @@ use crate::controller::repository::create_attempt;
 use crate::controller::repository::plan::{self, Decision};
 use crate::controller::repository::{held_by_another, status};
 use crate::controller::stall::{Stall, credentials_stall};
+use crate::controller::status_write::{self, Announce, Write};
 use crate::controller::watches;
 use crate::controller::workspace::Workspace;
-use crate::crd::{FlashbackRepository, FlashbackRepositoryStatus};
+use crate::crd::FlashbackRepository;
 use flashback_client::{ApiError, RepoWrite};
 
 /// One reconcile of one object. It keeps the object as its own writes left it (status and
@@ -539,10 +538,10 @@ impl<'a> Reconcile<'a> {
             .await
     }
 
-    /// Writes the status through the status subresource, only when it changed, and publishes
-    /// an Event for every Stalled transition: a new stall reason, or the stall resolved.
-    /// Before the first write that records a repository, or begins a create, the finalizer
-    /// goes on, so nothing the object owns in Flashback can outlive it.
+    /// Writes the status (see [`status_write::write`]), announcing every Stalled transition:
+    /// a new stall reason, or the stall resolved. Before the first write that records a
+    /// repository, or begins a create, the finalizer goes on, so nothing the object owns in
+    /// Flashback can outlive it.
     async fn write(
         &mut self,
         repo_id: Option<String>,
@@ -560,69 +559,17 @@ impl<'a> Reconcile<'a> {
             Attempt::Begin(attempt) => next.create_attempt = Some(attempt),
             Attempt::Resolved => next.create_attempt = None,
         }
-        if self.repo.status.as_ref() == Some(&next) {
-            return Ok(());
-        }
-        // Announced once the write is in: a write refused because the object changed (the
-        // decision was made on a stale cache) must not announce what it decided.
-        let was_stalled = status::stalled_reason(self.repo.status.as_ref()).map(str::to_string);
-        let event = match state {
-            State::Stalled { reason, message }
-                if was_stalled.as_deref() != Some(reason.as_str()) =>
-            {
-                Some((EventType::Warning, *reason, message.clone()))
-            }
-            State::Stalled { .. } => None,
-            _ => was_stalled.map(|was| {
-                let note = format!("no longer stalled ({was}): {}", state.message());
-                (EventType::Normal, Reason::StallResolved, note)
-            }),
-        };
-        // The statistics belong to the stats task: leave them out so a status computed from a
-        // cached object never writes older figures back. The resourceVersion makes the write
-        // conditional: a status decided on a cache that missed a change is refused, not written.
-        let mut body = json!({
-            "status": FlashbackRepositoryStatus {
-                stats: None,
-                ..next.clone()
-            },
-        });
-        if next.create_attempt.is_none() && self.repo.create_started() {
-            // A merge patch leaves out what it does not name: the record goes by name.
-            body["status"]["createAttempt"] = serde_json::Value::Null;
-        }
-        if write == Write::Conditional {
-            body["metadata"] = json!({ "resourceVersion": self.repo.resource_version() });
-        }
-        let written = self
-            .api
-            .patch_status(
-                &self.repo.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(body),
-            )
-            .await
-            .map_err(Error::from_write);
-        let fresh = match written {
-            Ok(fresh) => fresh,
-            Err(error) => {
-                // Refused for good (a quota, an admission policy): the Event may be the only
-                // place a person learns the state at all.
-                if let Some((type_, reason, note)) = event.filter(|_| !error.is_stale()) {
-                    self.publish(type_, reason, note).await;
-                }
-                return Err(error);
-            }
-        };
-        match write {
-            Write::Conditional => self.repo = fresh,
-            Write::Unconditional => {
+        let announce = Announce::StallsAndResolutions;
+        let events = &self.ctx.events;
+        let written =
+            status_write::write(self.api, events, &self.repo, &next, state, write, announce);
+        match (written.await?, write) {
+            (None, _) => {}
+            (Some(fresh), Write::Conditional) => self.repo = fresh,
+            (Some(fresh), Write::Unconditional) => {
                 self.repo.status = Some(next);
                 self.after_unconditional_write(fresh);
             }
-        }
-        if let Some((type_, reason, note)) = event {
-            self.publish(type_, reason, note).await;
         }
         Ok(())
     }
@@ -670,12 +617,4 @@ enum Attempt {
     Begin(CreateAttempt),
     /// The outcome is known (recorded, or refused).
     Resolved,
-}
-
-/// Whether a status write carries the resourceVersion it was decided on.
-#[derive(PartialEq, Eq)]
-enum Write {
-    Conditional,
-    /// Only for facts that no change to the object can make stale (a repository created).
-    Unconditional,
 }
