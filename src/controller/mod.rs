@@ -14,7 +14,8 @@
 //!   tasks, [`stats`] (usage figures of every kind), [`answers`] (what is taken of a
 //!   server's answers), [`digest`] (of secret data), [`ownership`] (which object holds a
 //!   remote id),
-//!   [`watches`] (Secrets), [`error`], and the test-only [`failpoint`].
+//!   [`watches`] (a kind's objects, Secrets), [`runner`] (what every kind's controller
+//!   loop shares), [`error`], and the test-only [`failpoint`].
 //!
 //! Adding a kind means a folder like `repository/` and one line in [`run`].
 
@@ -38,6 +39,7 @@ pub mod periodic;
 pub mod reason;
 pub mod remote;
 pub mod repository;
+pub mod runner;
 pub mod stall;
 pub mod stats;
 pub mod status_write;
