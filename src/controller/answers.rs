@@ -3,7 +3,7 @@
 //! answers anything.
 
 use crate::controller::reason::Reason;
-use crate::controller::repository::plan::Stall;
+use crate::controller::stall::Stall;
 
 /// An id or access key id the operator will write into a status, an annotation or a Secret:
 /// short, and plain ASCII, as every id the API makes is.

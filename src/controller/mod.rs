@@ -6,12 +6,16 @@
 //! - [`bucket`]: the `FlashbackBucket` kind (a cloud bucket registered in Flashback).
 //! - Shared: [`context`] (what every reconcile shares), [`credentials`] (which Secret, read
 //!   once per change), [`remote`] (API clients per credential and batched listings),
-//!   [`conditions`] and [`reason`] (the status vocabulary), [`events`], [`backoff`],
+//!   [`conditions`] and [`reason`] (the status vocabulary), [`status_write`] (how every kind
+//!   writes its status), [`stall`] (what only a person can
+//!   fix, and which credentials problems and API errors are that), [`events`], [`backoff`],
+//!   [`create_attempt`] (the record that tells an object's create from anyone else's),
 //!   [`fairness`] (turns per namespace), [`finalizer`], [`leader`] (election), [`periodic`]
 //!   tasks, [`stats`] (usage figures of every kind), [`answers`] (what is taken of a
 //!   server's answers), [`digest`] (of secret data), [`ownership`] (which object holds a
 //!   remote id),
-//!   [`watches`] (Secrets), [`error`], and the test-only [`failpoint`].
+//!   [`watches`] (a kind's objects, Secrets), [`runner`] (what every kind's controller
+//!   loop shares), [`error`], and the test-only [`failpoint`].
 //!
 //! Adding a kind means a folder like `repository/` and one line in [`run`].
 
@@ -21,6 +25,7 @@ pub mod backoff;
 pub mod bucket;
 pub mod conditions;
 pub mod context;
+pub mod create_attempt;
 pub mod credentials;
 pub mod digest;
 pub mod error;
@@ -34,7 +39,10 @@ pub mod periodic;
 pub mod reason;
 pub mod remote;
 pub mod repository;
+pub mod runner;
+pub mod stall;
 pub mod stats;
+pub mod status_write;
 pub mod watches;
 pub mod workspace;
 

@@ -1,5 +1,5 @@
-//! The watches every kind shares: Secrets (as metadata only) and the plumbing that turns a
-//! channel or a watch into the streams a controller consumes.
+//! The watches every kind shares: its own objects, Secrets (as metadata only), and the
+//! plumbing that turns a channel or a watch into the streams a controller consumes.
 
 use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -10,11 +10,38 @@ use futures::stream::BoxStream;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::{PartialObjectMeta, PartialObjectMetaExt};
+use kube::runtime::reflector::store::Writer;
 use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 
 use crate::controller::credentials::{CredentialsCache, SecretName};
 use crate::settings::Settings;
+
+/// A kind's objects, as its controller consumes them: those `selector` matches (all, without
+/// one), filling the store of `writer` (the cache the context reads), and passed on only when
+/// something a reconcile depends on changed (see [`worth_a_reconcile`]).
+pub fn objects<K>(
+    api: Api<K>,
+    selector: Option<&str>,
+    writer: Writer<K>,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync,
+    K: 'static,
+{
+    let mut watched = watcher::Config::default();
+    if let Some(selector) = selector {
+        watched = watched.labels(selector);
+    }
+    watcher(api, watched)
+        .default_backoff()
+        // Nothing reads them, and they were a third of the cache's memory.
+        .modify(|object| object.managed_fields_mut().clear())
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(worth_a_reconcile, Default::default())
+}
 
 /// Secrets appearing, changing or going, as metadata only: the operator never holds their data
 /// in a cache. Watching one namespace, the default Secret may live in another: it is watched

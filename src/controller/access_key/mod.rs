@@ -10,7 +10,6 @@ pub mod reconcile;
 
 use std::sync::Arc;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
@@ -22,8 +21,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::controller::context::Context;
 use crate::controller::error::Error;
-use crate::controller::periodic;
-use crate::controller::watches;
+use crate::controller::{runner, watches};
 use crate::crd::{ACCESS_KEY_LABEL, FlashbackAccessKey, FlashbackRepository};
 
 /// Runs the access key controller until `stopped` resolves; nothing when `enabled` is false
@@ -48,20 +46,9 @@ pub async fn run<Stop, StopFuture>(
         watches::namespaced_or_all(kube, namespace.as_deref());
     let repos: Api<PartialObjectMeta<FlashbackRepository>> =
         watches::namespaced_or_all(kube, namespace.as_deref());
-    let mut watched = watcher::Config::default();
-    if let Some(selector) = &ctx.settings.selector {
-        watched = watched.labels(selector);
-    }
     let store = ctx.access_keys.clone();
-    // The operator's own status writes are not worth a reconcile (see `worth_a_reconcile`).
-    let objects = watcher(keys, watched)
-        .default_backoff()
-        .modify(|key| key.managed_fields_mut().clear())
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(watches::worth_a_reconcile, Default::default());
+    let objects = watches::objects(keys, ctx.settings.selector.as_deref(), writer);
     let mapping = store.clone();
-    let controller = Controller::for_stream(objects, store);
     // Only the Secrets the operator wrote for a key, as metadata: a change or a deletion of
     // one wakes its owner, which restores it.
     let owned_secrets = watcher(secrets, watcher::Config::default().labels(ACCESS_KEY_LABEL))
@@ -71,10 +58,7 @@ pub async fn run<Stop, StopFuture>(
     let repository_changes = watcher(repos, watcher::Config::default())
         .default_backoff()
         .touched_objects();
-    let watched_store = ctx.access_keys.clone();
-    let context = ctx.clone();
-    let never_ready = periodic::stopped_before_ready(&watched_store, stopped());
-    let run = controller
+    let controller = Controller::for_stream(objects, store)
         .owns_stream(owned_secrets)
         .watches_stream(repository_changes, move |repo| {
             let namespace = repo.namespace();
@@ -85,21 +69,8 @@ pub async fn run<Stop, StopFuture>(
                 .filter(|key| key.namespace() == namespace && key.spec.repository_ref.name == name)
                 .map(|key| ObjectRef::from(key.as_ref()))
                 .collect::<Vec<_>>()
-        })
-        // Unbounded: see the repository controller.
-        .reconcile_on(watches::parked(parked))
-        .with_config(kube::runtime::controller::Config::default().concurrency(0))
-        .graceful_shutdown_on(stopped())
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async {
-            if let Err(error) = result {
-                context.after_error("FlashbackAccessKey", &error);
-            }
         });
-    tokio::select! {
-        () = run => {}
-        () = never_ready => {}
-    }
+    runner::run(controller, parked, ctx, stopped, reconcile, error_policy).await;
 }
 
 /// The entry point kube-runtime calls for every key object that needs a look.

@@ -12,7 +12,7 @@ use kube::ResourceExt;
 
 use crate::controller::conditions::State;
 use crate::controller::reason::Reason;
-use crate::controller::repository::plan::Stall;
+use crate::controller::stall::Stall;
 use crate::crd::{AccessType, FlashbackAccessKey, FlashbackRepository};
 use flashback_client::{self as flashback, RepoKey};
 

@@ -9,11 +9,10 @@ use std::collections::BTreeMap;
 use crate::controller::events::EventType;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, OwnerReference, Time};
+use kube::api::{DeleteParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
 use tracing::warn;
 
 use crate::controller::access_key::plan::{self, Decision, Issue, Repository, SecretState};
@@ -25,7 +24,8 @@ use crate::controller::events;
 use crate::controller::failpoint::{self, Failpoint};
 use crate::controller::finalizer;
 use crate::controller::reason::Reason;
-use crate::controller::repository::plan::{Stall, api_stall, credentials_stall};
+use crate::controller::stall::{Stall, api_stall_for, credentials_stall};
+use crate::controller::status_write::{self, Announce, KindStatus, Write};
 use crate::controller::{answers, digest};
 use crate::crd::{
     ACCESS_KEY_LABEL, FlashbackAccessKey, FlashbackAccessKeyStatus, FlashbackRepository,
@@ -560,7 +560,7 @@ impl<'a> Reconcile<'a> {
         let stall = self
             .repository
             .as_ref()
-            .and_then(|repo| api_stall(error, repo));
+            .and_then(|repo| api_stall_for(error, repo, "repository", repo.remote_name()));
         match stall {
             Some(stall) => stall.state(),
             None => State::Progressing {
@@ -588,7 +588,7 @@ impl<'a> Reconcile<'a> {
         })
     }
 
-    /// Report: the status (only when it changed), with the key the Secret now holds when
+    /// Report: the status (see [`status_write::write`]), with the key the Secret now holds when
     /// `recorded` says so; an Event for a new stall. The finalizer goes on first.
     async fn report(&mut self, state: &State, recorded: Option<Recorded>) -> Result<Action, Error> {
         self.set_finalizers(true).await?;
@@ -615,47 +615,19 @@ impl<'a> Reconcile<'a> {
         } else {
             Action::await_change()
         };
-        if next == current {
-            return Ok(after);
+        // Read afresh before deciding, and written over whatever changed since.
+        let written = status_write::write(
+            &self.keys,
+            &self.ctx.events,
+            &self.key,
+            &next,
+            state,
+            Write::Unconditional,
+            Announce::NewStalls,
+        );
+        if let Some(fresh) = written.await? {
+            self.key = fresh;
         }
-        // Announced once the write is in (a refused write announces nothing).
-        let was_stalled = conditions::stalled_reason(&current.conditions).map(str::to_string);
-        let event = match state {
-            State::Stalled { reason, message }
-                if was_stalled.as_deref() != Some(reason.as_str()) =>
-            {
-                Some((*reason, message.clone()))
-            }
-            _ => None,
-        };
-        let mut body = json!({ "status": next });
-        // A merge patch leaves out what it does not name: cleared fields go by name.
-        for (field, cleared) in [
-            ("keyId", next.key_id.is_none()),
-            ("accessKeyId", next.access_key_id.is_none()),
-            ("secretDigest", next.secret_digest.is_none()),
-            ("accessType", next.access_type.is_none()),
-        ] {
-            if cleared {
-                body["status"][field] = serde_json::Value::Null;
-            }
-        }
-        let fresh = self
-            .keys
-            .patch_status(
-                &self.key.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(body),
-            )
-            .await
-            .map_err(Error::from_write);
-        // A write refused for good (not a stale read) still announces the stall: the Event
-        // may be the only place a person learns of it.
-        let refused_for_good = fresh.as_ref().is_err_and(|error| !error.is_stale());
-        if let Some((reason, message)) = event.filter(|_| fresh.is_ok() || refused_for_good) {
-            self.publish(EventType::Warning, reason, message).await;
-        }
-        self.key = fresh?;
         Ok(after)
     }
 
@@ -698,5 +670,24 @@ impl Recorded {
             access_key_id: None,
             secret_digest: None,
         }
+    }
+}
+
+impl KindStatus for FlashbackAccessKeyStatus {
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+
+    /// The key's fields, whenever unset: a revoked key leaves none behind.
+    fn cleared(&self, _current: Option<&Self>) -> Vec<&'static str> {
+        [
+            ("keyId", self.key_id.is_none()),
+            ("accessKeyId", self.access_key_id.is_none()),
+            ("secretDigest", self.secret_digest.is_none()),
+            ("accessType", self.access_type.is_none()),
+        ]
+        .into_iter()
+        .filter_map(|(field, cleared)| cleared.then_some(field))
+        .collect()
     }
 }

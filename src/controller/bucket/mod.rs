@@ -11,19 +11,17 @@ pub mod reconcile;
 
 use std::sync::Arc;
 
-use futures::StreamExt;
 use kube::api::Api;
+use kube::runtime::Controller;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, store::Writer};
-use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::controller::context::Context;
 use crate::controller::credentials::{self, SecretName};
 use crate::controller::error::Error;
-use crate::controller::periodic;
-use crate::controller::watches;
+use crate::controller::{runner, watches};
 use crate::crd::FlashbackBucket;
 
 /// Runs the bucket controller until `stopped` resolves.
@@ -39,16 +37,7 @@ pub async fn run<Stop, StopFuture>(
 {
     let settings = ctx.settings.clone();
     let api: Api<FlashbackBucket> = watches::namespaced_or_all(kube, settings.namespace.as_deref());
-    let mut watched = watcher::Config::default();
-    if let Some(selector) = &settings.selector {
-        watched = watched.labels(selector);
-    }
-    let objects = watcher(api, watched)
-        .default_backoff()
-        .modify(|bucket| bucket.managed_fields_mut().clear())
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(watches::worth_a_reconcile, Default::default());
+    let objects = watches::objects(api, settings.selector.as_deref(), writer);
     let store = ctx.buckets.clone();
     let users = store.clone();
     let changed_secrets = ctx.credentials.clone();
@@ -62,35 +51,17 @@ pub async fn run<Stop, StopFuture>(
     };
     let secret_changes =
         watches::secret_changes(kube, &settings, ctx.credentials.clone(), is_cloud_secret);
-    let watched_store = ctx.buckets.clone();
     let (stats_store, stats_ctx) = (ctx.buckets.clone(), ctx.clone());
-    let context = ctx.clone();
-    let never_ready = periodic::stopped_before_ready(&watched_store, stopped());
-    let run = Controller::for_stream(objects, store)
-        .watches_stream(secret_changes, move |secret| {
+    let controller =
+        Controller::for_stream(objects, store).watches_stream(secret_changes, move |secret| {
             let name = SecretName {
                 namespace: secret.namespace().unwrap_or_default(),
                 name: secret.name_any(),
             };
             changed_secrets.forget(&name);
             users_of_secret(&users.state(), &name, default_secret.as_ref())
-        })
-        // Unbounded: see the repository controller.
-        .reconcile_on(watches::parked(parked))
-        .with_config(kube::runtime::controller::Config::default().concurrency(0))
-        .graceful_shutdown_on(stopped())
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async {
-            if let Err(error) = result {
-                context.after_error("FlashbackBucket", &error);
-            }
         });
-    let run = async {
-        tokio::select! {
-            () = run => {}
-            () = never_ready => {}
-        }
-    };
+    let run = runner::run(controller, parked, ctx, stopped, reconcile, error_policy);
     let statistics =
         crate::controller::stats::run(stats_store, stats_ctx, settings.stats_interval, stopped());
     tokio::join!(run, statistics);

@@ -9,10 +9,10 @@ use kube::ResourceExt;
 
 use crate::controller::answers;
 use crate::controller::conditions::State;
+use crate::controller::create_attempt::CreateAttempt;
 use crate::controller::ownership::{self, Claim, Identity};
 use crate::controller::reason::Reason;
-use crate::controller::repository::create_attempt::CreateAttempt;
-use crate::controller::repository::plan::{Stall, recorded_elsewhere};
+use crate::controller::stall::{Stall, recorded_elsewhere};
 use crate::crd::{FlashbackBucket, StorageType, annotations, cloud_keys};
 use flashback_client::{self as flashback, Bucket, BucketWrite};
 
@@ -161,7 +161,7 @@ pub fn listed_shape(remote: &Bucket) -> [String; 5] {
 /// Whether a remote bucket was made by `attempt`.
 pub fn made_by(attempt: &CreateAttempt, remote: &Bucket) -> bool {
     let fields = listed_shape(remote);
-    let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
+    let fields: Vec<&[u8]> = fields.iter().map(String::as_bytes).collect();
     attempt.made_as(&remote.name, &fields, remote.created_at.as_deref())
 }
 
@@ -172,7 +172,7 @@ pub fn next_attempt(bucket: &FlashbackBucket, now: k8s_openapi::jiff::Timestamp)
         .as_ref()
         .and_then(|s| s.create_attempt.as_ref());
     let fields = desired_shape(bucket);
-    let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
+    let fields: Vec<&[u8]> = fields.iter().map(String::as_bytes).collect();
     CreateAttempt::begin(previous, bucket.remote_name(), &fields, now)
 }
 
@@ -597,6 +597,14 @@ mod tests {
             panic!("a stall");
         };
         assert_eq!(stall.reason, Reason::ManagedByAnotherObject);
+    }
+
+    #[test]
+    fn the_fingerprint_a_bucket_records_never_changes() {
+        // Objects keep it across upgrades: another value would not recognise their creates.
+        let bucket = fixtures::bucket("team-a", "photos");
+        let attempt = next_attempt(&bucket, "2026-11-26T19:00:00Z".parse().unwrap());
+        assert_eq!(attempt.sent, "c67b8febeafa6b6f");
     }
 
     #[test]

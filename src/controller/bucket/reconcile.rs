@@ -5,24 +5,23 @@
 
 use crate::controller::events::EventType;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
 
 use crate::controller::answers;
 use crate::controller::bucket::plan::{self, CloudCredentials, Decision};
 use crate::controller::conditions::{self, State};
 use crate::controller::context::Context;
+use crate::controller::create_attempt::CreateAttempt;
 use crate::controller::error::Error;
 use crate::controller::events;
 use crate::controller::failpoint::{self, Failpoint};
 use crate::controller::finalizer;
 use crate::controller::ownership::Identity;
 use crate::controller::reason::Reason;
-use crate::controller::repository::create_attempt::CreateAttempt;
-use crate::controller::repository::plan::{Stall, credentials_stall};
+use crate::controller::stall::{Stall, api_stall_for, credentials_stall};
+use crate::controller::status_write::{self, Announce, KindStatus, Write};
 use crate::crd::{FlashbackBucket, FlashbackBucketStatus};
 use flashback_client::{ApiError, FlashbackClient};
 
@@ -92,7 +91,7 @@ impl<'a> Reconcile<'a> {
                     bucket_id,
                     ..Record::default()
                 };
-                self.write(&state, record, true).await?;
+                self.write(&state, record, Write::Conditional).await?;
                 Ok(Action::await_change())
             }
             Decision::InSync { bucket_id } => {
@@ -104,7 +103,8 @@ impl<'a> Reconcile<'a> {
                     attempt: Attempt::Resolved,
                 };
                 self.announce_adoption(&bucket_id).await;
-                self.write(&plan::synced(), record, true).await?;
+                self.write(&plan::synced(), record, Write::Conditional)
+                    .await?;
                 Ok(Action::await_change())
             }
             Decision::Update { bucket_id } => {
@@ -119,7 +119,8 @@ impl<'a> Reconcile<'a> {
                     credentials_digest: Some(digest),
                     attempt: Attempt::Resolved,
                 };
-                self.write(&plan::synced(), record, true).await?;
+                self.write(&plan::synced(), record, Write::Conditional)
+                    .await?;
                 let note = format!("updated bucket {bucket_id}");
                 self.publish(EventType::Normal, Reason::Updated, note).await;
                 Ok(Action::await_change())
@@ -145,7 +146,7 @@ impl<'a> Reconcile<'a> {
             attempt: Attempt::Begin(attempt.clone()),
             ..Record::default()
         };
-        self.write(&creating, record, true).await?;
+        self.write(&creating, record, Write::Conditional).await?;
         let body = plan::desired(&self.bucket, cloud);
         let bucket_id = match client.create_bucket(&body).await {
             Ok(id) => id,
@@ -158,7 +159,8 @@ impl<'a> Reconcile<'a> {
                         attempt: Attempt::Resolved,
                         ..Record::default()
                     };
-                    self.write(&stall.state(), record, true).await?;
+                    self.write(&stall.state(), record, Write::Conditional)
+                        .await?;
                     return Ok(Action::requeue(self.ctx.settings.resync_interval));
                 }
                 return self.remote_failed("register the bucket", error).await;
@@ -195,7 +197,8 @@ impl<'a> Reconcile<'a> {
             credentials_digest: Some(digest),
             attempt: Attempt::Resolved,
         };
-        self.write(&plan::synced(), record, false).await?;
+        self.write(&plan::synced(), record, Write::Unconditional)
+            .await?;
         let note = format!("registered bucket {bucket_id}");
         self.publish(EventType::Normal, Reason::Created, note).await;
         Ok(Action::await_change())
@@ -278,8 +281,12 @@ impl<'a> Reconcile<'a> {
         if let Some(bucket_id) = &status.bucket_id
             && plan::used_by_a_repository(&self.bucket, bucket_id, &self.ctx.repositories.state())
         {
-            self.write(&plan::in_use(bucket_id), Record::default(), true)
-                .await?;
+            self.write(
+                &plan::in_use(bucket_id),
+                Record::default(),
+                Write::Conditional,
+            )
+            .await?;
             return Ok(Action::requeue(plan::IN_USE_LOOK_AGAIN));
         }
         // The cloud credentials may be gone already (a directory deleted with kubectl delete
@@ -340,8 +347,12 @@ impl<'a> Reconcile<'a> {
                 Err(error) if error.error_code() == Some("BUCKET_IN_USE") => {
                     // A repository the operator does not manage still groups it: asked again
                     // once per resync, not in a loop on the credential's budget.
-                    self.write(&plan::in_use(&bucket_id), Record::default(), true)
-                        .await?;
+                    self.write(
+                        &plan::in_use(&bucket_id),
+                        Record::default(),
+                        Write::Conditional,
+                    )
+                    .await?;
                     return Ok(Action::requeue(self.ctx.settings.resync_interval));
                 }
                 Err(error) => return self.remote_failed("deregister the bucket", error).await,
@@ -377,19 +388,15 @@ impl<'a> Reconcile<'a> {
     }
 
     async fn stall(&mut self, stall: Stall) -> Result<Action, Error> {
-        self.write(&stall.state(), Record::default(), true).await?;
+        self.write(&stall.state(), Record::default(), Write::Conditional)
+            .await?;
         // Looked at again at the resync pace too: a fix may not touch this object.
         Ok(Action::requeue(self.ctx.settings.resync_interval))
     }
 
     /// The stall of a refusal only a person can fix, if it is one.
     fn api_stall(&self, error: &ApiError) -> Option<Stall> {
-        crate::controller::repository::plan::api_stall_for(
-            error,
-            &self.bucket,
-            "bucket",
-            self.bucket.remote_name(),
-        )
+        api_stall_for(error, &self.bucket, "bucket", self.bucket.remote_name())
     }
 
     /// A failed API call: a stall for a person, or a retry with backoff.
@@ -405,22 +412,38 @@ impl<'a> Reconcile<'a> {
             reason: Reason::RemoteUnavailable,
             message: format!("could not {operation}, will retry: {error}"),
         };
-        self.write(&state, Record::default(), true).await?;
+        self.write(&state, Record::default(), Write::Conditional)
+            .await?;
         Err(Error::Remote {
             operation,
             source: error,
         })
     }
 
-    /// Report: the status, only when it changed; the finalizer goes on first; an Event for a
-    /// new stall. `conditional` carries the resourceVersion read.
-    async fn write(
-        &mut self,
-        state: &State,
-        record: Record,
-        conditional: bool,
-    ) -> Result<(), Error> {
+    /// Report: the status (see [`status_write::write`]), with an Event for a new stall. The
+    /// finalizer goes on first.
+    async fn write(&mut self, state: &State, record: Record, write: Write) -> Result<(), Error> {
         self.bucket = finalizer::set(&self.api, self.bucket.clone(), true).await?;
+        let next = self.next_status(state, record);
+        let events = &self.ctx.events;
+        let written = status_write::write(
+            &self.api,
+            events,
+            &self.bucket,
+            &next,
+            state,
+            write,
+            Announce::NewStalls,
+        );
+        if let Some(fresh) = written.await? {
+            self.bucket = fresh;
+        }
+        Ok(())
+    }
+
+    /// The status to write: the current one with the conditions for `state` and what `record`
+    /// records. An id recorded is recorded as confirmed with this reconcile's identity.
+    fn next_status(&self, state: &State, record: Record) -> FlashbackBucketStatus {
         let current = self.bucket.status.clone().unwrap_or_default();
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         let generation = self.bucket.metadata.generation;
@@ -452,50 +475,7 @@ impl<'a> Reconcile<'a> {
             Attempt::Begin(attempt) => next.create_attempt = Some(attempt),
             Attempt::Resolved => next.create_attempt = None,
         }
-        if next == current {
-            return Ok(());
-        }
-        // Announced once the write is in (a refused write announces nothing).
-        let was_stalled = conditions::stalled_reason(&current.conditions).map(str::to_string);
-        let event = match state {
-            State::Stalled { reason, message }
-                if was_stalled.as_deref() != Some(reason.as_str()) =>
-            {
-                Some((*reason, message.clone()))
-            }
-            _ => None,
-        };
-        // The statistics belong to the stats task: a status computed from a cached object
-        // never writes older figures back.
-        let mut body = json!({
-            "status": FlashbackBucketStatus {
-                stats: None,
-                ..next.clone()
-            }
-        });
-        if next.create_attempt.is_none() && current.create_attempt.is_some() {
-            body["status"]["createAttempt"] = serde_json::Value::Null;
-        }
-        if conditional {
-            body["metadata"] = json!({ "resourceVersion": self.bucket.resource_version() });
-        }
-        let fresh = self
-            .api
-            .patch_status(
-                &self.bucket.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(body),
-            )
-            .await
-            .map_err(Error::from_write);
-        // A write refused for good (not a stale read) still announces the stall: the Event
-        // may be the only place a person learns of it.
-        let refused_for_good = fresh.as_ref().is_err_and(|error| !error.is_stale());
-        if let Some((reason, message)) = event.filter(|_| fresh.is_ok() || refused_for_good) {
-            self.publish(EventType::Warning, reason, message).await;
-        }
-        self.bucket = fresh?;
-        Ok(())
+        next
     }
 
     async fn publish(&self, type_: EventType, reason: Reason, note: String) {
@@ -507,5 +487,21 @@ impl<'a> Reconcile<'a> {
             note,
         )
         .await;
+    }
+}
+
+impl KindStatus for FlashbackBucketStatus {
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+
+    /// The record of a create attempt, once its outcome is known.
+    fn cleared(&self, current: Option<&Self>) -> Vec<&'static str> {
+        let dropped = current.is_some_and(|current| current.create_attempt.is_some());
+        if self.create_attempt.is_none() && dropped {
+            vec!["createAttempt"]
+        } else {
+            Vec::new()
+        }
     }
 }

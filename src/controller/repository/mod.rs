@@ -4,7 +4,7 @@
 //! - [`plan`]: pure decisions (what to do with the remote, which errors stall and why).
 //! - [`reconcile`]: one reconcile as observe → decide → act → report; the only I/O.
 //! - [`status`]: the status a reconcile writes, pure.
-//! - [`create_attempt`]: the record that tells this object's create from anyone else's.
+//! - [`create_attempt`]: which fields of a repository the shared create record fingerprints.
 //! - [`resync`]: the periodic sweep that finds objects out of step with their remote.
 
 pub mod create_attempt;
@@ -15,7 +15,6 @@ pub mod status;
 
 use std::sync::Arc;
 
-use futures::StreamExt;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
@@ -26,8 +25,7 @@ use tracing::debug;
 use crate::controller::context::Context;
 use crate::controller::credentials::{self, SecretName};
 use crate::controller::error::Error;
-use crate::controller::periodic;
-use crate::controller::watches;
+use crate::controller::{runner, watches};
 use crate::crd::FlashbackRepository;
 
 /// Runs the repository controller until `stopped` resolves: the watch (filling `writer`, the
@@ -45,17 +43,7 @@ pub async fn run<Stop, StopFuture>(
 {
     let settings = ctx.settings.clone();
     let store = ctx.repositories.clone();
-    let mut watched = watcher::Config::default();
-    if let Some(selector) = &settings.selector {
-        watched = watched.labels(selector);
-    }
-    let objects = watcher(api, watched)
-        .default_backoff()
-        // Nothing reads them, and they were a third of the cache's memory.
-        .modify(|repo| repo.managed_fields_mut().clear())
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(watches::worth_a_reconcile, Default::default());
+    let objects = watches::objects(api, settings.selector.as_deref(), writer);
     let secret_changes =
         watches::secret_changes(&ctx.kube, &settings, ctx.credentials.clone(), |_| false);
     let users = store.clone();
@@ -83,9 +71,6 @@ pub async fn run<Stop, StopFuture>(
         settings.stats_interval,
         stopped(),
     );
-    let watched_store = ctx.repositories.clone();
-    let context = ctx.clone();
-    let never_ready = periodic::stopped_before_ready(&watched_store, stopped());
     let controller = Controller::for_stream(objects, store)
         .watches_stream(secret_changes, move |secret| {
             let name = SecretName {
@@ -117,24 +102,8 @@ pub async fn run<Stop, StopFuture>(
                 .map(|repo| ObjectRef::from(repo.as_ref()))
                 .collect::<Vec<_>>()
         })
-        // Unbounded here: `Fairness` bounds reconciles per namespace and in all, and parks
-        // the objects whose namespace has no turn free (they come back through `parked`).
-        .reconcile_on(watches::stream_of(due_rx))
-        .reconcile_on(watches::parked(parked))
-        .with_config(kube::runtime::controller::Config::default().concurrency(0))
-        .graceful_shutdown_on(stopped())
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async {
-            if let Err(error) = result {
-                context.after_error("FlashbackRepository", &error);
-            }
-        });
-    let controller = async {
-        tokio::select! {
-            () = controller => {}
-            () = never_ready => {}
-        }
-    };
+        .reconcile_on(watches::stream_of(due_rx));
+    let controller = runner::run(controller, parked, ctx, stopped, reconcile, error_policy);
     tokio::join!(controller, statistics, resync);
 }
 

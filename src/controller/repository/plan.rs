@@ -1,13 +1,14 @@
 //! Pure decisions: what the remote repository should look like, whether it does, what to do
-//! about it, and what to tell a person: which API errors and credentials problems stall and
-//! why, when a delete keeps the remote, and the messages of every state. No I/O here, so every
-//! rule has a plain unit test.
+//! about it, and what to tell a person: the repository's own stalls, when a delete keeps the
+//! remote, and the messages of every state (the stall rules every kind shares are in
+//! [`stall`](crate::controller::stall)). No I/O here, so every rule has a plain unit test.
 
 use crate::controller::conditions::State;
-use crate::controller::credentials::{self, CredentialsError};
+use crate::controller::credentials::CredentialsError;
 use crate::controller::ownership::{self, Claim, Identity};
 use crate::controller::reason::Reason;
-use crate::controller::repository::create_attempt::CreateAttempt;
+use crate::controller::repository::create_attempt;
+use crate::controller::stall::{Stall, api_stall_for, credentials_stall, recorded_elsewhere};
 use crate::controller::workspace::Workspace;
 use crate::crd::{
     DeletionPolicy, FlashbackRepository, ManagementPolicy, RepositoryMode, StorageType, annotations,
@@ -178,22 +179,6 @@ fn bucket_set<'a>(
     set
 }
 
-/// A problem only a person can fix, with a CamelCase reason and a message for that person.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stall {
-    pub reason: Reason,
-    pub message: String,
-}
-
-impl Stall {
-    pub fn state(self) -> State {
-        State::Stalled {
-            reason: self.reason,
-            message: self.message,
-        }
-    }
-}
-
 /// What a reconcile should do with the remote repository.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -274,10 +259,10 @@ pub fn decide(
             &desired.name,
             workspace_id,
         ));
-    } else if let Some(remote) = CreateAttempt::read(repo).and_then(|attempt| {
+    } else if let Some(remote) = create_attempt::read(repo).and_then(|attempt| {
         workspace
             .named(&attempt.name)
-            .find(|r| attempt.made(r) && !held(&r.id))
+            .find(|r| create_attempt::made(&attempt, r) && !held(&r.id))
     }) {
         Some(remote)
     } else if let Some(remote) = by_name {
@@ -375,19 +360,6 @@ pub fn claim(repo: &FlashbackRepository) -> Claim<'_> {
         id: status.and_then(|s| s.repo_id.as_deref()),
         with: status.and_then(|s| s.recorded_with.as_ref()),
         created: repo.metadata.creation_timestamp.as_ref().map(|t| t.0),
-    }
-}
-
-/// The stall of an object whose recorded id was confirmed with other credentials or another
-/// API, which the current ones do not list under its name.
-pub fn recorded_elsewhere(kind: &str, id: &str, name: &str, workspace_id: &str) -> Stall {
-    Stall {
-        reason: Reason::CredentialsChanged,
-        message: format!(
-            "the {kind} id {id} in the status was recorded with other credentials or another \
-             API, and the current ones do not list a {kind} {name:?} with that id in workspace \
-             {workspace_id}; restore the credentials, or adopt a {kind} they list by annotation"
-        ),
     }
 }
 
@@ -577,22 +549,6 @@ pub fn kept_on_delete(repo: &FlashbackRepository) -> Option<&'static str> {
     }
 }
 
-/// The stall of a credentials problem.
-pub fn credentials_stall(problem: &CredentialsError) -> Stall {
-    Stall {
-        reason: match problem {
-            CredentialsError::SecretNotFound(_) => Reason::SecretNotFound,
-            CredentialsError::TokenMissing(_) => Reason::TokenMissing,
-            CredentialsError::TokenNotText(_) => Reason::TokenNotText,
-            CredentialsError::InvalidApiUrl(..) => Reason::InvalidApiUrl,
-            CredentialsError::ApiUrlNotAllowed(..) => Reason::ApiUrlNotAllowed,
-            CredentialsError::SecretForbidden(_) => Reason::SecretForbidden,
-            CredentialsError::NoDefault => Reason::NoCredentials,
-        },
-        message: problem.to_string(),
-    }
-}
-
 /// The stall of a delete that has no usable credentials: it keeps the remote repository, and
 /// says how to release the object anyway.
 pub fn delete_without_credentials(problem: &CredentialsError) -> Stall {
@@ -616,68 +572,10 @@ pub fn name_used_elsewhere(name: &str, workspace: &str) -> Stall {
     }
 }
 
-/// The stall an API error means, or `None` when it is worth a retry.
+/// The stall an API error means for the repository, or `None` when it is worth a retry (see
+/// [`api_stall_for`]).
 pub fn api_stall(error: &ApiError, repo: &FlashbackRepository) -> Option<Stall> {
     api_stall_for(error, repo, "repository", repo.remote_name())
-}
-
-/// [`api_stall`] for an object of any kind: `subject` names what the API refused
-/// ("repository", "bucket"), `name` its remote name.
-pub fn api_stall_for(
-    error: &ApiError,
-    object: &impl credentials::Credentialed,
-    subject: &str,
-    name: &str,
-) -> Option<Stall> {
-    let error = match error {
-        ApiError::RetriesExhausted { last, .. } => last.as_ref(),
-        other => other,
-    };
-    // An answer the client cannot read (a proxy's error page, say) is worth another try.
-    if error.is_transient() || matches!(error, ApiError::Decode { .. }) {
-        return None;
-    }
-    let secret = credentials::secret_for(object, None)
-        .map(|name| format!("the Secret {name}"))
-        .unwrap_or_else(|_| "the operator's default credentials".into());
-    let (reason, message) = match error {
-        ApiError::Unauthorized => (
-            Reason::Unauthorized,
-            format!("the Flashback API rejected the token from {secret}"),
-        ),
-        ApiError::Forbidden { message } => (
-            Reason::Forbidden,
-            format!("the Flashback API does not let the token from {secret} do this: {message}"),
-        ),
-        ApiError::ResponseTooLarge { .. } => (
-            Reason::ResponseTooLarge,
-            format!("the Flashback API named by {secret} cannot be used: {error}"),
-        ),
-        ApiError::Config { reason, .. } => (
-            Reason::InvalidCredentials,
-            format!("the credentials from {secret} cannot be used: {reason}"),
-        ),
-        ApiError::NameAlreadyUsed { .. } => (
-            Reason::NameAlreadyUsed,
-            format!(
-                "the Flashback API refused the name {name:?}: another {subject} of the \
-                 organisation uses it"
-            ),
-        ),
-        ApiError::InvalidSpec { code, message } => (
-            Reason::SpecRejected,
-            format!("the Flashback API refused the {subject} with {code}: {message}"),
-        ),
-        ApiError::NotFound { message } => (
-            Reason::SpecRejected,
-            format!("the Flashback API refused the {subject} with NOT_FOUND: {message}"),
-        ),
-        other => (
-            Reason::SpecRejected,
-            format!("the Flashback API refused the {subject}: {other}"),
-        ),
-    };
-    Some(Stall { reason, message })
 }
 
 /// The FlashbackAccessKeys (of `keys`) that name `repo` and still hold a live key.
@@ -731,7 +629,7 @@ mod tests {
 
     /// Marks `repo` as having started a create of its current spec at `at`.
     fn mark(repo: &mut FlashbackRepository, at: &str) {
-        let attempt = CreateAttempt::next(None, &desired(repo), at.parse().unwrap());
+        let attempt = create_attempt::next(None, &desired(repo), at.parse().unwrap());
         repo.status
             .get_or_insert_with(Default::default)
             .create_attempt = Some(attempt);
@@ -1220,102 +1118,9 @@ mod tests {
     }
 
     #[test]
-    fn api_errors_a_person_must_fix_stall_and_the_rest_are_retried() {
-        let repo = fixtures::repo("team-a", "media");
-        let transient = ApiError::Transient {
-            status: Some(503),
-            reason: "unavailable".into(),
-            retry_after: None,
-            source: None,
-        };
-        assert_eq!(api_stall(&transient, &repo), None);
-        assert_eq!(
-            api_stall(&ApiError::RateLimited { retry_after: None }, &repo),
-            None
-        );
-        let exhausted = ApiError::RetriesExhausted {
-            attempts: 4,
-            last: Box::new(transient),
-        };
-        assert_eq!(
-            api_stall(&exhausted, &repo),
-            None,
-            "judged by the last failure"
-        );
-        let decode = ApiError::Decode {
-            endpoint: "list_repos",
-            detail: "not JSON".into(),
-            source: None,
-        };
-        assert_eq!(
-            api_stall(&decode, &repo),
-            None,
-            "a proxy's page is worth a retry"
-        );
-
-        let unauthorized = api_stall(&ApiError::Unauthorized, &repo).unwrap();
-        assert_eq!(unauthorized.reason, Reason::Unauthorized);
-        assert_eq!(
-            unauthorized.message,
-            "the Flashback API rejected the token from the Secret team-a/flashback-token"
-        );
-        let invalid = ApiError::InvalidSpec {
-            code: "INVALID_BUCKET".into(),
-            message: "no bucket b9".into(),
-        };
-        let rejected = api_stall(&invalid, &repo).unwrap();
-        assert_eq!(rejected.reason, Reason::SpecRejected);
-        assert_eq!(
-            rejected.message,
-            "the Flashback API refused the repository with INVALID_BUCKET: no bucket b9"
-        );
-        let taken = ApiError::NameAlreadyUsed {
-            message: "taken".into(),
-        };
-        assert_eq!(
-            api_stall(&taken, &repo).unwrap().reason,
-            Reason::NameAlreadyUsed
-        );
-        let mut defaulted = repo.clone();
-        defaulted.spec.credentials_secret_ref = None;
-        let forbidden = ApiError::Forbidden {
-            message: "read only".into(),
-        };
-        assert_eq!(
-            api_stall(&forbidden, &defaulted).unwrap().message,
-            "the Flashback API does not let the token from the operator's default credentials \
-             do this: read only"
-        );
-    }
-
-    #[test]
-    fn each_credentials_problem_has_its_own_reason_and_a_delete_says_how_to_release() {
-        let name: credentials::SecretName = "team-a/token".parse().unwrap();
-        let cases = [
-            (
-                CredentialsError::SecretNotFound(name.clone()),
-                Reason::SecretNotFound,
-            ),
-            (
-                CredentialsError::TokenMissing(name.clone()),
-                Reason::TokenMissing,
-            ),
-            (
-                CredentialsError::TokenNotText(name.clone()),
-                Reason::TokenNotText,
-            ),
-            (
-                CredentialsError::SecretForbidden(name.clone()),
-                Reason::SecretForbidden,
-            ),
-            (CredentialsError::NoDefault, Reason::NoCredentials),
-        ];
-        for (problem, reason) in cases {
-            let stall = credentials_stall(&problem);
-            assert_eq!(stall.reason, reason);
-            assert_eq!(stall.message, problem.to_string());
-        }
-        let on_delete = delete_without_credentials(&CredentialsError::SecretNotFound(name.clone()));
+    fn a_delete_without_credentials_says_how_to_release() {
+        let name: crate::controller::credentials::SecretName = "team-a/token".parse().unwrap();
+        let on_delete = delete_without_credentials(&CredentialsError::SecretNotFound(name));
         assert_eq!(on_delete.reason, Reason::SecretNotFound);
         assert_eq!(
             on_delete.message,

@@ -7,15 +7,14 @@ use std::time::Instant;
 
 use crate::controller::events::EventType;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
 use tracing::{debug, warn};
 
 use crate::controller::answers;
 use crate::controller::conditions::State;
 use crate::controller::context::Context;
+use crate::controller::create_attempt::CreateAttempt;
 use crate::controller::credentials::{Credentials, CredentialsError};
 use crate::controller::error::Error;
 use crate::controller::events;
@@ -23,12 +22,14 @@ use crate::controller::failpoint::{self, Failpoint};
 use crate::controller::finalizer;
 use crate::controller::ownership::Identity;
 use crate::controller::reason::Reason;
-use crate::controller::repository::create_attempt::CreateAttempt;
-use crate::controller::repository::plan::{self, Decision, Stall};
+use crate::controller::repository::create_attempt;
+use crate::controller::repository::plan::{self, Decision};
 use crate::controller::repository::{held_by_another, status};
+use crate::controller::stall::{Stall, credentials_stall};
+use crate::controller::status_write::{self, Announce, Write};
 use crate::controller::watches;
 use crate::controller::workspace::Workspace;
-use crate::crd::{FlashbackRepository, FlashbackRepositoryStatus};
+use crate::crd::FlashbackRepository;
 use flashback_client::{ApiError, RepoWrite};
 
 /// One reconcile of one object. It keeps the object as its own writes left it (status and
@@ -107,7 +108,7 @@ impl<'a> Reconcile<'a> {
         let credentials = match self.credentials().await? {
             Ok(credentials) => credentials,
             Err(problem) => {
-                let stall = plan::credentials_stall(&problem);
+                let stall = credentials_stall(&problem);
                 return Ok(Err(self.report(None, stall.state()).await));
             }
         };
@@ -169,8 +170,8 @@ impl<'a> Reconcile<'a> {
     /// this attempt's repository from anyone else's if the answer is lost.
     async fn create(&mut self, credentials: &Credentials) -> Result<Action, Error> {
         let desired = plan::desired(&self.repo);
-        let attempt = CreateAttempt::next(
-            CreateAttempt::read(&self.repo).as_ref(),
+        let attempt = create_attempt::next(
+            create_attempt::read(&self.repo).as_ref(),
             &desired,
             k8s_openapi::jiff::Timestamp::now(),
         );
@@ -220,7 +221,7 @@ impl<'a> Reconcile<'a> {
             .confirm(credentials, workspace, &repo_id)
             .await
         {
-            Ok(Some(remote)) if attempt.made(&remote) => {}
+            Ok(Some(remote)) if create_attempt::made(&attempt, &remote) => {}
             Ok(_) => {
                 return Err(Error::NotYet(
                     "the repository id the API answered is not listed as the repository this \
@@ -315,7 +316,7 @@ impl<'a> Reconcile<'a> {
         // Only an id this object verified in its workspace and recorded in its status is
         // ever deleted; the adoption annotation alone names nothing to delete.
         let known = self.repo.status.as_ref().and_then(|s| s.repo_id.clone());
-        let attempt = CreateAttempt::read(&self.repo);
+        let attempt = create_attempt::read(&self.repo);
         // Nothing was ever created for this object: release it, credentials or not.
         if known.is_none() && !self.repo.create_started() {
             return Ok(Action::await_change());
@@ -344,7 +345,9 @@ impl<'a> Reconcile<'a> {
             // when these list it under the object's name.
             let recorded = known.as_deref() == Some(remote.id.as_str())
                 && (recorded_here || remote.name == self.repo.remote_name());
-            let made = attempt.as_ref().is_some_and(|a| a.made(remote));
+            let made = attempt
+                .as_ref()
+                .is_some_and(|a| create_attempt::made(a, remote));
             if !(recorded || made) {
                 continue;
             }
@@ -543,10 +546,10 @@ impl<'a> Reconcile<'a> {
             .await
     }
 
-    /// Writes the status through the status subresource, only when it changed, and publishes
-    /// an Event for every Stalled transition: a new stall reason, or the stall resolved.
-    /// Before the first write that records a repository, or begins a create, the finalizer
-    /// goes on, so nothing the object owns in Flashback can outlive it.
+    /// Writes the status (see [`status_write::write`]), announcing every Stalled transition:
+    /// a new stall reason, or the stall resolved. Before the first write that records a
+    /// repository, or begins a create, the finalizer goes on, so nothing the object owns in
+    /// Flashback can outlive it.
     async fn write(
         &mut self,
         repo_id: Option<String>,
@@ -564,69 +567,17 @@ impl<'a> Reconcile<'a> {
             Attempt::Begin(attempt) => next.create_attempt = Some(attempt),
             Attempt::Resolved => next.create_attempt = None,
         }
-        if self.repo.status.as_ref() == Some(&next) {
-            return Ok(());
-        }
-        // Announced once the write is in: a write refused because the object changed (the
-        // decision was made on a stale cache) must not announce what it decided.
-        let was_stalled = status::stalled_reason(self.repo.status.as_ref()).map(str::to_string);
-        let event = match state {
-            State::Stalled { reason, message }
-                if was_stalled.as_deref() != Some(reason.as_str()) =>
-            {
-                Some((EventType::Warning, *reason, message.clone()))
-            }
-            State::Stalled { .. } => None,
-            _ => was_stalled.map(|was| {
-                let note = format!("no longer stalled ({was}): {}", state.message());
-                (EventType::Normal, Reason::StallResolved, note)
-            }),
-        };
-        // The statistics belong to the stats task: leave them out so a status computed from a
-        // cached object never writes older figures back. The resourceVersion makes the write
-        // conditional: a status decided on a cache that missed a change is refused, not written.
-        let mut body = json!({
-            "status": FlashbackRepositoryStatus {
-                stats: None,
-                ..next.clone()
-            },
-        });
-        if next.create_attempt.is_none() && self.repo.create_started() {
-            // A merge patch leaves out what it does not name: the record goes by name.
-            body["status"]["createAttempt"] = serde_json::Value::Null;
-        }
-        if write == Write::Conditional {
-            body["metadata"] = json!({ "resourceVersion": self.repo.resource_version() });
-        }
-        let written = self
-            .api
-            .patch_status(
-                &self.repo.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(body),
-            )
-            .await
-            .map_err(Error::from_write);
-        let fresh = match written {
-            Ok(fresh) => fresh,
-            Err(error) => {
-                // Refused for good (a quota, an admission policy): the Event may be the only
-                // place a person learns the state at all.
-                if let Some((type_, reason, note)) = event.filter(|_| !error.is_stale()) {
-                    self.publish(type_, reason, note).await;
-                }
-                return Err(error);
-            }
-        };
-        match write {
-            Write::Conditional => self.repo = fresh,
-            Write::Unconditional => {
+        let announce = Announce::StallsAndResolutions;
+        let events = &self.ctx.events;
+        let written =
+            status_write::write(self.api, events, &self.repo, &next, state, write, announce);
+        match (written.await?, write) {
+            (None, _) => {}
+            (Some(fresh), Write::Conditional) => self.repo = fresh,
+            (Some(fresh), Write::Unconditional) => {
                 self.repo.status = Some(next);
                 self.after_unconditional_write(fresh);
             }
-        }
-        if let Some((type_, reason, note)) = event {
-            self.publish(type_, reason, note).await;
         }
         Ok(())
     }
@@ -674,12 +625,4 @@ enum Attempt {
     Begin(CreateAttempt),
     /// The outcome is known (recorded, or refused).
     Resolved,
-}
-
-/// Whether a status write carries the resourceVersion it was decided on.
-#[derive(PartialEq, Eq)]
-enum Write {
-    Conditional,
-    /// Only for facts that no change to the object can make stale (a repository created).
-    Unconditional,
 }

@@ -1,10 +1,12 @@
 //! The status a repository reconcile writes, computed as a pure function of what it found;
-//! the conditions themselves are the shared [`conditions`].
+//! the conditions themselves are the shared [`conditions`], and the write is the shared
+//! [`status_write`](crate::controller::status_write).
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::controller::conditions::{self, State};
 use crate::controller::ownership::Identity;
+use crate::controller::status_write::KindStatus;
 use crate::crd::{FlashbackRepository, FlashbackRepositoryStatus};
 
 /// The status to write: the current one with the id, name and conditions replaced. An id
@@ -45,9 +47,20 @@ pub fn next(
     }
 }
 
-/// The Stalled condition's reason when it is True.
-pub fn stalled_reason(status: Option<&FlashbackRepositoryStatus>) -> Option<&str> {
-    conditions::stalled_reason(&status?.conditions)
+impl KindStatus for FlashbackRepositoryStatus {
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+
+    /// The record of a create attempt, once its outcome is known.
+    fn cleared(&self, current: Option<&Self>) -> Vec<&'static str> {
+        let dropped = current.is_some_and(|current| current.create_attempt.is_some());
+        if self.create_attempt.is_none() && dropped {
+            vec!["createAttempt"]
+        } else {
+            Vec::new()
+        }
+    }
 }
 
 #[cfg(test)]
@@ -56,7 +69,6 @@ mod tests {
     use crate::controller::conditions::{READY, RECONCILING, STALLED};
     use crate::controller::reason::Reason;
     use crate::fixtures;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
     fn condition<'a>(status: &'a FlashbackRepositoryStatus, type_: &str) -> &'a Condition {
         status.conditions.iter().find(|c| c.type_ == type_).unwrap()
@@ -118,7 +130,10 @@ mod tests {
         assert_eq!(condition(&stalled, READY).last_transition_time, now);
         assert_eq!(condition(&stalled, READY).reason, "Unauthorized");
         assert_eq!(condition(&stalled, STALLED).status, "True");
-        assert_eq!(stalled_reason(Some(&stalled)), Some("Unauthorized"));
+        assert_eq!(
+            conditions::stalled_reason(&stalled.conditions),
+            Some("Unauthorized")
+        );
     }
 
     #[test]
