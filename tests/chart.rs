@@ -18,7 +18,6 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
-use serde::Deserialize as _;
 
 use crate::support::cluster::{DEADLINE, kube_client, kubeconfig_path, test_namespace};
 use crate::support::operator::Operator;
@@ -220,8 +219,9 @@ fn render(kube_version: &str, release: &str, namespace: &str, sets: &[&str]) -> 
         String::from_utf8_lossy(&output.stderr)
     );
     let yaml = String::from_utf8(output.stdout).unwrap();
-    let objects = serde_yaml::Deserializer::from_str(&yaml)
-        .map(|doc| serde_json::Value::deserialize(doc).expect("rendered YAML parses"))
+    let objects = serde_saphyr::from_multiple::<serde_json::Value>(&yaml)
+        .expect("rendered YAML parses")
+        .into_iter()
         .filter(|o| !o.is_null())
         .collect();
     Rendered { yaml, objects }
@@ -350,8 +350,9 @@ fn assert_contains(actual: &serde_json::Value, expected: &serde_json::Value, pat
 
 /// The documents of a multi-document YAML text.
 fn yaml_documents(text: &str) -> Vec<serde_json::Value> {
-    serde_yaml::Deserializer::from_str(text)
-        .map(|doc| serde_json::Value::deserialize(doc).expect("the YAML parses"))
+    serde_saphyr::from_multiple::<serde_json::Value>(text)
+        .expect("the YAML parses")
+        .into_iter()
         .filter(|doc| !doc.is_null())
         .collect()
 }
@@ -395,7 +396,7 @@ fn crds_dir() -> BTreeMap<String, serde_json::Value> {
 
 /// A top-level field of the chart's Chart.yaml, e.g. `version` or `appVersion`.
 fn chart_field(name: &str) -> String {
-    let manifest: serde_json::Value = serde_yaml::from_str(
+    let manifest: serde_json::Value = serde_saphyr::from_str(
         &std::fs::read_to_string(root().join(CHART).join("Chart.yaml")).unwrap(),
     )
     .unwrap();
@@ -958,8 +959,8 @@ fn service_account_kubeconfig(namespace: &str, account: &str) -> PathBuf {
         ],
         None,
     );
-    let admin: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(kubeconfig_path()).unwrap()).unwrap();
+    let admin: serde_json::Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(kubeconfig_path()).unwrap()).unwrap();
     let cluster = admin["clusters"][0]["cluster"].clone();
     let kubeconfig = serde_json::json!({
         "apiVersion": "v1",
@@ -973,7 +974,7 @@ fn service_account_kubeconfig(namespace: &str, account: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("chart-kubeconfigs");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("{namespace}-{account}.yaml"));
-    std::fs::write(&path, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
+    std::fs::write(&path, serde_saphyr::to_string(&kubeconfig).unwrap()).unwrap();
     path
 }
 
@@ -1342,8 +1343,9 @@ async fn the_operator_runs_on_the_charts_permissions_and_environment() {
     ));
 
     scene.create(&scene.mirror("own-secret")).await;
-    let by_default: flashback_operator::crd::FlashbackRepository = serde_yaml::from_str(&format!(
-        r#"
+    let by_default: flashback_operator::crd::FlashbackRepository =
+        serde_saphyr::from_str(&format!(
+            r#"
 apiVersion: flashback.tech/v1alpha1
 kind: FlashbackRepository
 metadata:
@@ -1355,9 +1357,9 @@ spec:
   buckets:
     - bucketId: {replica}
 "#,
-        replica = scene.buckets[1],
-    ))
-    .unwrap();
+            replica = scene.buckets[1],
+        ))
+        .unwrap();
     scene.create(&by_default).await;
     scene.wait_stalled("default-secret", "SecretNotFound").await;
     // The default Secret, in the release namespace (outside the watched one), comes later.
@@ -1498,7 +1500,7 @@ async fn helm_reports_the_kubernetes_version_it_was_built_for() {
         &["template", "capabilities", chart.to_str().unwrap()],
         None,
     );
-    let config_map: serde_json::Value = serde_yaml::from_str(&printed).unwrap();
+    let config_map: serde_json::Value = serde_saphyr::from_str(&printed).unwrap();
     let kubernetes = built_version("KUBERNETES_VERSION");
     let (major, rest) = kubernetes.split_once('.').unwrap();
     let minor = rest.split('.').next().unwrap();
@@ -1615,7 +1617,7 @@ fn earlier_chart(name: &str) -> PathBuf {
         }
         let text: String = docs
             .iter()
-            .map(|doc| format!("---\n{}", serde_yaml::to_string(doc).unwrap()))
+            .map(|doc| format!("---\n{}", serde_saphyr::to_string(doc).unwrap()))
             .collect();
         std::fs::write(&path, text).unwrap();
     }
@@ -2330,7 +2332,7 @@ fn alerts(rule: &serde_json::Value) -> BTreeMap<String, serde_json::Value> {
 
 /// The per-alert values of values.yaml (metrics.prometheusRule.alerts), by alert name.
 fn alert_values() -> BTreeMap<String, serde_json::Value> {
-    let values: serde_json::Value = serde_yaml::from_str(
+    let values: serde_json::Value = serde_saphyr::from_str(
         &std::fs::read_to_string(root().join(CHART).join("values.yaml")).unwrap(),
     )
     .unwrap();
@@ -2345,7 +2347,7 @@ fn promtool_check_rules(rule: &serde_json::Value) -> String {
         .tempfile()
         .unwrap();
     let groups = serde_json::json!({ "groups": rule["spec"]["groups"] });
-    std::fs::write(file.path(), serde_yaml::to_string(&groups).unwrap()).unwrap();
+    std::fs::write(file.path(), serde_saphyr::to_string(&groups).unwrap()).unwrap();
     let path = file.path().to_str().unwrap();
     let promtool = root().join("target/control-plane/bin/promtool");
     assert!(
