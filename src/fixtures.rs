@@ -7,7 +7,7 @@ use flashback_client::{Repo, RepoWrite};
 
 /// A MIRROR repository with a master and a second bucket, credentials from a Secret.
 pub fn repo(namespace: &str, name: &str) -> FlashbackRepository {
-    let mut repo: FlashbackRepository = serde_yaml::from_str(&format!(
+    let mut repo: FlashbackRepository = serde_saphyr::from_str(&format!(
         r#"
 apiVersion: flashback.tech/v1alpha1
 kind: FlashbackRepository
@@ -86,7 +86,7 @@ pub fn remote_repo(id: &str, body: &RepoWrite) -> Repo {
 
 /// A WRITE key of the repository `media`, written into the Secret of its own name.
 pub fn access_key(namespace: &str, name: &str) -> crate::crd::FlashbackAccessKey {
-    serde_yaml::from_str(&format!(
+    serde_saphyr::from_str(&format!(
         r#"
 apiVersion: flashback.tech/v1alpha1
 kind: FlashbackAccessKey
@@ -113,7 +113,7 @@ pub fn annotate_key(key: &mut crate::crd::FlashbackAccessKey, name: &str, value:
 
 /// An S3 bucket `photos` in ws-1 with its cloud credentials in the Secret `cloud`.
 pub fn bucket(namespace: &str, name: &str) -> crate::crd::FlashbackBucket {
-    serde_yaml::from_str(&format!(
+    serde_saphyr::from_str(&format!(
         r#"
 apiVersion: flashback.tech/v1alpha1
 kind: FlashbackBucket

@@ -38,7 +38,7 @@ fn secrets(scene: &Scene) -> Api<Secret> {
 }
 
 pub(crate) fn access_key(name: &str, access: &str) -> FlashbackAccessKey {
-    serde_yaml::from_str(&format!(
+    serde_saphyr::from_str(&format!(
         r#"
 apiVersion: flashback.tech/v1alpha1
 kind: FlashbackAccessKey
@@ -508,7 +508,7 @@ async fn the_examples_key_becomes_ready_and_its_deployment_mounts_that_secret() 
     let mut repo = scene.mirror("media-mirror");
     repo.metadata.name = Some("media-mirror".into());
     scene.create(&repo).await;
-    let key: FlashbackAccessKey = serde_yaml::from_str(
+    let key: FlashbackAccessKey = serde_saphyr::from_str(
         &std::fs::read_to_string(root.join("examples/access-key.yaml")).unwrap(),
     )
     .expect("the example is a FlashbackAccessKey");
@@ -518,7 +518,7 @@ async fn the_examples_key_becomes_ready_and_its_deployment_mounts_that_secret() 
     let data = secret_data(&scene, &secret_name).await;
     assert_eq!(data["AWS_ENDPOINT_URL"], ENDPOINT);
 
-    let deployment: k8s_openapi::api::apps::v1::Deployment = serde_yaml::from_str(
+    let deployment: k8s_openapi::api::apps::v1::Deployment = serde_saphyr::from_str(
         &std::fs::read_to_string(root.join("examples/app-using-access-key.yaml")).unwrap(),
     )
     .expect("the example is a Deployment");

@@ -23,7 +23,7 @@ pub(crate) fn buckets(scene: &Scene) -> Api<FlashbackBucket> {
 }
 
 pub(crate) fn bucket(name: &str) -> FlashbackBucket {
-    serde_yaml::from_str(&format!(
+    serde_saphyr::from_str(&format!(
         r#"
 apiVersion: flashback.tech/v1alpha1
 kind: FlashbackBucket
@@ -362,7 +362,7 @@ async fn a_bucket_and_a_repository_naming_it_applied_with_one_kubectl_apply_beco
         let scene = Scene::with_operator("bucket-ref").await;
         put_cloud_secret(&scene, "cloud-secret-ref-0001").await;
         let dir = tempfile::tempdir().unwrap();
-        let to_yaml = |value: serde_json::Value| serde_yaml::to_string(&value).unwrap();
+        let to_yaml = |value: serde_json::Value| serde_saphyr::to_string(&value).unwrap();
         std::fs::write(
             dir.path().join(repo_file),
             to_yaml(serde_json::to_value(mirror_naming_photos(&scene, "album")).unwrap()),

@@ -91,7 +91,7 @@ spec:
 async fn crd_becomes_established_and_is_served() {
     let client = kube_client().await;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd: CustomResourceDefinition = serde_yaml::from_str(WIDGET_CRD).unwrap();
+    let crd: CustomResourceDefinition = serde_saphyr::from_str(WIDGET_CRD).unwrap();
     crds.patch(
         "widgets.test.flashback.tech",
         &PatchParams::apply("flashback-operator-tests").force(),

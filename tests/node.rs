@@ -296,7 +296,7 @@ where
 }
 
 fn mirror(name: &str, remote: &Remote, primary: usize, replica: usize) -> FlashbackRepository {
-    serde_yaml::from_str(&format!(
+    serde_saphyr::from_str(&format!(
         r#"
 apiVersion: flashback.tech/v1alpha1
 kind: FlashbackRepository

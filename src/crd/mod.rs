@@ -165,13 +165,18 @@ fn unwrap_text(text: &str) -> String {
         .join("\n\n")
 }
 
-/// One CRD as its file in `crds/` holds it.
-fn crd_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_yaml::Error> {
-    Ok(format!("---\n{}", serde_yaml::to_string(crd)?))
+/// One CRD as its file in `crds/` holds it. Long descriptions stay on one line each (no folded
+/// `>-` blocks), so the files read and grep as the doc comments do.
+fn crd_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_saphyr::ser::Error> {
+    let options = serde_saphyr::ser_options! { prefer_block_scalars: false };
+    Ok(format!(
+        "---\n{}",
+        serde_saphyr::to_string_with_options(crd, options)?
+    ))
 }
 
 /// Every CRD this operator serves, as one multi-document YAML stream.
-pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
+pub fn crds_yaml() -> Result<String, serde_saphyr::ser::Error> {
     let mut yaml = String::new();
     for (_, crd) in crds() {
         yaml.push_str(&crd_yaml(&crd)?);

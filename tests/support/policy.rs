@@ -9,7 +9,6 @@ use std::time::Duration;
 use flashback_operator::crd::{FINALIZER, FlashbackRepository};
 use kube::api::PostParams;
 use kube::{Api, ResourceExt};
-use serde::Deserialize as _;
 
 use super::cluster::{DEADLINE, kubeconfig_path};
 use super::node::{root, run_ok, tool};
@@ -33,14 +32,15 @@ pub fn render(release: &str, watched: &str, sets: &[&str]) -> String {
         command.args(["--set", set]);
     }
     let yaml = run_ok(&mut command, Duration::from_secs(60));
-    serde_yaml::Deserializer::from_str(&yaml)
-        .map(|doc| serde_json::Value::deserialize(doc).expect("rendered YAML parses"))
+    serde_saphyr::from_multiple::<serde_json::Value>(&yaml)
+        .expect("rendered YAML parses")
+        .into_iter()
         .filter(|doc| {
             doc["kind"]
                 .as_str()
                 .is_some_and(|kind| kind.starts_with("MutatingAdmissionPolicy"))
         })
-        .map(|doc| format!("---\n{}", serde_yaml::to_string(&doc).expect("YAML")))
+        .map(|doc| format!("---\n{}", serde_saphyr::to_string(&doc).expect("YAML")))
         .collect()
 }
 

@@ -122,7 +122,7 @@ impl Scene {
 
     /// A MIRROR repository over the scene's two buckets, as a person would write it.
     pub fn mirror(&self, name: &str) -> FlashbackRepository {
-        serde_yaml::from_str(&format!(
+        serde_saphyr::from_str(&format!(
             r#"
 apiVersion: flashback.tech/v1alpha1
 kind: FlashbackRepository
