@@ -11,7 +11,7 @@ IMAGE_PROFILE ?= release
 .PHONY: image image-context node-up node-down demo-dev demo-dev-down chaos
 
 ## test: formatting, lints, unit, integration and end-to-end tests against a real API server
-## (and, in tests/node_e2e.rs, the image and the chart on a cluster with a real node),
+## (and, in tests/node.rs, the image and the chart on a cluster with a real node),
 ## then the demo once from start to Ready
 test: fmt-check clippy control-plane control-plane-node build-tests
 	$(CONTROL_PLANE)/with.sh $(CARGO) test --workspace --locked
@@ -87,7 +87,7 @@ demo-dev-down:
 
 ## demo-smoke: `make demo-dev` then `make demo-dev-down`, failing if the demo does not reach
 ## Ready (with the binaries `make test` built just before; the Helm path on the node is tested
-## by tests/node_e2e.rs)
+## by tests/node.rs)
 demo-smoke:
 	DEMO_SKIP_BUILD=1 demo/up.sh || { demo/down.sh; exit 1; }
 	demo/down.sh

@@ -15,7 +15,7 @@ struct Documented {
 }
 
 pub fn page() -> anyhow::Result<String> {
-    let values: Value = serde_yaml::from_str(VALUES).context("values.yaml does not parse")?;
+    let values: Value = serde_saphyr::from_str(VALUES).context("values.yaml does not parse")?;
     let documented = documented(VALUES);
     let missing = undocumented(&values, &documented);
     if !missing.is_empty() {
@@ -154,7 +154,7 @@ mod tests {
         let paths: Vec<String> = found.iter().map(|d| d.path.join(".")).collect();
         assert_eq!(paths, ["image.repository", "resources", "extra"]);
         assert_eq!(found[0].description, "The repository, on two lines.");
-        let values: Value = serde_yaml::from_str(yaml).unwrap();
+        let values: Value = serde_saphyr::from_str(yaml).unwrap();
         assert_eq!(undocumented(&values, &found), ["image.tag"]);
     }
 
