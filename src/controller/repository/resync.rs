@@ -237,6 +237,35 @@ mod tests {
     use super::*;
     use crate::fixtures;
 
+    #[tokio::test]
+    async fn the_workspaces_of_one_credential_take_turns_four_at_a_time() {
+        let lanes = Lanes::default();
+        let secret = |name: &str| SecretName {
+            namespace: "team-a".into(),
+            name: name.into(),
+        };
+        let shared = lanes.of(&secret("shared"));
+        let turns: Vec<_> = (0..SWEEPS_PER_CREDENTIAL)
+            .map(|_| shared.clone().try_acquire_owned().expect("a turn"))
+            .collect();
+        assert!(
+            lanes.of(&secret("shared")).try_acquire_owned().is_err(),
+            "a fifth sweep of the credential waits"
+        );
+        assert!(
+            lanes.of(&secret("own")).try_acquire_owned().is_ok(),
+            "another credential's sweeps do not"
+        );
+        drop(turns);
+        assert!(shared.clone().try_acquire_owned().is_ok());
+        drop(shared);
+        lanes.tidy();
+        assert!(
+            lanes.0.lock().unwrap().is_empty(),
+            "idle lanes are forgotten"
+        );
+    }
+
     #[test]
     fn one_group_per_secret_and_workspace_and_deleted_objects_left_out() {
         let a = fixtures::repo("team-a", "a");
