@@ -68,24 +68,7 @@ pub(crate) async fn wait_key(
     what: &str,
     check: impl Fn(&FlashbackAccessKey) -> bool,
 ) -> FlashbackAccessKey {
-    let api = keys(scene);
-    let waited = tokio::time::timeout(
-        DEADLINE,
-        await_condition(api.clone(), name, |key: Option<&FlashbackAccessKey>| {
-            key.is_some_and(&check)
-        }),
-    )
-    .await;
-    match waited {
-        Ok(Ok(Some(key))) => key,
-        other => {
-            let now = api.get_opt(name).await.ok().flatten();
-            panic!(
-                "{name} did not become {what} ({other:?}); its status is {:#?}",
-                now.and_then(|k| k.status)
-            )
-        }
-    }
+    crate::support::wait::until(&keys(scene), name, what, check).await
 }
 
 fn condition_is(key: &FlashbackAccessKey, type_: &str, status: &str, reason: &str) -> bool {

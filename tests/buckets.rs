@@ -9,9 +9,8 @@ use std::time::Duration;
 use flashback_operator::crd::FlashbackBucket;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::wait::{await_condition, conditions};
-use kube::{Api, ResourceExt};
 
 use crate::support::cluster::DEADLINE;
 use crate::support::scene::{Scene, WORKSPACE};
@@ -79,24 +78,7 @@ pub(crate) async fn wait_bucket(
     what: &str,
     check: impl Fn(&FlashbackBucket) -> bool,
 ) -> FlashbackBucket {
-    let api = buckets(scene);
-    let waited = tokio::time::timeout(
-        DEADLINE,
-        await_condition(api.clone(), name, |b: Option<&FlashbackBucket>| {
-            b.is_some_and(&check)
-        }),
-    )
-    .await;
-    match waited {
-        Ok(Ok(Some(bucket))) => bucket,
-        other => {
-            let now = api.get_opt(name).await.ok().flatten();
-            panic!(
-                "{name} did not become {what} ({other:?}); its status is {:#?}",
-                now.and_then(|b| b.status)
-            )
-        }
-    }
+    crate::support::wait::until(&buckets(scene), name, what, check).await
 }
 
 pub(crate) fn condition_is(
@@ -128,20 +110,7 @@ pub(crate) async fn create_bucket(scene: &Scene, bucket: &FlashbackBucket) {
 }
 
 pub(crate) async fn wait_bucket_gone(scene: &Scene, bucket: &FlashbackBucket) {
-    let released = tokio::time::timeout(
-        DEADLINE,
-        await_condition(
-            buckets(scene),
-            &bucket.name_any(),
-            conditions::is_deleted(&bucket.uid().unwrap()),
-        ),
-    )
-    .await;
-    assert!(
-        matches!(released, Ok(Ok(_))),
-        "{} was not released",
-        bucket.name_any()
-    );
+    crate::support::wait::deleted(&buckets(scene), bucket).await
 }
 
 #[tokio::test]

@@ -15,7 +15,6 @@ use flashback_operator::crd::{
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
@@ -24,10 +23,11 @@ use crate::buckets::{
     bucket, buckets, condition_is, create_bucket, mirror_naming_photos, put_cloud_secret,
     wait_bucket, wait_bucket_gone, wait_bucket_ready,
 };
-use crate::support::cluster::{DEADLINE, test_namespace};
+use crate::support::cluster::test_namespace;
 use crate::support::hostile::Impostor;
 use crate::support::operator::Operator;
 use crate::support::scene::{SECRET, Scene, WORKSPACE, condition};
+use crate::support::wait;
 
 /// A Secret with these string values.
 async fn put_secret(kube: &kube::Client, namespace: &str, name: &str, data: &[(&str, &str)]) {
@@ -61,53 +61,6 @@ fn labelled<K: kube::Resource>(mut object: K, run: &str) -> K {
         .get_or_insert_with(Default::default)
         .insert("hostile-run".into(), run.to_string());
     object
-}
-
-/// Waits until `check` holds for the named object of `api`.
-async fn wait_until<K>(api: &Api<K>, name: &str, what: &str, check: impl Fn(&K) -> bool) -> K
-where
-    K: kube::Resource
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let waited = tokio::time::timeout(
-        DEADLINE,
-        await_condition(api.clone(), name, |object: Option<&K>| {
-            object.is_some_and(&check)
-        }),
-    )
-    .await;
-    match waited {
-        Ok(Ok(Some(object))) => object,
-        other => panic!(
-            "{name} did not become {what} ({other:?}); it is {:#?}",
-            api.get_opt(name).await.ok().flatten()
-        ),
-    }
-}
-
-async fn wait_deleted<K>(api: &Api<K>, object: &K)
-where
-    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
-{
-    let released = tokio::time::timeout(
-        DEADLINE,
-        await_condition(
-            api.clone(),
-            &object.name_any(),
-            conditions::is_deleted(&object.uid().unwrap()),
-        ),
-    )
-    .await;
-    assert!(
-        matches!(released, Ok(Ok(_))),
-        "{} was not released",
-        object.name_any()
-    );
 }
 
 fn stalled_reason_of(repo: &FlashbackRepository) -> Option<String> {
@@ -259,12 +212,12 @@ async fn a_create_answered_with_another_tenants_ids_never_reaches_them() {
     patch_both(unpause).await;
     // What its own server answered is recorded, confirmed by that server's own listing: on
     // that API only.
-    let recorded = wait_until(&attacker_repos, "lure", "recording the answered id", |r| {
+    let recorded = wait::until(&attacker_repos, "lure", "recording the answered id", |r| {
         r.status.as_ref().and_then(|s| s.repo_id.as_deref()) == Some(victim_repo.as_str())
     })
     .await;
     assert!(recorded.status.unwrap().recorded_with.is_some());
-    wait_until(
+    wait::until(
         &attacker_buckets,
         "lure-bucket",
         "recording the answered id",
@@ -282,7 +235,7 @@ async fn a_create_answered_with_another_tenants_ids_never_reaches_them() {
     .await;
     patch_both(json!({"spec": {"credentialsSecretRef": {"name": "shared"}}})).await;
     // Same name: listed under it, but the victim recorded that id on this API first.
-    let lure = wait_until(&attacker_repos, "lure", "stalled", |r| {
+    let lure = wait::until(&attacker_repos, "lure", "stalled", |r| {
         stalled_reason_of(r).is_some()
     })
     .await;
@@ -291,7 +244,7 @@ async fn a_create_answered_with_another_tenants_ids_never_reaches_them() {
         Some("ManagedByAnotherObject")
     );
     // Another name: not listed under it with the new credentials.
-    let lure_bucket = wait_until(&attacker_buckets, "lure-bucket", "stalled", |b| {
+    let lure_bucket = wait::until(&attacker_buckets, "lure-bucket", "stalled", |b| {
         bucket_stalled_reason(b).is_some()
     })
     .await;
@@ -356,8 +309,8 @@ async fn a_create_answered_with_another_tenants_ids_never_reaches_them() {
         .delete("lure-bucket", &DeleteParams::default())
         .await
         .unwrap();
-    wait_deleted(&attacker_repos, &lure).await;
-    wait_deleted(&attacker_buckets, &lure_bucket).await;
+    wait::deleted(&attacker_repos, &lure).await;
+    wait::deleted(&attacker_buckets, &lure_bucket).await;
     assert_eq!(victim.calls("DELETE", "/repo/{id}").await, 0);
     assert_eq!(victim.calls("DELETE", "/bucket/{id}").await, 0);
     assert!(
@@ -415,7 +368,7 @@ async fn a_refused_bucket_register_never_deregisters_another_tenants_bucket() {
         .create(&PostParams::default(), &refused)
         .await
         .unwrap();
-    let stalled = wait_until(&team_c, "photos", "stalled", |b| {
+    let stalled = wait::until(&team_c, "photos", "stalled", |b| {
         bucket_stalled_reason(b).is_some()
     })
     .await;
@@ -443,7 +396,7 @@ async fn a_refused_bucket_register_never_deregisters_another_tenants_bucket() {
         .delete("photos", &DeleteParams::default())
         .await
         .unwrap();
-    wait_deleted(&team_c, &stalled).await;
+    wait::deleted(&team_c, &stalled).await;
     assert_eq!(team_a.calls("DELETE", "/bucket/{id}").await, 0);
     assert!(
         team_a
@@ -597,7 +550,7 @@ async fn deleting_a_paused_repository_with_keys_writes_nothing_and_never_waits()
         .delete("reader", &DeleteParams::default())
         .await
         .unwrap();
-    wait_deleted(&keys(&scene), &reader).await;
+    wait::deleted(&keys(&scene), &reader).await;
     assert_eq!(scene.calls("DELETE", "/repo/{id}/apikey/{keyId}").await, 0);
 }
 

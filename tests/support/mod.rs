@@ -9,6 +9,7 @@ pub mod node;
 pub mod operator;
 pub mod policy;
 pub mod scene;
+pub mod wait;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
