@@ -775,9 +775,11 @@ async fn new_kinds() -> anyhow::Result<()> {
         flooder.flood_keys_of(&key.uid().unwrap_or_default());
         hostile_objects += 1;
     }
+    // A bucket of the organisation that no FlashbackBucket manages (one the honest tenant
+    // manages is refused by id to another namespace).
     let by_id = |mut repo: FlashbackRepository| {
         repo.spec.buckets[0].bucket_ref = None;
-        repo.spec.buckets[0].bucket_id = Some(bucket_ids[0].clone());
+        repo.spec.buckets[0].bucket_id = Some(honest.buckets[1].clone());
         repo
     };
     let keyring = by_id(repository_object(&honest, "keyring", "", "keys", &run));

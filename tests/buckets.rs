@@ -497,3 +497,37 @@ async fn a_bucket_whose_cloud_secret_went_first_is_still_deregistered() {
         "deregistered without the cloud credentials"
     );
 }
+
+#[tokio::test]
+async fn a_repository_naming_its_bucket_by_ref_has_its_drift_corrected() {
+    let scene = Scene::with_operator("bucket-drift").await;
+    put_cloud_secret(&scene, "drift-cloud-secret-0001").await;
+    create_bucket(&scene, &bucket("photos")).await;
+    wait_bucket_ready(&scene, "photos").await;
+    scene.create(&mirror_naming_photos(&scene, "album")).await;
+    let repo_id = scene
+        .wait_ready("album")
+        .await
+        .status
+        .unwrap()
+        .repo_id
+        .unwrap();
+    let renamed = flashback_emulator::RepoPatch {
+        name: Some("renamed-by-hand".into()),
+        ..flashback_emulator::RepoPatch::default()
+    };
+    scene.control.patch_repo(&repo_id, &renamed).await.unwrap();
+    // Only a resync (every 3 s) can notice it.
+    tokio::time::timeout(Duration::from_secs(12), async {
+        while !scene
+            .remote_repos()
+            .await
+            .iter()
+            .any(|r| r.id == repo_id && r.name == "album")
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the drift is corrected within the deadline");
+}

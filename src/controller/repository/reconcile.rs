@@ -258,9 +258,9 @@ impl<'a> Reconcile<'a> {
     ) -> Result<Action, Error> {
         self.announce_adoption(&repo_id).await;
         let drift = plan::is_drift(&self.repo);
+        let desired = plan::desired(&self.repo);
         self.write_status(Some(repo_id.clone()), &plan::updating())
             .await?;
-        let desired = plan::desired(&self.repo);
         let workspace = &self.repo.spec.workspace_id;
         if let Err(error) = self
             .ctx
@@ -573,7 +573,7 @@ impl<'a> Reconcile<'a> {
             status_write::write(self.api, events, &self.repo, &next, state, write, announce);
         match (written.await?, write) {
             (None, _) => {}
-            (Some(fresh), Write::Conditional) => self.repo = fresh,
+            (Some(fresh), Write::Conditional) => self.take_written(fresh),
             (Some(fresh), Write::Unconditional) => {
                 self.repo.status = Some(next);
                 self.after_unconditional_write(fresh);
@@ -588,14 +588,26 @@ impl<'a> Reconcile<'a> {
 
     /// Adds the finalizer, conditional on the resourceVersion read.
     async fn ensure_finalizer(&mut self) -> Result<(), Error> {
-        self.repo = finalizer::set(self.api, self.repo.clone(), true).await?;
+        let fresh = finalizer::set(self.api, self.repo.clone(), true).await?;
+        self.take_written(fresh);
         Ok(())
     }
 
     /// Releases the object, conditional on the resourceVersion read.
     async fn remove_finalizer(&mut self) -> Result<(), Error> {
-        self.repo = finalizer::set(self.api, self.repo.clone(), false).await?;
+        let fresh = finalizer::set(self.api, self.repo.clone(), false).await?;
+        self.take_written(fresh);
         Ok(())
+    }
+
+    /// The object as a conditional write left it. The write succeeding proves the spec is the
+    /// one read, so the buckets this reconcile resolved (`bucketRef` to ids) stay as resolved:
+    /// the API server's copy names them by reference only, and a request built from it would
+    /// send no bucket ids.
+    fn take_written(&mut self, fresh: FlashbackRepository) {
+        let resolved = std::mem::take(&mut self.repo.spec.buckets);
+        self.repo = fresh;
+        self.repo.spec.buckets = resolved;
     }
 
     /// After a write that was not conditional, the object this reconcile decided on stays its
