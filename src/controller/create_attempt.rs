@@ -28,6 +28,8 @@ impl CreateAttempt {
             nonce: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
             name: name.to_string(),
             sent: fingerprint(fields),
+            api: None,
+            credentials: None,
         }
     }
 

@@ -13,7 +13,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::controller::credentials::SecretName;
 use crate::controller::digest::digest;
-pub use crate::crd::RecordedWith;
+pub use crate::crd::{CreateAttempt, RecordedWith};
 use flashback_client::Url;
 
 /// The API and credentials an object acts with now, as digests.
@@ -41,6 +41,26 @@ impl Identity {
     /// reconcile, and two such records of one id hold against each other (see [`holds`]).
     pub fn confirmed(&self, with: Option<&RecordedWith>) -> bool {
         with.is_none_or(|with| with.api == self.api && with.credentials == self.credentials)
+    }
+
+    /// `attempt`, marked as sent with this API and these credentials.
+    pub fn stamp(&self, attempt: CreateAttempt) -> CreateAttempt {
+        CreateAttempt {
+            api: Some(self.api.clone()),
+            credentials: Some(self.credentials.clone()),
+            ..attempt
+        }
+    }
+
+    /// Whether `attempt` was sent with this API and these credentials: only then can a
+    /// listing with them show what it made. (One from before they were kept counts.) An
+    /// attempt sent to a tenant's own server never claims anything listed elsewhere.
+    pub fn sent(&self, attempt: &CreateAttempt) -> bool {
+        attempt.api.as_ref().is_none_or(|api| *api == self.api)
+            && attempt
+                .credentials
+                .as_ref()
+                .is_none_or(|credentials| *credentials == self.credentials)
     }
 
     /// The record to write with `id`: the current one while it already records that id with
@@ -141,6 +161,23 @@ mod tests {
         assert!(!identity("https://own.example/", "token").confirmed(Some(&with)));
         assert!(!identity("https://api.example/", "other").confirmed(Some(&with)));
         assert!(!format!("{with:?}").contains("api.example"), "digests only");
+    }
+
+    #[test]
+    fn an_attempt_claims_only_what_a_listing_of_where_it_was_sent_shows() {
+        let here = identity("https://api.example/", "token");
+        let attempt = CreateAttempt {
+            started_at: at("2026-12-07T10:00:00Z"),
+            nonce: "n".into(),
+            name: "media".into(),
+            sent: "f".into(),
+            api: None,
+            credentials: None,
+        };
+        assert!(here.sent(&attempt), "a record from before counts");
+        let stamped = identity("https://own.example/", "mine").stamp(attempt.clone());
+        assert!(!here.sent(&stamped), "sent to a tenant's own server");
+        assert!(here.sent(&here.stamp(attempt)));
     }
 
     #[test]

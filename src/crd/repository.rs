@@ -234,6 +234,13 @@ pub struct CreateAttempt {
     pub name: String,
     /// A fingerprint of the whole request body the attempt sent.
     pub sent: String,
+    /// The SHA-256 of the API URL the attempt was sent to (not the URL): only a listing of
+    /// that API can show what it made. Absent in records from before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<String>,
+    /// The SHA-256 of the credentials Secret's namespace and name the attempt was sent with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<String>,
 }
 
 /// Usage statistics reported by Flashback.

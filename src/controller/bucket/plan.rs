@@ -239,14 +239,14 @@ pub fn decide(
         remote
     } else if let Some(id) = recorded.filter(|_| !recorded_here) {
         return Decision::Stall(recorded_elsewhere("bucket", id, name, workspace));
-    } else if let Some(remote) =
-        status
-            .and_then(|s| s.create_attempt.as_ref())
-            .and_then(|attempt| {
-                listing
-                    .iter()
-                    .find(|b| made_by(attempt, b) && !held(&b.id) && answers::plausible_id(&b.id))
-            })
+    } else if let Some(remote) = status
+        .and_then(|s| s.create_attempt.as_ref())
+        .filter(|attempt| identity.sent(attempt))
+        .and_then(|attempt| {
+            listing
+                .iter()
+                .find(|b| made_by(attempt, b) && !held(&b.id) && answers::plausible_id(&b.id))
+        })
     {
         remote
     } else if let Some(remote) = listing.iter().find(|b| b.name == name) {
@@ -326,11 +326,12 @@ pub fn claim(bucket: &FlashbackBucket) -> Claim<'_> {
 }
 
 /// Whether the listed `remote` is what the attempt the status records made.
-pub fn made_by_attempt(bucket: &FlashbackBucket, remote: &Bucket) -> bool {
+pub fn made_by_attempt(bucket: &FlashbackBucket, remote: &Bucket, identity: &Identity) -> bool {
     bucket
         .status
         .as_ref()
         .and_then(|s| s.create_attempt.as_ref())
+        .filter(|attempt| identity.sent(attempt))
         .is_some_and(|attempt| made_by(attempt, remote))
 }
 
@@ -351,7 +352,7 @@ pub fn doomed<'a>(
         .filter(|remote| {
             let ours = recorded == Some(remote.id.as_str())
                 && (recorded_here || remote.name == bucket.remote_name());
-            ours || made_by_attempt(bucket, remote)
+            ours || made_by_attempt(bucket, remote, identity)
         })
         .partition(|remote| !held(&remote.id))
 }

@@ -138,6 +138,11 @@ impl<'a> Reconcile<'a> {
         digest: String,
     ) -> Result<Action, Error> {
         let attempt = plan::next_attempt(&self.bucket, k8s_openapi::jiff::Timestamp::now());
+        // Observed before any register: the API and credentials this attempt goes to.
+        let attempt = match &self.identity {
+            Some(identity) => identity.stamp(attempt),
+            None => attempt,
+        };
         let creating = State::Progressing {
             reason: Reason::Creating,
             message: "registering the bucket".into(),

@@ -259,11 +259,14 @@ pub fn decide(
             &desired.name,
             workspace_id,
         ));
-    } else if let Some(remote) = create_attempt::read(repo).and_then(|attempt| {
-        workspace
-            .named(&attempt.name)
-            .find(|r| create_attempt::made(&attempt, r) && !held(&r.id))
-    }) {
+    } else if let Some(remote) = create_attempt::read(repo)
+        .filter(|attempt| identity.sent(attempt))
+        .and_then(|attempt| {
+            workspace
+                .named(&attempt.name)
+                .find(|r| create_attempt::made(&attempt, r) && !held(&r.id))
+        })
+    {
         Some(remote)
     } else if let Some(remote) = by_name {
         if held(&remote.id) {
@@ -821,6 +824,45 @@ mod tests {
             Decision::InSync {
                 repo_id: "someone-elses".into()
             }
+        );
+    }
+
+    #[test]
+    fn an_attempt_sent_to_another_api_claims_nothing_listed_here() {
+        let mut repo = fixtures::repo("team-a", "media");
+        mark(&mut repo, "2026-11-26T19:00:00Z");
+        let own_server = Identity::new(
+            &"http://127.0.0.1:9/".parse().unwrap(),
+            &crate::controller::credentials::SecretName {
+                namespace: "team-a".into(),
+                name: "own".into(),
+            },
+        );
+        let status = repo.status.as_mut().unwrap();
+        let sent = own_server.stamp(status.create_attempt.take().unwrap());
+        status.create_attempt = Some(sent);
+        let mut theirs = remote_of(&repo, "r1");
+        theirs.created_at = Some("2026-11-26T19:00:02Z".into());
+        let Decision::Stall(stall) = decide(
+            &repo,
+            &Workspace::from(vec![theirs.clone()]),
+            &here(),
+            none_held,
+        ) else {
+            panic!("a stall");
+        };
+        assert_eq!(stall.reason, Reason::NameAlreadyUsed);
+        assert_eq!(
+            decide(
+                &repo,
+                &Workspace::from(vec![theirs]),
+                &own_server,
+                none_held
+            ),
+            Decision::InSync {
+                repo_id: "r1".into()
+            },
+            "where it was sent, it claims what it made"
         );
     }
 

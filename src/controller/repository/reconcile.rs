@@ -175,6 +175,11 @@ impl<'a> Reconcile<'a> {
             &desired,
             k8s_openapi::jiff::Timestamp::now(),
         );
+        // Observed before any create: the API and credentials this attempt goes to.
+        let attempt = match &self.identity {
+            Some(identity) => identity.stamp(attempt),
+            None => attempt,
+        };
         self.write(
             None,
             &plan::creating(),
@@ -327,6 +332,8 @@ impl<'a> Reconcile<'a> {
         };
         // A create whose outcome was never recorded (a crash, a status write that failed) may
         // have made a repository: look with a listing from after it, so nothing leaks.
+        // Only an attempt sent with these credentials can have made something they list.
+        let attempt = attempt.filter(|a| self.ctx.identity_of(&self.repo, &credentials).sent(a));
         let fetched_after = attempt.is_some().then(Instant::now);
         let listing = match self.list(&credentials, fetched_after).await {
             Ok(listing) => listing,
