@@ -18,6 +18,19 @@ use crate::controller::error::Error;
 use crate::controller::events::{self, EventType, Publisher};
 use crate::controller::reason::Reason;
 
+/// The fields a status with a create record clears of `current`: the record, once the
+/// create's outcome is known (this status has none and `current` had one).
+pub fn cleared_create_attempt(
+    next: Option<&crate::crd::CreateAttempt>,
+    current: Option<&crate::crd::CreateAttempt>,
+) -> Vec<&'static str> {
+    if next.is_none() && current.is_some() {
+        vec!["createAttempt"]
+    } else {
+        Vec::new()
+    }
+}
+
 /// What the shared write needs to know of a kind's status.
 pub trait KindStatus: Serialize + PartialEq {
     /// Its conditions, to tell a new stall from one already announced.

@@ -500,13 +500,8 @@ impl KindStatus for FlashbackBucketStatus {
         &self.conditions
     }
 
-    /// The record of a create attempt, once its outcome is known.
     fn cleared(&self, current: Option<&Self>) -> Vec<&'static str> {
-        let dropped = current.is_some_and(|current| current.create_attempt.is_some());
-        if self.create_attempt.is_none() && dropped {
-            vec!["createAttempt"]
-        } else {
-            Vec::new()
-        }
+        let current = current.and_then(|current| current.create_attempt.as_ref());
+        status_write::cleared_create_attempt(self.create_attempt.as_ref(), current)
     }
 }

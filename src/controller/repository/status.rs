@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::controller::conditions::{self, State};
 use crate::controller::ownership::Identity;
-use crate::controller::status_write::KindStatus;
+use crate::controller::status_write::{self, KindStatus};
 use crate::crd::{FlashbackRepository, FlashbackRepositoryStatus};
 
 /// The status to write: the current one with the id, name and conditions replaced. An id
@@ -52,14 +52,9 @@ impl KindStatus for FlashbackRepositoryStatus {
         &self.conditions
     }
 
-    /// The record of a create attempt, once its outcome is known.
     fn cleared(&self, current: Option<&Self>) -> Vec<&'static str> {
-        let dropped = current.is_some_and(|current| current.create_attempt.is_some());
-        if self.create_attempt.is_none() && dropped {
-            vec!["createAttempt"]
-        } else {
-            Vec::new()
-        }
+        let current = current.and_then(|current| current.create_attempt.as_ref());
+        status_write::cleared_create_attempt(self.create_attempt.as_ref(), current)
     }
 }
 
