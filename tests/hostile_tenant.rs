@@ -332,8 +332,12 @@ async fn a_refused_bucket_register_never_deregisters_another_tenants_bucket() {
     let team_c_namespace = test_namespace(&team_a.kube, "team-c").await;
     let run = uuid::Uuid::new_v4().simple().to_string();
     let selector = format!("hostile-run={run}");
-    let _operator =
-        Operator::start_cluster_wide(team_a.emulator.base_url(), &["--selector", &selector]);
+    // A refused register is tried again at the resync: an hour apart here, so that team-c's
+    // stays refused (as bad cloud keys would) while team-a registers the name.
+    let _operator = Operator::start_cluster_wide(
+        team_a.emulator.base_url(),
+        &["--selector", &selector, "--resync-interval", "1h"],
+    );
     let team_c: Api<FlashbackBucket> = Api::namespaced(team_a.kube.clone(), &team_c_namespace);
     put_secret(
         &team_a.kube,
