@@ -21,3 +21,4 @@ mod lifecycle;
 mod node;
 mod observability;
 mod tenancy;
+mod writes;

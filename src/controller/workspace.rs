@@ -119,6 +119,7 @@ mod tests {
             created_at: None,
             buckets: Vec::new(),
             disabled: None,
+            ai_llms: Vec::new(),
         }
     }
 

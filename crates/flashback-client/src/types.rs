@@ -148,6 +148,7 @@ impl RepoWrite {
                 })
                 .collect(),
             disabled: None,
+            ai_llms: self.repo_ai_llms.clone(),
         }
     }
 }
@@ -188,6 +189,42 @@ pub struct Repo {
     pub buckets: Vec<RepoBucket>,
     #[serde(default)]
     pub disabled: Option<bool>,
+    /// `aiLlms`: the AI models attached to the repo (in the web console), by id alone.
+    /// Absent or `null` reads as empty.
+    #[serde(default, deserialize_with = "listed_ai_llms")]
+    pub ai_llms: Vec<AiLlmRef>,
+}
+
+/// Reads `aiLlms` for the ids alone: an entry's `aiLlmId`, else its `id`, else the entry
+/// itself when it is a string. Whatever else an entry carries (a model's settings, perhaps its
+/// provider's key) is never kept, so it cannot reach a log; an entry without an id is skipped
+/// rather than failing the whole listing.
+fn listed_ai_llms<'de, D>(deserializer: D) -> Result<Vec<AiLlmRef>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Entry {
+        Id(String),
+        Object {
+            #[serde(default, rename = "aiLlmId")]
+            ai_llm_id: Option<String>,
+            #[serde(default)]
+            id: Option<String>,
+        },
+        Unreadable(serde::de::IgnoredAny),
+    }
+    let entries = Option::<Vec<Entry>>::deserialize(deserializer)?.unwrap_or_default();
+    Ok(entries
+        .into_iter()
+        .filter_map(|entry| match entry {
+            Entry::Id(id) => Some(id),
+            Entry::Object { ai_llm_id, id } => ai_llm_id.or(id),
+            Entry::Unreadable(_) => None,
+        })
+        .map(|ai_llm_id| AiLlmRef { ai_llm_id })
+        .collect())
 }
 
 /// One bucket of a listed [`Repo`]. The embedded `bucket` object, which may carry credentials,
@@ -579,6 +616,42 @@ mod tests {
         assert_eq!(repo.disabled, None);
         let printed = format!("{repo:?}");
         assert!(!printed.contains("AKIAEXAMPLEKEY") && !printed.contains("c2VjcmV0"));
+    }
+
+    #[test]
+    fn a_listed_repo_keeps_its_ai_models_by_id_and_nothing_else_of_them() {
+        let repo: Repo = serde_json::from_value(json!({
+            "id": "r1", "name": "media", "storageType": "S3", "mode": "MIRROR",
+            "aiLlms": [
+                {"aiLlmId": "llm-1", "id": "link-9", "aiLlm": {"apiKey": "sk-EXAMPLESECRET"}},
+                {"id": "llm-2", "name": "summaries", "apiKey": "sk-OTHERSECRET"},
+                "llm-3",
+                {"name": "no id"},
+                7
+            ]
+        }))
+        .unwrap();
+        let ids: Vec<_> = repo.ai_llms.iter().map(|a| a.ai_llm_id.as_str()).collect();
+        assert_eq!(ids, ["llm-1", "llm-2", "llm-3"]);
+        let printed = format!("{repo:?}");
+        assert!(!printed.contains("EXAMPLESECRET") && !printed.contains("OTHERSECRET"));
+    }
+
+    #[test]
+    fn a_listed_repo_without_ai_models_reads_as_having_none() {
+        for ai_llms in [json!(null), json!([])] {
+            let repo: Repo = serde_json::from_value(json!({
+                "id": "r1", "name": "media", "storageType": "S3", "mode": "MIRROR",
+                "aiLlms": ai_llms
+            }))
+            .unwrap();
+            assert!(repo.ai_llms.is_empty());
+        }
+        let repo: Repo = serde_json::from_value(json!({
+            "id": "r1", "name": "media", "storageType": "S3", "mode": "MIRROR"
+        }))
+        .unwrap();
+        assert!(repo.ai_llms.is_empty());
     }
 
     #[test]

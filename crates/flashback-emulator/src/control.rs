@@ -85,6 +85,10 @@ pub struct RepoPatch {
     pub mode: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled: Option<bool>,
+    /// The AI models attached to the repo, as `GET /repo` will list them (`aiLlms`): what a
+    /// person attaches in the web console, which no write of the operator's names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ai_llms: Option<Vec<serde_json::Value>>,
 }
 
 /// A repository access key as `GET /_emulator/repos/{id}/keys` lists it; the sealed secret the

@@ -1019,6 +1019,9 @@ async fn patch_repo(
         if let Some(disabled) = patch.disabled {
             repo.disabled = disabled;
         }
+        if let Some(ai_llms) = patch.ai_llms {
+            repo.ai_llms = ai_llms;
+        }
         true
     })
 }

@@ -107,6 +107,12 @@ impl Emulator {
         answer["repoId"].as_str().unwrap().to_owned()
     }
 
+    /// The `aiLlms` of a repo, as `GET /repo` lists them.
+    async fn ai_llms(&self, repo: &str) -> Value {
+        let (_, listing) = self.get(&format!("/repo?repoId={repo}")).await;
+        listing["repos"][0]["aiLlms"].clone()
+    }
+
     async fn listed_bucket(&self, id: &str) -> Value {
         let (_, listing) = self.get("/bucket").await;
         listing["buckets"]
@@ -192,6 +198,58 @@ async fn validating_an_update_does_not_clash_with_the_repo_itself() {
     assert_eq!(calls.count_status("POST", "/repo/{id}/validate", 200), 2);
     assert_eq!(calls.count_status("POST", "/repo/{id}/validate", 404), 1);
     assert_eq!(calls.count_status("POST", "/repo/validate", 200), 1);
+}
+
+#[tokio::test]
+async fn ai_models_are_written_listed_replaced_by_a_put_and_set_behind_the_apis_back() {
+    let emu = Emulator::start(None).await;
+    let b1 = emu.bucket("b1", WS, json!({})).await;
+    let write = |ai_llms: Value| {
+        json!({"name": "media", "storageType": "S3", "mode": "NORMAL", "workspaceId": WS,
+               "repoBuckets": [{"bucketId": b1, "folder": "media"}], "repoAiLlms": ai_llms})
+    };
+    let (status, answer) = emu
+        .post("/repo", write(json!([{"aiLlmId": "llm-1"}])))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let repo = answer["repoId"].as_str().unwrap().to_owned();
+    assert_eq!(emu.ai_llms(&repo).await, json!([{"aiLlmId": "llm-1"}]));
+
+    // Attached in the web console: the API's own writes are not involved.
+    let attached = json!([{"aiLlmId": "llm-1"}, {"aiLlmId": "llm-2"}]);
+    emu.running
+        .control()
+        .patch_repo(
+            &repo,
+            &flashback_emulator::RepoPatch {
+                ai_llms: Some(attached.as_array().unwrap().clone()),
+                ..flashback_emulator::RepoPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(emu.ai_llms(&repo).await, attached);
+
+    // A PUT is a full replacement: what it carries stays, and one without them drops them.
+    let (status, answer) = emu
+        .put(&format!("/repo/{repo}"), write(attached.clone()))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(emu.ai_llms(&repo).await, attached);
+    let mut without = write(json!(null));
+    without.as_object_mut().unwrap().remove("repoAiLlms");
+    let (status, answer) = emu.put(&format!("/repo/{repo}"), without).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(emu.ai_llms(&repo).await, json!([]));
+
+    // The control route refuses a repo that does not exist.
+    let control = emu.running.control();
+    assert!(
+        control
+            .patch_repo("nope", &flashback_emulator::RepoPatch::default())
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]

@@ -16,7 +16,8 @@ use crate::crd::{
 
 use flashback_client::{self as flashback, ApiError, Repo, RepoBucketWrite, RepoWrite};
 
-/// The repository the spec asks for, as the API's create and update body.
+/// The repository the spec asks for, as the API's create body. It attaches no AI models: the
+/// spec has no say in them.
 pub fn desired(repo: &FlashbackRepository) -> RepoWrite {
     let spec = &repo.spec;
     RepoWrite {
@@ -44,6 +45,18 @@ pub fn desired(repo: &FlashbackRepository) -> RepoWrite {
             .collect(),
         repo_ai_llms: Vec::new(),
     }
+}
+
+/// The update body of a repository listed as `listed`: the spec's repository, carrying over
+/// what the spec has no say in (the AI models attached in the web console). A `PUT` replaces
+/// the whole repository, so what it leaves out, it takes away from whoever attached it.
+/// Nothing else the listing holds (`disabled`, keys, `createdAt`) is a field a write takes.
+pub fn desired_over(repo: &FlashbackRepository, listed: Option<&Repo>) -> RepoWrite {
+    let mut body = desired(repo);
+    if let Some(listed) = listed {
+        body.repo_ai_llms = listed.ai_llms.clone();
+    }
+    body
 }
 
 /// Where a FlashbackBucket that a repository names stands.
@@ -739,6 +752,78 @@ mod tests {
         assert_eq!(body.repo_buckets.len(), 2);
         assert!(body.repo_buckets[0].master);
         assert_eq!(body.repo_buckets[1].folder, None);
+    }
+
+    fn attached(ids: &[&str]) -> Vec<flashback::AiLlmRef> {
+        ids.iter()
+            .map(|id| flashback::AiLlmRef {
+                ai_llm_id: id.to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_update_keeps_the_ai_models_attached_in_the_console() {
+        let repo = fixtures::repo("team-a", "media");
+        let mut listed = remote_of(&repo, "r1");
+        listed.ai_llms = attached(&["llm-1", "llm-2"]);
+        let body = desired_over(&repo, Some(&listed));
+        assert_eq!(body.repo_ai_llms, attached(&["llm-1", "llm-2"]));
+        // Everything else is still the spec's.
+        assert_eq!(
+            RepoWrite {
+                repo_ai_llms: Vec::new(),
+                ..body
+            },
+            desired(&repo)
+        );
+    }
+
+    #[test]
+    fn an_update_takes_the_rest_from_the_spec_not_from_the_listing() {
+        let repo = fixtures::repo("team-a", "media");
+        let mut listed = remote_of(&repo, "r1");
+        listed.name = "renamed-by-hand".into();
+        listed.mode = flashback::RepoMode::Backup;
+        listed.buckets.clear();
+        listed.disabled = Some(true);
+        assert_eq!(desired_over(&repo, Some(&listed)), desired(&repo));
+    }
+
+    #[test]
+    fn an_update_of_a_repository_not_in_the_view_sends_the_spec_alone() {
+        let repo = fixtures::repo("team-a", "media");
+        assert_eq!(desired_over(&repo, None), desired(&repo));
+    }
+
+    #[test]
+    fn a_create_attaches_no_ai_models() {
+        let repo = fixtures::repo("team-a", "media");
+        assert!(desired(&repo).repo_ai_llms.is_empty());
+        let sent = serde_json::to_value(desired(&repo)).unwrap();
+        assert!(sent.get("repoAiLlms").is_none(), "{sent}");
+    }
+
+    #[test]
+    fn ai_models_attached_in_the_console_are_no_drift() {
+        let repo = fixtures::repo("team-a", "media");
+        let mut listed = remote_of(&repo, "r1");
+        listed.ai_llms = attached(&["llm-1"]);
+        assert!(matches(&desired(&repo), &listed));
+        assert!(matches(&desired_over(&repo, Some(&listed)), &listed));
+        let mut recorded = repo.clone();
+        recorded.status = Some(fixtures::status_with_id("r1"));
+        assert_eq!(
+            decide(
+                &recorded,
+                &Workspace::from(vec![listed]),
+                &here(),
+                none_held
+            ),
+            Decision::InSync {
+                repo_id: "r1".into()
+            }
+        );
     }
 
     #[test]

@@ -30,7 +30,7 @@ use crate::controller::status_write::{self, Announce, Write};
 use crate::controller::watches;
 use crate::controller::workspace::Workspace;
 use crate::crd::FlashbackRepository;
-use flashback_client::{ApiError, RepoWrite};
+use flashback_client::{ApiError, Repo, RepoWrite};
 
 /// One reconcile of one object. It keeps the object as its own writes left it (status and
 /// resourceVersion), so a later step compares with what the API server holds, and its
@@ -86,7 +86,10 @@ impl<'a> Reconcile<'a> {
         let credentials = &observed.credentials;
         match decision {
             Decision::Create => self.create(credentials).await,
-            Decision::Update { repo_id } => self.update(credentials, repo_id).await,
+            Decision::Update { repo_id } => {
+                let listed = observed.listing.by_id(&repo_id).cloned();
+                self.update(credentials, repo_id, listed.as_ref()).await
+            }
             Decision::InSync { repo_id } => {
                 self.announce_adoption(&repo_id).await;
                 self.report(Some(repo_id), plan::synced()).await
@@ -255,15 +258,17 @@ impl<'a> Reconcile<'a> {
         Ok(Action::await_change())
     }
 
-    /// Act: send the whole spec to a repository that differs from it.
+    /// Act: send the whole spec to a repository that differs from it, keeping what the spec
+    /// has no say in as `listed` shows it.
     async fn update(
         &mut self,
         credentials: &Credentials,
         repo_id: String,
+        listed: Option<&Repo>,
     ) -> Result<Action, Error> {
         self.announce_adoption(&repo_id).await;
         let drift = plan::is_drift(&self.repo);
-        let desired = plan::desired(&self.repo);
+        let desired = plan::desired_over(&self.repo, listed);
         self.write_status(Some(repo_id.clone()), &plan::updating())
             .await?;
         let workspace = &self.repo.spec.workspace_id;
