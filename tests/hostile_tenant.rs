@@ -356,8 +356,9 @@ async fn a_refused_bucket_register_never_deregisters_another_tenants_bucket() {
         ],
     )
     .await;
-    // team-c's register is refused, as the service refuses bad cloud keys.
-    let mut refuse = FailNext::new(1, 400).on("POST", "/bucket");
+    // team-c's register is refused, as the service refuses bad cloud keys: every time while
+    // team-c's object is looked at (its Secret's watch event may bring a second look).
+    let mut refuse = FailNext::new(100, 400).on("POST", "/bucket");
     refuse.error_code = Some("INVALID_CREDENTIALS".into());
     team_a
         .control
@@ -385,6 +386,9 @@ async fn a_refused_bucket_register_never_deregisters_another_tenants_bucket() {
         None,
         "a refused register keeps no record that a later bucket could match"
     );
+    // Nothing more wakes team-c's object (its resync is an hour away): the refusals end.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    team_a.control.clear_faults().await.unwrap();
 
     // team-a registers a bucket of the same name and shape.
     put_cloud_secret(&team_a, "team-a-cloud-secret-0001").await;
