@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use flashback_emulator::{FailNext, Faults};
 use flashback_operator::crd::FlashbackBucket;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -495,6 +496,58 @@ async fn a_bucket_whose_cloud_secret_went_first_is_still_deregistered() {
             .iter()
             .any(|b| b.id == bucket_id),
         "deregistered without the cloud credentials"
+    );
+}
+
+#[tokio::test]
+async fn a_delete_the_api_refuses_with_403_waits_a_resync_between_asks_and_says_why() {
+    let scene = Scene::with_operator("bucket-refused").await;
+    put_cloud_secret(&scene, "cloud-secret-refused-0001").await;
+    create_bucket(&scene, &bucket("photos")).await;
+    let ready = wait_bucket_ready(&scene, "photos").await;
+    let bucket_id = ready.status.clone().unwrap().bucket_id.unwrap();
+    // No repository lists the bucket, yet the API refuses its delete as it refuses one in
+    // use (or one the token may not make): 403, no error code.
+    scene
+        .control
+        .set_faults(&Faults::from(
+            FailNext::new(1000, 403).on("DELETE", "/bucket/{id}"),
+        ))
+        .await
+        .unwrap();
+    buckets(&scene)
+        .delete("photos", &DeleteParams::default())
+        .await
+        .unwrap();
+    let refused = wait_bucket(&scene, "photos", "refused (BucketInUse)", |b| {
+        condition_is(b, "Reconciling", "True", "BucketInUse")
+    })
+    .await;
+    let message = refused.status.unwrap().conditions[0].message.clone();
+    assert!(
+        message.starts_with(&format!(
+            "the Flashback API refused to delete bucket {bucket_id}: it is in use or not permitted"
+        )) && message.contains("injected fault (HTTP 403)"),
+        "{message}"
+    );
+    let deletes = scene.calls("DELETE", "/bucket/{id}").await;
+    // About two resync intervals of the scene's operator (3 s).
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let asked = scene.calls("DELETE", "/bucket/{id}").await - deletes;
+    println!("DELETE /bucket refused with 403 for 7 s (3 s resync): {asked} more asks");
+    assert!(asked <= 3, "{asked} deletes in 7 s: a loop, not a resync");
+
+    // The API lets it go: so does the operator, at its next look.
+    scene.control.clear_faults().await.unwrap();
+    wait_bucket_gone(&scene, &ready).await;
+    assert!(
+        !scene
+            .api
+            .list_buckets(Some(WORKSPACE))
+            .await
+            .unwrap()
+            .iter()
+            .any(|b| b.id == bucket_id)
     );
 }
 

@@ -20,6 +20,9 @@ pub const MODES: &[&str] = &["MIRROR", "BACKUP", "NORMAL"];
 /// What a repository access key may do.
 pub const ACCESS_TYPES: &[&str] = &["READ", "WRITE", "ADMIN"];
 
+/// The reference's words for a `DELETE /bucket/{id}` refused while a repository uses it.
+pub const BUCKET_IN_USE_MESSAGE: &str = "Insufficient permissions or bucket in use";
+
 /// A refused request: the HTTP status, the `error_code` (if the API sends one) and a message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
@@ -737,7 +740,9 @@ impl Org {
             .filter(move |bucket| !used.contains(bucket.id.as_str()))
     }
 
-    /// `DELETE /bucket/{id}`: refused while a repo still uses the bucket.
+    /// `DELETE /bucket/{id}`: refused while a repo still uses the bucket, as the reference
+    /// says the service does: HTTP 403, a message, and no `error_code` (the same answer as a
+    /// token that may not delete it).
     pub fn delete_bucket(&mut self, id: &str) -> Result<(), Failure> {
         if !self.buckets.contains_key(id) {
             return Err(Failure {
@@ -746,16 +751,16 @@ impl Org {
                 message: format!("Bucket {id} not found"),
             });
         }
-        if let Some(repo) = self
+        if self
             .repos
             .values()
-            .find(|repo| repo.units.iter().any(|unit| unit.bucket_id == id))
+            .any(|repo| repo.units.iter().any(|unit| unit.bucket_id == id))
         {
-            return Err(Failure::new(
-                409,
-                "BUCKET_IN_USE",
-                format!("bucket {id} is used by repository {}", repo.id),
-            ));
+            return Err(Failure {
+                status: 403,
+                code: None,
+                message: BUCKET_IN_USE_MESSAGE.to_owned(),
+            });
         }
         self.buckets.remove(id);
         Ok(())
@@ -1029,7 +1034,12 @@ mod tests {
             "t".into(),
         )
         .unwrap();
-        assert_eq!(code(org.delete_bucket("b1")), "BUCKET_IN_USE");
+        let refused = org.delete_bucket("b1").unwrap_err();
+        assert_eq!(
+            (refused.status, refused.code, refused.message.as_str()),
+            (403, None, BUCKET_IN_USE_MESSAGE)
+        );
+        assert!(org.buckets.contains_key("b1"));
         org.delete_repo("r1").unwrap();
         org.delete_bucket("b1").unwrap();
         assert_eq!(org.delete_bucket("b1").unwrap_err().status, 404);

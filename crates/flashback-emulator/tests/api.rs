@@ -386,6 +386,36 @@ async fn available_buckets_are_a_bare_array_of_those_in_no_repo() {
 }
 
 #[tokio::test]
+async fn deleting_a_bucket_a_repository_uses_is_a_bare_403_as_the_service_answers() {
+    let emu = Emulator::start(None).await;
+    let used = emu.bucket("used", WS, json!({})).await;
+    let repo = emu.repo("r", "NORMAL", json!([{"bucketId": used}])).await;
+    let path = format!("/bucket/{used}");
+
+    // The reference's answer: 403, its message, no error code (nothing to tell it apart
+    // from a token that may not delete the bucket).
+    let refused = emu.call(Method::DELETE, &path, None).await;
+    assert_eq!(
+        refused,
+        (
+            403,
+            json!({"success": false, "message": "Insufficient permissions or bucket in use"})
+        )
+    );
+    emu.listed_bucket(&used).await;
+
+    let (status, _) = emu
+        .call(Method::DELETE, &format!("/repo/{repo}"), None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        emu.call(Method::DELETE, &path, None).await,
+        (200, json!({"success": true}))
+    );
+    assert_eq!(emu.call(Method::DELETE, &path, None).await.0, 404);
+}
+
+#[tokio::test]
 async fn a_path_the_api_lacks_is_json_404_counted_under_the_path() {
     let emu = Emulator::start(None).await;
     let control = emu.running.control();

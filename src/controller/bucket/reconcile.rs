@@ -14,6 +14,7 @@ use crate::controller::bucket::plan::{self, CloudCredentials, Decision};
 use crate::controller::conditions::{self, State};
 use crate::controller::context::Context;
 use crate::controller::create_attempt::CreateAttempt;
+use crate::controller::credentials::Credentials;
 use crate::controller::error::Error;
 use crate::controller::events;
 use crate::controller::failpoint::{self, Failpoint};
@@ -33,6 +34,8 @@ pub struct Reconcile<'a> {
     /// The API and credentials this reconcile acts with, once observed: an id it records is
     /// recorded as confirmed with them.
     identity: Option<Identity>,
+    /// The Flashback credentials it acts with, once observed.
+    credentials: Option<Credentials>,
 }
 
 /// What a status write records besides the conditions.
@@ -60,6 +63,7 @@ impl<'a> Reconcile<'a> {
             ctx,
             bucket: bucket.clone(),
             identity: None,
+            credentials: None,
         }
     }
 
@@ -232,6 +236,7 @@ impl<'a> Reconcile<'a> {
         };
         let identity = self.ctx.identity_of(&self.bucket, &credentials);
         self.identity = Some(identity.clone());
+        self.credentials = Some(credentials.clone());
         Ok(self
             .ctx
             .remote
@@ -343,21 +348,40 @@ impl<'a> Reconcile<'a> {
                 doomed.into_iter().map(|b| b.id.clone()).collect()
             }
         };
+        if doomed.is_empty() {
+            return self.release().await;
+        }
+        // A repository the operator does not manage may group it: the API would refuse the
+        // delete (403), so the workspace's listing (shared with the repositories' reconciles)
+        // is asked first, and the delete waits, looked at again once per resync.
+        let credentials = self.credentials.clone().expect("set by client()");
+        let workspace = self.bucket.spec.workspace_id.clone();
+        let repos = match self.ctx.remote.repos(&credentials, &workspace, None).await {
+            Ok(repos) => repos,
+            Err(error) => return self.remote_failed("list repositories", error).await,
+        };
+        if let Some(bucket_id) = doomed
+            .iter()
+            .find(|id| plan::listed_as_used(id, repos.iter()).is_some())
+        {
+            let state = plan::in_use(bucket_id);
+            self.write(&state, Record::default(), Write::Conditional)
+                .await?;
+            return Ok(Action::requeue(self.ctx.settings.resync_interval));
+        }
         for bucket_id in doomed {
             match client.delete_bucket(&bucket_id).await {
                 Ok(()) | Err(ApiError::NotFound { .. }) => {
                     let note = format!("deregistered bucket {bucket_id}");
                     self.publish(EventType::Normal, Reason::Deleted, note).await;
                 }
-                Err(error) if error.error_code() == Some("BUCKET_IN_USE") => {
-                    // A repository the operator does not manage still groups it: asked again
-                    // once per resync, not in a loop on the credential's budget.
-                    self.write(
-                        &plan::in_use(&bucket_id),
-                        Record::default(),
-                        Write::Conditional,
-                    )
-                    .await?;
+                Err(ApiError::Forbidden { message }) => {
+                    // The API's answer to a bucket in use is the one to a token that may not
+                    // delete it: either way a person or another repository must act, so it is
+                    // asked again once per resync, not in a loop on the credential's budget.
+                    let state = plan::delete_refused(&bucket_id, &message);
+                    self.write(&state, Record::default(), Write::Conditional)
+                        .await?;
                     return Ok(Action::requeue(self.ctx.settings.resync_interval));
                 }
                 Err(error) => return self.remote_failed("deregister the bucket", error).await,
