@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use flashback_emulator::{FailNext, Faults};
+use flashback_emulator::{FailNext, Faults, Limits};
 use flashback_operator::crd::FlashbackBucket;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -548,6 +548,57 @@ async fn a_delete_the_api_refuses_with_403_waits_a_resync_between_asks_and_says_
             .unwrap()
             .iter()
             .any(|b| b.id == bucket_id)
+    );
+}
+
+#[tokio::test]
+async fn a_register_over_the_bucket_quota_stalls_and_is_tried_once_per_resync() {
+    let scene = Scene::with_operator("bucket-quota").await;
+    put_cloud_secret(&scene, "cloud-secret-quota-0001").await;
+    // Room for one more bucket than the scene's organisation holds.
+    let held = scene.api.list_buckets(None).await.unwrap().len();
+    scene
+        .control
+        .set_limits(&Limits {
+            buckets_per_organisation: Some(held + 1),
+        })
+        .await
+        .unwrap();
+    create_bucket(&scene, &bucket("photos")).await;
+    wait_bucket_ready(&scene, "photos").await;
+
+    // Over the quota: 429, no error code, no Retry-After. Not a throttle: no retry helps.
+    create_bucket(&scene, &bucket("videos")).await;
+    let stalled = wait_bucket(&scene, "videos", "stalled (QuotaExceeded)", |b| {
+        condition_is(b, "Stalled", "True", "QuotaExceeded")
+    })
+    .await;
+    let message = &stalled.status.as_ref().unwrap().conditions;
+    let message = &message
+        .iter()
+        .find(|c| c.type_ == "Stalled")
+        .unwrap()
+        .message;
+    assert!(
+        message.contains("quota is reached, and retrying does not help"),
+        "{message}"
+    );
+    let posts = scene.calls("POST", "/bucket").await;
+    // About three resync intervals of the scene's operator (3 s).
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let asked = scene.calls("POST", "/bucket").await - posts;
+    println!("POST /bucket over the quota for 10 s (3 s resync): {asked} more registers");
+    assert!(asked <= 5, "{asked} registers in 10 s: a retry storm");
+
+    // The quota grows: the next look registers it.
+    scene.control.set_limits(&Limits::default()).await.unwrap();
+    let videos = wait_bucket_ready(&scene, "videos").await;
+    let listed = scene.api.list_buckets(None).await.unwrap();
+    assert_eq!(listed.len(), held + 2, "{listed:?}");
+    assert!(
+        listed
+            .iter()
+            .any(|b| Some(&b.id) == videos.status.as_ref().unwrap().bucket_id.as_ref())
     );
 }
 

@@ -104,6 +104,9 @@ reasons! {
     SecretRejected,
     /// The Flashback API answered an id the operator will not write anywhere.
     UnexpectedAnswer,
+    /// The Flashback API refused a create with 429 and no `Retry-After`: a quota (its bucket
+    /// quota) that no retry lifts. Looked at again every resync interval.
+    QuotaExceeded,
 
     // Waiting on another object (Reconciling).
     /// A key's FlashbackRepository does not exist.

@@ -661,14 +661,36 @@ impl Org {
             .filter(move |bucket| workspace_id.is_none_or(|ws| bucket.workspace_id == ws))
     }
 
-    /// `POST /bucket`.
+    /// `POST /bucket`, with no quota.
     pub fn create_bucket(
         &mut self,
         body: BucketWriteBody,
         id: String,
         now: String,
     ) -> Result<String, Failure> {
+        self.create_bucket_within(body, id, now, None)
+    }
+
+    /// `POST /bucket` for an organisation that may hold at most `quota` buckets. Over it, the
+    /// reference's bucket quota refusal: 429 with no error code (and no `Retry-After`: no
+    /// wait lifts it). Its wording is not published: the message is the emulator's.
+    pub fn create_bucket_within(
+        &mut self,
+        body: BucketWriteBody,
+        id: String,
+        now: String,
+        quota: Option<usize>,
+    ) -> Result<String, Failure> {
         let valid = ValidBucket::check(body, false)?;
+        if let Some(quota) = quota
+            && self.buckets.len() >= quota
+        {
+            return Err(Failure {
+                status: 429,
+                code: None,
+                message: format!("Bucket quota exceeded: the organisation may hold {quota}"),
+            });
+        }
         self.buckets.insert(
             id.clone(),
             BucketRecord {
@@ -1023,6 +1045,25 @@ mod tests {
             )),
             "NOT_FOUND"
         );
+    }
+
+    #[test]
+    fn over_the_bucket_quota_a_register_is_a_bare_429_until_one_goes() {
+        let mut org = org_with_buckets(&["b1"]);
+        let bucket = |name: &str| -> BucketWriteBody {
+            serde_json::from_value(json!({
+                "name": name, "bucket": name, "storageType": "S3", "workspaceId": "other"
+            }))
+            .unwrap()
+        };
+        let refused = org
+            .create_bucket_within(bucket("b2"), "b2".into(), "t".into(), Some(1))
+            .unwrap_err();
+        assert_eq!((refused.status, refused.code), (429, None));
+        assert!(!refused.is_validation(), "never answered as 200");
+        org.delete_bucket("b1").unwrap();
+        org.create_bucket_within(bucket("b2"), "b2".into(), "t".into(), Some(1))
+            .unwrap();
     }
 
     #[test]

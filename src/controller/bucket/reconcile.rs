@@ -21,7 +21,7 @@ use crate::controller::failpoint::{self, Failpoint};
 use crate::controller::finalizer;
 use crate::controller::ownership::Identity;
 use crate::controller::reason::Reason;
-use crate::controller::stall::{Stall, api_stall_for, credentials_stall};
+use crate::controller::stall::{Stall, api_stall_for, create_quota_stall, credentials_stall};
 use crate::controller::status_write::{self, Announce, KindStatus, Write};
 use crate::crd::{FlashbackBucket, FlashbackBucketStatus};
 use flashback_client::{ApiError, FlashbackClient};
@@ -162,8 +162,10 @@ impl<'a> Reconcile<'a> {
             Err(error) => {
                 // The listing this create was decided on was fresh: a refusal proves that no
                 // attempt of this object made anything, and the record must not make a later
-                // bucket of this name and shape (someone else's) look like this object's.
-                if let Some(stall) = self.api_stall(&error) {
+                // bucket of this name and shape (someone else's) look like this object's. Over
+                // the bucket quota, no retry helps: a stall, looked at again every resync.
+                let quota = create_quota_stall(&error, "bucket", self.bucket.remote_name());
+                if let Some(stall) = quota.or_else(|| self.api_stall(&error)) {
                     let record = Record {
                         attempt: Attempt::Resolved,
                         ..Record::default()
