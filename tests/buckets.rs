@@ -603,6 +603,53 @@ async fn a_register_over_the_bucket_quota_stalls_and_is_tried_once_per_resync() 
 }
 
 #[tokio::test]
+async fn a_bucket_name_taken_in_another_workspace_stalls_until_it_is_free() {
+    let scene = Scene::with_operator("bucket-name-elsewhere").await;
+    put_cloud_secret(&scene, "cloud-secret-elsewhere-0001").await;
+    // Someone registered "photos" in another workspace of the organisation.
+    let elsewhere = scene
+        .api
+        .create_bucket(&crate::support::bucket_write("photos", "ws-elsewhere"))
+        .await
+        .unwrap();
+    create_bucket(&scene, &bucket("photos")).await;
+    let stalled = wait_bucket(&scene, "photos", "stalled (NameAlreadyUsed)", |b| {
+        condition_is(b, "Stalled", "True", "NameAlreadyUsed")
+    })
+    .await;
+    let status = stalled.status.unwrap();
+    let message = &status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Stalled")
+        .unwrap()
+        .message;
+    assert_eq!(
+        message,
+        &format!(
+            "the Flashback API refused the name \"photos\": another bucket of the organisation \
+             uses it, outside workspace {WORKSPACE}; choose another spec.name"
+        )
+    );
+    assert_eq!(status.create_attempt, None, "nothing was registered");
+    assert_eq!(status.bucket_id, None);
+
+    // The name is freed: the next look registers it in the object's workspace.
+    scene.api.delete_bucket(&elsewhere).await.unwrap();
+    let ready = wait_bucket_ready(&scene, "photos").await;
+    let bucket_id = ready.status.unwrap().bucket_id.unwrap();
+    assert!(
+        scene
+            .api
+            .list_buckets(Some(WORKSPACE))
+            .await
+            .unwrap()
+            .iter()
+            .any(|b| b.id == bucket_id && b.name == "photos")
+    );
+}
+
+#[tokio::test]
 async fn a_repository_naming_its_bucket_by_ref_has_its_drift_corrected() {
     let scene = Scene::with_operator("bucket-drift").await;
     put_cloud_secret(&scene, "drift-cloud-secret-0001").await;

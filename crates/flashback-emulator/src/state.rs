@@ -682,6 +682,7 @@ impl Org {
         quota: Option<usize>,
     ) -> Result<String, Failure> {
         let valid = ValidBucket::check(body, false)?;
+        self.bucket_name_free(&valid.name, None)?;
         if let Some(quota) = quota
             && self.buckets.len() >= quota
         {
@@ -719,11 +720,12 @@ impl Org {
         id: &str,
         body: BucketWriteBody,
     ) -> Result<&BucketRecord, Failure> {
-        let record = self
-            .buckets
-            .get_mut(id)
-            .ok_or_else(|| Failure::not_found(format!("bucket {id} not found")))?;
+        if !self.buckets.contains_key(id) {
+            return Err(Failure::not_found(format!("bucket {id} not found")));
+        }
         let valid = ValidBucket::check(body, true)?;
+        self.bucket_name_free(&valid.name, Some(id))?;
+        let record = self.buckets.get_mut(id).expect("checked above");
         record.name = valid.name;
         record.bucket = valid.bucket;
         record.storage_type = valid.storage_type;
@@ -739,6 +741,28 @@ impl Org {
             record.secret = valid.secret;
         }
         Ok(record)
+    }
+
+    /// Refuses a bucket name another bucket of the organisation (any workspace) has, `exclude`
+    /// being the bucket an update replaces. The reference says names are unique in the
+    /// organisation but publishes no code for a clash: repositories' `NAME_ALREADY_USED`, and
+    /// their status, are a guess.
+    fn bucket_name_free(&self, name: &str, exclude: Option<&str>) -> Result<(), Failure> {
+        match self
+            .buckets
+            .values()
+            .find(|b| b.name == name && Some(b.id.as_str()) != exclude)
+        {
+            Some(holder) => Err(Failure::new(
+                409,
+                "NAME_ALREADY_USED",
+                format!(
+                    "a bucket named {name:?} already exists (workspace {})",
+                    holder.workspace_id
+                ),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// `GET /bucket/{id}/status` and the like: one bucket, or the API's `NOT_FOUND`.
@@ -1064,6 +1088,33 @@ mod tests {
         org.delete_bucket("b1").unwrap();
         org.create_bucket_within(bucket("b2"), "b2".into(), "t".into(), Some(1))
             .unwrap();
+    }
+
+    #[test]
+    fn bucket_names_are_unique_per_org_across_workspaces() {
+        let mut org = org_with_buckets(&["b1", "b2"]);
+        let elsewhere: BucketWriteBody = serde_json::from_value(json!({
+            "name": "b1", "bucket": "x", "storageType": "S3", "workspaceId": "other"
+        }))
+        .unwrap();
+        let clash = org
+            .create_bucket(elsewhere, "b3".into(), "t".into())
+            .unwrap_err();
+        assert_eq!((clash.status, clash.code), (409, Some("NAME_ALREADY_USED")));
+        let rename: BucketWriteBody =
+            serde_json::from_value(json!({"name": "b1", "bucket": "b2", "storageType": "S3"}))
+                .unwrap();
+        assert_eq!(code(org.update_bucket("b2", rename)), "NAME_ALREADY_USED");
+        let same: BucketWriteBody =
+            serde_json::from_value(json!({"name": "b2", "bucket": "y", "storageType": "S3"}))
+                .unwrap();
+        org.update_bucket("b2", same).unwrap();
+        org.delete_bucket("b1").unwrap();
+        let again: BucketWriteBody = serde_json::from_value(json!({
+            "name": "b1", "bucket": "x", "storageType": "S3", "workspaceId": "other"
+        }))
+        .unwrap();
+        org.create_bucket(again, "b3".into(), "t".into()).unwrap();
     }
 
     #[test]

@@ -474,6 +474,44 @@ async fn over_the_bucket_quota_a_register_is_a_bare_429_without_retry_after() {
 }
 
 #[tokio::test]
+async fn a_bucket_name_is_unique_in_the_organisation_whatever_the_workspace() {
+    let emu = Emulator::start(None).await;
+    let first = emu.bucket("photos", WS, json!({})).await;
+    let again = json!({"name": "photos", "bucket": "other", "storageType": "S3",
+                       "workspaceId": "ws-2"});
+    let (status, refused) = emu.post("/bucket", again.clone()).await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(
+        refused["error_code"],
+        json!("NAME_ALREADY_USED"),
+        "{refused}"
+    );
+    // Another organisation has names of its own.
+    let (status, _) = emu
+        .call_as(Some("t2"), Method::POST, "/bucket", Some(again.clone()))
+        .await;
+    assert_eq!(status, 200);
+    // A rename onto a taken name is refused too; the name is free once its bucket goes.
+    let second = emu.bucket("videos", "ws-2", json!({})).await;
+    let (status, refused) = emu
+        .put(
+            &format!("/bucket/{second}"),
+            json!({"name": "photos", "bucket": "videos", "storageType": "S3"}),
+        )
+        .await;
+    assert_eq!(
+        (status, &refused["error_code"]),
+        (409, &json!("NAME_ALREADY_USED"))
+    );
+    let (status, _) = emu
+        .call(Method::DELETE, &format!("/bucket/{first}"), None)
+        .await;
+    assert_eq!(status, 200);
+    let (status, answer) = emu.post("/bucket", again).await;
+    assert_eq!(status, 200, "{answer}");
+}
+
+#[tokio::test]
 async fn a_path_the_api_lacks_is_json_404_counted_under_the_path() {
     let emu = Emulator::start(None).await;
     let control = emu.running.control();

@@ -466,6 +466,18 @@ pub fn in_use(bucket_id: &str) -> State {
     }
 }
 
+/// The stall of a register refused with `NAME_ALREADY_USED` while the bucket's workspace lists
+/// no bucket of that name: another workspace of the organisation has it.
+pub fn name_used_elsewhere(name: &str, workspace: &str) -> Stall {
+    Stall {
+        reason: Reason::NameAlreadyUsed,
+        message: format!(
+            "the Flashback API refused the name {name:?}: another bucket of the organisation \
+             uses it, outside workspace {workspace}; choose another spec.name"
+        ),
+    }
+}
+
 /// Reconciling: the API refused the delete with 403, its answer both to a bucket in use and to
 /// a token that may not delete it.
 pub fn delete_refused(bucket_id: &str, message: &str) -> State {
@@ -741,6 +753,17 @@ mod tests {
             "another tenant naming the id holds nothing"
         );
         assert!(!uses(vec![]));
+    }
+
+    #[test]
+    fn a_name_taken_in_another_workspace_stalls_naming_the_workspace() {
+        let stall = name_used_elsewhere("photos", "ws-1");
+        assert_eq!(stall.reason, Reason::NameAlreadyUsed);
+        assert_eq!(
+            stall.message,
+            "the Flashback API refused the name \"photos\": another bucket of the organisation \
+             uses it, outside workspace ws-1; choose another spec.name"
+        );
     }
 
     #[test]

@@ -159,6 +159,9 @@ impl<'a> Reconcile<'a> {
         let body = plan::desired(&self.bucket, cloud);
         let bucket_id = match client.create_bucket(&body).await {
             Ok(id) => id,
+            Err(error @ ApiError::NameAlreadyUsed { .. }) => {
+                return self.name_refused(client, error).await;
+            }
             Err(error) => {
                 // The listing this create was decided on was fresh: a refusal proves that no
                 // attempt of this object made anything, and the record must not make a later
@@ -213,6 +216,37 @@ impl<'a> Reconcile<'a> {
         let note = format!("registered bucket {bucket_id}");
         self.publish(EventType::Normal, Reason::Created, note).await;
         Ok(Action::await_change())
+    }
+
+    /// The API refused the register's name. Names are unique in the organisation: a fresh
+    /// listing of the workspace tells whether the name is taken here (the next look decides,
+    /// after this object's backoff, and may find its own attempt's bucket) or elsewhere (a
+    /// stall, and the attempt resolved: nothing was made).
+    async fn name_refused(
+        &mut self,
+        client: &FlashbackClient,
+        refusal: ApiError,
+    ) -> Result<Action, Error> {
+        let workspace = self.bucket.spec.workspace_id.clone();
+        let listing = match client.list_buckets(Some(&workspace)).await {
+            Ok(listing) => listing,
+            Err(error) => return self.remote_failed("list buckets", error).await,
+        };
+        let name = self.bucket.remote_name().to_string();
+        if listing.iter().any(|b| b.name == name) {
+            return Err(Error::Remote {
+                operation: "register the bucket",
+                source: refusal,
+            });
+        }
+        let stall = plan::name_used_elsewhere(&name, &workspace);
+        let record = Record {
+            attempt: Attempt::Resolved,
+            ..Record::default()
+        };
+        self.write(&stall.state(), record, Write::Conditional)
+            .await?;
+        Ok(Action::requeue(self.ctx.settings.resync_interval))
     }
 
     /// Observe: a client with the Flashback token, and the cloud credentials.
