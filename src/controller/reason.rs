@@ -119,7 +119,8 @@ reasons! {
     KeyNotListed,
     /// A repository being deleted waits for the keys of its FlashbackAccessKeys to be revoked.
     AccessKeysRemaining,
-    /// A bucket being deleted waits while a repository uses it.
+    /// A bucket being deleted waits while a repository uses it, or while the API refuses its
+    /// delete with 403 (its answer both to a bucket in use and to a token that may not).
     BucketInUse,
 
     // Events only.
