@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use flashback_emulator::{FailNext, Faults, Limits};
 use flashback_operator::crd::FlashbackBucket;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -495,6 +496,156 @@ async fn a_bucket_whose_cloud_secret_went_first_is_still_deregistered() {
             .iter()
             .any(|b| b.id == bucket_id),
         "deregistered without the cloud credentials"
+    );
+}
+
+#[tokio::test]
+async fn a_delete_the_api_refuses_with_403_waits_a_resync_between_asks_and_says_why() {
+    let scene = Scene::with_operator("bucket-refused").await;
+    put_cloud_secret(&scene, "cloud-secret-refused-0001").await;
+    create_bucket(&scene, &bucket("photos")).await;
+    let ready = wait_bucket_ready(&scene, "photos").await;
+    let bucket_id = ready.status.clone().unwrap().bucket_id.unwrap();
+    // No repository lists the bucket, yet the API refuses its delete as it refuses one in
+    // use (or one the token may not make): 403, no error code.
+    scene
+        .control
+        .set_faults(&Faults::from(
+            FailNext::new(1000, 403).on("DELETE", "/bucket/{id}"),
+        ))
+        .await
+        .unwrap();
+    buckets(&scene)
+        .delete("photos", &DeleteParams::default())
+        .await
+        .unwrap();
+    let refused = wait_bucket(&scene, "photos", "refused (BucketInUse)", |b| {
+        condition_is(b, "Reconciling", "True", "BucketInUse")
+    })
+    .await;
+    let message = refused.status.unwrap().conditions[0].message.clone();
+    assert!(
+        message.starts_with(&format!(
+            "the Flashback API refused to delete bucket {bucket_id}: it is in use or not permitted"
+        )) && message.contains("injected fault (HTTP 403)"),
+        "{message}"
+    );
+    let deletes = scene.calls("DELETE", "/bucket/{id}").await;
+    // About two resync intervals of the scene's operator (3 s).
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let asked = scene.calls("DELETE", "/bucket/{id}").await - deletes;
+    println!("DELETE /bucket refused with 403 for 7 s (3 s resync): {asked} more asks");
+    assert!(asked <= 3, "{asked} deletes in 7 s: a loop, not a resync");
+
+    // The API lets it go: so does the operator, at its next look.
+    scene.control.clear_faults().await.unwrap();
+    wait_bucket_gone(&scene, &ready).await;
+    assert!(
+        !scene
+            .api
+            .list_buckets(Some(WORKSPACE))
+            .await
+            .unwrap()
+            .iter()
+            .any(|b| b.id == bucket_id)
+    );
+}
+
+#[tokio::test]
+async fn a_register_over_the_bucket_quota_stalls_and_is_tried_once_per_resync() {
+    let scene = Scene::with_operator("bucket-quota").await;
+    put_cloud_secret(&scene, "cloud-secret-quota-0001").await;
+    // Room for one more bucket than the scene's organisation holds.
+    let held = scene.api.list_buckets(None).await.unwrap().len();
+    scene
+        .control
+        .set_limits(&Limits {
+            buckets_per_organisation: Some(held + 1),
+        })
+        .await
+        .unwrap();
+    create_bucket(&scene, &bucket("photos")).await;
+    wait_bucket_ready(&scene, "photos").await;
+
+    // Over the quota: 429, no error code, no Retry-After. Not a throttle: no retry helps.
+    create_bucket(&scene, &bucket("videos")).await;
+    let stalled = wait_bucket(&scene, "videos", "stalled (QuotaExceeded)", |b| {
+        condition_is(b, "Stalled", "True", "QuotaExceeded")
+    })
+    .await;
+    let message = &stalled.status.as_ref().unwrap().conditions;
+    let message = &message
+        .iter()
+        .find(|c| c.type_ == "Stalled")
+        .unwrap()
+        .message;
+    assert!(
+        message.contains("quota is reached, and retrying does not help"),
+        "{message}"
+    );
+    let posts = scene.calls("POST", "/bucket").await;
+    // About three resync intervals of the scene's operator (3 s).
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let asked = scene.calls("POST", "/bucket").await - posts;
+    println!("POST /bucket over the quota for 10 s (3 s resync): {asked} more registers");
+    assert!(asked <= 5, "{asked} registers in 10 s: a retry storm");
+
+    // The quota grows: the next look registers it.
+    scene.control.set_limits(&Limits::default()).await.unwrap();
+    let videos = wait_bucket_ready(&scene, "videos").await;
+    let listed = scene.api.list_buckets(None).await.unwrap();
+    assert_eq!(listed.len(), held + 2, "{listed:?}");
+    assert!(
+        listed
+            .iter()
+            .any(|b| Some(&b.id) == videos.status.as_ref().unwrap().bucket_id.as_ref())
+    );
+}
+
+#[tokio::test]
+async fn a_bucket_name_taken_in_another_workspace_stalls_until_it_is_free() {
+    let scene = Scene::with_operator("bucket-name-elsewhere").await;
+    put_cloud_secret(&scene, "cloud-secret-elsewhere-0001").await;
+    // Someone registered "photos" in another workspace of the organisation.
+    let elsewhere = scene
+        .api
+        .create_bucket(&crate::support::bucket_write("photos", "ws-elsewhere"))
+        .await
+        .unwrap();
+    create_bucket(&scene, &bucket("photos")).await;
+    let stalled = wait_bucket(&scene, "photos", "stalled (NameAlreadyUsed)", |b| {
+        condition_is(b, "Stalled", "True", "NameAlreadyUsed")
+    })
+    .await;
+    let status = stalled.status.unwrap();
+    let message = &status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Stalled")
+        .unwrap()
+        .message;
+    assert_eq!(
+        message,
+        &format!(
+            "the Flashback API refused the name \"photos\": another bucket of the organisation \
+             uses it, outside workspace {WORKSPACE}; choose another spec.name"
+        )
+    );
+    assert_eq!(status.create_attempt, None, "nothing was registered");
+    assert_eq!(status.bucket_id, None);
+
+    // The name is freed: the next look registers it in the object's workspace.
+    scene.api.delete_bucket(&elsewhere).await.unwrap();
+    let ready = wait_bucket_ready(&scene, "photos").await;
+    let bucket_id = ready.status.unwrap().bucket_id.unwrap();
+    assert!(
+        scene
+            .api
+            .list_buckets(Some(WORKSPACE))
+            .await
+            .unwrap()
+            .iter()
+            .any(|b| b.id == bucket_id && b.name == "photos")
     );
 }
 

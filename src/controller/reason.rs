@@ -104,6 +104,9 @@ reasons! {
     SecretRejected,
     /// The Flashback API answered an id the operator will not write anywhere.
     UnexpectedAnswer,
+    /// The Flashback API refused a create with 429 and no `Retry-After`: a quota (its bucket
+    /// quota) that no retry lifts. Looked at again every resync interval.
+    QuotaExceeded,
 
     // Waiting on another object (Reconciling).
     /// A key's FlashbackRepository does not exist.
@@ -116,7 +119,8 @@ reasons! {
     KeyNotListed,
     /// A repository being deleted waits for the keys of its FlashbackAccessKeys to be revoked.
     AccessKeysRemaining,
-    /// A bucket being deleted waits while a repository uses it.
+    /// A bucket being deleted waits while a repository uses it, or while the API refuses its
+    /// delete with 403 (its answer both to a bucket in use and to a token that may not).
     BucketInUse,
 
     // Events only.

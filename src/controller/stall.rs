@@ -100,6 +100,21 @@ pub fn api_stall_for(
     Some(Stall { reason, message })
 }
 
+/// The stall of a create refused as over a quota, or `None`: HTTP 429 without `Retry-After`
+/// (the client hands a create such an answer back at once). The API answers its bucket quota
+/// so, with no error code; a throttle would say how long to wait, and a 429 with
+/// `Retry-After` stays one. `subject` names what was created, `name` its remote name.
+pub fn create_quota_stall(error: &ApiError, subject: &str, name: &str) -> Option<Stall> {
+    matches!(error, ApiError::RateLimited { retry_after: None }).then(|| Stall {
+        reason: Reason::QuotaExceeded,
+        message: format!(
+            "the Flashback API refused to create the {subject} {name:?} with HTTP 429 and no \
+             Retry-After: the organisation's {subject} quota is reached, and retrying does not \
+             help; delete a {subject} or raise the quota (looked at again every resync)"
+        ),
+    })
+}
+
 /// The stall of an object whose recorded id was confirmed with other credentials or another
 /// API, which the current ones do not list under its name.
 pub fn recorded_elsewhere(kind: &str, id: &str, name: &str, workspace_id: &str) -> Stall {
@@ -191,6 +206,43 @@ mod tests {
             "the Flashback API does not let the token from the operator's default credentials \
              do this: read only"
         );
+    }
+
+    #[test]
+    fn a_create_answered_429_without_retry_after_is_a_quota_and_with_it_a_throttle() {
+        let quota = create_quota_stall(
+            &ApiError::RateLimited { retry_after: None },
+            "bucket",
+            "photos",
+        )
+        .unwrap();
+        assert_eq!(quota.reason, Reason::QuotaExceeded);
+        assert!(
+            quota.message.starts_with(
+                "the Flashback API refused to create the bucket \"photos\" with HTTP 429 and no \
+                 Retry-After"
+            ),
+            "{}",
+            quota.message
+        );
+        let throttled = ApiError::RateLimited {
+            retry_after: Some(std::time::Duration::from_secs(2)),
+        };
+        assert_eq!(create_quota_stall(&throttled, "bucket", "photos"), None);
+        let coded = ApiError::QuotaExceeded {
+            message: "later".into(),
+            retry_after: None,
+        };
+        assert_eq!(
+            create_quota_stall(&coded, "bucket", "photos"),
+            None,
+            "QUOTA_EXCEEDED waits and retries"
+        );
+        let exhausted = ApiError::RetriesExhausted {
+            attempts: 4,
+            last: Box::new(throttled),
+        };
+        assert_eq!(create_quota_stall(&exhausted, "bucket", "photos"), None);
     }
 
     #[test]

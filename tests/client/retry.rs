@@ -1,5 +1,5 @@
 //! Retries and pacing: server errors are retried until success, a create is resent only when
-//! the server certainly did not act, Retry-After is obeyed, a quota refusal is transient and
+//! the server certainly did not act (and not over the bucket quota), Retry-After is obeyed, a quota refusal is transient and
 //! waits, a spent retry budget says so, and the observer sees every exchange while clones share
 //! one rate limit.
 
@@ -10,10 +10,10 @@ use flashback_client::{
     ApiError, CallRecord, FlashbackClient, RateLimit, RepoFilter, RepoMode, RetryPolicy,
 };
 use flashback_emulator::{
-    FailNext, Faults, IN_FLIGHT_GRACE, RandomErrors, RandomRateLimit, RouteFilter,
+    FailNext, Faults, IN_FLIGHT_GRACE, Limits, RandomErrors, RandomRateLimit, RouteFilter,
 };
 
-use crate::support::{bucket, client, config, emulator, repo};
+use crate::support::{bucket, bucket_write, client, config, emulator, repo};
 
 fn route(method: &str, route: &str) -> Option<RouteFilter> {
     Some(RouteFilter {
@@ -338,5 +338,53 @@ async fn the_observer_sees_every_exchange_and_clones_share_the_rate_limit() {
     assert!(
         waited >= Duration::from_millis(100),
         "rate-limit waits are reported: {waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_bucket_register_answered_429_without_retry_after_is_not_resent() {
+    let emu = emulator(&["t1"]).await;
+    let control = emu.control();
+    let api = client(emu.base_url(), "t1");
+    control
+        .set_limits(&Limits {
+            buckets_per_organisation: Some(0),
+        })
+        .await
+        .unwrap();
+    let err = api
+        .create_bucket(&bucket_write("over", "ws-1"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ApiError::RateLimited { retry_after: None }),
+        "{err:?}"
+    );
+    assert_eq!(
+        control.calls().await.unwrap().count("POST", "/bucket"),
+        1,
+        "the bucket quota: no retry lifts it"
+    );
+
+    // A 429 with Retry-After is a throttle: waited out and sent again.
+    control.set_limits(&Limits::default()).await.unwrap();
+    control
+        .set_faults(&Faults::from(FailNext {
+            retry_after_seconds: Some(1),
+            ..FailNext::new(1, 429).on("POST", "/bucket")
+        }))
+        .await
+        .unwrap();
+    control.reset_calls().await.unwrap();
+    api.create_bucket(&bucket_write("throttled", "ws-1"))
+        .await
+        .expect("sent again after the Retry-After");
+    let calls = control.calls().await.unwrap();
+    assert_eq!(
+        (
+            calls.count_status("POST", "/bucket", 429),
+            calls.count_status("POST", "/bucket", 200)
+        ),
+        (1, 1)
     );
 }

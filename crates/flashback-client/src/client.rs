@@ -304,6 +304,9 @@ impl FlashbackClient {
     }
 
     /// `POST /bucket`; returns the new bucket's id. Retried like [`Self::create_repo`].
+    ///
+    /// A 429 without `Retry-After` comes back at once as [`ApiError::RateLimited`] with no
+    /// wait: the API refuses a register over the bucket quota so, and retrying does not help.
     pub async fn create_bucket(&self, bucket: &BucketWrite) -> Result<String, ApiError> {
         let url = self.url(&["bucket"], &[]);
         let body: BucketIdBody = self

@@ -64,7 +64,9 @@ impl RetryPolicy {
     /// create a second repo, because the first may have been stored before the answer was lost.
     /// So a create is retried only when the server certainly did not act (connection refused,
     /// 429, 503); otherwise the transient error goes back to the caller, who looks the repo up
-    /// by name before creating again.
+    /// by name before creating again. A create answered 429 without `Retry-After` goes back at
+    /// once too: the API answers a bucket quota so (429, no code, no `Retry-After`), which no
+    /// retry lifts, and only the caller knows whether its call was one a quota can refuse.
     pub(crate) fn decide(
         &self,
         attempts_made: u32,
@@ -84,6 +86,9 @@ impl RetryPolicy {
             .retry_after()
             .is_some_and(|wait| wait > self.max_delay)
         {
+            return Decision::Fail;
+        }
+        if !idempotent && matches!(error, ApiError::RateLimited { retry_after: None }) {
             return Decision::Fail;
         }
         if attempts_made >= self.max_attempts {
@@ -190,11 +195,24 @@ mod tests {
             p.decide(1, &server_error(503, None), false, 1.0),
             Decision::Retry(_)
         ));
-        let throttled = ApiError::RateLimited { retry_after: None };
+        let throttled = ApiError::RateLimited {
+            retry_after: Some(Duration::from_millis(300)),
+        };
         assert!(matches!(
             p.decide(1, &throttled, false, 1.0),
             Decision::Retry(_)
         ));
+    }
+
+    #[test]
+    fn a_create_answered_429_without_retry_after_goes_back_to_the_caller_at_once() {
+        let p = policy();
+        let bare = ApiError::RateLimited { retry_after: None };
+        assert_eq!(p.decide(1, &bare, false, 1.0), Decision::Fail);
+        assert!(
+            matches!(p.decide(1, &bare, true, 1.0), Decision::Retry(_)),
+            "a read is a throttle's to slow down"
+        );
     }
 
     #[test]

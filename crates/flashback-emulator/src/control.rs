@@ -73,6 +73,18 @@ fn text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D:
     )
 }
 
+/// Body of `PUT /_emulator/limits` and answer of `GET`: the quotas every organisation (token)
+/// is held to. Absent: no limit. Kept in memory only, like the faults.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Limits {
+    /// The most buckets one organisation holds, all its workspaces together: over it,
+    /// `POST /bucket` answers the service's bucket quota refusal (429, no `error_code`, no
+    /// `Retry-After`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buckets_per_organisation: Option<usize>,
+}
+
 /// Body of `PATCH /_emulator/repos/{id}`: raw changes, not validated.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -188,6 +200,12 @@ impl EmulatorControl {
     /// `DELETE /_emulator/faults`.
     pub async fn clear_faults(&self) -> anyhow::Result<()> {
         self.send_ok(self.http.delete(self.url("/_emulator/faults")))
+            .await
+    }
+
+    /// `PUT /_emulator/limits`: replaces every quota.
+    pub async fn set_limits(&self, limits: &Limits) -> anyhow::Result<()> {
+        self.send_ok(self.http.put(self.url("/_emulator/limits")).json(limits))
             .await
     }
 

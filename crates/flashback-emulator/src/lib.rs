@@ -4,7 +4,8 @@
 //! Each accepted token is its own organisation. State lives in memory behind one lock; with a
 //! state file, a background task writes it atomically (temp file + rename) shortly after every
 //! change, coalescing bursts, and once more on shutdown. The `/_emulator/` routes (no auth)
-//! read call counters, inject faults, set statistics and check repository access keys; see
+//! read call counters, inject faults, set quotas and statistics and check repository access
+//! keys; see
 //! [`control`] for a typed client.
 
 mod calls;
@@ -26,7 +27,7 @@ use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
 pub use calls::{CallCount, CallStats, IN_FLIGHT_GRACE};
-pub use control::{EmulatorControl, EmulatorProcess, ListedKey, RepoPatch, StatsPatch};
+pub use control::{EmulatorControl, EmulatorProcess, Limits, ListedKey, RepoPatch, StatsPatch};
 pub use faults::{FailNext, Faults, Latency, RandomErrors, RandomRateLimit, RouteFilter};
 
 use self::calls::CallLog;
@@ -56,6 +57,7 @@ pub(crate) struct AppState {
     store: RwLock<Store>,
     tokens: HashSet<String>,
     faults: Mutex<FaultState>,
+    limits: Mutex<Limits>,
     calls: Mutex<CallLog>,
     /// Bumped after every change of `store`; the writer compares it with what it last wrote.
     generation: AtomicU64,
@@ -65,6 +67,10 @@ pub(crate) struct AppState {
 impl AppState {
     fn faults(&self) -> MutexGuard<'_, FaultState> {
         self.faults.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn limits(&self) -> MutexGuard<'_, Limits> {
+        self.limits.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn calls(&self) -> MutexGuard<'_, CallLog> {
@@ -143,6 +149,7 @@ pub async fn serve(
         store: RwLock::new(store),
         tokens: config.tokens.iter().cloned().collect(),
         faults: Mutex::new(FaultState::default()),
+        limits: Mutex::new(Limits::default()),
         calls: Mutex::new(CallLog::default()),
         generation: AtomicU64::new(0),
         changed: Notify::new(),

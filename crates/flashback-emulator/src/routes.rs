@@ -25,7 +25,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::control::{RepoPatch, StatsPatch};
+use super::control::{Limits, RepoPatch, StatsPatch};
 use super::faults::{FaultState, Faults, Injected};
 use super::state::{
     BucketRecord, Failure, Figures, KeyRecord, Org, RepoRecord, RepoWriteBody, SealedSecret, Unit,
@@ -67,6 +67,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             "/_emulator/faults",
             get(get_faults).put(set_faults).delete(clear_faults),
         )
+        .route("/_emulator/limits", get(get_limits).put(set_limits))
         .route("/_emulator/repos/{id}", axum::routing::patch(patch_repo))
         .route("/_emulator/repos/{id}/stats", put(set_repo_stats))
         .route("/_emulator/repos/{id}/keys", get(control_repo_keys))
@@ -671,9 +672,10 @@ async fn create_bucket(
     Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> Response {
+    let quota = state.limits().buckets_per_organisation;
     let result = parse_body(&body).and_then(|body| {
         write_org(&state, &caller, |org| {
-            org.create_bucket(body, new_id(), now())
+            org.create_bucket_within(body, new_id(), now(), quota)
         })
     });
     match result {
@@ -880,6 +882,20 @@ async fn set_faults(State(state): State<Arc<AppState>>, body: Bytes) -> Response
     }
     *state.faults() = FaultState::new(faults);
     ok(json!({"success": true}))
+}
+
+async fn get_limits(State(state): State<Arc<AppState>>) -> Response {
+    ok(state.limits().clone())
+}
+
+async fn set_limits(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    match control_body::<Limits>(&body) {
+        Ok(limits) => {
+            *state.limits() = limits;
+            ok(json!({"success": true}))
+        }
+        Err(refusal) => refusal,
+    }
 }
 
 async fn clear_faults(State(state): State<Arc<AppState>>) -> Response {

@@ -20,6 +20,9 @@ pub const MODES: &[&str] = &["MIRROR", "BACKUP", "NORMAL"];
 /// What a repository access key may do.
 pub const ACCESS_TYPES: &[&str] = &["READ", "WRITE", "ADMIN"];
 
+/// The reference's words for a `DELETE /bucket/{id}` refused while a repository uses it.
+pub const BUCKET_IN_USE_MESSAGE: &str = "Insufficient permissions or bucket in use";
+
 /// A refused request: the HTTP status, the `error_code` (if the API sends one) and a message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
@@ -658,14 +661,37 @@ impl Org {
             .filter(move |bucket| workspace_id.is_none_or(|ws| bucket.workspace_id == ws))
     }
 
-    /// `POST /bucket`.
+    /// `POST /bucket`, with no quota.
     pub fn create_bucket(
         &mut self,
         body: BucketWriteBody,
         id: String,
         now: String,
     ) -> Result<String, Failure> {
+        self.create_bucket_within(body, id, now, None)
+    }
+
+    /// `POST /bucket` for an organisation that may hold at most `quota` buckets. Over it, the
+    /// reference's bucket quota refusal: 429 with no error code (and no `Retry-After`: no
+    /// wait lifts it). Its wording is not published: the message is the emulator's.
+    pub fn create_bucket_within(
+        &mut self,
+        body: BucketWriteBody,
+        id: String,
+        now: String,
+        quota: Option<usize>,
+    ) -> Result<String, Failure> {
         let valid = ValidBucket::check(body, false)?;
+        self.bucket_name_free(&valid.name, None)?;
+        if let Some(quota) = quota
+            && self.buckets.len() >= quota
+        {
+            return Err(Failure {
+                status: 429,
+                code: None,
+                message: format!("Bucket quota exceeded: the organisation may hold {quota}"),
+            });
+        }
         self.buckets.insert(
             id.clone(),
             BucketRecord {
@@ -694,11 +720,12 @@ impl Org {
         id: &str,
         body: BucketWriteBody,
     ) -> Result<&BucketRecord, Failure> {
-        let record = self
-            .buckets
-            .get_mut(id)
-            .ok_or_else(|| Failure::not_found(format!("bucket {id} not found")))?;
+        if !self.buckets.contains_key(id) {
+            return Err(Failure::not_found(format!("bucket {id} not found")));
+        }
         let valid = ValidBucket::check(body, true)?;
+        self.bucket_name_free(&valid.name, Some(id))?;
+        let record = self.buckets.get_mut(id).expect("checked above");
         record.name = valid.name;
         record.bucket = valid.bucket;
         record.storage_type = valid.storage_type;
@@ -714,6 +741,28 @@ impl Org {
             record.secret = valid.secret;
         }
         Ok(record)
+    }
+
+    /// Refuses a bucket name another bucket of the organisation (any workspace) has, `exclude`
+    /// being the bucket an update replaces. The reference says names are unique in the
+    /// organisation but publishes no code for a clash: repositories' `NAME_ALREADY_USED`, and
+    /// their status, are a guess.
+    fn bucket_name_free(&self, name: &str, exclude: Option<&str>) -> Result<(), Failure> {
+        match self
+            .buckets
+            .values()
+            .find(|b| b.name == name && Some(b.id.as_str()) != exclude)
+        {
+            Some(holder) => Err(Failure::new(
+                409,
+                "NAME_ALREADY_USED",
+                format!(
+                    "a bucket named {name:?} already exists (workspace {})",
+                    holder.workspace_id
+                ),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// `GET /bucket/{id}/status` and the like: one bucket, or the API's `NOT_FOUND`.
@@ -737,7 +786,9 @@ impl Org {
             .filter(move |bucket| !used.contains(bucket.id.as_str()))
     }
 
-    /// `DELETE /bucket/{id}`: refused while a repo still uses the bucket.
+    /// `DELETE /bucket/{id}`: refused while a repo still uses the bucket, as the reference
+    /// says the service does: HTTP 403, a message, and no `error_code` (the same answer as a
+    /// token that may not delete it).
     pub fn delete_bucket(&mut self, id: &str) -> Result<(), Failure> {
         if !self.buckets.contains_key(id) {
             return Err(Failure {
@@ -746,16 +797,16 @@ impl Org {
                 message: format!("Bucket {id} not found"),
             });
         }
-        if let Some(repo) = self
+        if self
             .repos
             .values()
-            .find(|repo| repo.units.iter().any(|unit| unit.bucket_id == id))
+            .any(|repo| repo.units.iter().any(|unit| unit.bucket_id == id))
         {
-            return Err(Failure::new(
-                409,
-                "BUCKET_IN_USE",
-                format!("bucket {id} is used by repository {}", repo.id),
-            ));
+            return Err(Failure {
+                status: 403,
+                code: None,
+                message: BUCKET_IN_USE_MESSAGE.to_owned(),
+            });
         }
         self.buckets.remove(id);
         Ok(())
@@ -1021,6 +1072,52 @@ mod tests {
     }
 
     #[test]
+    fn over_the_bucket_quota_a_register_is_a_bare_429_until_one_goes() {
+        let mut org = org_with_buckets(&["b1"]);
+        let bucket = |name: &str| -> BucketWriteBody {
+            serde_json::from_value(json!({
+                "name": name, "bucket": name, "storageType": "S3", "workspaceId": "other"
+            }))
+            .unwrap()
+        };
+        let refused = org
+            .create_bucket_within(bucket("b2"), "b2".into(), "t".into(), Some(1))
+            .unwrap_err();
+        assert_eq!((refused.status, refused.code), (429, None));
+        assert!(!refused.is_validation(), "never answered as 200");
+        org.delete_bucket("b1").unwrap();
+        org.create_bucket_within(bucket("b2"), "b2".into(), "t".into(), Some(1))
+            .unwrap();
+    }
+
+    #[test]
+    fn bucket_names_are_unique_per_org_across_workspaces() {
+        let mut org = org_with_buckets(&["b1", "b2"]);
+        let elsewhere: BucketWriteBody = serde_json::from_value(json!({
+            "name": "b1", "bucket": "x", "storageType": "S3", "workspaceId": "other"
+        }))
+        .unwrap();
+        let clash = org
+            .create_bucket(elsewhere, "b3".into(), "t".into())
+            .unwrap_err();
+        assert_eq!((clash.status, clash.code), (409, Some("NAME_ALREADY_USED")));
+        let rename: BucketWriteBody =
+            serde_json::from_value(json!({"name": "b1", "bucket": "b2", "storageType": "S3"}))
+                .unwrap();
+        assert_eq!(code(org.update_bucket("b2", rename)), "NAME_ALREADY_USED");
+        let same: BucketWriteBody =
+            serde_json::from_value(json!({"name": "b2", "bucket": "y", "storageType": "S3"}))
+                .unwrap();
+        org.update_bucket("b2", same).unwrap();
+        org.delete_bucket("b1").unwrap();
+        let again: BucketWriteBody = serde_json::from_value(json!({
+            "name": "b1", "bucket": "x", "storageType": "S3", "workspaceId": "other"
+        }))
+        .unwrap();
+        org.create_bucket(again, "b3".into(), "t".into()).unwrap();
+    }
+
+    #[test]
     fn buckets_in_use_cannot_be_deleted() {
         let mut org = org_with_buckets(&["b1"]);
         org.create_repo(
@@ -1029,7 +1126,12 @@ mod tests {
             "t".into(),
         )
         .unwrap();
-        assert_eq!(code(org.delete_bucket("b1")), "BUCKET_IN_USE");
+        let refused = org.delete_bucket("b1").unwrap_err();
+        assert_eq!(
+            (refused.status, refused.code, refused.message.as_str()),
+            (403, None, BUCKET_IN_USE_MESSAGE)
+        );
+        assert!(org.buckets.contains_key("b1"));
         org.delete_repo("r1").unwrap();
         org.delete_bucket("b1").unwrap();
         assert_eq!(org.delete_bucket("b1").unwrap_err().status, 404);

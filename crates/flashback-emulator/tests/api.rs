@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use flashback_emulator::{
-    CallCount, EmulatorConfig, FailNext, Faults, Latency, RandomRateLimit, RouteFilter,
+    CallCount, EmulatorConfig, FailNext, Faults, Latency, Limits, RandomRateLimit, RouteFilter,
     RunningEmulator,
 };
 use reqwest::Method;
@@ -441,6 +441,132 @@ async fn available_buckets_are_a_bare_array_of_those_in_no_repo() {
             .await,
         (200, json!([]))
     );
+}
+
+#[tokio::test]
+async fn deleting_a_bucket_a_repository_uses_is_a_bare_403_as_the_service_answers() {
+    let emu = Emulator::start(None).await;
+    let used = emu.bucket("used", WS, json!({})).await;
+    let repo = emu.repo("r", "NORMAL", json!([{"bucketId": used}])).await;
+    let path = format!("/bucket/{used}");
+
+    // The reference's answer: 403, its message, no error code (nothing to tell it apart
+    // from a token that may not delete the bucket).
+    let refused = emu.call(Method::DELETE, &path, None).await;
+    assert_eq!(
+        refused,
+        (
+            403,
+            json!({"success": false, "message": "Insufficient permissions or bucket in use"})
+        )
+    );
+    emu.listed_bucket(&used).await;
+
+    let (status, _) = emu
+        .call(Method::DELETE, &format!("/repo/{repo}"), None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        emu.call(Method::DELETE, &path, None).await,
+        (200, json!({"success": true}))
+    );
+    assert_eq!(emu.call(Method::DELETE, &path, None).await.0, 404);
+}
+
+#[tokio::test]
+async fn over_the_bucket_quota_a_register_is_a_bare_429_without_retry_after() {
+    let emu = Emulator::start(None).await;
+    let control = emu.running.control();
+    control
+        .set_limits(&Limits {
+            buckets_per_organisation: Some(2),
+        })
+        .await
+        .unwrap();
+    let (status, limits) = emu
+        .call_as(None, Method::GET, "/_emulator/limits", None)
+        .await;
+    assert_eq!(
+        (status, limits),
+        (200, json!({"bucketsPerOrganisation": 2}))
+    );
+    let first = emu.bucket("a", WS, json!({})).await;
+    // The quota counts the organisation's buckets, every workspace together.
+    emu.bucket("b", "ws-2", json!({})).await;
+
+    let url = format!("{}/bucket", emu.running.base_url());
+    let over = emu
+        .http
+        .post(&url)
+        .bearer_auth("t1")
+        .json(&json!({"name": "c", "bucket": "c", "storageType": "S3", "workspaceId": WS}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(over.status().as_u16(), 429);
+    assert_eq!(over.headers().get(RETRY_AFTER), None, "not a throttle");
+    let body: Value = over.json().await.unwrap();
+    assert_eq!(body["success"], json!(false));
+    assert!(body["message"].as_str().is_some(), "{body}");
+    assert_eq!(body.get("error_code"), None, "{body}");
+    let (_, listing) = emu.get("/bucket").await;
+    assert_eq!(listing["buckets"].as_array().unwrap().len(), 2);
+
+    // Each organisation has its own; and one bucket gone makes room for one.
+    let (status, _) = emu
+        .call_as(
+            Some("t2"),
+            Method::POST,
+            "/bucket",
+            Some(json!({"name": "c", "bucket": "c", "storageType": "S3", "workspaceId": WS})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = emu
+        .call(Method::DELETE, &format!("/bucket/{first}"), None)
+        .await;
+    assert_eq!(status, 200);
+    emu.bucket("c", WS, json!({})).await;
+    control.set_limits(&Limits::default()).await.unwrap();
+    emu.bucket("d", WS, json!({})).await;
+}
+
+#[tokio::test]
+async fn a_bucket_name_is_unique_in_the_organisation_whatever_the_workspace() {
+    let emu = Emulator::start(None).await;
+    let first = emu.bucket("photos", WS, json!({})).await;
+    let again = json!({"name": "photos", "bucket": "other", "storageType": "S3",
+                       "workspaceId": "ws-2"});
+    let (status, refused) = emu.post("/bucket", again.clone()).await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(
+        refused["error_code"],
+        json!("NAME_ALREADY_USED"),
+        "{refused}"
+    );
+    // Another organisation has names of its own.
+    let (status, _) = emu
+        .call_as(Some("t2"), Method::POST, "/bucket", Some(again.clone()))
+        .await;
+    assert_eq!(status, 200);
+    // A rename onto a taken name is refused too; the name is free once its bucket goes.
+    let second = emu.bucket("videos", "ws-2", json!({})).await;
+    let (status, refused) = emu
+        .put(
+            &format!("/bucket/{second}"),
+            json!({"name": "photos", "bucket": "videos", "storageType": "S3"}),
+        )
+        .await;
+    assert_eq!(
+        (status, &refused["error_code"]),
+        (409, &json!("NAME_ALREADY_USED"))
+    );
+    let (status, _) = emu
+        .call(Method::DELETE, &format!("/bucket/{first}"), None)
+        .await;
+    assert_eq!(status, 200);
+    let (status, answer) = emu.post("/bucket", again).await;
+    assert_eq!(status, 200, "{answer}");
 }
 
 #[tokio::test]

@@ -393,6 +393,17 @@ pub fn used_by_a_repository(
         })
 }
 
+/// The first of `repos` (listed by the API) that groups the bucket `bucket_id`: while one does,
+/// the API refuses to delete the bucket.
+pub fn listed_as_used<'a>(
+    bucket_id: &str,
+    repos: impl IntoIterator<Item = &'a flashback::Repo>,
+) -> Option<&'a flashback::Repo> {
+    repos
+        .into_iter()
+        .find(|repo| repo.buckets.iter().any(|b| b.bucket_id == bucket_id))
+}
+
 /// The status the API reports for a listed bucket, when it is a plain word the operator will
 /// write into the object's status (a server can answer anything).
 pub fn reported_status(listing: &[Bucket], bucket_id: &str) -> Option<String> {
@@ -451,6 +462,31 @@ pub fn in_use(bucket_id: &str) -> State {
         message: format!(
             "bucket {bucket_id} is used by a repository: it is deleted once no repository uses \
              it (or set deletionPolicy: Orphan to release the object and keep it)"
+        ),
+    }
+}
+
+/// The stall of a register refused with `NAME_ALREADY_USED` while the bucket's workspace lists
+/// no bucket of that name: another workspace of the organisation has it.
+pub fn name_used_elsewhere(name: &str, workspace: &str) -> Stall {
+    Stall {
+        reason: Reason::NameAlreadyUsed,
+        message: format!(
+            "the Flashback API refused the name {name:?}: another bucket of the organisation \
+             uses it, outside workspace {workspace}; choose another spec.name"
+        ),
+    }
+}
+
+/// Reconciling: the API refused the delete with 403, its answer both to a bucket in use and to
+/// a token that may not delete it.
+pub fn delete_refused(bucket_id: &str, message: &str) -> State {
+    State::Progressing {
+        reason: Reason::BucketInUse,
+        message: format!(
+            "the Flashback API refused to delete bucket {bucket_id}: it is in use or not \
+             permitted ({message}); asked again every resync (or set deletionPolicy: Orphan to \
+             release the object and keep it)"
         ),
     }
 }
@@ -717,6 +753,42 @@ mod tests {
             "another tenant naming the id holds nothing"
         );
         assert!(!uses(vec![]));
+    }
+
+    #[test]
+    fn a_name_taken_in_another_workspace_stalls_naming_the_workspace() {
+        let stall = name_used_elsewhere("photos", "ws-1");
+        assert_eq!(stall.reason, Reason::NameAlreadyUsed);
+        assert_eq!(
+            stall.message,
+            "the Flashback API refused the name \"photos\": another bucket of the organisation \
+             uses it, outside workspace ws-1; choose another spec.name"
+        );
+    }
+
+    #[test]
+    fn a_listed_repository_grouping_the_bucket_holds_its_delete() {
+        let listed = |id: &str, buckets: &[&str]| -> flashback::Repo {
+            let buckets: Vec<_> = buckets
+                .iter()
+                .map(|b| serde_json::json!({"bucketId": b, "master": false}))
+                .collect();
+            serde_json::from_value(serde_json::json!({
+                "id": id, "name": id, "storageType": "S3", "mode": "BACKUP", "buckets": buckets
+            }))
+            .unwrap()
+        };
+        let repos = [listed("r1", &["b2"]), listed("r2", &["b3", "b1"])];
+        assert_eq!(
+            listed_as_used("b1", &repos).map(|r| r.id.as_str()),
+            Some("r2")
+        );
+        assert_eq!(listed_as_used("b9", &repos), None);
+        assert_eq!(listed_as_used("b1", &[]), None);
+
+        let refused = delete_refused("b1", "Insufficient permissions or bucket in use");
+        assert_eq!(refused.reason(), Reason::BucketInUse);
+        assert!(matches!(refused, State::Progressing { .. }), "{refused:?}");
     }
 
     #[test]

@@ -14,13 +14,14 @@ use crate::controller::bucket::plan::{self, CloudCredentials, Decision};
 use crate::controller::conditions::{self, State};
 use crate::controller::context::Context;
 use crate::controller::create_attempt::CreateAttempt;
+use crate::controller::credentials::Credentials;
 use crate::controller::error::Error;
 use crate::controller::events;
 use crate::controller::failpoint::{self, Failpoint};
 use crate::controller::finalizer;
 use crate::controller::ownership::Identity;
 use crate::controller::reason::Reason;
-use crate::controller::stall::{Stall, api_stall_for, credentials_stall};
+use crate::controller::stall::{Stall, api_stall_for, create_quota_stall, credentials_stall};
 use crate::controller::status_write::{self, Announce, KindStatus, Write};
 use crate::crd::{FlashbackBucket, FlashbackBucketStatus};
 use flashback_client::{ApiError, FlashbackClient};
@@ -33,6 +34,8 @@ pub struct Reconcile<'a> {
     /// The API and credentials this reconcile acts with, once observed: an id it records is
     /// recorded as confirmed with them.
     identity: Option<Identity>,
+    /// The Flashback credentials it acts with, once observed.
+    credentials: Option<Credentials>,
 }
 
 /// What a status write records besides the conditions.
@@ -60,6 +63,7 @@ impl<'a> Reconcile<'a> {
             ctx,
             bucket: bucket.clone(),
             identity: None,
+            credentials: None,
         }
     }
 
@@ -155,11 +159,16 @@ impl<'a> Reconcile<'a> {
         let body = plan::desired(&self.bucket, cloud);
         let bucket_id = match client.create_bucket(&body).await {
             Ok(id) => id,
+            Err(error @ ApiError::NameAlreadyUsed { .. }) => {
+                return self.name_refused(client, error).await;
+            }
             Err(error) => {
                 // The listing this create was decided on was fresh: a refusal proves that no
                 // attempt of this object made anything, and the record must not make a later
-                // bucket of this name and shape (someone else's) look like this object's.
-                if let Some(stall) = self.api_stall(&error) {
+                // bucket of this name and shape (someone else's) look like this object's. Over
+                // the bucket quota, no retry helps: a stall, looked at again every resync.
+                let quota = create_quota_stall(&error, "bucket", self.bucket.remote_name());
+                if let Some(stall) = quota.or_else(|| self.api_stall(&error)) {
                     let record = Record {
                         attempt: Attempt::Resolved,
                         ..Record::default()
@@ -209,6 +218,37 @@ impl<'a> Reconcile<'a> {
         Ok(Action::await_change())
     }
 
+    /// The API refused the register's name. Names are unique in the organisation: a fresh
+    /// listing of the workspace tells whether the name is taken here (the next look decides,
+    /// after this object's backoff, and may find its own attempt's bucket) or elsewhere (a
+    /// stall, and the attempt resolved: nothing was made).
+    async fn name_refused(
+        &mut self,
+        client: &FlashbackClient,
+        refusal: ApiError,
+    ) -> Result<Action, Error> {
+        let workspace = self.bucket.spec.workspace_id.clone();
+        let listing = match client.list_buckets(Some(&workspace)).await {
+            Ok(listing) => listing,
+            Err(error) => return self.remote_failed("list buckets", error).await,
+        };
+        let name = self.bucket.remote_name().to_string();
+        if listing.iter().any(|b| b.name == name) {
+            return Err(Error::Remote {
+                operation: "register the bucket",
+                source: refusal,
+            });
+        }
+        let stall = plan::name_used_elsewhere(&name, &workspace);
+        let record = Record {
+            attempt: Attempt::Resolved,
+            ..Record::default()
+        };
+        self.write(&stall.state(), record, Write::Conditional)
+            .await?;
+        Ok(Action::requeue(self.ctx.settings.resync_interval))
+    }
+
     /// Observe: a client with the Flashback token, and the cloud credentials.
     async fn observe(
         &mut self,
@@ -232,6 +272,7 @@ impl<'a> Reconcile<'a> {
         };
         let identity = self.ctx.identity_of(&self.bucket, &credentials);
         self.identity = Some(identity.clone());
+        self.credentials = Some(credentials.clone());
         Ok(self
             .ctx
             .remote
@@ -343,21 +384,40 @@ impl<'a> Reconcile<'a> {
                 doomed.into_iter().map(|b| b.id.clone()).collect()
             }
         };
+        if doomed.is_empty() {
+            return self.release().await;
+        }
+        // A repository the operator does not manage may group it: the API would refuse the
+        // delete (403), so the workspace's listing (shared with the repositories' reconciles)
+        // is asked first, and the delete waits, looked at again once per resync.
+        let credentials = self.credentials.clone().expect("set by client()");
+        let workspace = self.bucket.spec.workspace_id.clone();
+        let repos = match self.ctx.remote.repos(&credentials, &workspace, None).await {
+            Ok(repos) => repos,
+            Err(error) => return self.remote_failed("list repositories", error).await,
+        };
+        if let Some(bucket_id) = doomed
+            .iter()
+            .find(|id| plan::listed_as_used(id, repos.iter()).is_some())
+        {
+            let state = plan::in_use(bucket_id);
+            self.write(&state, Record::default(), Write::Conditional)
+                .await?;
+            return Ok(Action::requeue(self.ctx.settings.resync_interval));
+        }
         for bucket_id in doomed {
             match client.delete_bucket(&bucket_id).await {
                 Ok(()) | Err(ApiError::NotFound { .. }) => {
                     let note = format!("deregistered bucket {bucket_id}");
                     self.publish(EventType::Normal, Reason::Deleted, note).await;
                 }
-                Err(error) if error.error_code() == Some("BUCKET_IN_USE") => {
-                    // A repository the operator does not manage still groups it: asked again
-                    // once per resync, not in a loop on the credential's budget.
-                    self.write(
-                        &plan::in_use(&bucket_id),
-                        Record::default(),
-                        Write::Conditional,
-                    )
-                    .await?;
+                Err(ApiError::Forbidden { message }) => {
+                    // The API's answer to a bucket in use is the one to a token that may not
+                    // delete it: either way a person or another repository must act, so it is
+                    // asked again once per resync, not in a loop on the credential's budget.
+                    let state = plan::delete_refused(&bucket_id, &message);
+                    self.write(&state, Record::default(), Write::Conditional)
+                        .await?;
                     return Ok(Action::requeue(self.ctx.settings.resync_interval));
                 }
                 Err(error) => return self.remote_failed("deregister the bucket", error).await,
