@@ -276,3 +276,33 @@ async fn a_rename_during_a_slow_create_makes_no_second_repo() {
     assert_eq!(remote[0].name, "renamed");
     assert_eq!(scene.calls("POST", "/repo").await, 1);
 }
+
+#[tokio::test]
+async fn a_repository_create_over_the_quota_stalls_and_is_tried_once_per_resync() {
+    let scene = Scene::with_operator("repo-quota").await;
+    // A quota, as the API answers its bucket quota: 429 without Retry-After (not a throttle).
+    scene
+        .control
+        .set_faults(&Faults {
+            fail_next: Some(flashback_emulator::FailNext::new(100, 429).on("POST", "/repo")),
+            ..Faults::default()
+        })
+        .await
+        .unwrap();
+    scene.create(&scene.mirror("media")).await;
+    let stalled = scene.wait_stalled("media", "QuotaExceeded").await;
+    assert_eq!(
+        condition(&stalled, "Stalled").unwrap().message,
+        "the Flashback API refused to create the repository \"media\" with HTTP 429 and no \
+         Retry-After: the organisation's repository quota is reached, and retrying does not \
+         help; delete a repository or raise the quota (looked at again every resync)"
+    );
+    let posts = scene.calls("POST", "/repo").await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let more = scene.calls("POST", "/repo").await - posts;
+    println!("POST /repo in 7 s while over the quota (3 s resync): {more}");
+    assert!(more <= 3, "{more} creates in 7 s");
+    // Room again: the next resync creates it.
+    scene.control.clear_faults().await.unwrap();
+    scene.wait_ready("media").await;
+}

@@ -25,7 +25,7 @@ use crate::controller::reason::Reason;
 use crate::controller::repository::create_attempt;
 use crate::controller::repository::plan::{self, Decision};
 use crate::controller::repository::{held_by_another, status};
-use crate::controller::stall::{Stall, credentials_stall};
+use crate::controller::stall::{self, Stall, credentials_stall};
 use crate::controller::status_write::{self, Announce, Write};
 use crate::controller::watches;
 use crate::controller::workspace::Workspace;
@@ -206,7 +206,8 @@ impl<'a> Reconcile<'a> {
                 // attempt's outcome was unknown: a refusal now proves nothing of this object's
                 // exists, and the record must not make a later repository of this name look
                 // like ours.
-                if let Some(problem) = plan::api_stall(&error, &self.repo) {
+                let quota = stall::create_quota_stall(&error, "repository", &desired.name);
+                if let Some(problem) = quota.or_else(|| plan::api_stall(&error, &self.repo)) {
                     return self.stall_resolved(problem).await;
                 }
                 return self
