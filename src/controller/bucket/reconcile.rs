@@ -34,8 +34,6 @@ pub struct Reconcile<'a> {
     /// The API and credentials this reconcile acts with, once observed: an id it records is
     /// recorded as confirmed with them.
     identity: Option<Identity>,
-    /// The Flashback credentials it acts with, once observed.
-    credentials: Option<Credentials>,
 }
 
 /// What a status write records besides the conditions.
@@ -63,7 +61,6 @@ impl<'a> Reconcile<'a> {
             ctx,
             bucket: bucket.clone(),
             identity: None,
-            credentials: None,
         }
     }
 
@@ -253,7 +250,7 @@ impl<'a> Reconcile<'a> {
     async fn observe(
         &mut self,
     ) -> Result<Result<(FlashbackClient, Identity, CloudCredentials), Stall>, Error> {
-        let (client, identity) = match self.client().await? {
+        let (client, identity, _) = match self.client().await? {
             Ok(found) => found,
             Err(stall) => return Ok(Err(stall)),
         };
@@ -265,19 +262,20 @@ impl<'a> Reconcile<'a> {
 
     /// A client with the Flashback token (all a deregistration needs); the identity it acts
     /// with is kept for the status.
-    async fn client(&mut self) -> Result<Result<(FlashbackClient, Identity), Stall>, Error> {
+    async fn client(
+        &mut self,
+    ) -> Result<Result<(FlashbackClient, Identity, Credentials), Stall>, Error> {
         let credentials = match self.ctx.credentials_of(&self.bucket).await? {
             Ok(credentials) => credentials,
             Err(problem) => return Ok(Err(credentials_stall(&problem))),
         };
         let identity = self.ctx.identity_of(&self.bucket, &credentials);
         self.identity = Some(identity.clone());
-        self.credentials = Some(credentials.clone());
         Ok(self
             .ctx
             .remote
             .client_for(&credentials)
-            .map(|client| (client, identity))
+            .map(|client| (client, identity, credentials))
             .map_err(|error| Stall {
                 reason: Reason::InvalidCredentials,
                 message: format!("the Flashback credentials cannot be used: {error}"),
@@ -337,7 +335,7 @@ impl<'a> Reconcile<'a> {
         }
         // The cloud credentials may be gone already (a directory deleted with kubectl delete
         // -f): deregistering needs only the Flashback token.
-        let (client, identity) = match self.client().await? {
+        let (client, identity, credentials) = match self.client().await? {
             Ok(found) => found,
             Err(stall) => {
                 let namespace = self.bucket.namespace().unwrap_or_default();
@@ -390,7 +388,6 @@ impl<'a> Reconcile<'a> {
         // A repository the operator does not manage may group it: the API would refuse the
         // delete (403), so the workspace's listing (shared with the repositories' reconciles)
         // is asked first, and the delete waits, looked at again once per resync.
-        let credentials = self.credentials.clone().expect("set by client()");
         let workspace = self.bucket.spec.workspace_id.clone();
         let repos = match self.ctx.remote.repos(&credentials, &workspace, None).await {
             Ok(repos) => repos,

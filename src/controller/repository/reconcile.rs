@@ -47,6 +47,7 @@ pub struct Reconcile<'a> {
 /// What the observe step found: the credentials to act with and the workspace's listing.
 struct Observed {
     credentials: Credentials,
+    identity: Identity,
     listing: Workspace,
 }
 
@@ -79,7 +80,7 @@ impl<'a> Reconcile<'a> {
             Ok(observed) => observed,
             Err(outcome) => return outcome,
         };
-        let identity = self.ctx.identity_of(&self.repo, &observed.credentials);
+        let identity = observed.identity;
         let decision = plan::decide(&self.repo, &observed.listing, &identity, |id| {
             self.held_by_another(id, &identity)
         });
@@ -115,7 +116,8 @@ impl<'a> Reconcile<'a> {
                 return Ok(Err(self.report(None, stall.state()).await));
             }
         };
-        self.identity = Some(self.ctx.identity_of(&self.repo, &credentials));
+        let identity = self.ctx.identity_of(&self.repo, &credentials);
+        self.identity = Some(identity.clone());
         // A person asked for a look now, or an earlier create's outcome is unknown: no
         // listing from before this reconcile will do.
         let fetched_after = (self.repo.pending_reconcile_request().is_some()
@@ -124,6 +126,7 @@ impl<'a> Reconcile<'a> {
         match self.list(&credentials, fetched_after).await {
             Ok(listing) => Ok(Ok(Observed {
                 credentials,
+                identity,
                 listing,
             })),
             Err(error) => Ok(Err(self
@@ -339,13 +342,13 @@ impl<'a> Reconcile<'a> {
         // A create whose outcome was never recorded (a crash, a status write that failed) may
         // have made a repository: look with a listing from after it, so nothing leaks.
         // Only an attempt sent with these credentials can have made something they list.
-        let attempt = attempt.filter(|a| self.ctx.identity_of(&self.repo, &credentials).sent(a));
+        let identity = self.ctx.identity_of(&self.repo, &credentials);
+        let attempt = attempt.filter(|a| identity.sent(a));
         let fetched_after = attempt.is_some().then(Instant::now);
         let listing = match self.list(&credentials, fetched_after).await {
             Ok(listing) => listing,
             Err(error) => return Err(self.deletion_failed(error).await),
         };
-        let identity = self.ctx.identity_of(&self.repo, &credentials);
         let recorded_here = identity.confirmed(
             self.repo
                 .status
