@@ -43,6 +43,7 @@ async fn run(requests: usize, concurrency: usize) -> anyhow::Result<()> {
     let emulator = RunningEmulator::start(EmulatorConfig {
         tokens: vec![TOKEN.to_owned()],
         state_file: None,
+        ..Default::default()
     })
     .await?;
     let base = emulator.base_url().to_owned();
@@ -78,6 +79,7 @@ async fn run(requests: usize, concurrency: usize) -> anyhow::Result<()> {
     let emulator = RunningEmulator::start(EmulatorConfig {
         tokens: vec![TOKEN.to_owned()],
         state_file: Some(dir.path().join("state.json")),
+        ..Default::default()
     })
     .await?;
     let base = emulator.base_url().to_owned();

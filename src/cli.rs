@@ -34,6 +34,21 @@ pub enum Command {
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
     },
+    /// Log in to Flashback and put the session's refresh token into a credentials Secret.
+    ///
+    /// The password is asked on the terminal (or read from stdin); the API is --api-url.
+    /// Prints the Secret as YAML, or with --apply writes it through the kubeconfig.
+    Login {
+        /// The account's email.
+        #[arg(long)]
+        email: String,
+        /// The credentials Secret to write, as NAMESPACE/NAME.
+        #[arg(long)]
+        secret: crate::settings::SecretName,
+        /// Write the Secret (server-side apply of its keys) instead of printing it.
+        #[arg(long)]
+        apply: bool,
+    },
     /// Write the reference pages of docs/reference/ from their sources (`make docs`).
     #[command(hide = true)]
     Docs {
@@ -70,6 +85,31 @@ pub fn main(cli: Cli) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Login {
+            email,
+            secret,
+            apply,
+        } => {
+            let default = flashback_client::Url::parse(flashback_client::DEFAULT_BASE_URL)
+                .expect("the default API URL is a URL");
+            let request = crate::login::LoginRequest {
+                name_api_url: cli.settings.api_url != default,
+                api_url: cli.settings.api_url,
+                email,
+                secret,
+                apply,
+            };
+            let outcome = tokio::runtime::Runtime::new()
+                .map_err(anyhow::Error::from)
+                .and_then(|runtime| runtime.block_on(crate::login::run(request)));
+            match outcome {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("flashback-operator: {}", describe(&error));
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run => {
             if let Err(problem) = cli.settings.check() {
                 eprintln!("flashback-operator: {problem}");

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod controller;
 pub mod crd;
 pub mod http;
+pub mod login;
 pub mod metrics;
 pub mod reference;
 pub mod settings;

@@ -20,5 +20,6 @@ mod leader;
 mod lifecycle;
 mod node;
 mod observability;
+mod sessions;
 mod tenancy;
 mod writes;

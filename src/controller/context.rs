@@ -46,6 +46,24 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
 }
 
+/// Sessions kept in Secrets beside the credentials Secrets, claimed in this process's name.
+fn session_stores(kube: &kube::Client) -> crate::controller::remote::SessionStores {
+    let kube = kube.clone();
+    let holder = format!(
+        "{}/{:016x}",
+        std::env::var("POD_NAME").unwrap_or_else(|_| "flashback-operator".into()),
+        rand::random::<u64>()
+    );
+    Arc::new(move |origin| {
+        Arc::new(crate::controller::session::SecretSessionStore::new(
+            kube.clone(),
+            origin.secret.clone(),
+            &origin.refresh_token,
+            holder.clone(),
+        ))
+    })
+}
+
 impl Context {
     pub fn new(
         kube: &kube::Client,
@@ -67,6 +85,7 @@ impl Context {
                 observer: Some(Arc::new(move |call: &CallRecord| {
                     observer_metrics.api_call(call)
                 })),
+                sessions: Some(session_stores(kube)),
             }),
             events: Publisher::new(
                 kube.clone(),

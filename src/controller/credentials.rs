@@ -13,16 +13,30 @@ pub use crate::settings::SecretName;
 use crate::settings::Settings;
 use flashback_client::Token;
 
-/// The Secret key holding the API token.
+/// The Secret key holding an API access token.
 pub const TOKEN_KEY: &str = "token";
+/// The Secret key holding a refresh token, which the operator renews a session with.
+pub const REFRESH_TOKEN_KEY: &str = "refreshToken";
 /// The optional Secret key holding the API base URL.
 pub const API_URL_KEY: &str = "apiUrl";
 
-/// What an object authenticates with. The token never leaves [`Token`]'s redaction.
+/// What an object authenticates with. The tokens never leave [`Token`]'s redaction.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Credentials {
     pub api_url: Url,
-    pub token: Token,
+    /// The access token of the key `token`: sent until it is refused (or, with a session,
+    /// expires).
+    pub token: Option<Token>,
+    /// With a refresh token, the session the operator keeps for the Secret.
+    pub session: Option<SessionOrigin>,
+}
+
+/// Where a session begins: the Secret and the refresh token it holds. Its renewals are kept
+/// beside it ([`crate::controller::session`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SessionOrigin {
+    pub secret: SecretName,
+    pub refresh_token: Token,
 }
 
 impl fmt::Debug for Credentials {
@@ -30,6 +44,10 @@ impl fmt::Debug for Credentials {
         f.debug_struct("Credentials")
             .field("api_url", &self.api_url.as_str())
             .field("token", &self.token)
+            .field(
+                "session_of",
+                &self.session.as_ref().map(|s| s.secret.to_string()),
+            )
             .finish()
     }
 }
@@ -76,10 +94,13 @@ impl<'a> ApiUrls<'a> {
 pub enum CredentialsError {
     #[error("the credentials Secret {0} does not exist")]
     SecretNotFound(SecretName),
-    #[error("the credentials Secret {0} has no non-empty key `token`")]
+    #[error(
+        "the credentials Secret {0} has neither a non-empty key `token` nor `refreshToken` \
+         (`flashback-operator login` writes a refreshToken)"
+    )]
     TokenMissing(SecretName),
-    #[error("the key `token` of the credentials Secret {0} is not UTF-8 text")]
-    TokenNotText(SecretName),
+    #[error("the key `{1}` of the credentials Secret {0} is not UTF-8 text")]
+    TokenNotText(SecretName, &'static str),
     #[error("the key `apiUrl` of the credentials Secret {0} {1}")]
     InvalidApiUrl(SecretName, &'static str),
     #[error(
@@ -164,9 +185,13 @@ pub fn from_secret(
         let text = std::str::from_utf8(&bytes.0).map_err(|_| ())?.trim();
         Ok((!text.is_empty()).then(|| text.to_string()))
     };
-    let token = value(TOKEN_KEY)
-        .map_err(|()| CredentialsError::TokenNotText(name.clone()))?
-        .ok_or_else(|| CredentialsError::TokenMissing(name.clone()))?;
+    let token =
+        value(TOKEN_KEY).map_err(|()| CredentialsError::TokenNotText(name.clone(), TOKEN_KEY))?;
+    let refresh_token = value(REFRESH_TOKEN_KEY)
+        .map_err(|()| CredentialsError::TokenNotText(name.clone(), REFRESH_TOKEN_KEY))?;
+    if token.is_none() && refresh_token.is_none() {
+        return Err(CredentialsError::TokenMissing(name.clone()));
+    }
     let invalid = |why| CredentialsError::InvalidApiUrl(name.clone(), why);
     let api_url = match value(API_URL_KEY).map_err(|()| invalid("is not UTF-8 text"))? {
         Some(text) => {
@@ -189,7 +214,11 @@ pub fn from_secret(
     };
     Ok(Credentials {
         api_url,
-        token: Token::new(token),
+        token: token.map(Token::new),
+        session: refresh_token.map(|refresh| SessionOrigin {
+            secret: name.clone(),
+            refresh_token: Token::new(refresh),
+        }),
     })
 }
 
@@ -457,7 +486,8 @@ mod tests {
         let credentials =
             from_secret(&name(), &secret(&[("token", "t0k\n")]), urls(&[]), false).unwrap();
         assert_eq!(credentials.api_url, default_url());
-        assert_eq!(credentials.token, Token::new("t0k".to_string()));
+        assert_eq!(credentials.token, Some(Token::new("t0k".to_string())));
+        assert_eq!(credentials.session, None);
 
         let with_url = secret(&[("token", "t0k"), ("apiUrl", "http://127.0.0.1:9")]);
         let credentials = from_secret(&name(), &with_url, urls(&["127.0.0.1"]), false).unwrap();
@@ -522,7 +552,7 @@ mod tests {
         )]));
         assert_eq!(
             from_secret(&name(), &broken, urls(&[]), false),
-            Err(CredentialsError::TokenNotText(name()))
+            Err(CredentialsError::TokenNotText(name(), TOKEN_KEY))
         );
     }
 

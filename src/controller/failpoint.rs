@@ -13,6 +13,10 @@ pub enum Failpoint {
     PauseAfterKeyCreate,
     /// After a bucket was registered, before the status records it.
     PauseAfterBucketCreate,
+    /// After a session refresh answered, before its new refresh token is kept.
+    PauseBeforeSessionKept,
+    /// Right after a session's new refresh token was kept.
+    PauseAfterSessionKept,
 }
 
 impl Failpoint {
@@ -22,6 +26,8 @@ impl Failpoint {
             Failpoint::PauseAfterRemoteCreate => "pause-after-remote-create",
             Failpoint::PauseAfterKeyCreate => "pause-after-key-create",
             Failpoint::PauseAfterBucketCreate => "pause-after-bucket-create",
+            Failpoint::PauseBeforeSessionKept => "pause-before-session-kept",
+            Failpoint::PauseAfterSessionKept => "pause-after-session-kept",
         }
     }
 }

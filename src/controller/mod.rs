@@ -40,6 +40,7 @@ pub mod reason;
 pub mod remote;
 pub mod repository;
 pub mod runner;
+pub mod session;
 pub mod stall;
 pub mod stats;
 pub mod status_write;

@@ -73,6 +73,12 @@ reasons! {
     NoCredentials,
     /// The Flashback API rejected the token.
     Unauthorized,
+    /// The Flashback API refused the refresh token (revoked, expired or already used): a new
+    /// login must put a new `refreshToken` in the Secret.
+    RefreshTokenRefused,
+    /// The session of the credentials cannot be kept: the Secret `<name>-session` is not the
+    /// operator's.
+    SessionNotKept,
     /// The Flashback API does not let the token do this.
     Forbidden,
     /// The credentials cannot be used to build a client.

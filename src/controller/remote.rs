@@ -7,12 +7,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::controller::answers;
-use crate::controller::credentials::Credentials;
+use crate::controller::credentials::{Credentials, SessionOrigin};
 use crate::controller::workspace::Workspace;
 use flashback_client::{
-    ApiError, CallObserver, ClientConfig, FlashbackClient, RateLimit, Repo, RepoFilter, RepoStats,
-    RepoWrite,
+    ApiError, Auth, CallObserver, ClientConfig, FlashbackClient, RateLimit, Repo, RepoFilter,
+    RepoStats, RepoWrite, SessionStore,
 };
+
+/// Makes the store a session of a Secret is kept in.
+pub type SessionStores = Arc<dyn Fn(&SessionOrigin) -> Arc<dyn SessionStore> + Send + Sync>;
 
 /// How API clients are built for each credential.
 #[derive(Clone)]
@@ -27,6 +30,8 @@ pub struct RemoteSettings {
     pub stats_batch_size: usize,
     /// Told about every API exchange (for metrics).
     pub observer: Option<CallObserver>,
+    /// Where sessions are kept; without it, credentials with a refresh token cannot be used.
+    pub sessions: Option<SessionStores>,
 }
 
 type ListingKey = (Credentials, String);
@@ -67,7 +72,31 @@ impl Remote {
             *used = Instant::now();
             return Ok(client.clone());
         }
-        let mut config = ClientConfig::new(credentials.api_url.clone(), credentials.token.clone());
+        let auth = match (&credentials.session, &credentials.token) {
+            (Some(origin), access) => {
+                let stores = self
+                    .settings
+                    .sessions
+                    .as_ref()
+                    .ok_or_else(|| ApiError::Config {
+                        reason: "this operator keeps no sessions".into(),
+                        source: None,
+                    })?;
+                Auth::Session {
+                    access: access.clone(),
+                    refresh: origin.refresh_token.clone(),
+                    store: stores(origin),
+                }
+            }
+            (None, Some(token)) => Auth::Token(token.clone()),
+            (None, None) => {
+                return Err(ApiError::Config {
+                    reason: "the credentials hold no token".into(),
+                    source: None,
+                });
+            }
+        };
+        let mut config = ClientConfig::with_auth(credentials.api_url.clone(), auth);
         config.rate_limit = RateLimit {
             per_second: self.settings.rate,
             burst: self.settings.burst,
@@ -275,12 +304,14 @@ mod tests {
         let emulator = RunningEmulator::start(EmulatorConfig {
             tokens: vec![TOKEN.into()],
             state_file: None,
+            ..Default::default()
         })
         .await
         .unwrap();
         let credentials = Credentials {
             api_url: emulator.base_url().parse().unwrap(),
-            token: Token::new(TOKEN),
+            token: Some(Token::new(TOKEN)),
+            session: None,
         };
         let remote = Remote::new(RemoteSettings {
             rate: 1000.0,
@@ -288,6 +319,7 @@ mod tests {
             listing_max_age: Duration::from_secs(60),
             stats_batch_size: 50,
             observer: None,
+            sessions: None,
         });
         let bucket = remote
             .client(&credentials)

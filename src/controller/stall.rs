@@ -30,7 +30,7 @@ pub fn credentials_stall(problem: &CredentialsError) -> Stall {
         reason: match problem {
             CredentialsError::SecretNotFound(_) => Reason::SecretNotFound,
             CredentialsError::TokenMissing(_) => Reason::TokenMissing,
-            CredentialsError::TokenNotText(_) => Reason::TokenNotText,
+            CredentialsError::TokenNotText(..) => Reason::TokenNotText,
             CredentialsError::InvalidApiUrl(..) => Reason::InvalidApiUrl,
             CredentialsError::ApiUrlNotAllowed(..) => Reason::ApiUrlNotAllowed,
             CredentialsError::SecretForbidden(_) => Reason::SecretForbidden,
@@ -60,10 +60,26 @@ pub fn api_stall_for(
     let secret = credentials::secret_for(object, None)
         .map(|name| format!("the Secret {name}"))
         .unwrap_or_else(|_| "the operator's default credentials".into());
+    let login = credentials::secret_for(object, None)
+        .map(|name| name.to_string())
+        .unwrap_or_else(|_| "NAMESPACE/NAME".into());
     let (reason, message) = match error {
         ApiError::Unauthorized => (
             Reason::Unauthorized,
             format!("the Flashback API rejected the token from {secret}"),
+        ),
+        ApiError::SessionRefused { message } => (
+            Reason::RefreshTokenRefused,
+            format!(
+                "the Flashback API refused the refresh token from {secret} ({message}): it was \
+                 revoked, expired or already used. Log in again \
+                 (`flashback-operator login --email YOU --secret {login}`) to put a new \
+                 `refreshToken` in it; every object of these credentials recovers on its own"
+            ),
+        ),
+        ApiError::SessionStore { message, .. } => (
+            Reason::SessionNotKept,
+            format!("the session of {secret} cannot be kept: {message}"),
         ),
         ApiError::Forbidden { message } => (
             Reason::Forbidden,
@@ -258,7 +274,7 @@ mod tests {
                 Reason::TokenMissing,
             ),
             (
-                CredentialsError::TokenNotText(name.clone()),
+                CredentialsError::TokenNotText(name.clone(), "token"),
                 Reason::TokenNotText,
             ),
             (

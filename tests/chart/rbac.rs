@@ -154,7 +154,7 @@ async fn cluster_rbac_allows_what_the_operator_does_and_nothing_more() {
         with(&["list", "secrets"], &all),
         with(&["watch", "secrets"], &all),
         with(&["get", "secrets"], &elsewhere),
-        // FlashbackAccessKeys write the Secrets they own.
+        // Sessions and FlashbackAccessKeys write the Secrets they own.
         with(&["create", "secrets"], &elsewhere),
         with(&["update", "secrets"], &elsewhere),
         with(&["delete", "secrets"], &elsewhere),
@@ -212,8 +212,9 @@ async fn cluster_rbac_allows_what_the_operator_does_and_nothing_more() {
         rule(&format!("{repos}/status"), "", "get patch"),
         rule(&format!("{keys}/status"), "", "get patch"),
         rule("flashbackbuckets.flashback.tech/status", "", "get patch"),
-        // get, list and watch for credentials; create, update and delete for the Secrets
-        // of FlashbackAccessKeys (`kubectl auth can-i --list` merges them).
+        // get, list and watch for credentials; create and update for sessions and keys;
+        // delete for the Secrets of FlashbackAccessKeys (`kubectl auth can-i --list` merges
+        // them).
         rule("secrets", "", "create delete get list update watch"),
         rule("events.events.k8s.io", "", "create patch"),
         rule("leases.coordination.k8s.io", "", "create"),
@@ -224,7 +225,7 @@ async fn cluster_rbac_allows_what_the_operator_does_and_nothing_more() {
 }
 
 #[tokio::test]
-async fn access_keys_off_removes_the_secret_writes_and_tells_the_operator() {
+async fn access_keys_off_removes_the_secret_delete_and_tells_the_operator() {
     let kube = kube_client().await;
     let version = kube_version(&kube).await;
     crate::support::scene::install_crd(&kube).await;
@@ -246,22 +247,26 @@ async fn access_keys_off_removes_the_secret_writes_and_tells_the_operator() {
             .map(|s| (*s).to_owned())
             .collect()
     };
-    assert_allowed(&config, &[with(&["get", "secrets"])]);
-    assert_denied(
+    // Sessions still create and update their Secrets; only the keys' delete goes.
+    assert_allowed(
         &config,
         &[
+            with(&["get", "secrets"]),
             with(&["create", "secrets"]),
             with(&["update", "secrets"]),
-            with(&["delete", "secrets"]),
         ],
     );
+    assert_denied(&config, &[with(&["delete", "secrets"])]);
     let baseline = baseline_rules(&namespace);
     let secret_rules: Rules = rules(&config, &namespace)
         .difference(&baseline)
         .filter(|(resource, _, _)| resource == "secrets")
         .cloned()
         .collect();
-    assert_eq!(secret_rules, [rule("secrets", "", "get list watch")].into());
+    assert_eq!(
+        secret_rules,
+        [rule("secrets", "", "create get list update watch")].into()
+    );
     assert_eq!(
         rendered
             .env()
@@ -317,6 +322,10 @@ async fn namespaced_rbac_reaches_only_the_watched_namespace_and_the_default_secr
         &["get", "secrets/flashback-default", "-n", r],
         &["list", "secrets/flashback-default", "-n", r],
         &["watch", "secrets/flashback-default", "-n", r],
+        // Its session Secret beside it.
+        &["get", "secrets/flashback-default-session", "-n", r],
+        &["update", "secrets/flashback-default-session", "-n", r],
+        &["create", "secrets", "-n", r],
     ];
     assert_allowed(&config, allowed);
     let denied: &[&[&str]] = &[
@@ -328,7 +337,7 @@ async fn namespaced_rbac_reaches_only_the_watched_namespace_and_the_default_secr
         &["list", "secrets", "-n", r],
         &["get", "secrets/another-secret", "-n", r],
         &["patch", "secrets", "-n", w],
-        &["create", "secrets", "-n", r],
+        &["update", "secrets/another-secret", "-n", r],
         &["delete", "secrets", "-n", r],
         &["create", "secrets", "-n", "team-elsewhere"],
         &["delete", repos, "-n", w],

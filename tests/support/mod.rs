@@ -69,6 +69,7 @@ pub async fn emulator(tokens: &[&str]) -> RunningEmulator {
     RunningEmulator::start(EmulatorConfig {
         tokens: tokens.iter().map(|t| (*t).to_owned()).collect(),
         state_file: None,
+        ..Default::default()
     })
     .await
     .expect("the emulator starts")

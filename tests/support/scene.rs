@@ -120,6 +120,43 @@ impl Scene {
             .expect("the token Secret is written");
     }
 
+    /// Writes the Secret `name` afresh with exactly `data` (deleted first when it exists, so
+    /// that no key of before is left), as a person replacing it would.
+    pub async fn put_secret(&self, name: &str, data: &[(&str, &str)]) {
+        let secrets: Api<Secret> = Api::namespaced(self.kube.clone(), &self.namespace);
+        let _ = secrets.delete(name, &Default::default()).await;
+        let secret = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.to_owned()),
+                ..Default::default()
+            },
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| {
+                        (
+                            (*k).to_owned(),
+                            k8s_openapi::ByteString(v.as_bytes().to_vec()),
+                        )
+                    })
+                    .collect(),
+            ),
+            ..Secret::default()
+        };
+        let deadline = std::time::Instant::now() + DEADLINE;
+        // A delete may take a moment to finish: create until the name is free.
+        loop {
+            match secrets.create(&PostParams::default(), &secret).await {
+                Ok(_) => return,
+                Err(kube::Error::Api(status))
+                    if status.code == 409 && std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(error) => panic!("the Secret {name} is not written: {error}"),
+            }
+        }
+    }
+
     /// A MIRROR repository over the scene's two buckets, as a person would write it.
     pub fn mirror(&self, name: &str) -> FlashbackRepository {
         serde_saphyr::from_str(&format!(

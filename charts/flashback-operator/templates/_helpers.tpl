@@ -117,13 +117,20 @@ they name (metadata watched, the referenced ones read), the Secrets FlashbackAcc
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch"]
-{{- if .Values.accessKeys.enabled }}
-# FlashbackAccessKeys: the Secret a key is written into is created, replaced when the key
-# rotates, and deleted with its key. The operator writes only a Secret whose ownerReference
-# names the key object, and reads it (get, above) before every write.
+# Sessions: a credentials Secret with a refreshToken gets a Secret beside it,
+# `<name>-session` of type flashback.tech/session, created once and updated at every
+# renewal (a name cannot limit `create`, and the names are the tenants' own). FlashbackAccessKeys
+# write theirs with the same two verbs.
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["create", "update", "delete"]
+  verbs: ["create", "update"]
+{{- if .Values.accessKeys.enabled }}
+# FlashbackAccessKeys: the Secret a key is written into is deleted with its key. The
+# operator writes only a Secret whose ownerReference names the key object, and reads it
+# (get, above) before every write.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["delete"]
 {{- end }}
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]

@@ -13,10 +13,13 @@ use super::error::{ApiError, MAX_JSON_OBJECTS, judge_response, parse_retry_after
 use super::rate_limit::{RateLimit, RateLimiter};
 use super::retry::{Decision, RetryPolicy};
 use super::secret::Token;
+use super::session::{
+    Auth, Bearer, Refresher, Session, SessionTokens, expiry_from_number, header_of,
+};
 use super::types::{
-    Bucket, BucketIdBody, BucketStats, BucketWrite, BucketsBody, CreatedRepoKey, Ignored, Repo,
-    RepoFilter, RepoIdBody, RepoKey, RepoKeyCreate, RepoKeyWrite, RepoKeysBody, RepoStats,
-    RepoWrite, ReposBody, StatsBody,
+    Bucket, BucketIdBody, BucketStats, BucketWrite, BucketsBody, CreatedRepoKey, Ignored,
+    LoginRequest, LoginUser, RefreshRequest, Repo, RepoFilter, RepoIdBody, RepoKey, RepoKeyCreate,
+    RepoKeyWrite, RepoKeysBody, RepoStats, RepoWrite, ReposBody, SessionBody, StatsBody,
 };
 
 /// The base URL of the reference's samples.
@@ -42,7 +45,7 @@ pub type CallObserver = Arc<dyn Fn(&CallRecord) + Send + Sync>;
 #[derive(Clone)]
 pub struct ClientConfig {
     pub base_url: Url,
-    pub token: Token,
+    pub auth: Auth,
     /// Whole-request timeout of one attempt that writes (POST, PUT, DELETE).
     pub timeout: Duration,
     /// Whole-request timeout of one attempt that reads (GET): shorter, since a read is
@@ -63,9 +66,14 @@ impl ClientConfig {
     /// 4 attempts with 200 ms→10 s backoff, 10 calls/s with bursts of 20, stats in batches
     /// of 100.
     pub fn new(base_url: Url, token: Token) -> Self {
+        Self::with_auth(base_url, Auth::Token(token))
+    }
+
+    /// The same defaults, authenticating with `auth` (a session, say).
+    pub fn with_auth(base_url: Url, auth: Auth) -> Self {
         Self {
             base_url,
-            token,
+            auth,
             timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(10),
             max_response_bytes: 16 << 20,
@@ -81,7 +89,7 @@ impl fmt::Debug for ClientConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientConfig")
             .field("base_url", &self.base_url.as_str())
-            .field("token", &self.token)
+            .field("auth", &self.auth)
             .field("timeout", &self.timeout)
             .field("read_timeout", &self.read_timeout)
             .field("max_response_bytes", &self.max_response_bytes)
@@ -103,14 +111,30 @@ pub struct FlashbackClient {
 struct Inner {
     http: reqwest::Client,
     base_url: Url,
-    /// `Bearer <token>`, marked sensitive so reqwest's own `Debug` hides it.
-    auth: HeaderValue,
+    auth: Authorization,
     retry: RetryPolicy,
     limiter: RateLimiter,
     read_timeout: Duration,
     max_response_bytes: usize,
     stats_batch_size: usize,
     observer: Option<CallObserver>,
+}
+
+/// What a client sends as `Authorization`.
+enum Authorization {
+    /// `Bearer <token>`, marked sensitive so reqwest's own `Debug` hides it.
+    Static(HeaderValue),
+    /// A session's current access token, renewed as it expires.
+    Session(Session),
+    /// Nothing (a client that only logs in).
+    Anonymous,
+}
+
+/// Whether a call sends the client's token: the session calls themselves do not.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Authorize {
+    Yes,
+    No,
 }
 
 impl fmt::Debug for FlashbackClient {
@@ -139,9 +163,15 @@ impl FlashbackClient {
                 "the base URL must not carry a user name or password",
             ));
         }
-        let mut auth = HeaderValue::from_str(&format!("Bearer {}", config.token.expose()))
-            .map_err(|_| config_error("the token holds characters an HTTP header cannot carry"))?;
-        auth.set_sensitive(true);
+        let auth = match config.auth {
+            Auth::Token(token) => Authorization::Static(header_of(&token)?),
+            Auth::Session {
+                access,
+                refresh,
+                store,
+            } => Authorization::Session(Session::new(access.as_ref(), refresh, store)?),
+            Auth::Anonymous => Authorization::Anonymous,
+        };
         // Redirects are never followed: a server could send the token, and writes, to an
         // address the operator was never allowed to call. A 3xx is an error like any other.
         let http = reqwest::Client::builder()
@@ -370,7 +400,69 @@ impl FlashbackClient {
         url
     }
 
-    /// Sends one call, retrying as the policy allows.
+    /// `POST /user/login`: a new session for a person's email and password. Sends no token.
+    /// An account that needs a second factor is refused with the API's error code.
+    pub async fn login(&self, email: &str, password: &str) -> Result<Login, ApiError> {
+        let url = self.url(&["user", "login"], &[]);
+        let request = LoginRequest { email, password };
+        let body: SessionBody = self
+            .exchange("login", Method::POST, url, Some(&request), Authorize::No)
+            .await?;
+        let user = body.user.clone().unwrap_or_default();
+        Ok(Login {
+            tokens: session_tokens("login", body)?,
+            user,
+        })
+    }
+
+    /// `POST /user/refresh`: spends `refresh` for a new access token and a new refresh token.
+    /// A refusal (the token revoked, expired or spent) is [`ApiError::SessionRefused`]; a
+    /// failure the server may not have acted on is returned as it is.
+    pub async fn refresh_session(&self, refresh: &Token) -> Result<SessionTokens, ApiError> {
+        let url = self.url(&["user", "refresh"], &[]);
+        let request = RefreshRequest {
+            refresh_token: refresh.expose(),
+        };
+        let answer: Result<SessionBody, ApiError> = self
+            .exchange(
+                "refresh_session",
+                Method::POST,
+                url,
+                Some(&request),
+                Authorize::No,
+            )
+            .await;
+        match answer {
+            Ok(body) => session_tokens("refresh_session", body),
+            Err(error) => {
+                let last = match &error {
+                    ApiError::RetriesExhausted { last, .. } => last.as_ref(),
+                    other => other,
+                };
+                if last.is_transient() || matches!(last, ApiError::Decode { .. }) {
+                    Err(error)
+                } else {
+                    Err(ApiError::SessionRefused {
+                        message: last.to_string(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// The token to send now, or none.
+    async fn bearer(&self) -> Result<Option<Bearer>, ApiError> {
+        match &self.inner.auth {
+            Authorization::Static(header) => Ok(Some(Bearer {
+                header: header.clone(),
+                generation: 0,
+            })),
+            Authorization::Session(session) => session.bearer(self).await.map(Some),
+            Authorization::Anonymous => Ok(None),
+        }
+    }
+
+    /// Sends one call with the client's token, retrying as the policy allows.
     async fn call<T, B>(
         &self,
         endpoint: &'static str,
@@ -382,20 +474,58 @@ impl FlashbackClient {
         T: DeserializeOwned,
         B: Serialize + ?Sized,
     {
+        self.exchange(endpoint, method, url, body, Authorize::Yes)
+            .await
+    }
+
+    /// Sends one call, retrying as the policy allows. A session's token refused with 401 is
+    /// renewed (once for every call that saw it refused) and the call replayed once.
+    async fn exchange<T, B>(
+        &self,
+        endpoint: &'static str,
+        method: Method,
+        url: Url,
+        body: Option<&B>,
+        authorize: Authorize,
+    ) -> Result<T, ApiError>
+    where
+        T: DeserializeOwned,
+        B: Serialize + ?Sized,
+    {
         let body = body.map(serde_json::to_vec).transpose().map_err(|source| {
             ApiError::decode_with(endpoint, "could not encode the request", source)
         })?;
         let idempotent = method != Method::POST;
         let mut attempt = 0;
+        let mut replayed = false;
         loop {
             attempt += 1;
+            let bearer = match authorize {
+                Authorize::Yes => self.bearer().await?,
+                Authorize::No => None,
+            };
+            let header = bearer.as_ref().map(|bearer| &bearer.header);
+            // A session call is as cheap as a read, and a claim on the refresh token it
+            // spends is held as long as it takes: it gets the read timeout.
+            let quick = method == Method::GET || authorize == Authorize::No;
+            let how = How { header, quick };
             let error = match self
-                .attempt(endpoint, &method, &url, body.as_deref(), attempt)
+                .attempt(endpoint, &method, &url, body.as_deref(), attempt, how)
                 .await
             {
                 Ok(answer) => return Ok(answer),
                 Err(error) => error,
             };
+            // A 401 comes before the server acts, so even a create is safe to send again.
+            if let (ApiError::Unauthorized, Authorization::Session(session), Some(bearer)) =
+                (&error, &self.inner.auth, &bearer)
+                && !replayed
+            {
+                replayed = true;
+                attempt -= 1;
+                session.after_refusal(self, bearer.generation).await?;
+                continue;
+            }
             if let Some(wait) = error.retry_after() {
                 // The server asked this credential for quiet: hold back every clone, not only
                 // this call, for as long as asked (the parser caps what a server may ask).
@@ -436,6 +566,7 @@ impl FlashbackClient {
         url: &Url,
         body: Option<&[u8]>,
         attempt: u32,
+        how: How<'_>,
     ) -> Result<T, ApiError> {
         // Waiting out a long pause would hold the caller idle: it gets the pause back as an
         // error instead, and comes back when it is over.
@@ -452,9 +583,11 @@ impl FlashbackClient {
             .inner
             .http
             .request(method.clone(), url.clone())
-            .header(AUTHORIZATION, self.inner.auth.clone())
             .header(ACCEPT, "application/json");
-        if method == Method::GET {
+        if let Some(authorization) = how.header {
+            request = request.header(AUTHORIZATION, authorization.clone());
+        }
+        if how.quick {
             request = request.timeout(self.inner.read_timeout);
         }
         if let Some(body) = body {
@@ -533,6 +666,64 @@ impl FlashbackClient {
             ApiError::decode(endpoint, detail)
         })
     }
+}
+
+/// How one attempt is sent: with which `Authorization`, and whether with the read timeout.
+struct How<'a> {
+    header: Option<&'a HeaderValue>,
+    quick: bool,
+}
+
+/// What a login answers.
+pub struct Login {
+    pub tokens: SessionTokens,
+    pub user: LoginUser,
+}
+
+impl fmt::Debug for Login {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Login")
+            .field("tokens", &self.tokens)
+            .field("user", &self.user)
+            .finish()
+    }
+}
+
+impl Refresher for FlashbackClient {
+    fn refresh<'a>(
+        &'a self,
+        refresh: &'a Token,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<SessionTokens, ApiError>> + Send + 'a>,
+    > {
+        Box::pin(self.refresh_session(refresh))
+    }
+}
+
+/// The tokens of a login's or a refresh's answer. A refresh token is required: without it the
+/// session could not be renewed again.
+fn session_tokens(endpoint: &'static str, body: SessionBody) -> Result<SessionTokens, ApiError> {
+    let refresh = body
+        .refresh_token
+        .filter(|token| !token.is_empty())
+        .ok_or_else(|| ApiError::decode(endpoint, "the answer holds no refreshToken"))?;
+    let expires_at = match body.expires_at {
+        Some(serde_json::Value::Number(number)) => number.as_f64().and_then(expiry_from_number),
+        Some(serde_json::Value::String(text)) => text
+            .parse::<f64>()
+            .ok()
+            .and_then(expiry_from_number)
+            .or_else(|| humantime::parse_rfc3339_weak(&text).ok()),
+        _ => None,
+    };
+    Ok(SessionTokens {
+        access: body
+            .access_token
+            .filter(|token| !token.is_empty())
+            .map(Token::new),
+        expires_at,
+        refresh: Token::new(refresh),
+    })
 }
 
 /// Why an answer's body could not be read.

@@ -17,6 +17,15 @@ pub enum ApiError {
     #[error("the Flashback API rejected the token (NO_AUTH_USER)")]
     Unauthorized,
 
+    /// The API refused the session's refresh token (revoked, expired or already spent), or
+    /// refused it before: only a new refresh token (a new login) renews the session.
+    #[error("the Flashback API refused the refresh token: {message}")]
+    SessionRefused { message: String },
+
+    /// The session's store could not be read or written.
+    #[error("the session's tokens could not be kept: {message}")]
+    SessionStore { message: String, permanent: bool },
+
     /// 403: the token is valid but may not do this.
     #[error("the Flashback API refused the call (403): {message}")]
     Forbidden { message: String },
@@ -118,7 +127,9 @@ impl ApiError {
         match self {
             Self::RateLimited { .. } | Self::QuotaExceeded { .. } | Self::Transient { .. } => true,
             Self::RetriesExhausted { last, .. } => last.is_transient(),
+            Self::SessionStore { permanent, .. } => !permanent,
             Self::Unauthorized
+            | Self::SessionRefused { .. }
             | Self::Forbidden { .. }
             | Self::NotFound { .. }
             | Self::NameAlreadyUsed { .. }
@@ -145,6 +156,8 @@ impl ApiError {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Self::Unauthorized => "unauthorized",
+            Self::SessionRefused { .. } => "session_refused",
+            Self::SessionStore { .. } => "session_store",
             Self::Forbidden { .. } => "forbidden",
             Self::NotFound { .. } => "not_found",
             Self::NameAlreadyUsed { .. } => "name_already_used",

@@ -8,17 +8,21 @@ mod error;
 mod rate_limit;
 mod retry;
 mod secret;
+mod session;
 mod types;
 
-pub use client::{CallObserver, CallRecord, ClientConfig, DEFAULT_BASE_URL, FlashbackClient};
+pub use client::{
+    CallObserver, CallRecord, ClientConfig, DEFAULT_BASE_URL, FlashbackClient, Login,
+};
 pub use error::ApiError;
 pub use rate_limit::RateLimit;
 /// The URL type the client takes, so that callers need no HTTP crate of their own.
 pub use reqwest::Url;
 pub use retry::RetryPolicy;
 pub use secret::{KeySecret, Token};
+pub use session::{Auth, Claim, SessionStore, SessionTokens, StoreError, StoreFuture, Stored};
 pub use types::{
-    AccessType, AiLlmRef, Bucket, BucketStats, BucketWrite, CreatedRepoKey, Repo, RepoBucket,
-    RepoBucketWrite, RepoFilter, RepoKey, RepoKeyWrite, RepoMode, RepoStats, RepoWrite,
+    AccessType, AiLlmRef, Bucket, BucketStats, BucketWrite, CreatedRepoKey, LoginUser, Repo,
+    RepoBucket, RepoBucketWrite, RepoFilter, RepoKey, RepoKeyWrite, RepoMode, RepoStats, RepoWrite,
     StorageType,
 };

@@ -402,6 +402,50 @@ pub(crate) struct RepoKeysBody {
     pub keys: Vec<RepoKey>,
 }
 
+/// Body of `POST /user/refresh` and `POST /user/logout`.
+#[derive(Serialize)]
+pub(crate) struct RefreshRequest<'a> {
+    pub refresh_token: &'a str,
+}
+
+/// Body of `POST /user/login`. Deliberately not `Debug`: it holds a password.
+#[derive(Serialize)]
+pub(crate) struct LoginRequest<'a> {
+    pub email: &'a str,
+    pub password: &'a str,
+}
+
+/// What a login or a refresh answers: the session's new tokens. Read into
+/// [`crate::SessionTokens`] at once; not `Debug`, since it holds them in the clear.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SessionBody {
+    #[serde(default)]
+    pub access_token: Option<String>,
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+    /// A number in the client's types; seconds or milliseconds since the epoch are both
+    /// read, and so is an RFC 3339 time.
+    #[serde(default)]
+    pub expires_at: Option<Value>,
+    #[serde(default)]
+    pub user: Option<LoginUser>,
+}
+
+/// Who logged in, as a login answers it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoginUser {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub org_id: Option<String>,
+}
+
 /// Any success body whose content the caller does not need.
 #[derive(Deserialize)]
 pub(crate) struct Ignored {}

@@ -168,6 +168,51 @@ impl EmulatorControl {
         self.send::<serde_json::Value>(request).await.map(|_| ())
     }
 
+    /// `GET /_emulator/sessions`: the lifetimes and the session counters.
+    pub async fn sessions(&self) -> anyhow::Result<crate::SessionFigures> {
+        self.send(self.http.get(self.url("/_emulator/sessions")))
+            .await
+    }
+
+    /// `PUT /_emulator/sessions`: access tokens issued from now on live `lifetime`.
+    pub async fn set_access_token_lifetime(&self, lifetime: Duration) -> anyhow::Result<()> {
+        let figures = crate::SessionFigures {
+            access_token_lifetime_seconds: Some(lifetime.as_secs_f64()),
+            ..Default::default()
+        };
+        self.send_ok(
+            self.http
+                .put(self.url("/_emulator/sessions"))
+                .json(&figures),
+        )
+        .await
+    }
+
+    /// `POST /_emulator/sessions`: a new session of the organisation of `token`.
+    pub async fn open_session(&self, token: &str) -> anyhow::Result<crate::IssuedSession> {
+        let body = serde_json::json!({"org": token});
+        self.send(self.http.post(self.url("/_emulator/sessions")).json(&body))
+            .await
+    }
+
+    /// `POST /_emulator/sessions/revoke`: ends the session `token_id`.
+    pub async fn revoke_session(&self, token_id: &str) -> anyhow::Result<()> {
+        let body = serde_json::json!({"tokenId": token_id});
+        self.send_ok(
+            self.http
+                .post(self.url("/_emulator/sessions/revoke"))
+                .json(&body),
+        )
+        .await
+    }
+
+    /// `POST /_emulator/users`: a person who can log in to the organisation of `token`.
+    pub async fn add_user(&self, email: &str, password: &str, token: &str) -> anyhow::Result<()> {
+        let body = serde_json::json!({"email": email, "password": password, "org": token});
+        self.send_ok(self.http.post(self.url("/_emulator/users")).json(&body))
+            .await
+    }
+
     /// `GET /_emulator/health`.
     pub async fn health(&self) -> anyhow::Result<()> {
         self.send_ok(self.http.get(self.url("/_emulator/health")))

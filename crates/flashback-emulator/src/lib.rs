@@ -12,6 +12,7 @@ mod calls;
 pub mod control;
 mod faults;
 mod routes;
+mod sessions;
 pub mod state;
 
 use std::collections::HashSet;
@@ -29,9 +30,13 @@ use tokio::task::JoinHandle;
 pub use calls::{CallCount, CallStats, IN_FLIGHT_GRACE};
 pub use control::{EmulatorControl, EmulatorProcess, Limits, ListedKey, RepoPatch, StatsPatch};
 pub use faults::{FailNext, Faults, Latency, RandomErrors, RandomRateLimit, RouteFilter};
+pub use sessions::{
+    DEFAULT_ACCESS_TOKEN_LIFETIME, DEFAULT_REFRESH_TOKEN_LIFETIME, IssuedSession, SessionFigures,
+};
 
 use self::calls::CallLog;
 use self::faults::FaultState;
+use self::sessions::Sessions;
 use self::state::Store;
 
 /// What the emulator accepts and where it keeps its state.
@@ -41,6 +46,12 @@ pub struct EmulatorConfig {
     pub tokens: Vec<String>,
     /// Where state survives restarts; memory only when `None`.
     pub state_file: Option<PathBuf>,
+    /// People who can log in (`POST /user/login`): (email, password), each in the
+    /// organisation of the first token.
+    pub users: Vec<(String, String)>,
+    /// How long the access tokens of sessions live ([`DEFAULT_ACCESS_TOKEN_LIFETIME`] when
+    /// `None`).
+    pub access_token_lifetime: Option<std::time::Duration>,
 }
 
 impl fmt::Debug for EmulatorConfig {
@@ -48,6 +59,8 @@ impl fmt::Debug for EmulatorConfig {
         f.debug_struct("EmulatorConfig")
             .field("tokens", &format_args!("[{} hidden]", self.tokens.len()))
             .field("state_file", &self.state_file)
+            .field("users", &format_args!("[{} hidden]", self.users.len()))
+            .field("access_token_lifetime", &self.access_token_lifetime)
             .finish()
     }
 }
@@ -56,6 +69,7 @@ impl fmt::Debug for EmulatorConfig {
 pub(crate) struct AppState {
     store: RwLock<Store>,
     tokens: HashSet<String>,
+    sessions: Mutex<Sessions>,
     faults: Mutex<FaultState>,
     limits: Mutex<Limits>,
     calls: Mutex<CallLog>,
@@ -67,6 +81,10 @@ pub(crate) struct AppState {
 impl AppState {
     fn faults(&self) -> MutexGuard<'_, FaultState> {
         self.faults.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn sessions(&self) -> MutexGuard<'_, Sessions> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn limits(&self) -> MutexGuard<'_, Limits> {
@@ -145,9 +163,18 @@ pub async fn serve(
         None => Store::default(),
     };
     store.ensure_orgs(&config.tokens);
+    let mut sessions = Sessions::new(
+        config
+            .access_token_lifetime
+            .unwrap_or(DEFAULT_ACCESS_TOKEN_LIFETIME),
+    );
+    for (email, password) in &config.users {
+        sessions.add_user(email, password, &config.tokens[0]);
+    }
     let state = Arc::new(AppState {
         store: RwLock::new(store),
         tokens: config.tokens.iter().cloned().collect(),
+        sessions: Mutex::new(sessions),
         faults: Mutex::new(FaultState::default()),
         limits: Mutex::new(Limits::default()),
         calls: Mutex::new(CallLog::default()),

@@ -24,8 +24,14 @@ Repository access keys: /repo/{id}/apikey (list, create) and /repo/{id}/apikey/{
 (update, delete). The plain secret is answered once, by the create; the emulator keeps only its
 SHA-256, and lists a sealed look-alike, so no listing and no state file ever holds it.
 
-Tokens: every call needs `Authorization: Bearer <token>` with one of the --token values;
-each token is its own organisation, which sees nothing of the others. Other tokens get 401.
+Tokens: every call needs `Authorization: Bearer <token>` with one of the --token values,
+each its own organisation, which sees nothing of the others, or the access token of a
+session of one. Other tokens get 401.
+
+Sessions: POST /user/login {email, password} (a --user) answers an access token living
+--access-token-lifetime and a refresh token; POST /user/refresh {refresh_token} spends the
+refresh token for a new pair. A spent refresh token sent again is refused, counted as a
+reuse, and ends its session; POST /user/logout ends one.
 
 State: kept in memory, and with --state-file also in a JSON file, written shortly after every
 change and on shutdown (SIGTERM, ctrl-c), and read back at start.
@@ -34,6 +40,10 @@ Control routes, without auth, for tests:
   GET /_emulator/health                   liveness
   GET|DELETE /_emulator/calls             call counters by method, route and status; reset
   GET|PUT|DELETE /_emulator/faults        injected latency, errors, rate limits, failNext
+  GET|PUT /_emulator/sessions             token lifetimes; login, refresh, reuse counters
+  POST /_emulator/sessions                {org}: a new session of the organisation of a token
+  POST /_emulator/sessions/revoke         {tokenId}: end a session
+  POST /_emulator/users                   {email, password, org}: a person who can log in
   PATCH /_emulator/repos/{id}             change a repo behind the API's back
   PUT /_emulator/repos/{id}/stats         set a repo's usage figures
   GET /_emulator/repos/{id}/keys          a repo's access keys, as the API lists them
@@ -69,6 +79,26 @@ struct Args {
     #[arg(long, env = "FLASHBACK_EMULATOR_STATE_FILE")]
     state_file: Option<PathBuf>,
 
+    /// A person who can log in with `POST /user/login`, as EMAIL:PASSWORD, in the
+    /// organisation of the first token. Repeat the flag, or separate with commas.
+    #[arg(
+        long = "user",
+        env = "FLASHBACK_EMULATOR_USERS",
+        value_delimiter = ',',
+        hide_env_values = true,
+        value_parser = parse_user
+    )]
+    users: Vec<(String, String)>,
+
+    /// How long the access tokens of sessions (logins and refreshes) live, e.g. `1h`, `3s`.
+    #[arg(
+        long,
+        env = "FLASHBACK_EMULATOR_ACCESS_TOKEN_LIFETIME",
+        default_value = "1h",
+        value_parser = humantime::parse_duration
+    )]
+    access_token_lifetime: std::time::Duration,
+
     /// Log filter (tracing `EnvFilter` syntax); logs go to stderr.
     #[arg(long, env = "FLASHBACK_EMULATOR_LOG", default_value = "info")]
     log: String,
@@ -94,10 +124,22 @@ async fn main() -> anyhow::Result<()> {
     let config = EmulatorConfig {
         tokens: args.tokens,
         state_file: args.state_file,
+        users: args.users,
+        access_token_lifetime: Some(args.access_token_lifetime),
     };
     flashback_emulator::serve(listener, config, shutdown_signal()).await?;
     tracing::info!("emulator stopped");
     Ok(())
+}
+
+/// `EMAIL:PASSWORD`, split at the first colon.
+fn parse_user(value: &str) -> Result<(String, String), String> {
+    match value.split_once(':') {
+        Some((email, password)) if !email.is_empty() && !password.is_empty() => {
+            Ok((email.to_owned(), password.to_owned()))
+        }
+        _ => Err("expected EMAIL:PASSWORD".to_owned()),
+    }
 }
 
 /// Completes on SIGTERM or ctrl-c.

@@ -27,6 +27,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::control::{Limits, RepoPatch, StatsPatch};
 use super::faults::{FaultState, Faults, Injected};
+use super::sessions::{IssuedSession, SessionFigures};
 use super::state::{
     BucketRecord, Failure, Figures, KeyRecord, Org, RepoRecord, RepoWriteBody, SealedSecret, Unit,
 };
@@ -38,6 +39,9 @@ struct Caller(Arc<str>);
 pub(crate) fn router(state: Arc<AppState>) -> Router {
     // The fallbacks come before the gate so that it wraps them too.
     let api = Router::new()
+        .route("/user/login", post(login))
+        .route("/user/refresh", post(refresh_session))
+        .route("/user/logout", post(logout))
         .route("/repo", get(list_repos).post(create_repo))
         .route("/repo/stats", get(repo_stats))
         .route("/repo/validate", post(validate_repo))
@@ -68,6 +72,12 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             get(get_faults).put(set_faults).delete(clear_faults),
         )
         .route("/_emulator/limits", get(get_limits).put(set_limits))
+        .route(
+            "/_emulator/sessions",
+            get(get_sessions).put(set_sessions).post(open_session),
+        )
+        .route("/_emulator/sessions/revoke", post(revoke_session))
+        .route("/_emulator/users", post(add_user))
         .route("/_emulator/repos/{id}", axum::routing::patch(patch_repo))
         .route("/_emulator/repos/{id}/stats", put(set_repo_stats))
         .route("/_emulator/repos/{id}/keys", get(control_repo_keys))
@@ -108,10 +118,20 @@ async fn gate(State(state): State<Arc<AppState>>, mut request: Request, next: Ne
     if !verdict.delay.is_zero() {
         tokio::time::sleep(verdict.delay).await;
     }
-    let response = match (verdict.injected, token.as_deref()) {
+    // A static token is its organisation; a session's access token belongs to one.
+    let org = token.as_deref().and_then(|token| {
+        if state.tokens.contains(token) {
+            Some(Arc::<str>::from(token))
+        } else {
+            state.sessions().org_of(token).map(Arc::from)
+        }
+    });
+    let response = match (verdict.injected, org) {
         (Some(injected), _) => injected_response(&injected),
-        (None, Some(token)) if state.tokens.contains(token) => {
-            request.extensions_mut().insert(Caller(Arc::from(token)));
+        // The session routes are how a caller gets a token: they need none.
+        (None, _) if route.starts_with("/user/") && route != "/user/" => next.run(request).await,
+        (None, Some(org)) => {
+            request.extensions_mut().insert(Caller(org));
             next.run(request).await
         }
         (None, _) => (
@@ -1040,4 +1060,169 @@ async fn patch_repo(
         }
         true
     })
+}
+
+// ---- sessions: /user/login, /user/refresh, /user/logout and their control routes ----
+
+#[derive(serde::Deserialize)]
+struct LoginBody {
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+}
+
+#[derive(serde::Deserialize)]
+struct RefreshBody {
+    #[serde(default)]
+    refresh_token: String,
+}
+
+/// A session as a login or a refresh answers it.
+fn session_answer(issued: &IssuedSession, user: Option<Value>) -> Response {
+    let mut body = json!({
+        "success": true,
+        "accessToken": issued.access_token,
+        "refreshToken": issued.refresh_token,
+        "expiresAt": issued.expires_at,
+    });
+    if let Some(user) = user {
+        body["tokenId"] = json!(issued.token_id);
+        body["user"] = user;
+    }
+    ok(body)
+}
+
+/// `POST /user/login`: `{email, password}` of a person the emulator knows (`--user`). A wrong
+/// one is a 401 (its code is a guess).
+async fn login(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    let Ok(body) = serde_json::from_slice::<LoginBody>(&body) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"success": false, "message": "email and password are required"})),
+        )
+            .into_response();
+    };
+    match state.sessions().login(&body.email, &body.password) {
+        Some(issued) => {
+            let user = json!({"id": format!("user-{}", body.email), "email": body.email, "name": body.email});
+            session_answer(&issued, Some(user))
+        }
+        None => (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({
+                "success": false,
+                "error_code": "INVALID_CREDENTIALS",
+                "message": "wrong email or password",
+            })),
+        )
+            .into_response(),
+    }
+}
+
+/// `POST /user/refresh`: `{refresh_token}` spent for a new pair, or a 401.
+async fn refresh_session(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    let token = serde_json::from_slice::<RefreshBody>(&body)
+        .map(|body| body.refresh_token)
+        .unwrap_or_default();
+    let answer = state.sessions().refresh(&token);
+    match answer {
+        Ok(issued) => session_answer(&issued, None),
+        Err(refusal) => (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({
+                "success": false,
+                "error_code": refusal.code(),
+                "message": refusal.message(),
+            })),
+        )
+            .into_response(),
+    }
+}
+
+/// `POST /user/logout`: ends the session of `{refresh_token}`.
+async fn logout(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    if let Ok(body) = serde_json::from_slice::<RefreshBody>(&body) {
+        state.sessions().logout(&body.refresh_token);
+    }
+    ok(json!({"success": true}))
+}
+
+async fn get_sessions(State(state): State<Arc<AppState>>) -> Response {
+    ok(state.sessions().figures())
+}
+
+/// `PUT /_emulator/sessions`: the lifetimes of the tokens issued from now on.
+async fn set_sessions(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    let figures: SessionFigures = match control_body(&body) {
+        Ok(value) => value,
+        Err(refusal) => return refusal,
+    };
+    match state.sessions().set(&figures) {
+        Ok(()) => ok(json!({"success": true})),
+        Err(message) => control_error(StatusCode::BAD_REQUEST, message),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrgBody {
+    /// The organisation, named by its static token.
+    org: String,
+}
+
+/// `POST /_emulator/sessions` `{org}`: a new session of that organisation, as a login makes.
+async fn open_session(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    let body: OrgBody = match control_body(&body) {
+        Ok(value) => value,
+        Err(refusal) => return refusal,
+    };
+    if !state.tokens.contains(&body.org) {
+        return control_error(StatusCode::NOT_FOUND, "no organisation has that token");
+    }
+    let issued = state.sessions().open(&body.org);
+    ok(issued)
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RevokeBody {
+    token_id: String,
+}
+
+/// `POST /_emulator/sessions/revoke` `{tokenId}`: ends a session, as signing out everywhere
+/// would.
+async fn revoke_session(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    let body: RevokeBody = match control_body(&body) {
+        Ok(value) => value,
+        Err(refusal) => return refusal,
+    };
+    if state.sessions().revoke(&body.token_id) {
+        ok(json!({"success": true}))
+    } else {
+        control_error(StatusCode::NOT_FOUND, "no such session")
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserBody {
+    email: String,
+    password: String,
+    org: String,
+}
+
+/// `POST /_emulator/users` `{email, password, org}`: a person who can log in to `org`.
+async fn add_user(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    let body: UserBody = match control_body(&body) {
+        Ok(value) => value,
+        Err(refusal) => return refusal,
+    };
+    if !state.tokens.contains(&body.org) {
+        return control_error(StatusCode::NOT_FOUND, "no organisation has that token");
+    }
+    state
+        .sessions()
+        .add_user(&body.email, &body.password, &body.org);
+    ok(json!({"success": true}))
 }

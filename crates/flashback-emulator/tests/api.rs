@@ -24,6 +24,7 @@ impl Emulator {
         let running = RunningEmulator::start(EmulatorConfig {
             tokens: vec!["t1".to_owned(), "t2".to_owned()],
             state_file,
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -33,7 +33,9 @@ fn help_says_what_the_emulator_serves_and_how_to_drive_it() {
         "  GET /_emulator/repos/{id}/keys/verify   ?key=&secret=: {\"live\": bool}, is that key usable",
         "Repository access keys: /repo/{id}/apikey (list, create) and /repo/{id}/apikey/{keyId}",
         "(list, create, update, delete, stats, status, available, validate), with the API's checks,",
-        "Tokens: every call needs `Authorization: Bearer <token>` with one of the --token values;",
+        "Tokens: every call needs `Authorization: Bearer <token>` with one of the --token values,",
+        "  GET|PUT /_emulator/sessions             token lifetimes; login, refresh, reuse counters",
+        "refresh token for a new pair. A spent refresh token sent again is refused, counted as a",
         "State: kept in memory, and with --state-file also in a JSON file, written shortly after every",
         "The first line on stdout is `listening on http://HOST:PORT`; logs go to stderr.",
     ] {
