@@ -169,7 +169,7 @@ async fn session_secret(scene: &Scene, of: &str) -> Option<Secret> {
 
 #[tokio::test]
 async fn twenty_repositories_stay_ready_on_a_refresh_token_through_a_minute_of_three_second_tokens()
- {
+{
     let (mut scene, _session) = session_scene("session").await;
     scene.start_operator(&["--stats-interval", "2s"]);
     let names: Vec<String> = (0..20).map(|i| format!("repo-{i:02}")).collect();
@@ -201,10 +201,19 @@ async fn twenty_repositories_stay_ready_on_a_refresh_token_through_a_minute_of_t
         "{refreshes} refreshes in {took:?}, about {expected:.0} expected"
     );
     assert_eq!((after.refused, after.reused), (0, 0));
-    // Drift was corrected all along: the renames were set back.
-    for repo in scene.remote_repos().await {
-        assert!(!repo.name.contains("-drifted-"), "{}", repo.name);
-    }
+    // Drift was corrected all along: the renames are set back (the last within a resync).
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while scene
+            .remote_repos()
+            .await
+            .iter()
+            .any(|repo| repo.name.contains("-drifted-"))
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("every rename is set back");
     let kept = session_secret(&scene, SECRET)
         .await
         .expect("the session Secret");
@@ -376,4 +385,63 @@ async fn a_revoked_session_stalls_its_credentials_only_and_a_new_refresh_token_r
         scene.wait_ready(name).await;
     }
     assert_no_token_in(&scene.operator().output());
+}
+
+/// Runs `flashback-operator login` with the password on stdin.
+fn login(scene: &Scene, secret: &str, password: &str, apply: bool) -> std::process::Output {
+    use std::io::Write;
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_flashback-operator"));
+    command
+        .args(["login", "--api-url", scene.emulator.base_url()])
+        .args(["--email", "ops@example.com", "--secret"])
+        .arg(format!("{}/{secret}", scene.namespace))
+        .env("KUBECONFIG", crate::support::cluster::kubeconfig_path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if apply {
+        command.arg("--apply");
+    }
+    let mut child = command.spawn().expect("the operator binary starts");
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test]
+async fn login_prints_or_writes_a_secret_the_operator_keeps_a_session_from() {
+    let mut scene = Scene::new("session-login").await;
+    let password = "correct horse battery";
+    scene
+        .control
+        .add_user("ops@example.com", password, &scene.token)
+        .await
+        .unwrap();
+
+    let wrong = login(&scene, "printed", "wrong", false);
+    assert!(!wrong.status.success());
+    let said = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        said.contains("the Flashback API refused the login"),
+        "{said}"
+    );
+
+    let printed = login(&scene, "printed", password, false);
+    assert!(printed.status.success(), "{printed:?}");
+    let text = String::from_utf8(printed.stdout).unwrap();
+    let secret: Secret = serde_saphyr::from_str(&text).expect("a Secret manifest");
+    assert_eq!(
+        secret.metadata.namespace.as_deref(),
+        Some(scene.namespace.as_str())
+    );
+    let keys: Vec<String> = secret.data.unwrap().into_keys().collect();
+    assert_eq!(keys, ["apiUrl", "refreshToken", "token"]);
+    assert!(!text.contains(password));
+
+    let applied = login(&scene, SECRET, password, true);
+    assert!(applied.status.success(), "{applied:?}");
+    assert!(!String::from_utf8_lossy(&applied.stderr).contains(password));
+    scene.start_operator(&["--allowed-api-hosts", "127.0.0.1"]);
+    scene.create(&backup(&scene, "logged-in", SECRET)).await;
+    scene.wait_ready("logged-in").await;
+    assert_eq!(scene.control.sessions().await.unwrap().logins, 2);
 }

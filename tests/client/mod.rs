@@ -6,6 +6,7 @@ mod endpoints;
 mod errors;
 mod keys;
 mod retry;
+mod session;
 
 use flashback_client::{FlashbackClient, RepoFilter};
 
