@@ -146,7 +146,7 @@ async fn a_refused_access_token_is_renewed_and_the_call_replayed_once() {
     let revoked = session_client(
         emulator.base_url(),
         Some("fbat-made-up"),
-        &store.0.lock().unwrap()[0].refresh.expose().to_owned(),
+        store.0.lock().unwrap()[0].refresh.expose(),
         store.clone(),
     );
     for _ in 0..3 {
