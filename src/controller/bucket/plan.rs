@@ -118,6 +118,35 @@ pub fn desired(bucket: &FlashbackBucket, cloud: &CloudCredentials) -> BucketWrit
     }
 }
 
+/// The update body of a bucket listed as `listed`: the spec's bucket, carrying over the
+/// optional fields the spec leaves out (`region`, `endpoint`, perhaps set in the web console).
+/// A `PUT` replaces the whole bucket, so what it leaves out, it takes away. Nothing else the
+/// listing holds (`status`, `createdAt`) is a field a write takes.
+pub fn desired_over(
+    bucket: &FlashbackBucket,
+    cloud: &CloudCredentials,
+    listed: &Bucket,
+) -> BucketWrite {
+    let mut body = desired(bucket, cloud);
+    body.region = body.region.or_else(|| listed.region.clone());
+    body.endpoint = body.endpoint.or_else(|| listed.endpoint.clone());
+    body
+}
+
+/// Whether a listed bucket is what the spec asks for; an optional field the spec leaves out
+/// may hold anything (see [`desired_over`]).
+pub fn shape_matches(bucket: &FlashbackBucket, listed: &Bucket) -> bool {
+    let spec = &bucket.spec;
+    let wanted = shape(
+        bucket.remote_name(),
+        &spec.bucket,
+        &storage(spec.storage_type),
+        spec.region.as_deref().or(listed.region.as_deref()),
+        spec.endpoint.as_deref().or(listed.endpoint.as_deref()),
+    );
+    listed_shape(listed) == wanted
+}
+
 /// What a bucket is, minus its credentials, in a fixed order: the fingerprint of a create.
 fn shape(
     name: &str,
@@ -279,7 +308,7 @@ pub fn decide(
     let recorded_for_it = status.and_then(|s| s.bucket_id.as_deref()) == Some(found.id.as_str());
     let credentials_current = recorded_for_it
         && status.and_then(|s| s.cloud_credentials_digest.as_deref()) == Some(credentials_digest);
-    let in_sync = listed_shape(found) == desired_shape(bucket) && credentials_current;
+    let in_sync = shape_matches(bucket, found) && credentials_current;
     let bucket_id = found.id.clone();
     if bucket.is_paused() {
         Decision::Paused {
@@ -585,6 +614,25 @@ mod tests {
             },
             "a changed spec"
         );
+    }
+
+    #[test]
+    fn an_update_keeps_a_region_and_endpoint_the_spec_leaves_out_and_they_are_no_drift() {
+        let mut bucket = fixtures::bucket("team-a", "photos");
+        bucket.spec.region = None;
+        bucket.spec.endpoint = None;
+        let mut remote = listed(&bucket, "b1");
+        remote.region = Some("set-in-the-console".into());
+        remote.endpoint = Some("https://s3.example.com".into());
+        assert!(shape_matches(&bucket, &remote));
+        let body = desired_over(&bucket, &cloud(), &remote);
+        assert_eq!(body.region.as_deref(), Some("set-in-the-console"));
+        assert_eq!(body.endpoint.as_deref(), Some("https://s3.example.com"));
+        // A value the spec names wins, and differs.
+        bucket.spec.region = Some("eu-west-1".into());
+        assert!(!shape_matches(&bucket, &remote));
+        let body = desired_over(&bucket, &cloud(), &remote);
+        assert_eq!(body.region.as_deref(), Some("eu-west-1"));
     }
 
     #[test]

@@ -110,7 +110,10 @@ impl<'a> Reconcile<'a> {
             }
             Decision::Update { bucket_id } => {
                 self.announce_adoption(&bucket_id).await;
-                let body = plan::desired(&self.bucket, &cloud);
+                let body = match listing.iter().find(|listed| listed.id == bucket_id) {
+                    Some(listed) => plan::desired_over(&self.bucket, &cloud, listed),
+                    None => plan::desired(&self.bucket, &cloud),
+                };
                 if let Err(error) = client.update_bucket(&bucket_id, &body).await {
                     return self.remote_failed("update the bucket", error).await;
                 }
