@@ -225,12 +225,26 @@ struct Watched {
     used: HashMap<SecretName, BTreeSet<Option<String>>>,
 }
 
+/// A Secret being read, and what happened to it meanwhile.
+#[derive(Default)]
+struct Reading {
+    /// Reads in flight.
+    readers: usize,
+    /// Changes seen: a read that a change overtook is not kept.
+    changes: u64,
+    /// The versions listings showed (`None`: not listed). A listing compares with what reads
+    /// returned, and a read still in flight has returned nothing yet: one answered with
+    /// another version may be from before the listing, which the watch goes on from without
+    /// reporting what came between, so it is read again.
+    listed: Vec<Option<String>>,
+}
+
 #[derive(Default)]
 struct CacheState {
     entries: HashMap<SecretName, Entry>,
-    /// Secrets being read: (readers, changes seen meanwhile). A read that a change overtook
-    /// is not kept. Only Secrets being read have an entry, so churn elsewhere costs nothing.
-    reading: HashMap<SecretName, (usize, u64)>,
+    /// Secrets being read. Only Secrets being read have an entry, so churn elsewhere costs
+    /// nothing.
+    reading: HashMap<SecretName, Reading>,
     /// Moves when a Secret watch lists afresh: a change made while it was away was not
     /// reported, so a read that spans a listing is neither kept nor trusted.
     listings: u64,
@@ -271,6 +285,21 @@ impl CredentialsCache {
             Ok(name) => name,
             Err(problem) => return Ok(Err(problem)),
         };
+        let urls = ApiUrls::of(settings);
+        self.read_through(&name, || read(client, &name, default, urls))
+            .await
+    }
+
+    /// The credentials in the Secret `name`: from the cache, or from `read` (and then kept).
+    async fn read_through<F, Fut>(
+        &self,
+        name: &SecretName,
+        mut read: F,
+    ) -> Result<Read, kube::Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(Read, Option<String>), kube::Error>>,
+    {
         // A read that spans the start of a listing may be answered from before a change the
         // watch never reported: it is read again, once, and only a read that spanned none is
         // kept.
@@ -278,36 +307,47 @@ impl CredentialsCache {
         loop {
             let before = {
                 let mut state = self.lock();
-                if let Some(known) = state.entries.get(&name) {
+                if let Some(known) = state.entries.get(name) {
                     return Ok(known.read.clone());
                 }
                 let listings = state.listings;
                 let reading = state.reading.entry(name.clone()).or_default();
-                reading.0 += 1;
-                (listings, reading.1)
+                reading.readers += 1;
+                (listings, reading.changes, reading.listed.len())
             };
-            let read = read(client, &name, default, ApiUrls::of(settings)).await;
+            let read = read().await;
             let mut state = self.lock();
-            let (readers, changes) = state.reading.get(&name).copied().unwrap_or_default();
-            if readers <= 1 {
-                state.reading.remove(&name);
-            } else if let Some(reading) = state.reading.get_mut(&name) {
-                reading.0 -= 1;
-            }
+            let (changes, listed) = match state.reading.get_mut(name) {
+                Some(reading) => {
+                    let listed = reading.listed.get(before.2..).unwrap_or_default();
+                    let seen = (reading.changes, listed.to_vec());
+                    if reading.readers <= 1 {
+                        state.reading.remove(name);
+                    } else {
+                        reading.readers -= 1;
+                    }
+                    seen
+                }
+                None => Default::default(),
+            };
             let (read, version) = read?;
+            // A listing showed the Secret at another version meanwhile (see `Reading::listed`).
+            if listed.iter().any(|shown| *shown != version) {
+                continue;
+            }
             let spanned_listing = state.listings != before.0;
             if spanned_listing && again {
                 again = false;
                 continue;
             }
-            state.used(&name, &version);
+            state.used(name, &version);
             let unchanged = !spanned_listing && changes == before.1;
             if unchanged && !matches!(read, Err(CredentialsError::SecretForbidden(_))) {
                 let entry = Entry {
                     read: read.clone(),
                     version,
                 };
-                state.entries.insert(name, entry);
+                state.entries.insert(name.clone(), entry);
             }
             return Ok(read);
         }
@@ -331,12 +371,19 @@ impl CredentialsCache {
     }
 
     /// A listing of `watch` ended: the Secrets of its scope that the cache holds as existing
-    /// (kept, or read since the watch last reported them) and that `listed` does not name.
+    /// (kept, or read since the watch last reported them) and that `listed` does not name. A
+    /// read of such a Secret in flight is read again if answered with a version.
     pub fn unlisted(&self, watch: WatchId, listed: &HashSet<SecretName>) -> Vec<SecretName> {
-        let state = self.lock();
+        let mut state = self.lock();
+        let state = &mut *state;
         let Some(watched) = state.watches.get(watch.0) else {
             return Vec::new();
         };
+        for (name, reading) in &mut state.reading {
+            if (watched.scope)(name) && !listed.contains(name) {
+                reading.listed.push(None);
+            }
+        }
         let held = state
             .entries
             .iter()
@@ -369,11 +416,13 @@ impl CredentialsCache {
     /// Whether the Secret `name`, now at `version` (`None`: gone) in a listing of `watch`,
     /// differs from what the cache holds of it, or from a version a read returned since
     /// `watch` last reported it. A Secret nobody read has nothing stale to forget; one being
-    /// read right now may be answered from before the change, so that read is not kept.
+    /// read right now may be answered from before the change, so that read is not kept, and
+    /// is read again if it was answered with another version.
     pub fn differs(&self, watch: WatchId, name: &SecretName, version: Option<&str>) -> bool {
         let mut state = self.lock();
         if let Some(reading) = state.reading.get_mut(name) {
-            reading.1 += 1;
+            reading.changes += 1;
+            reading.listed.push(version.map(str::to_string));
         }
         let held = state
             .entries
@@ -416,7 +465,7 @@ impl CredentialsCache {
             watched.used.remove(name);
         }
         if let Some(reading) = state.reading.get_mut(name) {
-            reading.1 += 1;
+            reading.changes += 1;
         }
     }
 
@@ -603,5 +652,51 @@ mod tests {
         )
         .unwrap();
         assert!(!format!("{credentials:?}").contains("very-secret"));
+    }
+
+    /// A read in flight while a watch lists: answered at version 1, while the Secret moved on
+    /// and the listing, from which the watch goes on, showed it at version 2 or not at all.
+    /// The listing had nothing to compare with, so it reported nothing; the read, not kept
+    /// but acted on, left the object on version 1 with nothing to wake it. It is read again.
+    #[tokio::test]
+    async fn a_read_a_listing_overtook_is_read_again() {
+        let at_one = || {
+            (
+                Err(CredentialsError::TokenMissing(name())),
+                Some("1".to_string()),
+            )
+        };
+        let at_two = || {
+            (
+                Err(CredentialsError::InvalidApiUrl(name(), "is not a URL")),
+                Some("2".to_string()),
+            )
+        };
+        let gone = || (Err(CredentialsError::SecretNotFound(name())), None);
+        for (shown, then) in [(Some("2"), at_two()), (None, gone()), (Some("1"), at_one())] {
+            let cache = CredentialsCache::default();
+            let watch = cache.watch(|_| true);
+            let reads = std::cell::Cell::new(0);
+            let secret = name();
+            let answer = cache.read_through(&secret, || {
+                reads.set(reads.get() + 1);
+                let (cache, first) = (&cache, reads.get() == 1);
+                let answer = if first { at_one() } else { then.clone() };
+                async move {
+                    if first {
+                        // The listing, while this read is in flight.
+                        match shown {
+                            Some(version) => assert!(!cache.differs(watch, &name(), Some(version))),
+                            None => assert!(cache.unlisted(watch, &HashSet::new()).is_empty()),
+                        }
+                    }
+                    Ok(answer)
+                }
+            });
+            assert_eq!(answer.await.unwrap(), then.0, "listed at {shown:?}");
+            // A listing that showed the version read costs no second read.
+            let expected = if shown == Some("1") { 1 } else { 2 };
+            assert_eq!(reads.get(), expected, "listed at {shown:?}");
+        }
     }
 }
