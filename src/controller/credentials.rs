@@ -1,7 +1,7 @@
 //! Which Flashback credentials an object uses: a Secret in its own namespace, or the
 //! operator-wide default. Reading a Secret's keys is a pure function; fetching it is not.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 
 use flashback_client::Url;
@@ -223,12 +223,13 @@ pub fn from_secret(
 }
 
 /// What each Secret's credentials were when last read, so that a Secret is read once per
-/// change rather than once per reconcile. The Secret watch forgets an entry when that Secret
-/// changes. Each entry keeps the resourceVersion it was read at, so that when the watch lists
-/// afresh (at start, after a disconnect) a Secret changed meanwhile, whose change the watch did
-/// not report one by one, is told by its version (see [`CredentialsCache::differs`]). Only
-/// answers that a Secret event can change are kept: a Kubernetes error (worth a retry) and a
-/// refused read (fixed by RBAC, which no Secret event announces) are not.
+/// change rather than once per reconcile. A Secret watch forgets an entry when that Secret
+/// changes. So that a watch that lists afresh (at start, after a disconnect) can tell a Secret
+/// changed meanwhile, whose change it did not report one by one, the cache keeps for each
+/// watch the versions reads returned since that watch last reported the Secret (see
+/// [`CredentialsCache::differs`]). Only answers that a Secret event can change are kept: a
+/// Kubernetes error (worth a retry) and a refused read (fixed by RBAC, which no Secret event
+/// announces) are not.
 #[derive(Default)]
 pub struct CredentialsCache {
     state: std::sync::Mutex<CacheState>,
@@ -242,21 +243,62 @@ struct Entry {
     version: Option<String>,
 }
 
+/// A Secret watch the cache keeps versions for (see [`CredentialsCache::watch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchId(usize);
+
+/// One Secret watch: the Secrets its listings cover, and the versions of them that reads
+/// returned since it last reported each.
+struct Watched {
+    scope: Box<dyn Fn(&SecretName) -> bool + Send + Sync>,
+    used: HashMap<SecretName, BTreeSet<Option<String>>>,
+}
+
+/// A Secret being read, and what happened to it meanwhile.
+#[derive(Default)]
+struct Reading {
+    /// Reads in flight.
+    readers: usize,
+    /// Changes seen: a read that a change overtook is not kept.
+    changes: u64,
+    /// The versions listings showed (`None`: not listed). A listing compares with what reads
+    /// returned, and a read still in flight has returned nothing yet: one answered with
+    /// another version may be from before the listing, which the watch goes on from without
+    /// reporting what came between, so it is read again.
+    listed: Vec<Option<String>>,
+}
+
 #[derive(Default)]
 struct CacheState {
     entries: HashMap<SecretName, Entry>,
-    /// Secrets being read: (readers, changes seen meanwhile). A read that a change overtook
-    /// is not kept. Only Secrets being read have an entry, so churn elsewhere costs nothing.
-    reading: HashMap<SecretName, (usize, u64)>,
+    /// Secrets being read. Only Secrets being read have an entry, so churn elsewhere costs
+    /// nothing.
+    reading: HashMap<SecretName, Reading>,
     /// Moves when a Secret watch lists afresh: a change made while it was away was not
     /// reported, so a read that spans a listing is neither kept nor trusted.
     listings: u64,
-    /// The version each Secret had when last read (`None`: it did not exist), whether or not
-    /// that read was kept: a reconcile acted on it, so a listing must report the Secret when
-    /// it shows another version. (A read a change overtook is not kept; without this, a
-    /// watch whose first listing came only after the next change found nothing to compare
-    /// with, and the object that read the old Secret was never looked at again.)
-    used: HashMap<SecretName, Option<String>>,
+    /// Per watch, the versions (`None`: it did not exist) of each Secret in its scope that
+    /// reads returned since that watch last reported the Secret, whether or not the read was
+    /// kept: a reconcile acted on each, so the watch's next listing must report the Secret
+    /// when it shows another version. Per watch, because each watch wakes only its own kind:
+    /// the repository and bucket controllers each watch Secrets, and when one of them reported
+    /// a change (and its objects read the new version) the other, listing late, must still
+    /// wake the objects that acted on the old one. (With one record for all, the first watch
+    /// to see a change erased what the other compared its listing with, and a repository
+    /// stalled on a wrong token was never looked at again.)
+    watches: Vec<Watched>,
+}
+
+impl CacheState {
+    /// A read of `name` returned `version`, and a reconcile acts on it.
+    fn used(&mut self, name: &SecretName, version: &Option<String>) {
+        for watched in &mut self.watches {
+            if (watched.scope)(name) {
+                let versions = watched.used.entry(name.clone()).or_default();
+                versions.insert(version.clone());
+            }
+        }
+    }
 }
 
 impl CredentialsCache {
@@ -272,6 +314,21 @@ impl CredentialsCache {
             Ok(name) => name,
             Err(problem) => return Ok(Err(problem)),
         };
+        let urls = ApiUrls::of(settings);
+        self.read_through(&name, || read(client, &name, default, urls))
+            .await
+    }
+
+    /// The credentials in the Secret `name`: from the cache, or from `read` (and then kept).
+    async fn read_through<F, Fut>(
+        &self,
+        name: &SecretName,
+        mut read: F,
+    ) -> Result<Read, kube::Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(Read, Option<String>), kube::Error>>,
+    {
         // A read that spans the start of a listing may be answered from before a change the
         // watch never reported: it is read again, once, and only a read that spanned none is
         // kept.
@@ -279,59 +336,97 @@ impl CredentialsCache {
         loop {
             let before = {
                 let mut state = self.lock();
-                if let Some(known) = state.entries.get(&name) {
+                if let Some(known) = state.entries.get(name) {
                     return Ok(known.read.clone());
                 }
                 let listings = state.listings;
                 let reading = state.reading.entry(name.clone()).or_default();
-                reading.0 += 1;
-                (listings, reading.1)
+                reading.readers += 1;
+                (listings, reading.changes, reading.listed.len())
             };
-            let read = read(client, &name, default, ApiUrls::of(settings)).await;
+            let read = read().await;
             let mut state = self.lock();
-            let (readers, changes) = state.reading.get(&name).copied().unwrap_or_default();
-            if readers <= 1 {
-                state.reading.remove(&name);
-            } else if let Some(reading) = state.reading.get_mut(&name) {
-                reading.0 -= 1;
-            }
+            let (changes, listed) = match state.reading.get_mut(name) {
+                Some(reading) => {
+                    let listed = reading.listed.get(before.2..).unwrap_or_default();
+                    let seen = (reading.changes, listed.to_vec());
+                    if reading.readers <= 1 {
+                        state.reading.remove(name);
+                    } else {
+                        reading.readers -= 1;
+                    }
+                    seen
+                }
+                None => Default::default(),
+            };
             let (read, version) = read?;
-            state.used.insert(name.clone(), version.clone());
+            // A listing showed the Secret at another version meanwhile (see `Reading::listed`).
+            if listed.iter().any(|shown| *shown != version) {
+                continue;
+            }
             let spanned_listing = state.listings != before.0;
             if spanned_listing && again {
                 again = false;
                 continue;
             }
+            state.used(name, &version);
             let unchanged = !spanned_listing && changes == before.1;
             if unchanged && !matches!(read, Err(CredentialsError::SecretForbidden(_))) {
                 let entry = Entry {
                     read: read.clone(),
                     version,
                 };
-                state.entries.insert(name, entry);
+                state.entries.insert(name.clone(), entry);
             }
             return Ok(read);
         }
     }
 
-    /// A Secret watch lists afresh: reads in flight are not kept, and the Secrets held now as
-    /// existing are the ones its listing must account for.
-    pub fn listing_started(&self) -> Vec<SecretName> {
+    /// A Secret watch whose listings cover the Secrets `scope` accepts: from now on the cache
+    /// keeps, for it, the versions reads return of those Secrets. Made before the watch's
+    /// controller reconciles anything (a read made before is known to it only while kept).
+    pub fn watch(&self, scope: impl Fn(&SecretName) -> bool + Send + Sync + 'static) -> WatchId {
         let mut state = self.lock();
-        state.listings += 1;
+        state.watches.push(Watched {
+            scope: Box::new(scope),
+            used: HashMap::new(),
+        });
+        WatchId(state.watches.len() - 1)
+    }
+
+    /// A Secret watch lists afresh: reads in flight are not kept.
+    pub fn listing_started(&self) {
+        self.lock().listings += 1;
+    }
+
+    /// A listing of `watch` ended: the Secrets of its scope that the cache holds as existing
+    /// (kept, or read since the watch last reported them) and that `listed` does not name. A
+    /// read of such a Secret in flight is read again if answered with a version.
+    pub fn unlisted(&self, watch: WatchId, listed: &HashSet<SecretName>) -> Vec<SecretName> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let Some(watched) = state.watches.get(watch.0) else {
+            return Vec::new();
+        };
+        for (name, reading) in &mut state.reading {
+            if (watched.scope)(name) && !listed.contains(name) {
+                reading.listed.push(None);
+            }
+        }
         let held = state
             .entries
             .iter()
-            .filter(|(_, entry)| entry.version.is_some())
+            .filter(|(name, entry)| entry.version.is_some() && (watched.scope)(name))
             .map(|(name, _)| name);
-        let used = state
+        let used = watched
             .used
             .iter()
-            .filter(|(_, version)| version.is_some())
+            .filter(|(_, versions)| versions.iter().any(Option::is_some))
             .map(|(name, _)| name);
         held.chain(used)
+            .filter(|name| !listed.contains(*name))
             .cloned()
-            .collect::<std::collections::BTreeSet<_>>()
+            .collect::<BTreeSet<_>>()
             .into_iter()
             .collect()
     }
@@ -341,53 +436,65 @@ impl CredentialsCache {
     pub fn retain(&self, keep: impl Fn(&SecretName) -> bool) -> usize {
         let mut state = self.lock();
         state.entries.retain(|name, _| keep(name));
-        state.used.retain(|name, _| keep(name));
+        for watched in &mut state.watches {
+            watched.used.retain(|name, _| keep(name));
+        }
         state.entries.len()
     }
 
-    /// Whether the Secret `name`, now at `version` (`None`: gone), differs from what the cache
-    /// holds of it. A Secret the cache does not hold has nothing stale to forget; one being
-    /// read right now may be answered from before the change, so that read is not kept.
-    pub fn differs(&self, name: &SecretName, version: Option<&str>) -> bool {
+    /// Whether the Secret `name`, now at `version` (`None`: gone) in a listing of `watch`,
+    /// differs from what the cache holds of it, or from a version a read returned since
+    /// `watch` last reported it. A Secret nobody read has nothing stale to forget; one being
+    /// read right now may be answered from before the change, so that read is not kept, and
+    /// is read again if it was answered with another version.
+    pub fn differs(&self, watch: WatchId, name: &SecretName, version: Option<&str>) -> bool {
         let mut state = self.lock();
         if let Some(reading) = state.reading.get_mut(name) {
-            reading.1 += 1;
+            reading.changes += 1;
+            reading.listed.push(version.map(str::to_string));
         }
         let held = state
             .entries
             .get(name)
             .is_some_and(|entry| entry.version.as_deref() != version);
         let used = state
-            .used
-            .get(name)
-            .is_some_and(|used| used.as_deref() != version);
+            .watches
+            .get(watch.0)
+            .and_then(|watched| watched.used.get(name))
+            .is_some_and(|used| used.iter().any(|used| used.as_deref() != version));
         held || used
     }
 
     /// Remembers that the Secret `name` was read at `version`, as a read would.
     #[cfg(test)]
     pub fn remember(&self, name: SecretName, version: Option<&str>) {
+        let version = version.map(str::to_string);
+        let mut state = self.lock();
+        state.used(&name, &version);
         let entry = Entry {
             read: Err(CredentialsError::NoDefault),
-            version: version.map(str::to_string),
+            version,
         };
-        self.lock().entries.insert(name, entry);
+        state.entries.insert(name, entry);
     }
 
     /// Records that a read returned the Secret `name` at `version` without keeping it, as a
     /// read that a change overtook does.
     #[cfg(test)]
     pub fn used_unkept(&self, name: SecretName, version: Option<&str>) {
-        self.lock().used.insert(name, version.map(str::to_string));
+        self.lock().used(&name, &version.map(str::to_string));
     }
 
-    /// The Secret `name` changed: read it again next time.
-    pub fn forget(&self, name: &SecretName) {
+    /// `watch` reported that the Secret `name` changed, and wakes the objects that use it:
+    /// read it again next time, and compare its next listing from here.
+    pub fn forget(&self, watch: WatchId, name: &SecretName) {
         let mut state = self.lock();
         state.entries.remove(name);
-        state.used.remove(name);
+        if let Some(watched) = state.watches.get_mut(watch.0) {
+            watched.used.remove(name);
+        }
         if let Some(reading) = state.reading.get_mut(name) {
-            reading.1 += 1;
+            reading.changes += 1;
         }
     }
 
@@ -575,5 +682,51 @@ mod tests {
         )
         .unwrap();
         assert!(!format!("{credentials:?}").contains("very-secret"));
+    }
+
+    /// A read in flight while a watch lists: answered at version 1, while the Secret moved on
+    /// and the listing, from which the watch goes on, showed it at version 2 or not at all.
+    /// The listing had nothing to compare with, so it reported nothing; the read, not kept
+    /// but acted on, left the object on version 1 with nothing to wake it. It is read again.
+    #[tokio::test]
+    async fn a_read_a_listing_overtook_is_read_again() {
+        let at_one = || {
+            (
+                Err(CredentialsError::TokenMissing(name())),
+                Some("1".to_string()),
+            )
+        };
+        let at_two = || {
+            (
+                Err(CredentialsError::InvalidApiUrl(name(), "is not a URL")),
+                Some("2".to_string()),
+            )
+        };
+        let gone = || (Err(CredentialsError::SecretNotFound(name())), None);
+        for (shown, then) in [(Some("2"), at_two()), (None, gone()), (Some("1"), at_one())] {
+            let cache = CredentialsCache::default();
+            let watch = cache.watch(|_| true);
+            let reads = std::cell::Cell::new(0);
+            let secret = name();
+            let answer = cache.read_through(&secret, || {
+                reads.set(reads.get() + 1);
+                let (cache, first) = (&cache, reads.get() == 1);
+                let answer = if first { at_one() } else { then.clone() };
+                async move {
+                    if first {
+                        // The listing, while this read is in flight.
+                        match shown {
+                            Some(version) => assert!(!cache.differs(watch, &name(), Some(version))),
+                            None => assert!(cache.unlisted(watch, &HashSet::new()).is_empty()),
+                        }
+                    }
+                    Ok(answer)
+                }
+            });
+            assert_eq!(answer.await.unwrap(), then.0, "listed at {shown:?}");
+            // A listing that showed the version read costs no second read.
+            let expected = if shown == Some("1") { 1 } else { 2 };
+            assert_eq!(reads.get(), expected, "listed at {shown:?}");
+        }
     }
 }

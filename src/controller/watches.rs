@@ -15,7 +15,7 @@ use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use crate::controller::credentials::{CredentialsCache, SecretName};
+use crate::controller::credentials::{CredentialsCache, SecretName, WatchId};
 use crate::settings::Settings;
 
 /// A kind's objects, as its controller consumes them: those `selector` matches (all, without
@@ -48,7 +48,8 @@ where
 /// there by name. A watch's listing (at start, and again after a disconnect) reports only the
 /// Secrets whose version differs from what `cache` read, and those it read that are gone: one
 /// Secret shared by a thousand objects must not start a thousand reconciles at every start,
-/// and a change made while the watch was away must not be lost.
+/// and a change made while the watch was away must not be lost. What the stream reports,
+/// `cache` has forgotten: the reconciles it starts read the Secret afresh.
 ///
 /// `also_listed` names Secrets a listing reports whatever their version (Secrets the cache does
 /// not hold, such as a bucket's cloud credentials, whose change while the watch was away could
@@ -64,10 +65,11 @@ pub fn secret_changes(
     let watched = settings.namespace.clone();
     let in_watched =
         move |name: &SecretName| watched.as_ref().is_none_or(|ns| *ns == name.namespace);
+    let watch = cache.watch(in_watched);
     let changes = secret_events_in(
         watcher(secrets, watcher::Config::default()),
         cache.clone(),
-        in_watched,
+        watch,
         also_listed,
     );
     match (&settings.namespace, &settings.default_credentials_secret) {
@@ -77,7 +79,7 @@ pub fn secret_changes(
             let by_name =
                 watcher::Config::default().fields(&format!("metadata.name={}", default.name));
             let default = default.clone();
-            let is_default = move |name: &SecretName| *name == default;
+            let is_default = cache.watch(move |name: &SecretName| *name == default);
             let default_changes =
                 secret_events_in(watcher(api, by_name), cache, is_default, |_| false);
             futures::stream::select(changes, default_changes).boxed()
@@ -86,67 +88,72 @@ pub fn secret_changes(
     }
 }
 
-/// The Secret changes worth a look, from a watch whose listing covers the Secrets `in_scope`
-/// says: every live change; from a listing, a Secret whose version differs from the one the
-/// cache read; at the end of a listing, every Secret in scope the cache held when the listing
-/// started and the listing no longer holds (as a bare name). A Secret first read during the
-/// listing is not compared: that read spanned the listing, and the cache did not keep it.
+/// The Secret changes worth a look, from a watch whose listing covers the Secrets of `watch`'s
+/// scope (see [`CredentialsCache::watch`]): every live change; from a listing, a Secret whose
+/// version differs from one a read returned since this watch last reported it; at the end of a
+/// listing, every Secret in scope the cache holds as existing and the listing did not show (as
+/// a bare name). Each is forgotten by `cache` before it is passed on.
 pub fn secret_events_in(
     events: impl futures::Stream<
         Item = Result<watcher::Event<PartialObjectMeta<Secret>>, watcher::Error>,
     > + Send
     + 'static,
     cache: Arc<CredentialsCache>,
-    in_scope: impl Fn(&SecretName) -> bool + Send + Sync + 'static,
+    watch: WatchId,
     also_listed: impl Fn(&SecretName) -> bool + Send + Sync + 'static,
 ) -> BoxStream<'static, Result<PartialObjectMeta<Secret>, watcher::Error>> {
-    // The Secrets held when the listing started, each until the listing shows it.
-    let unlisted: Arc<std::sync::Mutex<HashSet<SecretName>>> = Arc::default();
+    // The Secrets the listing in progress showed.
+    let listed: Arc<std::sync::Mutex<HashSet<SecretName>>> = Arc::default();
+    let name_of = |secret: &PartialObjectMeta<Secret>| SecretName {
+        namespace: secret.namespace().unwrap_or_default(),
+        name: secret.name_any(),
+    };
     events
         .default_backoff()
         .flat_map(move |event| {
-            let name_of = |secret: &PartialObjectMeta<Secret>| SecretName {
-                namespace: secret.namespace().unwrap_or_default(),
-                name: secret.name_any(),
-            };
-            let mut unlisted = unlisted.lock().unwrap_or_else(|e| e.into_inner());
-            let worth: Vec<Result<PartialObjectMeta<Secret>, watcher::Error>> = match event {
+            let mut listed = listed.lock().unwrap_or_else(|e| e.into_inner());
+            let worth: Vec<PartialObjectMeta<Secret>> = match event {
                 Ok(watcher::Event::Apply(secret) | watcher::Event::Delete(secret)) => {
-                    vec![Ok(secret)]
+                    vec![secret]
                 }
                 Ok(watcher::Event::Init) => {
-                    *unlisted = cache
-                        .listing_started()
-                        .into_iter()
-                        .filter(|name| in_scope(name))
-                        .collect();
+                    cache.listing_started();
+                    listed.clear();
                     Vec::new()
                 }
                 Ok(watcher::Event::InitApply(secret)) => {
                     let name = name_of(&secret);
-                    unlisted.remove(&name);
-                    if cache.differs(&name, secret.resource_version().as_deref())
-                        || also_listed(&name)
-                    {
-                        vec![Ok(secret)]
+                    let differs = cache.differs(watch, &name, secret.resource_version().as_deref());
+                    listed.insert(name.clone());
+                    if differs || also_listed(&name) {
+                        vec![secret]
                     } else {
                         Vec::new()
                     }
                 }
-                Ok(watcher::Event::InitDone) => std::mem::take(&mut *unlisted)
-                    .into_iter()
-                    .map(|name| {
-                        Ok(ObjectMeta {
-                            name: Some(name.name),
-                            namespace: Some(name.namespace),
-                            ..ObjectMeta::default()
-                        }
-                        .into_request_partial::<Secret>())
-                    })
-                    .collect(),
-                Err(error) => vec![Err(error)],
+                Ok(watcher::Event::InitDone) => {
+                    let unlisted = cache.unlisted(watch, &listed);
+                    listed.clear();
+                    unlisted
+                        .into_iter()
+                        .map(|name| {
+                            ObjectMeta {
+                                name: Some(name.name),
+                                namespace: Some(name.namespace),
+                                ..ObjectMeta::default()
+                            }
+                            .into_request_partial::<Secret>()
+                        })
+                        .collect()
+                }
+                Err(error) => return futures::stream::iter(vec![Err(error)]),
             };
-            futures::stream::iter(worth)
+            // Before the reconciles they start: those read the Secret afresh, and this
+            // watch's next listing compares with what they read.
+            for secret in &worth {
+                cache.forget(watch, &name_of(secret));
+            }
+            futures::stream::iter(worth.into_iter().map(Ok).collect::<Vec<_>>())
         })
         .boxed()
 }
@@ -217,13 +224,15 @@ mod tests {
         format!("team-a/{name}").parse().unwrap()
     }
 
-    /// What the stream reports for these events, as "name@version" ("name@" for a bare name).
+    /// What the stream of `watch` reports for these events, as "name@version" ("name@" for
+    /// a bare name).
     async fn reported(
         cache: Arc<CredentialsCache>,
+        watch: WatchId,
         events: Vec<watcher::Event<PartialObjectMeta<Secret>>>,
     ) -> Vec<String> {
         let stream = futures::stream::iter(events.into_iter().map(Ok));
-        secret_events_in(stream, cache, |_| true, |_| false)
+        secret_events_in(stream, cache, watch, |_| false)
             .map(|secret| {
                 let secret = secret.unwrap();
                 format!(
@@ -239,6 +248,7 @@ mod tests {
     #[tokio::test]
     async fn a_listing_reports_only_secrets_changed_or_gone_since_they_were_read() {
         let cache = Arc::new(CredentialsCache::default());
+        let watch = cache.watch(|_| true);
         cache.remember(name("same"), Some("1"));
         cache.remember(name("changed"), Some("1"));
         cache.remember(name("was-missing"), None);
@@ -254,7 +264,7 @@ mod tests {
             watcher::Event::Delete(secret("never-read", "4")),
         ];
         assert_eq!(
-            reported(cache, events).await,
+            reported(cache, watch, events).await,
             [
                 "changed@2",
                 "was-missing@5",
@@ -270,6 +280,7 @@ mod tests {
         // A reconcile read version 1 while a change was seen, so the cache did not keep it;
         // this watch lists only after the Secret moved to version 2.
         let cache = Arc::new(CredentialsCache::default());
+        let watch = cache.watch(|_| true);
         cache.used_unkept(name("token"), Some("1"));
         cache.used_unkept(name("was-missing"), None);
         cache.used_unkept(name("gone"), Some("1"));
@@ -280,17 +291,17 @@ mod tests {
             watcher::Event::InitDone,
         ];
         assert_eq!(
-            reported(cache.clone(), events).await,
+            reported(cache.clone(), watch, events).await,
             ["token@2", "was-missing@3", "gone@"]
         );
-        // Once a change is handled, what was read before is forgotten with it.
-        cache.forget(&name("token"));
-        assert!(!cache.differs(&name("token"), Some("9")));
+        // Once a change is reported, what was read before is forgotten with it.
+        assert!(!cache.differs(watch, &name("token"), Some("9")));
     }
 
     #[tokio::test]
     async fn a_second_listing_compares_afresh() {
         let cache = Arc::new(CredentialsCache::default());
+        let watch = cache.watch(|_| true);
         cache.remember(name("a"), Some("1"));
         cache.remember(name("b"), Some("1"));
         let events = vec![
@@ -302,6 +313,42 @@ mod tests {
             watcher::Event::InitApply(secret("a", "1")),
             watcher::Event::InitDone,
         ];
-        assert_eq!(reported(cache, events).await, ["b@"]);
+        assert_eq!(reported(cache, watch, events).await, ["b@"]);
+    }
+
+    /// The flake of `credentials::a_wrong_token_stalls_and_is_never_shown`: the repository and
+    /// bucket controllers each watch Secrets, over one cache. The bucket controller's watch
+    /// heard of the fixed token first and forgot the Secret; the repository controller's
+    /// watch, whose first listing came only then, found nothing to compare with, and the
+    /// repository stalled on the wrong token was never looked at again.
+    #[tokio::test]
+    async fn a_change_another_watch_reported_first_is_still_reported_by_a_late_listing() {
+        let cache = Arc::new(CredentialsCache::default());
+        let repositories = cache.watch(|_| true);
+        let buckets = cache.watch(|_| true);
+        // A repository reads version 1 (a wrong token) and stalls on it.
+        cache.remember(name("token"), Some("1"));
+        // The bucket controller's watch, live, hears of version 2 first, and a bucket that
+        // uses the same Secret reads it.
+        let live = vec![watcher::Event::Apply(secret("token", "2"))];
+        assert_eq!(reported(cache.clone(), buckets, live).await, ["token@2"]);
+        cache.remember(name("token"), Some("2"));
+        // The repository controller's watch lists only now, and finds version 2.
+        let listing = vec![
+            watcher::Event::Init,
+            watcher::Event::InitApply(secret("token", "2")),
+            watcher::Event::InitDone,
+        ];
+        assert_eq!(
+            reported(cache.clone(), repositories, listing.clone()).await,
+            ["token@2"]
+        );
+        // Each has now reported it: neither reports it again.
+        assert!(
+            reported(cache.clone(), repositories, listing.clone())
+                .await
+                .is_empty()
+        );
+        assert!(reported(cache, buckets, listing).await.is_empty());
     }
 }

@@ -40,7 +40,6 @@ pub async fn run<Stop, StopFuture>(
     let objects = watches::objects(api, settings.selector.as_deref(), writer);
     let store = ctx.buckets.clone();
     let users = store.clone();
-    let changed_secrets = ctx.credentials.clone();
     let default_secret = settings.default_credentials_secret.clone();
     let cloud_secrets = store.clone();
     let is_cloud_secret = move |name: &SecretName| {
@@ -58,7 +57,6 @@ pub async fn run<Stop, StopFuture>(
                 namespace: secret.namespace().unwrap_or_default(),
                 name: secret.name_any(),
             };
-            changed_secrets.forget(&name);
             users_of_secret(&users.state(), &name, default_secret.as_ref())
         });
     let run = runner::run(controller, parked, ctx, stopped, reconcile, error_policy);

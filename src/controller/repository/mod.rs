@@ -53,7 +53,6 @@ pub async fn run<Stop, StopFuture>(
     let bucket_changes = watcher(bucket_api, watcher::Config::default())
         .default_backoff()
         .touched_objects();
-    let changed_secrets = ctx.credentials.clone();
     let default_secret = settings.default_credentials_secret.clone();
 
     // The resync sweep names the objects it finds out of step; the controller reconciles them.
@@ -77,8 +76,7 @@ pub async fn run<Stop, StopFuture>(
                 namespace: secret.namespace().unwrap_or_default(),
                 name: secret.name_any(),
             };
-            // Before the reconciles it starts: they read the Secret afresh.
-            changed_secrets.forget(&name);
+            // The watch forgot it already: the reconciles it starts read the Secret afresh.
             let users = users_of_secret(&users, &name, default_secret.as_ref());
             debug!(secret = %name, objects = users.len(), "a credentials Secret changed");
             users
