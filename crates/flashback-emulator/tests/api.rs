@@ -836,7 +836,9 @@ async fn no_answer_carries_a_null() {
         keys.sort();
         keys
     };
-    assert_eq!(keys(unit_bare), ["bucket", "bucketId", "master"]);
+    assert_eq!(keys(unit_bare), ["bucket", "bucketId", "folder", "master"]);
+    // A repository bucket always carries its folder, as the official client reads it.
+    assert_eq!(unit_bare["folder"], json!(""));
     assert_eq!(
         keys(&unit_bare["bucket"]),
         [
