@@ -6,6 +6,7 @@ mod endpoints;
 mod errors;
 mod keys;
 mod retry;
+mod workspaces;
 
 use flashback_client::{FlashbackClient, RepoFilter};
 

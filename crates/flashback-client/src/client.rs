@@ -18,6 +18,7 @@ use super::types::{
     RepoFilter, RepoIdBody, RepoKey, RepoKeyCreate, RepoKeyWrite, RepoKeysBody, RepoStats,
     RepoWrite, ReposBody, StatsBody,
 };
+use super::workspace::{Workspace, WorkspacesBody};
 
 /// The base URL of the reference's samples.
 pub const DEFAULT_BASE_URL: &str = "https://backend.flashback.tech";
@@ -353,6 +354,15 @@ impl FlashbackClient {
             }
         }
         Ok(all)
+    }
+
+    /// `GET /workspace`: the workspaces of the token's organisation.
+    pub async fn list_workspaces(&self) -> Result<Vec<Workspace>, ApiError> {
+        let url = self.url(&["workspace"], &[]);
+        let body: WorkspacesBody = self
+            .call("list_workspaces", Method::GET, url, None::<&()>)
+            .await?;
+        Ok(body.workspaces)
     }
 
     /// The base URL with `segments` appended (each percent-encoded as a path segment) and the

@@ -9,6 +9,7 @@ mod rate_limit;
 mod retry;
 mod secret;
 mod types;
+mod workspace;
 
 pub use client::{CallObserver, CallRecord, ClientConfig, DEFAULT_BASE_URL, FlashbackClient};
 pub use error::ApiError;
@@ -22,3 +23,4 @@ pub use types::{
     RepoBucketWrite, RepoFilter, RepoKey, RepoKeyWrite, RepoMode, RepoStats, RepoWrite,
     StorageType,
 };
+pub use workspace::Workspace;
