@@ -170,7 +170,9 @@ pub(crate) fn workspace_filter(value: Option<&str>) -> Option<&str> {
 /// - `NORMAL_UNIT_FOLDER_CANNOT_DELETE` (400): a PUT of a NORMAL repository leaves out a
 ///   bucket (and so its folder) it had.
 /// - `NORMAL_UNIT_FOLDER_ALREADY_USED` (409): a NORMAL write names a bucket and folder that
-///   another repository already uses (an unset folder being the bucket's root, "").
+///   another NORMAL repository already uses (an unset folder being the bucket's root, "").
+///   NORMAL repositories split a bucket by folders; other modes' use of a bucket is not
+///   theirs to judge (MIRROR has its own rule).
 pub(crate) fn normal_units<'a>(
     mode: &str,
     units: &[Unit],
@@ -214,7 +216,8 @@ pub(crate) fn normal_units<'a>(
         return Ok(());
     }
     let current_id = current.map(|repo| repo.id.as_str());
-    for other in others.filter(|repo| Some(repo.id.as_str()) != current_id) {
+    let normal_others = others.filter(|repo| repo.mode == "NORMAL");
+    for other in normal_others.filter(|repo| Some(repo.id.as_str()) != current_id) {
         for unit in units {
             if other
                 .units
@@ -314,7 +317,7 @@ mod tests {
     fn a_bucket_folder_serves_one_repository_in_normal_mode() {
         let other = repo(
             "r1",
-            "BACKUP",
+            "NORMAL",
             vec![unit("b1", Some("media")), unit("b2", None)],
         );
         let write = |mode: &str, units: Vec<Unit>| {
@@ -331,11 +334,22 @@ mod tests {
         );
         assert_eq!(write("NORMAL", vec![unit("b1", Some("photos"))]), None);
         assert_eq!(write("BACKUP", vec![unit("b1", Some("media"))]), None);
-        // A repository's own buckets do not clash with it.
+        let backup = repo("r3", "BACKUP", vec![unit("b1", Some("media"))]);
         assert_eq!(
             code(normal_units(
                 "NORMAL",
                 &[unit("b1", Some("media"))],
+                None,
+                [&backup].into_iter()
+            )),
+            None,
+            "another mode's use of a bucket is not judged by the folder rules"
+        );
+        // A repository's own buckets do not clash with it.
+        assert_eq!(
+            code(normal_units(
+                "NORMAL",
+                &other.units,
                 Some(&other),
                 [&other].into_iter()
             )),
