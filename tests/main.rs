@@ -20,5 +20,6 @@ mod leader;
 mod lifecycle;
 mod node;
 mod observability;
+mod refusals;
 mod tenancy;
 mod writes;
