@@ -679,6 +679,8 @@ async fn new_routes(emu: &Emulator) -> Vec<(Method, &'static str, String, Option
             format!("/repo/{repo}/apikey"),
             None,
         ),
+        (Method::GET, "/health", "/health".to_owned(), None),
+        (Method::GET, "/workspace", "/workspace".to_owned(), None),
         (
             Method::POST,
             "/repo/{id}/apikey",
@@ -745,7 +747,7 @@ async fn the_new_routes_are_counted_checked_and_faulted_like_the_others() {
         );
     }
     assert_eq!(calls.total, 3 * routes.len() as u64);
-    assert_eq!(routes.len(), 9);
+    assert_eq!(routes.len(), 11);
 
     // Latency and random rate limits, each narrowed to one of the new routes.
     let (method, template, path, body) = &routes[3];
