@@ -16,7 +16,7 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use crate::support::cluster::DEADLINE;
 use crate::support::scene::{Scene, WORKSPACE};
 
-const CLOUD_KEY: &str = "AKIACLOUDKEY0000001";
+pub(crate) const CLOUD_KEY: &str = "AKIACLOUDKEY0000001";
 
 pub(crate) fn buckets(scene: &Scene) -> Api<FlashbackBucket> {
     Api::namespaced(scene.kube.clone(), &scene.namespace)

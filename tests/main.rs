@@ -20,6 +20,7 @@ mod leader;
 mod lifecycle;
 mod node;
 mod observability;
+mod refusals;
 mod sessions;
 mod tenancy;
 mod writes;

@@ -13,6 +13,7 @@ use crate::controller::credentials::{
 use crate::controller::error::Error;
 use crate::controller::events::Publisher;
 use crate::controller::fairness::{Fairness, Requeue};
+use crate::controller::known_workspaces::KnownWorkspaces;
 use crate::controller::remote::{Remote, RemoteSettings};
 use crate::crd::{FlashbackAccessKey, FlashbackBucket, FlashbackRepository};
 use crate::metrics::Metrics;
@@ -30,6 +31,8 @@ pub struct Context {
     pub settings: Arc<Settings>,
     pub kube: kube::Client,
     pub remote: Remote,
+    /// Which workspaces each credential's organisation has, asked before a create.
+    pub workspaces: KnownWorkspaces,
     pub events: Publisher,
     pub backoff: Backoff,
     pub fairness: Fairness,
@@ -87,6 +90,7 @@ impl Context {
                 })),
                 sessions: Some(session_stores(kube)),
             }),
+            workspaces: KnownWorkspaces::new(settings.resync_interval),
             events: Publisher::new(
                 kube.clone(),
                 "flashback-operator",

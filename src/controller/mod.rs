@@ -12,8 +12,8 @@
 //!   [`create_attempt`] (the record that tells an object's create from anyone else's),
 //!   [`fairness`] (turns per namespace), [`finalizer`], [`leader`] (election), [`periodic`]
 //!   tasks, [`stats`] (usage figures of every kind), [`answers`] (what is taken of a
-//!   server's answers), [`digest`] (of secret data), [`ownership`] (which object holds a
-//!   remote id),
+//!   server's answers), [`api_codes`] (what each refusal code asks a person to change), [`digest`] (of secret data), [`ownership`] (which object holds a
+//!   remote id), [`known_workspaces`] (which workspaces a credential's organisation has),
 //!   [`watches`] (a kind's objects, Secrets), [`runner`] (what every kind's controller
 //!   loop shares), [`error`], and the test-only [`failpoint`].
 //!
@@ -21,6 +21,7 @@
 
 pub mod access_key;
 pub mod answers;
+pub mod api_codes;
 pub mod backoff;
 pub mod bucket;
 pub mod conditions;
@@ -33,6 +34,7 @@ pub mod events;
 pub mod failpoint;
 pub mod fairness;
 pub mod finalizer;
+pub mod known_workspaces;
 pub mod leader;
 pub mod ownership;
 pub mod periodic;

@@ -113,6 +113,13 @@ reasons! {
     /// The Flashback API refused a create with 429 and no `Retry-After`: a quota (its bucket
     /// quota) that no retry lifts. Looked at again every resync interval.
     QuotaExceeded,
+    /// The organisation of the credentials has no workspace of the spec's `workspaceId`
+    /// (`GET /workspace` does not list it): nothing is created. Looked at again every resync.
+    WorkspaceNotFound,
+    /// The Flashback API refused a bucket's cloud credentials (HTTP 400 without an error code,
+    /// its answer when the storage provider refuses them): the cloud credentials Secret must
+    /// change.
+    CloudCredentialsRejected,
 
     // Waiting on another object (Reconciling).
     /// A key's FlashbackRepository does not exist.

@@ -102,7 +102,14 @@ pub fn api_stall_for(
         ),
         ApiError::InvalidSpec { code, message } => (
             Reason::SpecRejected,
-            format!("the Flashback API refused the {subject} with {code}: {message}"),
+            match crate::controller::api_codes::advice(code) {
+                Some(advice) => {
+                    format!(
+                        "the Flashback API refused the {subject} with {code}: {message}; {advice}"
+                    )
+                }
+                None => format!("the Flashback API refused the {subject} with {code}: {message}"),
+            },
         ),
         ApiError::NotFound { message } => (
             Reason::SpecRejected,
@@ -140,6 +147,20 @@ pub fn recorded_elsewhere(kind: &str, id: &str, name: &str, workspace_id: &str) 
             "the {kind} id {id} in the status was recorded with other credentials or another \
              API, and the current ones do not list a {kind} {name:?} with that id in workspace \
              {workspace_id}; restore the credentials, or adopt a {kind} they list by annotation"
+        ),
+    }
+}
+
+/// The stall of a create refused with `NAME_ALREADY_USED` for a name that no workspace of the
+/// organisation lists: a deleted repository or bucket still holds it, as the service keeps the
+/// names of what it deleted (its deletes are soft). `kind` and `kinds` name what was created.
+pub fn name_held_by_deleted(kind: &str, kinds: &str, name: &str) -> Stall {
+    Stall {
+        reason: Reason::NameAlreadyUsed,
+        message: format!(
+            "the Flashback API refused the name {name:?} as taken, but no {kind} of that name \
+             is listed in any workspace of the organisation: the service keeps the names of \
+             deleted {kinds}; choose another spec.name"
         ),
     }
 }
@@ -259,6 +280,18 @@ mod tests {
             last: Box::new(throttled),
         };
         assert_eq!(create_quota_stall(&exhausted, "bucket", "photos"), None);
+    }
+
+    #[test]
+    fn a_name_no_listing_shows_is_held_by_a_deleted_one() {
+        let stall = name_held_by_deleted("repository", "repositories", "media");
+        assert_eq!(stall.reason, Reason::NameAlreadyUsed);
+        assert_eq!(
+            stall.message,
+            "the Flashback API refused the name \"media\" as taken, but no repository of that \
+             name is listed in any workspace of the organisation: the service keeps the names \
+             of deleted repositories; choose another spec.name"
+        );
     }
 
     #[test]

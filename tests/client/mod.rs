@@ -7,6 +7,7 @@ mod errors;
 mod keys;
 mod retry;
 mod session;
+mod workspaces;
 
 use flashback_client::{FlashbackClient, RepoFilter};
 

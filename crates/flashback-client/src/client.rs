@@ -21,6 +21,7 @@ use super::types::{
     LoginRequest, LoginUser, RefreshRequest, Repo, RepoFilter, RepoIdBody, RepoKey, RepoKeyCreate,
     RepoKeyWrite, RepoKeysBody, RepoStats, RepoWrite, ReposBody, SessionBody, StatsBody,
 };
+use super::workspace::{Workspace, WorkspacesBody};
 
 /// The base URL of the reference's samples.
 pub const DEFAULT_BASE_URL: &str = "https://backend.flashback.tech";
@@ -383,6 +384,15 @@ impl FlashbackClient {
             }
         }
         Ok(all)
+    }
+
+    /// `GET /workspace`: the workspaces of the token's organisation.
+    pub async fn list_workspaces(&self) -> Result<Vec<Workspace>, ApiError> {
+        let url = self.url(&["workspace"], &[]);
+        let body: WorkspacesBody = self
+            .call("list_workspaces", Method::GET, url, None::<&()>)
+            .await?;
+        Ok(body.workspaces)
     }
 
     /// The base URL with `segments` appended (each percent-encoded as a path segment) and the

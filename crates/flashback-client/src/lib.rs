@@ -10,6 +10,7 @@ mod retry;
 mod secret;
 mod session;
 mod types;
+mod workspace;
 
 pub use client::{
     CallObserver, CallRecord, ClientConfig, DEFAULT_BASE_URL, FlashbackClient, Login,
@@ -26,3 +27,4 @@ pub use types::{
     RepoBucket, RepoBucketWrite, RepoFilter, RepoKey, RepoKeyWrite, RepoMode, RepoStats, RepoWrite,
     StorageType,
 };
+pub use workspace::Workspace;

@@ -254,6 +254,29 @@ impl EmulatorControl {
             .await
     }
 
+    /// `GET /_emulator/rules`.
+    pub async fn rules(&self) -> anyhow::Result<crate::Rules> {
+        self.send(self.http.get(self.url("/_emulator/rules"))).await
+    }
+
+    /// `PUT /_emulator/rules`: replaces every rule.
+    pub async fn set_rules(&self, rules: &crate::Rules) -> anyhow::Result<()> {
+        self.send_ok(self.http.put(self.url("/_emulator/rules")).json(rules))
+            .await
+    }
+
+    /// `PUT /_emulator/buckets/{id}/credentials`: whether the storage provider takes the
+    /// credentials the bucket holds.
+    pub async fn set_bucket_credentials(&self, bucket_id: &str, valid: bool) -> anyhow::Result<()> {
+        let url = self.url(&format!("/_emulator/buckets/{bucket_id}/credentials"));
+        self.send_ok(
+            self.http
+                .put(url)
+                .json(&serde_json::json!({ "valid": valid })),
+        )
+        .await
+    }
+
     /// `PUT /_emulator/repos/{id}/stats`.
     pub async fn set_repo_stats(&self, repo_id: &str, stats: &StatsPatch) -> anyhow::Result<()> {
         let url = self.url(&format!("/_emulator/repos/{repo_id}/stats"));
@@ -322,6 +345,16 @@ impl EmulatorProcess {
         tokens: &[&str],
         state_file: Option<&Path>,
     ) -> anyhow::Result<Self> {
+        Self::spawn_with_args(binary, tokens, state_file, &[]).await
+    }
+
+    /// [`EmulatorProcess::spawn`] with more command-line arguments (e.g. rules' flags).
+    pub async fn spawn_with_args(
+        binary: impl AsRef<Path>,
+        tokens: &[&str],
+        state_file: Option<&Path>,
+        args: &[&str],
+    ) -> anyhow::Result<Self> {
         let binary = binary.as_ref();
         let mut command = Command::new(binary);
         command
@@ -336,6 +369,7 @@ impl EmulatorProcess {
         if let Some(path) = state_file {
             command.arg("--state-file").arg(path);
         }
+        command.args(args);
         let mut child = command
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;

@@ -4,14 +4,15 @@
 //! Each accepted token is its own organisation. State lives in memory behind one lock; with a
 //! state file, a background task writes it atomically (temp file + rename) shortly after every
 //! change, coalescing bursts, and once more on shutdown. The `/_emulator/` routes (no auth)
-//! read call counters, inject faults, set quotas and statistics and check repository access
-//! keys; see
+//! read call counters, inject faults, set quotas, rules and statistics and check repository
+//! access keys; see
 //! [`control`] for a typed client.
 
 mod calls;
 pub mod control;
 mod faults;
 mod routes;
+pub mod rules;
 mod sessions;
 pub mod state;
 
@@ -30,6 +31,7 @@ use tokio::task::JoinHandle;
 pub use calls::{CallCount, CallStats, IN_FLIGHT_GRACE};
 pub use control::{EmulatorControl, EmulatorProcess, Limits, ListedKey, RepoPatch, StatsPatch};
 pub use faults::{FailNext, Faults, Latency, RandomErrors, RandomRateLimit, RouteFilter};
+pub use rules::Rules;
 pub use sessions::{
     DEFAULT_ACCESS_TOKEN_LIFETIME, DEFAULT_REFRESH_TOKEN_LIFETIME, IssuedSession, SessionFigures,
 };
@@ -72,6 +74,7 @@ pub(crate) struct AppState {
     sessions: Mutex<Sessions>,
     faults: Mutex<FaultState>,
     limits: Mutex<Limits>,
+    rules: Mutex<rules::RuleState>,
     calls: Mutex<CallLog>,
     /// Bumped after every change of `store`; the writer compares it with what it last wrote.
     generation: AtomicU64,
@@ -89,6 +92,10 @@ impl AppState {
 
     fn limits(&self) -> MutexGuard<'_, Limits> {
         self.limits.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn rules(&self) -> MutexGuard<'_, rules::RuleState> {
+        self.rules.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn calls(&self) -> MutexGuard<'_, CallLog> {
@@ -154,6 +161,16 @@ pub async fn serve(
     config: EmulatorConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    serve_with_rules(listener, config, Rules::default(), shutdown).await
+}
+
+/// [`serve`], with `rules` in force from the start (`PUT /_emulator/rules` changes them).
+pub async fn serve_with_rules(
+    listener: TcpListener,
+    config: EmulatorConfig,
+    rules: Rules,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     anyhow::ensure!(
         !config.tokens.is_empty(),
         "the emulator needs at least one token"
@@ -177,6 +194,10 @@ pub async fn serve(
         sessions: Mutex::new(sessions),
         faults: Mutex::new(FaultState::default()),
         limits: Mutex::new(Limits::default()),
+        rules: Mutex::new(rules::RuleState {
+            rules,
+            ..rules::RuleState::default()
+        }),
         calls: Mutex::new(CallLog::default()),
         generation: AtomicU64::new(0),
         changed: Notify::new(),

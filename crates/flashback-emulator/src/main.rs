@@ -18,7 +18,8 @@ A local emulator of the Flashback platform API, for development, demos and tests
 It serves over plain HTTP the repository and bucket routes of the Flashback REST API, as the
 official client calls them: /repo (list, create, update, delete, stats, validate) and /bucket
 (list, create, update, delete, stats, status, available, validate), with the API's checks,
-error codes and JSON bodies. A path the API does not have answers 404 with a JSON body.
+error codes and JSON bodies, /workspace and /health. A path the API does not have answers 404
+with a JSON body.
 
 Repository access keys: /repo/{id}/apikey (list, create) and /repo/{id}/apikey/{keyId}
 (update, delete). The plain secret is answered once, by the create; the emulator keeps only its
@@ -49,6 +50,9 @@ Control routes, without auth, for tests:
   GET /_emulator/repos/{id}/keys          a repo's access keys, as the API lists them
   GET /_emulator/repos/{id}/keys/verify   ?key=&secret=: {\"live\": bool}, is that key usable
   PUT /_emulator/buckets/{id}/stats       set a bucket's usage figures
+  GET|PUT /_emulator/limits               quotas (bucketsPerOrganisation)
+  GET|PUT /_emulator/rules                soft deletes, refused cloud keys, workspaces
+  PUT /_emulator/buckets/{id}/credentials {\"valid\": bool}: the cloud takes its credentials
 
 The first line on stdout is `listening on http://HOST:PORT`; logs go to stderr.";
 
@@ -99,6 +103,21 @@ struct Args {
     )]
     access_token_lifetime: std::time::Duration,
 
+    /// A deleted repository's or bucket's name stays taken (the service's deletes are soft):
+    /// a create of that name answers NAME_ALREADY_USED. Without it a delete frees the name.
+    #[arg(long, env = "FLASHBACK_EMULATOR_SOFT_DELETE_KEEPS_NAMES")]
+    soft_delete_keeps_names: bool,
+
+    /// A workspace every organisation has (repeat the flag, or separate with commas): writes
+    /// naming another are refused, and GET /workspace lists these. Without it any workspace
+    /// a call names exists.
+    #[arg(
+        long = "workspace",
+        env = "FLASHBACK_EMULATOR_WORKSPACES",
+        value_delimiter = ','
+    )]
+    workspaces: Vec<String>,
+
     /// Log filter (tracing `EnvFilter` syntax); logs go to stderr.
     #[arg(long, env = "FLASHBACK_EMULATOR_LOG", default_value = "info")]
     log: String,
@@ -127,7 +146,12 @@ async fn main() -> anyhow::Result<()> {
         users: args.users,
         access_token_lifetime: Some(args.access_token_lifetime),
     };
-    flashback_emulator::serve(listener, config, shutdown_signal()).await?;
+    let rules = flashback_emulator::Rules {
+        soft_delete_keeps_names: args.soft_delete_keeps_names,
+        workspaces: (!args.workspaces.is_empty()).then_some(args.workspaces),
+        ..flashback_emulator::Rules::default()
+    };
+    flashback_emulator::serve_with_rules(listener, config, rules, shutdown_signal()).await?;
     tracing::info!("emulator stopped");
     Ok(())
 }

@@ -24,9 +24,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+mod strict;
+
 use super::AppState;
 use super::control::{Limits, RepoPatch, StatsPatch};
 use super::faults::{FaultState, Faults, Injected};
+use super::rules;
 use super::sessions::{IssuedSession, SessionFigures};
 use super::state::{
     BucketRecord, Failure, Figures, KeyRecord, Org, RepoRecord, RepoWriteBody, SealedSecret, Unit,
@@ -61,6 +64,8 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/bucket/{id}", put(update_bucket).delete(delete_bucket))
         .route("/bucket/{id}/status", get(bucket_status))
         .route("/bucket/{id}/validate", post(validate_bucket))
+        .route("/health", get(strict::health))
+        .route("/workspace", get(strict::list_workspaces))
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn_with_state(state.clone(), gate));
@@ -83,6 +88,14 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/_emulator/repos/{id}/keys", get(control_repo_keys))
         .route("/_emulator/repos/{id}/keys/verify", get(verify_repo_key))
         .route("/_emulator/buckets/{id}/stats", put(set_bucket_stats))
+        .route(
+            "/_emulator/rules",
+            get(strict::get_rules).put(strict::set_rules),
+        )
+        .route(
+            "/_emulator/buckets/{id}/credentials",
+            put(strict::set_bucket_credentials),
+        )
         // A typo in a control path is the test's own bug, not a call of the client under test:
         // answered, but neither gated nor counted.
         .route("/_emulator/{*rest}", any(unknown_control_route))
@@ -325,8 +338,8 @@ struct Keys<'a> {
 #[serde(rename_all = "camelCase")]
 struct UnitView<'a> {
     bucket_id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    folder: Option<&'a str>,
+    /// Always present: a bucket without one is listed with "" (see `docs/emulator.md`).
+    folder: &'a str,
     master: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     bucket: Option<EmbeddedBucketView<'a>>,
@@ -371,7 +384,7 @@ impl<'a> UnitView<'a> {
     fn new(org: &'a Org, unit: &'a Unit) -> Self {
         Self {
             bucket_id: &unit.bucket_id,
-            folder: unit.folder.as_deref(),
+            folder: unit.folder.as_deref().unwrap_or_default(),
             master: unit.master,
             bucket: org
                 .buckets
@@ -475,13 +488,12 @@ async fn list_repos(
     Extension(caller): Extension<Caller>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
+    let workspace = rules::workspace_filter(query.get("workspaceId").map(String::as_str));
+    strict::note_workspace(&state, &caller, workspace);
     // Serialized under the read lock: borrowing beats cloning every repo of a big list.
     let bytes = read_org(&state, &caller, |org| {
         let repos: Vec<RepoView> = org
-            .list_repos(
-                query.get("workspaceId").map(String::as_str),
-                query.get("repoId").map(String::as_str),
-            )
+            .list_repos(workspace, query.get("repoId").map(String::as_str))
             .map(|repo| RepoView::new(org, repo))
             .collect();
         listing(Repos { repos })
@@ -494,9 +506,10 @@ async fn create_repo(
     Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> Response {
+    let rules = state.rules().rules.clone();
     let result = parse_body(&body).and_then(|body| {
         write_org(&state, &caller, |org| {
-            org.create_repo(body, new_id(), now())
+            strict::create_repo(org, &rules, body)
         })
     });
     match result {
@@ -511,8 +524,12 @@ async fn update_repo(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let result = parse_body(&body)
-        .and_then(|body| write_org(&state, &caller, |org| org.update_repo(&id, body)));
+    let rules = state.rules().rules.clone();
+    let result = parse_body(&body).and_then(|body| {
+        write_org(&state, &caller, |org| {
+            strict::update_repo(org, &rules, &id, body)
+        })
+    });
     match result {
         Ok(()) => ok(json!({"success": true, "repoId": id})),
         Err(failure) => refuse(&state, failure),
@@ -524,7 +541,7 @@ async fn delete_repo(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Response {
-    match write_org(&state, &caller, |org| org.delete_repo(&id)) {
+    match write_org(&state, &caller, |org| strict::delete_repo(org, &id)) {
         Ok(()) => ok(json!({"success": true})),
         Err(failure) => refuse(&state, failure),
     }
@@ -677,11 +694,10 @@ async fn list_buckets(
     Extension(caller): Extension<Caller>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
+    let workspace = rules::workspace_filter(query.get("workspaceId").map(String::as_str));
+    strict::note_workspace(&state, &caller, workspace);
     let bytes = read_org(&state, &caller, |org| {
-        let buckets: Vec<BucketView> = org
-            .list_buckets(query.get("workspaceId").map(String::as_str))
-            .map(BucketView::from)
-            .collect();
+        let buckets: Vec<BucketView> = org.list_buckets(workspace).map(BucketView::from).collect();
         listing(Buckets { buckets })
     });
     json_bytes(StatusCode::OK, bytes)
@@ -693,9 +709,10 @@ async fn create_bucket(
     body: Bytes,
 ) -> Response {
     let quota = state.limits().buckets_per_organisation;
+    let rules = state.rules().clone();
     let result = parse_body(&body).and_then(|body| {
         write_org(&state, &caller, |org| {
-            org.create_bucket_within(body, new_id(), now(), quota)
+            strict::create_bucket(org, &rules, body, quota)
         })
     });
     match result {
@@ -713,35 +730,54 @@ async fn update_bucket(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
+    let rules = state.rules().clone();
     let result = parse_body(&body).and_then(|body| {
         write_org(&state, &caller, |org| {
-            org.update_bucket(&id, body)
-                .map(|bucket| bucket.status.clone())
+            strict::update_bucket(org, &rules, &id, body)
         })
     });
     match result {
-        Ok(status) => ok(json!({"success": true, "bucketId": id, "status": status})),
+        Ok((status, new_key)) => {
+            if new_key {
+                // Credentials that passed their check replace those marked failing.
+                state.rules().failing_buckets.remove(&id);
+            }
+            ok(json!({"success": true, "bucketId": id, "status": status}))
+        }
         Err(failure) => refuse(&state, failure),
     }
 }
 
 /// `POST /bucket/{id}/validate`: the real API tries the credentials against the cloud; the
 /// emulator has no cloud to try, so a known bucket and a well-formed body pass, with the
-/// bucket's status.
+/// bucket's status, unless the credentials are ones the rules refuse or the bucket's were
+/// marked failing: then the reference's 400 `{success: false, message}`.
 async fn validate_bucket(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
+    let rules = state.rules().clone();
     let result = parse_body::<Value>(&body).and_then(|body| {
-        let status = read_org(&state, &caller, |org| {
-            org.bucket(&id).map(|b| b.status.clone())
+        let (status, stored_key) = read_org(&state, &caller, |org| {
+            org.bucket(&id).map(|b| (b.status.clone(), b.key.clone()))
         })?;
         match body.get("bucket").and_then(Value::as_str) {
-            Some(name) if !name.trim().is_empty() => Ok(status),
-            _ => Err(Failure::invalid_request("bucket is required")),
+            Some(name) if !name.trim().is_empty() => {}
+            _ => return Err(Failure::invalid_request("bucket is required")),
         }
+        let given = ["key", "secret"].iter().any(|field| {
+            body.get(field)
+                .and_then(Value::as_str)
+                .is_some_and(|v| !v.is_empty())
+        });
+        let key = body.get("key").and_then(Value::as_str).filter(|_| given);
+        let key = key.or(stored_key.as_deref());
+        if !rules::credentials_pass(&rules, Some(&id), given, key) {
+            return Err(rules::credentials_refused());
+        }
+        Ok(status)
     });
     match result {
         Ok(status) => ok(json!({"success": true, "status": status})),
@@ -782,9 +818,10 @@ async fn available_buckets(
     Extension(caller): Extension<Caller>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
+    let workspace = rules::workspace_filter(query.get("workspaceId").map(String::as_str));
     let bytes = read_org(&state, &caller, |org| {
         let buckets: Vec<BucketView> = org
-            .available_buckets(query.get("workspaceId").map(String::as_str))
+            .available_buckets(workspace)
             .map(BucketView::from)
             .collect();
         serde_json::to_vec(&buckets).expect("answers are plain data")
@@ -797,7 +834,7 @@ async fn delete_bucket(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Response {
-    match write_org(&state, &caller, |org| org.delete_bucket(&id)) {
+    match write_org(&state, &caller, |org| strict::delete_bucket(org, &id)) {
         Ok(()) => ok(json!({"success": true})),
         Err(failure) => refuse(&state, failure),
     }

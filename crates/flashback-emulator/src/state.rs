@@ -4,7 +4,7 @@
 //! buckets are kept by id in ordered maps, with a name index so a create stays O(1) in the
 //! number of repos; a list is one scan of the organisation.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Write;
 use std::path::Path;
 
@@ -32,7 +32,7 @@ pub struct Failure {
 }
 
 impl Failure {
-    fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code: Some(code),
@@ -300,6 +300,14 @@ pub struct Org {
     /// Repo name → id. Rebuilt on load, so not persisted.
     #[serde(skip)]
     names: HashMap<String, String>,
+    /// Names of deleted repositories and buckets (the service's deletes are soft), and the
+    /// workspaces calls named: see [`crate::rules`].
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub deleted_repo_names: BTreeSet<String>,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub deleted_bucket_names: BTreeSet<String>,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub workspaces: BTreeSet<String>,
 }
 
 /// A bucket write that passed every check, ready to store.
@@ -570,6 +578,8 @@ impl Org {
                 }
             }
         }
+        let current = exclude.and_then(|id| self.repos.get(id));
+        crate::rules::normal_units(mode, &units, current, self.repos.values())?;
         Ok(units)
     }
 

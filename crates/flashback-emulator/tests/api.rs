@@ -680,6 +680,8 @@ async fn new_routes(emu: &Emulator) -> Vec<(Method, &'static str, String, Option
             format!("/repo/{repo}/apikey"),
             None,
         ),
+        (Method::GET, "/health", "/health".to_owned(), None),
+        (Method::GET, "/workspace", "/workspace".to_owned(), None),
         (
             Method::POST,
             "/repo/{id}/apikey",
@@ -746,7 +748,7 @@ async fn the_new_routes_are_counted_checked_and_faulted_like_the_others() {
         );
     }
     assert_eq!(calls.total, 3 * routes.len() as u64);
-    assert_eq!(routes.len(), 9);
+    assert_eq!(routes.len(), 11);
 
     // Latency and random rate limits, each narrowed to one of the new routes.
     let (method, template, path, body) = &routes[3];
@@ -837,7 +839,9 @@ async fn no_answer_carries_a_null() {
         keys.sort();
         keys
     };
-    assert_eq!(keys(unit_bare), ["bucket", "bucketId", "master"]);
+    assert_eq!(keys(unit_bare), ["bucket", "bucketId", "folder", "master"]);
+    // A repository bucket always carries its folder, as the official client reads it.
+    assert_eq!(unit_bare["folder"], json!(""));
     assert_eq!(
         keys(&unit_bare["bucket"]),
         [

@@ -29,6 +29,7 @@ fn help_says_what_the_emulator_serves_and_how_to_drive_it() {
         "  PATCH /_emulator/repos/{id}             change a repo behind the API's back",
         "  PUT /_emulator/repos/{id}/stats         set a repo's usage figures",
         "  PUT /_emulator/buckets/{id}/stats       set a bucket's usage figures",
+        "  GET|PUT /_emulator/rules                soft deletes, refused cloud keys, workspaces",
         "  GET /_emulator/repos/{id}/keys          a repo's access keys, as the API lists them",
         "  GET /_emulator/repos/{id}/keys/verify   ?key=&secret=: {\"live\": bool}, is that key usable",
         "Repository access keys: /repo/{id}/apikey (list, create) and /repo/{id}/apikey/{keyId}",

@@ -14,7 +14,7 @@ use crate::controller::ownership::{self, Claim, Identity};
 use crate::controller::reason::Reason;
 use crate::controller::stall::{Stall, recorded_elsewhere};
 use crate::crd::{FlashbackBucket, StorageType, annotations, cloud_keys};
-use flashback_client::{self as flashback, Bucket, BucketWrite};
+use flashback_client::{self as flashback, ApiError, Bucket, BucketWrite};
 
 /// A bucket's cloud credentials, as its Secret holds them. Never printed.
 #[derive(Clone, PartialEq, Eq)]
@@ -507,6 +507,39 @@ pub fn name_used_elsewhere(name: &str, workspace: &str) -> Stall {
     }
 }
 
+/// The stall of a register or update the API refused with HTTP 400 and no error code: its
+/// answer when the storage provider refuses the cloud credentials (the reference gives it for
+/// `validate`, and says a register checks them first). `None` for any other failure.
+pub fn cloud_credentials_refused(bucket: &FlashbackBucket, error: &ApiError) -> Option<Stall> {
+    let error = match error {
+        ApiError::RetriesExhausted { last, .. } => last.as_ref(),
+        other => other,
+    };
+    let ApiError::Rejected {
+        status: 400,
+        message,
+    } = error
+    else {
+        return None;
+    };
+    let secret = format!(
+        "{}/{}",
+        bucket.namespace().unwrap_or_default(),
+        bucket.spec.cloud_credentials_secret_ref.name
+    );
+    Some(Stall {
+        reason: Reason::CloudCredentialsRejected,
+        message: format!(
+            "the Flashback API refused the cloud credentials of the Secret {secret} for the \
+             bucket {:?} (HTTP 400 without an error code, its answer when the storage \
+             provider does not take them: {message}); correct the access key or secret in \
+             that Secret (a change of it is tried at once, and it is looked at again every \
+             resync)",
+            bucket.spec.bucket
+        ),
+    })
+}
+
 /// Reconciling: the API refused the delete with 403, its answer both to a bucket in use and to
 /// a token that may not delete it.
 pub fn delete_refused(bucket_id: &str, message: &str) -> State {
@@ -563,6 +596,48 @@ mod tests {
             cloud_credentials_digest: Some(digest.into()),
             ..Default::default()
         });
+    }
+
+    #[test]
+    fn a_bare_400_on_a_register_or_update_is_the_cloud_refusing_the_credentials() {
+        let bucket = fixtures::bucket("team-a", "photos");
+        let refused = ApiError::Rejected {
+            status: 400,
+            message: "Bucket credentials validation failed".into(),
+        };
+        let stall = cloud_credentials_refused(&bucket, &refused).unwrap();
+        assert_eq!(stall.reason, Reason::CloudCredentialsRejected);
+        assert!(
+            stall.message.starts_with(&format!(
+                "the Flashback API refused the cloud credentials of the Secret team-a/{} for the \
+                 bucket {:?} (HTTP 400 without an error code",
+                bucket.spec.cloud_credentials_secret_ref.name, bucket.spec.bucket
+            )),
+            "{}",
+            stall.message
+        );
+        assert!(
+            stall
+                .message
+                .contains("Bucket credentials validation failed")
+        );
+        let exhausted = ApiError::RetriesExhausted {
+            attempts: 1,
+            last: Box::new(refused),
+        };
+        assert!(cloud_credentials_refused(&bucket, &exhausted).is_some());
+        for other in [
+            ApiError::Rejected {
+                status: 405,
+                message: "no".into(),
+            },
+            ApiError::InvalidSpec {
+                code: "INVALID_REQUEST".into(),
+                message: "bucket is required".into(),
+            },
+        ] {
+            assert_eq!(cloud_credentials_refused(&bucket, &other), None, "{other}");
+        }
     }
 
     #[test]

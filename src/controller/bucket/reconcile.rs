@@ -21,7 +21,9 @@ use crate::controller::failpoint::{self, Failpoint};
 use crate::controller::finalizer;
 use crate::controller::ownership::Identity;
 use crate::controller::reason::Reason;
-use crate::controller::stall::{Stall, api_stall_for, create_quota_stall, credentials_stall};
+use crate::controller::stall::{
+    Stall, api_stall_for, create_quota_stall, credentials_stall, name_held_by_deleted,
+};
 use crate::controller::status_write::{self, Announce, KindStatus, Write};
 use crate::crd::{FlashbackBucket, FlashbackBucketStatus};
 use flashback_client::{ApiError, FlashbackClient};
@@ -66,7 +68,7 @@ impl<'a> Reconcile<'a> {
 
     /// The object exists: observe → decide → act → report.
     pub async fn apply(mut self) -> Result<Action, Error> {
-        let (client, identity, cloud) = match self.observe().await? {
+        let (client, identity, credentials, cloud) = match self.observe().await? {
             Ok(observed) => observed,
             Err(stall) => return self.stall(stall).await,
         };
@@ -115,6 +117,9 @@ impl<'a> Reconcile<'a> {
                     None => plan::desired(&self.bucket, &cloud),
                 };
                 if let Err(error) = client.update_bucket(&bucket_id, &body).await {
+                    if let Some(stall) = plan::cloud_credentials_refused(&self.bucket, &error) {
+                        return self.stall(stall).await;
+                    }
                     return self.remote_failed("update the bucket", error).await;
                 }
                 let record = Record {
@@ -129,7 +134,7 @@ impl<'a> Reconcile<'a> {
                 self.publish(EventType::Normal, Reason::Updated, note).await;
                 Ok(Action::await_change())
             }
-            Decision::Create => self.create(&client, &cloud, digest).await,
+            Decision::Create => self.create(&client, &credentials, &cloud, digest).await,
         }
     }
 
@@ -138,9 +143,23 @@ impl<'a> Reconcile<'a> {
     async fn create(
         &mut self,
         client: &FlashbackClient,
+        credentials: &Credentials,
         cloud: &CloudCredentials,
         digest: String,
     ) -> Result<Action, Error> {
+        // A workspace the organisation does not have: nothing to register (one listing per
+        // credential serves every create for a while).
+        let workspace = self.bucket.spec.workspace_id.clone();
+        let ctx = self.ctx;
+        match ctx
+            .workspaces
+            .missing(&ctx.remote, credentials, &workspace, "bucket")
+            .await
+        {
+            Ok(None) => {}
+            Ok(Some(stall)) => return self.stall(stall).await,
+            Err(error) => return self.remote_failed("list workspaces", error).await,
+        }
         let attempt = plan::next_attempt(&self.bucket, k8s_openapi::jiff::Timestamp::now());
         // Observed before any register: the API and credentials this attempt goes to.
         let attempt = match &self.identity {
@@ -168,7 +187,8 @@ impl<'a> Reconcile<'a> {
                 // bucket of this name and shape (someone else's) look like this object's. Over
                 // the bucket quota, no retry helps: a stall, looked at again every resync.
                 let quota = create_quota_stall(&error, "bucket", self.bucket.remote_name());
-                if let Some(stall) = quota.or_else(|| self.api_stall(&error)) {
+                let refused = || plan::cloud_credentials_refused(&self.bucket, &error);
+                if let Some(stall) = quota.or_else(refused).or_else(|| self.api_stall(&error)) {
                     let record = Record {
                         attempt: Attempt::Resolved,
                         ..Record::default()
@@ -239,7 +259,17 @@ impl<'a> Reconcile<'a> {
                 source: refusal,
             });
         }
-        let stall = plan::name_used_elsewhere(&name, &workspace);
+        // Another workspace has it, or a deleted bucket still holds it (the service's deletes
+        // are soft): one listing of the whole organisation tells which.
+        let stall = match client.list_buckets(None).await {
+            Ok(all) if !all.iter().any(|b| b.name == name) => {
+                name_held_by_deleted("bucket", "buckets", &name)
+            }
+            Err(error) if error.is_transient() => {
+                return self.remote_failed("list buckets", error).await;
+            }
+            _ => plan::name_used_elsewhere(&name, &workspace),
+        };
         let record = Record {
             attempt: Attempt::Resolved,
             ..Record::default()
@@ -252,15 +282,16 @@ impl<'a> Reconcile<'a> {
     /// Observe: a client with the Flashback token, and the cloud credentials.
     async fn observe(
         &mut self,
-    ) -> Result<Result<(FlashbackClient, Identity, CloudCredentials), Stall>, Error> {
-        let (client, identity, _) = match self.client().await? {
+    ) -> Result<Result<(FlashbackClient, Identity, Credentials, CloudCredentials), Stall>, Error>
+    {
+        let (client, identity, credentials) = match self.client().await? {
             Ok(found) => found,
             Err(stall) => return Ok(Err(stall)),
         };
         Ok(self
             .cloud_credentials()
             .await?
-            .map(|cloud| (client, identity, cloud)))
+            .map(|cloud| (client, identity, credentials, cloud)))
     }
 
     /// A client with the Flashback token (all a deregistration needs); the identity it acts

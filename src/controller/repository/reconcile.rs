@@ -30,7 +30,7 @@ use crate::controller::status_write::{self, Announce, Write};
 use crate::controller::watches;
 use crate::controller::workspace::Workspace;
 use crate::crd::FlashbackRepository;
-use flashback_client::{ApiError, Repo, RepoWrite};
+use flashback_client::{ApiError, Repo, RepoFilter, RepoWrite};
 
 /// One reconcile of one object. It keeps the object as its own writes left it (status and
 /// resourceVersion), so a later step compares with what the API server holds, and its
@@ -175,6 +175,19 @@ impl<'a> Reconcile<'a> {
     /// not on a cache that missed an earlier create's result; the record lets a later look tell
     /// this attempt's repository from anyone else's if the answer is lost.
     async fn create(&mut self, credentials: &Credentials) -> Result<Action, Error> {
+        // A workspace the organisation does not have: nothing to send (one listing per
+        // credential serves every create for a while).
+        let workspace = &self.repo.spec.workspace_id;
+        let ctx = self.ctx;
+        match ctx
+            .workspaces
+            .missing(&ctx.remote, credentials, workspace, "repository")
+            .await
+        {
+            Ok(None) => {}
+            Ok(Some(stall)) => return self.report(None, stall.state()).await,
+            Err(error) => return self.remote_failed(None, "list workspaces", error).await,
+        }
         let desired = plan::desired(&self.repo);
         let attempt = create_attempt::next(
             create_attempt::read(&self.repo).as_ref(),
@@ -478,8 +491,22 @@ impl<'a> Reconcile<'a> {
                 source: refusal,
             });
         }
-        // Nothing of this name in the workspace: no earlier attempt of ours made it.
-        let stall = plan::name_used_elsewhere(&desired.name, &self.repo.spec.workspace_id);
+        // Nothing of this name in the workspace: no earlier attempt of ours made it. Another
+        // workspace has it, or a deleted repository still holds it (the service's deletes are
+        // soft): one listing of the whole organisation tells which.
+        let everywhere = match self.ctx.remote.client_for(credentials) {
+            Ok(client) => client.list_repos(&RepoFilter::default()).await,
+            Err(error) => Err(error),
+        };
+        let stall = match everywhere {
+            Ok(all) if !all.iter().any(|repo| repo.name == desired.name) => {
+                stall::name_held_by_deleted("repository", "repositories", &desired.name)
+            }
+            Err(error) if error.is_transient() => {
+                return self.remote_failed(None, "list repositories", error).await;
+            }
+            _ => plan::name_used_elsewhere(&desired.name, &self.repo.spec.workspace_id),
+        };
         self.stall_resolved(stall).await
     }
 
