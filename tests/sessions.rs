@@ -219,9 +219,8 @@ async fn twenty_repositories_stay_ready_on_a_refresh_token_through_a_minute_of_t
         .expect("the session Secret");
     assert_eq!(kept.type_.as_deref(), Some("flashback.tech/session"));
     assert_eq!(
-        kept.metadata.owner_references.unwrap()[0].name,
-        SECRET,
-        "owned by the credentials Secret, so that it goes with it"
+        kept.metadata.owner_references, None,
+        "not owned by the credentials Secret: a replaced one must find its session again"
     );
     let output = scene.operator().output();
     assert_no_token_in(&output);
@@ -444,4 +443,69 @@ async fn login_prints_or_writes_a_secret_the_operator_keeps_a_session_from() {
     scene.create(&backup(&scene, "logged-in", SECRET)).await;
     scene.wait_ready("logged-in").await;
     assert_eq!(scene.control.sessions().await.unwrap().logins, 2);
+}
+
+#[tokio::test]
+async fn a_credentials_secret_made_again_with_its_first_refresh_token_goes_on_from_the_kept_session()
+ {
+    let (mut scene, session) = session_scene("session-gitops").await;
+    scene.start_operator(&[]);
+    scene.create(&backup(&scene, "synced", SECRET)).await;
+    scene.wait_ready("synced").await;
+    // A few renewals: the first refresh token is long spent.
+    changes_for(&scene, &["synced".to_owned()], Duration::from_secs(8)).await;
+    assert!(scene.control.sessions().await.unwrap().refreshes >= 2);
+    // A GitOps tool replaces the Secret from Git: deleted, made again as it was.
+    put_refresh_token(&scene, SECRET, &session).await;
+    let watch = ReadyWatch::start(&scene);
+    changes_for(&scene, &["synced".to_owned()], Duration::from_secs(10)).await;
+    let (_, lost) = watch.finish().await;
+    assert_eq!(lost, Vec::<String>::new());
+    let figures = scene.control.sessions().await.unwrap();
+    assert_eq!((figures.refused, figures.reused), (0, 0), "{figures:?}");
+}
+
+#[tokio::test]
+async fn two_processes_claiming_one_refresh_token_spend_it_once() {
+    use flashback_client::{Claim, SessionStore, SessionTokens, Token};
+    use flashback_operator::controller::session::SecretSessionStore;
+
+    let scene = Scene::new("session-claim").await;
+    scene.put_secret("shared", &[("refreshToken", "r0")]).await;
+    let name: flashback_operator::settings::SecretName =
+        format!("{}/shared", scene.namespace).parse().unwrap();
+    let r0 = Token::new("r0");
+    // Each process: claim; when it may spend, "refresh" for a second and keep what it got.
+    let process = |holder: &'static str| {
+        let store = SecretSessionStore::new(scene.kube.clone(), name.clone(), &r0, holder.into());
+        let r0 = r0.clone();
+        async move {
+            let claim = store.claim(&r0).await.unwrap();
+            if claim == Claim::Spend {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let renewed = SessionTokens {
+                    access: Some(Token::new(format!("access-of-{holder}"))),
+                    expires_at: None,
+                    refresh: Token::new(format!("refresh-of-{holder}")),
+                };
+                store.keep(&renewed).await.unwrap();
+            }
+            (holder, claim)
+        }
+    };
+    let (a, b) = tokio::join!(process("process-a"), process("process-b"));
+    let spent: Vec<&str> = [&a, &b]
+        .iter()
+        .filter(|(_, claim)| *claim == Claim::Spend)
+        .map(|(holder, _)| *holder)
+        .collect();
+    assert_eq!(spent.len(), 1, "{a:?} {b:?}");
+    let (winner, loser) = if a.1 == Claim::Spend { (a, b) } else { (b, a) };
+    let Claim::Newer(taken) = loser.1 else {
+        panic!("the other process takes the winner's tokens: {loser:?}");
+    };
+    assert_eq!(
+        taken.refresh,
+        Token::new(format!("refresh-of-{}", winner.0))
+    );
 }

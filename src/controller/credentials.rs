@@ -108,6 +108,11 @@ pub enum CredentialsError {
          is not allowed to call (its --allowed-api-hosts)"
     )]
     ApiUrlNotAllowed(SecretName, String),
+    #[error(
+        "the Secret {0} is a session Secret the operator keeps for another Secret; name that \
+         one in credentialsSecretRef"
+    )]
+    SessionSecretNamed(SecretName),
     #[error("the operator may not read the credentials Secret {0}: grant it `get` on that Secret")]
     SecretForbidden(SecretName),
     #[error(
@@ -177,6 +182,11 @@ pub fn from_secret(
     urls: ApiUrls<'_>,
     trusted: bool,
 ) -> Result<Credentials, CredentialsError> {
+    // Its tokens are the operator's to spend, for the Secret it keeps them for: a second
+    // reader would spend them too, and end that session.
+    if secret.type_.as_deref() == Some(crate::controller::session::SESSION_SECRET_TYPE) {
+        return Err(CredentialsError::SessionSecretNamed(name.clone()));
+    }
     // `Ok(None)`: absent or blank; `Err(())`: present but not text.
     let value = |key: &str| -> Result<Option<String>, ()> {
         let Some(bytes) = secret.data.as_ref().and_then(|data| data.get(key)) else {
@@ -571,6 +581,53 @@ mod tests {
 
     fn name() -> SecretName {
         "team-a/flashback-token".parse().unwrap()
+    }
+
+    #[test]
+    fn a_refresh_token_alone_or_with_a_token_makes_a_session_of_the_secret() {
+        let alone = from_secret(
+            &name(),
+            &secret(&[("refreshToken", "r0")]),
+            urls(&[]),
+            false,
+        )
+        .unwrap();
+        assert_eq!(alone.token, None);
+        assert_eq!(
+            alone.session,
+            Some(SessionOrigin {
+                secret: name(),
+                refresh_token: Token::new("r0"),
+            })
+        );
+        let both = from_secret(
+            &name(),
+            &secret(&[("refreshToken", "r0"), ("token", "a0")]),
+            urls(&[]),
+            false,
+        )
+        .unwrap();
+        assert_eq!(both.token, Some(Token::new("a0")));
+        assert!(both.session.is_some());
+        assert_eq!(
+            from_secret(
+                &name(),
+                &secret(&[("apiUrl", "https://api.example")]),
+                urls(&[]),
+                false
+            ),
+            Err(CredentialsError::TokenMissing(name()))
+        );
+    }
+
+    #[test]
+    fn a_session_secret_named_as_credentials_is_refused() {
+        let mut kept = secret(&[("refreshToken", "r5")]);
+        kept.type_ = Some(crate::controller::session::SESSION_SECRET_TYPE.into());
+        assert_eq!(
+            from_secret(&name(), &kept, urls(&[]), false),
+            Err(CredentialsError::SessionSecretNamed(name()))
+        );
     }
 
     #[test]

@@ -81,7 +81,8 @@ reasons! {
     SessionNotKept,
     /// The Flashback API does not let the token do this.
     Forbidden,
-    /// The credentials cannot be used to build a client.
+    /// The credentials cannot be used to build a client, or the Secret named is a session
+    /// Secret the operator keeps for another.
     InvalidCredentials,
     /// The Flashback API answered more than the operator reads.
     ResponseTooLarge,

@@ -11,8 +11,13 @@ use crate::controller::credentials::{Credentials, SessionOrigin};
 use crate::controller::workspace::Workspace;
 use flashback_client::{
     ApiError, Auth, CallObserver, ClientConfig, FlashbackClient, RateLimit, Repo, RepoFilter,
-    RepoStats, RepoWrite, SessionStore,
+    RepoStats, RepoWrite, Session, SessionStore, Token, Url,
 };
+
+/// One session per credentials Secret, refresh token and API: every client of them shares it,
+/// so two clients (the same Secret before and after an edit of its `token`, say) never both
+/// spend one refresh token.
+type SessionKey = (crate::controller::credentials::SecretName, Token, Url);
 
 /// Makes the store a session of a Secret is kept in.
 pub type SessionStores = Arc<dyn Fn(&SessionOrigin) -> Arc<dyn SessionStore> + Send + Sync>;
@@ -47,6 +52,8 @@ pub struct Remote {
     settings: RemoteSettings,
     /// Each client with when it was last used, so that one no object uses any more goes.
     clients: Mutex<HashMap<Credentials, (FlashbackClient, Instant)>>,
+    /// The live sessions: held by the clients, forgotten with the last of them.
+    sessions: Mutex<HashMap<SessionKey, std::sync::Weak<Session>>>,
     // One async lock per workspace: concurrent reconciles of the same workspace wait for the
     // one listing in flight instead of sending their own.
     listings: Mutex<HashMap<ListingKey, Arc<tokio::sync::Mutex<Option<Listing>>>>>,
@@ -57,6 +64,7 @@ impl Remote {
         Self {
             settings,
             clients: Mutex::default(),
+            sessions: Mutex::default(),
             listings: Mutex::default(),
         }
     }
@@ -82,11 +90,26 @@ impl Remote {
                         reason: "this operator keeps no sessions".into(),
                         source: None,
                     })?;
-                Auth::Session {
-                    access: access.clone(),
-                    refresh: origin.refresh_token.clone(),
-                    store: stores(origin),
-                }
+                let key = (
+                    origin.secret.clone(),
+                    origin.refresh_token.clone(),
+                    credentials.api_url.clone(),
+                );
+                let mut sessions = self.sessions.lock().expect("session map lock");
+                sessions.retain(|_, session| session.strong_count() > 0);
+                let session = match sessions.get(&key).and_then(std::sync::Weak::upgrade) {
+                    Some(session) => session,
+                    None => {
+                        let session = Session::new(
+                            access.as_ref(),
+                            origin.refresh_token.clone(),
+                            stores(origin),
+                        )?;
+                        sessions.insert(key, std::sync::Arc::downgrade(&session));
+                        session
+                    }
+                };
+                Auth::Session(session)
             }
             (None, Some(token)) => Auth::Token(token.clone()),
             (None, None) => {

@@ -22,7 +22,7 @@ use flashback_client::{
 };
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
 
 use crate::controller::credentials::SecretName;
@@ -102,16 +102,14 @@ pub enum Step {
 }
 
 /// The decision of [`SecretSessionStore::claim`], given the Secret's content (`None`: no
-/// Secret, or one of another chain), who we are, and now.
-pub fn next_step(kept: Option<&Kept>, spending: &Token, holder: &str, now: SystemTime) -> Step {
+/// Secret, or one of another chain), who we are, and for how long this process has seen the
+/// Secret as it is (a claim's age is judged by our own clock, never by the writer's).
+pub fn next_step(kept: Option<&Kept>, spending: &Token, holder: &str, seen_for: Duration) -> Step {
     let Some(kept) = kept else {
         return Step::Claim;
     };
-    let claimed_by_another = kept.state == KeptState::Refreshing
-        && kept.holder != holder
-        && kept
-            .since
-            .is_some_and(|since| now.duration_since(since).unwrap_or_default() < CLAIM_LIFETIME);
+    let claimed_by_another =
+        kept.state == KeptState::Refreshing && kept.holder != holder && seen_for < CLAIM_LIFETIME;
     if claimed_by_another {
         return Step::Wait;
     }
@@ -245,7 +243,10 @@ impl SecretSessionStore {
         }
     }
 
-    /// The session Secret and what it says of this chain (`None`: absent, or another chain's).
+    /// The session Secret and what it says of this chain (`None`: absent, or another chain's
+    /// that a newer refresh token in the credentials Secret replaced). A record of another
+    /// chain while this chain is not the current one is an error: this session was replaced,
+    /// and writes nothing more, lest it undo the new one.
     async fn read(&self) -> Result<(Option<Secret>, Option<Kept>), StoreError> {
         let secret = self
             .api()
@@ -256,8 +257,40 @@ impl SecretSessionStore {
             return Ok((None, None));
         };
         let kept = read_kept(&secret).ok_or_else(|| self.taken())?;
-        let ours = (kept.origin == self.origin).then_some(kept);
-        Ok((Some(secret), ours))
+        if kept.origin == self.origin {
+            return Ok((Some(secret), Some(kept)));
+        }
+        if self.current().await? {
+            Ok((Some(secret), None))
+        } else {
+            Err(StoreError {
+                message: format!(
+                    "the credentials Secret {} holds another refresh token now; this session \
+                     ends",
+                    self.of
+                ),
+                permanent: false,
+            })
+        }
+    }
+
+    /// Whether the credentials Secret still holds the refresh token this chain began with.
+    async fn current(&self) -> Result<bool, StoreError> {
+        let secret = self
+            .api()
+            .get_opt(&self.of.name)
+            .await
+            .map_err(|error| self.transient("read", error))?;
+        let refresh = secret
+            .as_ref()
+            .and_then(|s| {
+                s.data
+                    .as_ref()?
+                    .get(crate::controller::credentials::REFRESH_TOKEN_KEY)
+            })
+            .and_then(|bytes| std::str::from_utf8(&bytes.0).ok())
+            .map(str::trim);
+        Ok(refresh.is_some_and(|refresh| digest_of(refresh) == self.origin))
     }
 
     /// Writes `kept`: over `current` at the version it was read at, or as a new Secret.
@@ -284,7 +317,9 @@ impl SecretSessionStore {
                             "flashback.tech/session-of".to_owned(),
                             self.of.name.clone(),
                         )])),
-                        owner_references: self.owner().await,
+                        // No owner: a credentials Secret deleted and made again (a GitOps
+                        // tool replacing it) comes back with its first refresh token, long
+                        // spent, and only this record says where the session went since.
                         ..ObjectMeta::default()
                     },
                     type_: Some(SESSION_SECRET_TYPE.to_owned()),
@@ -301,18 +336,6 @@ impl SecretSessionStore {
         }
     }
 
-    /// The credentials Secret as the session Secret's owner, so that it goes with it.
-    async fn owner(&self) -> Option<Vec<OwnerReference>> {
-        let secret = self.api().get_opt(&self.of.name).await.ok()??;
-        Some(vec![OwnerReference {
-            api_version: "v1".into(),
-            kind: "Secret".into(),
-            name: self.of.name.clone(),
-            uid: secret.metadata.uid?,
-            ..OwnerReference::default()
-        }])
-    }
-
     fn kept(&self, state: KeptState, tokens: Option<SessionTokens>) -> Kept {
         Kept {
             origin: self.origin.clone(),
@@ -324,22 +347,25 @@ impl SecretSessionStore {
     }
 
     async fn claim_now(&self, spending: &Token) -> Result<Claim, StoreError> {
-        let started = std::time::Instant::now();
-        loop {
+        // Which version of the Secret this process has been seeing, and since when.
+        let mut seen: Option<(Option<String>, std::time::Instant)> = None;
+        for _ in 0..(2 * CLAIM_LIFETIME.as_millis() / CLAIM_POLL.as_millis()) {
             let (secret, kept) = self.read().await?;
-            match next_step(kept.as_ref(), spending, &self.holder, SystemTime::now()) {
+            let version = secret
+                .as_ref()
+                .and_then(|s| s.metadata.resource_version.clone());
+            let since = match &seen {
+                Some((seen_version, since)) if *seen_version == version => *since,
+                _ => {
+                    let now = std::time::Instant::now();
+                    seen = Some((version, now));
+                    now
+                }
+            };
+            match next_step(kept.as_ref(), spending, &self.holder, since.elapsed()) {
                 Step::Take(tokens) => return Ok(Claim::Newer(tokens)),
                 Step::Refused => return Ok(Claim::Refused),
-                Step::Wait if started.elapsed() < CLAIM_LIFETIME => {
-                    tokio::time::sleep(CLAIM_POLL).await;
-                }
-                Step::Wait => {
-                    return Err(StoreError {
-                        message: "another process has been renewing this session for too long"
-                            .into(),
-                        permanent: false,
-                    });
-                }
+                Step::Wait => tokio::time::sleep(CLAIM_POLL).await,
                 Step::Claim => {
                     let tokens = SessionTokens {
                         access: None,
@@ -354,23 +380,19 @@ impl SecretSessionStore {
                 }
             }
         }
+        Err(StoreError {
+            message: "the session Secret kept changing while this process waited to renew".into(),
+            permanent: false,
+        })
     }
 
     async fn keep_now(&self, tokens: &SessionTokens) -> Result<(), StoreError> {
         failpoint::pause_at(Failpoint::PauseBeforeSessionKept).await;
         let kept = self.kept(KeptState::Ready, Some(tokens.clone()));
-        // Ours are the only tokens that work now: written over whatever is there.
+        // Ours are the only tokens of this chain that work now: written over whatever this
+        // chain's record holds (never over a newer chain's: `read` refuses that).
         for _ in 0..5 {
-            let current = self
-                .api()
-                .get_opt(&self.name())
-                .await
-                .map_err(|error| self.transient("read", error))?;
-            if let Some(current) = &current
-                && read_kept(current).is_none()
-            {
-                return Err(self.taken());
-            }
+            let (current, _) = self.read().await?;
             if self.write(current, &kept).await? {
                 failpoint::pause_at(Failpoint::PauseAfterSessionKept).await;
                 return Ok(());
@@ -384,23 +406,32 @@ impl SecretSessionStore {
     }
 
     async fn refused_now(&self, refresh: &Token) -> Result<(), StoreError> {
-        let (secret, kept) = self.read().await?;
-        let spent_here = kept
-            .as_ref()
-            .and_then(|kept| kept.tokens.as_ref())
-            .is_none_or(|tokens| &tokens.refresh == refresh);
-        if !spent_here {
-            // The Secret moved on to a newer token meanwhile: not ours to mark.
-            return Ok(());
+        for _ in 0..5 {
+            let (secret, kept) = self.read().await?;
+            let spent_here = kept
+                .as_ref()
+                .and_then(|kept| kept.tokens.as_ref())
+                .is_none_or(|tokens| &tokens.refresh == refresh);
+            if !spent_here {
+                // The Secret moved on to a newer token meanwhile: not ours to mark.
+                return Ok(());
+            }
+            let tokens = SessionTokens {
+                access: None,
+                expires_at: None,
+                refresh: refresh.clone(),
+            };
+            if self
+                .write(secret, &self.kept(KeptState::Refused, Some(tokens)))
+                .await?
+            {
+                return Ok(());
+            }
         }
-        let tokens = SessionTokens {
-            access: None,
-            expires_at: None,
-            refresh: refresh.clone(),
-        };
-        self.write(secret, &self.kept(KeptState::Refused, Some(tokens)))
-            .await
-            .map(|_| ())
+        Err(StoreError {
+            message: "the session Secret kept changing while the refusal was recorded".into(),
+            permanent: false,
+        })
     }
 }
 
@@ -455,38 +486,46 @@ mod tests {
         }
     }
 
+    fn secs(seconds: u64) -> Duration {
+        Duration::from_secs(seconds)
+    }
+
     #[test]
     fn nothing_kept_or_our_own_token_kept_is_claimed() {
         let r1 = Token::new("r1");
-        assert_eq!(next_step(None, &r1, "me", at(0)), Step::Claim);
+        assert_eq!(next_step(None, &r1, "me", secs(0)), Step::Claim);
         let ready = kept(KeptState::Ready, "r1", "other", 0);
-        assert_eq!(next_step(Some(&ready), &r1, "me", at(1)), Step::Claim);
+        assert_eq!(next_step(Some(&ready), &r1, "me", secs(1)), Step::Claim);
     }
 
     #[test]
     fn a_newer_token_kept_by_another_process_is_taken_not_spent() {
         let ready = kept(KeptState::Ready, "r2", "other", 0);
         assert_eq!(
-            next_step(Some(&ready), &Token::new("r1"), "me", at(1)),
+            next_step(Some(&ready), &Token::new("r1"), "me", secs(1)),
             Step::Take(tokens("r2"))
         );
     }
 
     #[test]
-    fn a_fresh_claim_of_another_process_is_waited_on_and_an_abandoned_one_is_not() {
-        let claimed = kept(KeptState::Refreshing, "r1", "other", 0);
+    fn a_claim_of_another_process_is_waited_on_until_this_process_saw_it_for_fifteen_seconds() {
+        // Written "in the future" by a clock far ahead: the age is ours to judge.
+        let claimed = kept(KeptState::Refreshing, "r1", "other", 3600);
         let r1 = Token::new("r1");
-        assert_eq!(next_step(Some(&claimed), &r1, "me", at(5)), Step::Wait);
-        assert_eq!(next_step(Some(&claimed), &r1, "me", at(60)), Step::Claim);
-        // Our own claim (a keep that failed) is not waited on.
-        assert_eq!(next_step(Some(&claimed), &r1, "other", at(5)), Step::Claim);
+        assert_eq!(next_step(Some(&claimed), &r1, "me", secs(5)), Step::Wait);
+        assert_eq!(next_step(Some(&claimed), &r1, "me", secs(15)), Step::Claim);
+        // Our own claim (a refresh that failed) is not waited on.
+        assert_eq!(
+            next_step(Some(&claimed), &r1, "other", secs(5)),
+            Step::Claim
+        );
     }
 
     #[test]
     fn a_refused_session_sends_nothing() {
         let refused = kept(KeptState::Refused, "r1", "other", 0);
         assert_eq!(
-            next_step(Some(&refused), &Token::new("r1"), "me", at(600)),
+            next_step(Some(&refused), &Token::new("r1"), "me", secs(600)),
             Step::Refused
         );
     }

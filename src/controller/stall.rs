@@ -34,6 +34,7 @@ pub fn credentials_stall(problem: &CredentialsError) -> Stall {
             CredentialsError::InvalidApiUrl(..) => Reason::InvalidApiUrl,
             CredentialsError::ApiUrlNotAllowed(..) => Reason::ApiUrlNotAllowed,
             CredentialsError::SecretForbidden(_) => Reason::SecretForbidden,
+            CredentialsError::SessionSecretNamed(_) => Reason::InvalidCredentials,
             CredentialsError::NoDefault => Reason::NoCredentials,
         },
         message: problem.to_string(),

@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flashback_client::{
-    ApiError, Auth, Claim, ClientConfig, FlashbackClient, RepoFilter, SessionStore, SessionTokens,
-    StoreFuture, Stored, Token, Url,
+    ApiError, Auth, Claim, ClientConfig, FlashbackClient, RepoFilter, Session, SessionStore,
+    SessionTokens, StoreFuture, Stored, Token, Url,
 };
 
 use crate::support::emulator;
@@ -39,11 +39,9 @@ fn session_client(
     refresh: &str,
     store: Arc<Kept>,
 ) -> FlashbackClient {
-    let auth = Auth::Session {
-        access: access.map(Token::new),
-        refresh: Token::new(refresh),
-        store,
-    };
+    let session =
+        Session::new(access.map(Token::new).as_ref(), Token::new(refresh), store).unwrap();
+    let auth = Auth::Session(session);
     let mut config = ClientConfig::with_auth(Url::parse(base).unwrap(), auth);
     config.rate_limit = flashback_client::RateLimit::unlimited();
     FlashbackClient::new(config).unwrap()

@@ -126,7 +126,7 @@ enum Authorization {
     /// `Bearer <token>`, marked sensitive so reqwest's own `Debug` hides it.
     Static(HeaderValue),
     /// A session's current access token, renewed as it expires.
-    Session(Session),
+    Session(std::sync::Arc<Session>),
     /// Nothing (a client that only logs in).
     Anonymous,
 }
@@ -166,11 +166,7 @@ impl FlashbackClient {
         }
         let auth = match config.auth {
             Auth::Token(token) => Authorization::Static(header_of(&token)?),
-            Auth::Session {
-                access,
-                refresh,
-                store,
-            } => Authorization::Session(Session::new(access.as_ref(), refresh, store)?),
+            Auth::Session(session) => Authorization::Session(session),
             Auth::Anonymous => Authorization::Anonymous,
         };
         // Redirects are never followed: a server could send the token, and writes, to an
@@ -426,8 +422,10 @@ impl FlashbackClient {
     }
 
     /// `POST /user/refresh`: spends `refresh` for a new access token and a new refresh token.
-    /// A refusal (the token revoked, expired or spent) is [`ApiError::SessionRefused`]; a
-    /// failure the server may not have acted on is returned as it is.
+    /// Sent once, never retried (a second send of a token the server spent is a reuse), and
+    /// without waiting for the rate limiter (a claim on the token is held meanwhile). A
+    /// refusal (the token revoked, expired or spent) is [`ApiError::SessionRefused`]; any
+    /// other failure is returned as it is.
     pub async fn refresh_session(&self, refresh: &Token) -> Result<SessionTokens, ApiError> {
         let url = self.url(&["user", "refresh"], &[]);
         let request = RefreshRequest {
@@ -444,19 +442,7 @@ impl FlashbackClient {
             .await;
         match answer {
             Ok(body) => session_tokens("refresh_session", body),
-            Err(error) => {
-                let last = match &error {
-                    ApiError::RetriesExhausted { last, .. } => last.as_ref(),
-                    other => other,
-                };
-                if last.is_transient() || matches!(last, ApiError::Decode { .. }) {
-                    Err(error)
-                } else {
-                    Err(ApiError::SessionRefused {
-                        message: last.to_string(),
-                    })
-                }
-            }
+            Err(error) => Err(refresh_refusal(error, refresh)),
         }
     }
 
@@ -516,9 +502,14 @@ impl FlashbackClient {
             };
             let header = bearer.as_ref().map(|bearer| &bearer.header);
             // A session call is as cheap as a read, and a claim on the refresh token it
-            // spends is held as long as it takes: it gets the read timeout.
-            let quick = method == Method::GET || authorize == Authorize::No;
-            let how = How { header, quick };
+            // spends is held as long as it takes: it gets the read timeout, no wait for the
+            // rate limiter, and no retry.
+            let session_call = authorize == Authorize::No;
+            let how = How {
+                header,
+                quick: method == Method::GET || session_call,
+                limited: !session_call,
+            };
             let error = match self
                 .attempt(endpoint, &method, &url, body.as_deref(), attempt, how)
                 .await
@@ -526,6 +517,9 @@ impl FlashbackClient {
                 Ok(answer) => return Ok(answer),
                 Err(error) => error,
             };
+            if session_call {
+                return Err(error);
+            }
             // A 401 comes before the server acts, so even a create is safe to send again.
             if let (ApiError::Unauthorized, Authorization::Session(session), Some(bearer)) =
                 (&error, &self.inner.auth, &bearer)
@@ -580,14 +574,17 @@ impl FlashbackClient {
     ) -> Result<T, ApiError> {
         // Waiting out a long pause would hold the caller idle: it gets the pause back as an
         // error instead, and comes back when it is over.
-        let rate_limit_wait = self
-            .inner
-            .limiter
-            .acquire(self.inner.retry.max_delay)
-            .await
-            .map_err(|remaining| ApiError::RateLimited {
-                retry_after: Some(remaining),
-            })?;
+        let rate_limit_wait = if how.limited {
+            self.inner
+                .limiter
+                .acquire(self.inner.retry.max_delay)
+                .await
+                .map_err(|remaining| ApiError::RateLimited {
+                    retry_after: Some(remaining),
+                })?
+        } else {
+            Duration::ZERO
+        };
         let started = Instant::now();
         let mut request = self
             .inner
@@ -678,10 +675,36 @@ impl FlashbackClient {
     }
 }
 
-/// How one attempt is sent: with which `Authorization`, and whether with the read timeout.
+/// How one attempt is sent: with which `Authorization`, whether with the read timeout, and
+/// whether it waits for the rate limiter.
 struct How<'a> {
     header: Option<&'a HeaderValue>,
     quick: bool,
+    limited: bool,
+}
+
+/// What a failed refresh means. Only the API's own refusal spends nothing more and needs a new
+/// login: a 401, a 400, or a body with an error code. A proxy's 403 or 404, an answer too large
+/// or unreadable, is not the API judging the token, and is returned as it is. The refusal
+/// quotes the API's code (or the status), never its message, and never the token.
+fn refresh_refusal(error: ApiError, refresh: &Token) -> ApiError {
+    let last = match &error {
+        ApiError::RetriesExhausted { last, .. } => last.as_ref(),
+        other => other,
+    };
+    let said = match last {
+        ApiError::Unauthorized => Some("HTTP 401".to_owned()),
+        ApiError::Rejected { status: 400, .. } => Some("HTTP 400".to_owned()),
+        ApiError::InvalidSpec { code, .. } => Some(code.clone()),
+        ApiError::NotFound { .. } if last.error_code().is_some() => Some("NOT_FOUND".to_owned()),
+        _ => None,
+    };
+    match said {
+        Some(said) => ApiError::SessionRefused {
+            message: said.replace(refresh.expose(), "***"),
+        },
+        None => error,
+    }
 }
 
 /// What a login answers.

@@ -21,7 +21,9 @@ pub use rate_limit::RateLimit;
 pub use reqwest::Url;
 pub use retry::RetryPolicy;
 pub use secret::{KeySecret, Token};
-pub use session::{Auth, Claim, SessionStore, SessionTokens, StoreError, StoreFuture, Stored};
+pub use session::{
+    Auth, Claim, Session, SessionStore, SessionTokens, StoreError, StoreFuture, Stored,
+};
 pub use types::{
     AccessType, AiLlmRef, Bucket, BucketStats, BucketWrite, CreatedRepoKey, LoginUser, Repo,
     RepoBucket, RepoBucketWrite, RepoFilter, RepoKey, RepoKeyWrite, RepoMode, RepoStats, RepoWrite,

@@ -88,13 +88,8 @@ pub trait SessionStore: Send + Sync {
 pub enum Auth {
     /// One bearer token, sent as it is until it stops working.
     Token(Token),
-    /// A session renewed with a refresh token; `access`, when given, is used until it is
-    /// refused or expires.
-    Session {
-        access: Option<Token>,
-        refresh: Token,
-        store: Arc<dyn SessionStore>,
-    },
+    /// A session renewed with a refresh token, shared by the clients given it.
+    Session(Arc<Session>),
     /// No token (a client that only logs in).
     Anonymous,
 }
@@ -103,11 +98,7 @@ impl fmt::Debug for Auth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Auth::Token(token) => f.debug_tuple("Token").field(token).finish(),
-            Auth::Session { access, .. } => f
-                .debug_struct("Session")
-                .field("access", access)
-                .field("refresh", &"***")
-                .finish_non_exhaustive(),
+            Auth::Session(_) => f.write_str("Session(***)"),
             Auth::Anonymous => f.write_str("Anonymous"),
         }
     }
@@ -138,6 +129,10 @@ pub(crate) fn expiry_from_number(value: f64) -> Option<SystemTime> {
     SystemTime::UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(seconds).ok()?)
 }
 
+/// A token refused again this soon after its renewal is not renewed again: the API refuses
+/// the account, not the token, and renewing once per call would spend a refresh per call.
+const MIN_RENEWAL_AFTER_REFUSAL: Duration = Duration::from_secs(5);
+
 /// What the session knows now.
 struct Now {
     /// Whether the store was asked what it holds (once, before the first renewal).
@@ -147,6 +142,9 @@ struct Now {
     expires_at: Option<SystemTime>,
     /// `None` once refused: nothing is sent until a new session is made.
     refresh: Option<Token>,
+    /// Tokens a refresh answered that the store could not keep yet: kept before anything
+    /// else is spent, so that a store's hiccup never makes the session send a spent token.
+    unkept: Option<SessionTokens>,
     generation: u64,
 }
 
@@ -177,8 +175,12 @@ impl Now {
             }),
             None => None,
         };
-        self.obtained_at = SystemTime::now();
-        self.expires_at = tokens.expires_at;
+        let now = SystemTime::now();
+        self.obtained_at = now;
+        // An expiry already past (a clock ahead of the server's, or a lifetime sent where a
+        // time was expected) is no expiry at all: the token is used until it is refused,
+        // rather than renewed before every call.
+        self.expires_at = tokens.expires_at.filter(|at| *at > now);
         self.refresh = Some(tokens.refresh.clone());
         Ok(())
     }
@@ -198,27 +200,36 @@ pub(crate) fn header_of(token: &Token) -> Result<HeaderValue, ApiError> {
 }
 
 /// The refresh call, as the session needs it from the client.
-pub(crate) trait Refresher: Sync {
+pub(crate) trait Refresher: Clone + Send + Sync + 'static {
     fn refresh<'a>(
         &'a self,
         refresh: &'a Token,
     ) -> Pin<Box<dyn Future<Output = Result<SessionTokens, ApiError>> + Send + 'a>>;
 }
 
-/// One credential's session, shared by every call of its client.
-pub(crate) struct Session {
+/// A credential's session, shared by every call of every client given it (clone the `Arc`):
+/// however many wait on an expired token, one renewal renews it.
+pub struct Session {
     store: Arc<dyn SessionStore>,
     /// Held by the one renewal in flight: the others wait for it, then use what it got.
     turn: tokio::sync::Mutex<()>,
     now: std::sync::Mutex<Now>,
 }
 
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session").finish_non_exhaustive()
+    }
+}
+
 impl Session {
-    pub(crate) fn new(
+    /// A session renewed with `refresh`; `access`, when given, is used until it is refused or
+    /// the store holds newer tokens.
+    pub fn new(
         access: Option<&Token>,
         refresh: Token,
         store: Arc<dyn SessionStore>,
-    ) -> Result<Self, ApiError> {
+    ) -> Result<Arc<Self>, ApiError> {
         let access = access
             .map(|token| {
                 Ok::<_, ApiError>(Bearer {
@@ -227,7 +238,7 @@ impl Session {
                 })
             })
             .transpose()?;
-        Ok(Self {
+        Ok(Arc::new(Self {
             store,
             turn: tokio::sync::Mutex::new(()),
             now: std::sync::Mutex::new(Now {
@@ -236,9 +247,10 @@ impl Session {
                 obtained_at: SystemTime::now(),
                 expires_at: None,
                 refresh: Some(refresh),
+                unkept: None,
                 generation: 0,
             }),
-        })
+        }))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Now> {
@@ -246,32 +258,61 @@ impl Session {
     }
 
     /// The access token to send now, renewed first when it is about to expire.
-    pub(crate) async fn bearer(&self, api: &impl Refresher) -> Result<Bearer, ApiError> {
+    pub(crate) async fn bearer(self: &Arc<Self>, api: &impl Refresher) -> Result<Bearer, ApiError> {
         {
             let now = self.lock();
             if now.loaded
+                && now.unkept.is_none()
                 && let Some(bearer) = now.fresh(SystemTime::now())
             {
                 return Ok(bearer);
             }
         }
-        let _turn = self.turn.lock().await;
-        self.renew(api, None).await
+        self.renew_apart(api, None).await
     }
 
     /// The token of `refused` (a renewal's generation) got a 401: a token to replay with,
     /// renewed unless another call renewed it meanwhile.
     pub(crate) async fn after_refusal(
-        &self,
+        self: &Arc<Self>,
         api: &impl Refresher,
         refused: u64,
     ) -> Result<Bearer, ApiError> {
-        let _turn = self.turn.lock().await;
-        self.renew(api, Some(refused)).await
+        {
+            let now = self.lock();
+            let just_renewed = now.generation == refused
+                && refused > 0
+                && now.obtained_at.elapsed().unwrap_or_default() < MIN_RENEWAL_AFTER_REFUSAL;
+            if just_renewed {
+                return Err(ApiError::Unauthorized);
+            }
+        }
+        self.renew_apart(api, Some(refused)).await
     }
 
-    /// With the turn held: loads what the store keeps (the first time), then renews unless
-    /// the token is fresh and is not the one refused.
+    /// Renews in a task of its own: a caller that goes away (a reconcile cancelled at
+    /// shutdown, say) does not take the refresh with it between its answer and its keeping.
+    async fn renew_apart(
+        self: &Arc<Self>,
+        api: &impl Refresher,
+        refused: Option<u64>,
+    ) -> Result<Bearer, ApiError> {
+        let session = self.clone();
+        let api = api.clone();
+        let renewal = tokio::spawn(async move {
+            let _turn = session.turn.lock().await;
+            session.renew(&api, refused).await
+        });
+        renewal.await.unwrap_or_else(|_| {
+            Err(ApiError::SessionStore {
+                message: "the renewal of the session stopped".into(),
+                permanent: false,
+            })
+        })
+    }
+
+    /// With the turn held: loads what the store keeps (the first time), keeps what it could
+    /// not keep before, then renews unless the token is fresh and is not the one refused.
     async fn renew(&self, api: &impl Refresher, refused: Option<u64>) -> Result<Bearer, ApiError> {
         if !self.lock().loaded {
             let stored = self.store.load().await.map_err(store_error)?;
@@ -282,6 +323,11 @@ impl Session {
                 None => {}
             }
             now.loaded = true;
+        }
+        let unkept = self.lock().unkept.clone();
+        if let Some(tokens) = unkept {
+            self.store.keep(&tokens).await.map_err(store_error)?;
+            self.lock().unkept = None;
         }
         // A store answering newer tokens may answer ones that expired since: renew those too,
         // a few times at most.
@@ -313,13 +359,15 @@ impl Session {
             return match api.refresh(&spending).await {
                 Ok(tokens) => {
                     // The new refresh token is the only one that works from now on: kept
-                    // before anything else happens. A store that cannot keep it does not
-                    // stop the session; the token stays here, and is kept by the next renewal.
-                    if let Err(error) = self.store.keep(&tokens).await {
-                        tracing::error!(error = %error, "could not keep the renewed session; it lives in memory until the next renewal");
-                    }
+                    // before anything else happens. One the store cannot keep now is kept
+                    // before the next renewal spends anything.
+                    let kept = self.store.keep(&tokens).await;
                     let mut now = self.lock();
                     now.install(&tokens)?;
+                    if let Err(error) = kept {
+                        tracing::error!(error = %error, "could not keep the renewed session yet; trying again before the next renewal");
+                        now.unkept = Some(tokens);
+                    }
                     now.access.clone().ok_or_else(|| {
                         ApiError::decode("refresh_session", "the answer holds no access token")
                     })
@@ -396,8 +444,9 @@ mod tests {
 
     /// A refresh call that answers `access-N`/`refresh-N` living `lifetime`, slowly, or
     /// refuses.
+    #[derive(Clone)]
     struct Api {
-        calls: AtomicUsize,
+        calls: Arc<AtomicUsize>,
         lifetime: Duration,
         refuse: bool,
     }
@@ -426,7 +475,7 @@ mod tests {
 
     fn api(lifetime: Duration, refuse: bool) -> Api {
         Api {
-            calls: AtomicUsize::new(0),
+            calls: Arc::new(AtomicUsize::new(0)),
             lifetime,
             refuse,
         }
@@ -506,6 +555,101 @@ mod tests {
         }
         assert_eq!(api.calls.load(Ordering::SeqCst), 1);
         assert_eq!(store.refused.load(Ordering::SeqCst), 1);
+    }
+
+    /// A store whose keeping fails until told otherwise.
+    #[derive(Default)]
+    struct Flaky {
+        inner: Memory,
+        failing: std::sync::atomic::AtomicBool,
+        claims: Mutex<Vec<Token>>,
+    }
+
+    impl SessionStore for Flaky {
+        fn load(&self) -> StoreFuture<'_, Option<Stored>> {
+            self.inner.load()
+        }
+        fn claim<'a>(&'a self, refresh: &'a Token) -> StoreFuture<'a, Claim> {
+            self.claims.lock().unwrap().push(refresh.clone());
+            self.inner.claim(refresh)
+        }
+        fn keep<'a>(&'a self, tokens: &'a SessionTokens) -> StoreFuture<'a, ()> {
+            if self.failing.load(Ordering::SeqCst) {
+                return Box::pin(async {
+                    Err(StoreError {
+                        message: "the API server is away".into(),
+                        permanent: false,
+                    })
+                });
+            }
+            self.inner.keep(tokens)
+        }
+        fn refused<'a>(&'a self, refresh: &'a Token) -> StoreFuture<'a, ()> {
+            self.inner.refused(refresh)
+        }
+    }
+
+    #[tokio::test]
+    async fn tokens_the_store_could_not_keep_are_kept_before_anything_else_is_spent() {
+        let store = Arc::new(Flaky::default());
+        store.failing.store(true, Ordering::SeqCst);
+        let session = Session::new(None, Token::new("refresh-0"), store.clone()).unwrap();
+        let api = api(Duration::from_millis(50), false);
+        // Renewed, but not kept: the session goes on with it.
+        assert_eq!(
+            shown(&session.bearer(&api).await.unwrap()),
+            "Bearer access-1"
+        );
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        // Still failing: nothing is spent, the keeping is what fails.
+        let error = session.bearer(&api).await.unwrap_err();
+        assert!(matches!(error, ApiError::SessionStore { .. }), "{error}");
+        assert_eq!(api.calls.load(Ordering::SeqCst), 1);
+        store.failing.store(false, Ordering::SeqCst);
+        assert_eq!(
+            shown(&session.bearer(&api).await.unwrap()),
+            "Bearer access-2"
+        );
+        let kept: Vec<Token> = store
+            .inner
+            .kept
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|t| t.refresh.clone())
+            .collect();
+        assert_eq!(kept, [Token::new("refresh-1"), Token::new("refresh-2")]);
+        // Only the newest token was ever spent: refresh-0, then refresh-1.
+        assert_eq!(
+            *store.claims.lock().unwrap(),
+            [Token::new("refresh-0"), Token::new("refresh-1")]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_expiry_already_past_is_no_expiry_and_costs_no_refresh_per_call() {
+        let store = Arc::new(Memory::default());
+        let session = Session::new(None, Token::new("refresh-0"), store).unwrap();
+        // Answers whose expiry is long past (a lifetime read as a time, say).
+        let api = api(Duration::ZERO, false);
+        for _ in 0..10 {
+            session.bearer(&api).await.unwrap();
+        }
+        assert_eq!(api.calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_token_refused_right_after_its_renewal_is_not_renewed_again() {
+        let store = Arc::new(Memory::default());
+        let session = Session::new(None, Token::new("refresh-0"), store).unwrap();
+        let api = api(Duration::from_secs(3600), false);
+        let renewed = session.bearer(&api).await.unwrap();
+        let error = session
+            .after_refusal(&api, renewed.generation)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, ApiError::Unauthorized), "{error}");
+        assert_eq!(api.calls.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
