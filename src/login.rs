@@ -39,14 +39,20 @@ pub async fn run(request: LoginRequest) -> anyhow::Result<()> {
         .await
         .context("the Flashback API refused the login")?;
     let secret = secret_of(&request, &login.tokens);
+    let manifest = serde_saphyr::to_string(&secret)?;
     if request.apply {
-        apply(&secret, &request.secret).await?;
+        if let Err(error) = apply(&secret, &request.secret).await {
+            // The login spent nothing, but its tokens exist only here: printed rather than
+            // lost, so that the person can apply them another way.
+            print!("{manifest}");
+            return Err(error.context("the Secret above was not written; apply it yourself"));
+        }
         eprintln!(
             "Secret {} written: objects that name it recover on their own",
             request.secret
         );
     } else {
-        print!("{}", serde_saphyr::to_string(&secret)?);
+        print!("{manifest}");
     }
     Ok(())
 }

@@ -115,6 +115,13 @@ pub struct Settings {
     #[arg(long, env = "FLASHBACK_ACCESS_KEYS", num_args = 0..=1, require_equals = true, default_value_t = true, default_missing_value = "true", action = clap::ArgAction::Set, global = true)]
     pub access_keys: bool,
 
+    /// Keep the sessions of credentials Secrets that hold a `refreshToken`, renewed tokens
+    /// written into a `<name>-session` Secret beside each. Needs permission to create and
+    /// update Secrets; off, such a Secret's `token` is used as it is, and one with only a
+    /// `refreshToken` stalls its objects (InvalidCredentials).
+    #[arg(long, env = "FLASHBACK_SESSIONS", num_args = 0..=1, require_equals = true, default_value_t = true, default_missing_value = "true", action = clap::ArgAction::Set, global = true)]
+    pub sessions: bool,
+
     /// Run as one of several replicas: only the holder of a Lease reconciles.
     #[arg(long, env = "FLASHBACK_LEADER_ELECTION", num_args = 0..=1, require_equals = true, default_value_t = false, default_missing_value = "true", action = clap::ArgAction::Set, global = true)]
     pub leader_election: bool,

@@ -509,3 +509,31 @@ async fn two_processes_claiming_one_refresh_token_spend_it_once() {
         Token::new(format!("refresh-of-{}", winner.0))
     );
 }
+
+#[tokio::test]
+async fn with_sessions_off_a_token_beside_the_refresh_token_is_used_as_it_is() {
+    let (mut scene, session) = session_scene("session-off").await;
+    scene.start_operator(&["--sessions=false"]);
+    // Only a refresh token: stalled, saying what to do.
+    scene.create(&backup(&scene, "refresh-only", SECRET)).await;
+    let stalled = scene
+        .wait_stalled("refresh-only", "InvalidCredentials")
+        .await;
+    let message = &condition(&stalled, "Stalled").unwrap().message;
+    assert!(message.contains("--sessions=false"), "{message}");
+    // An access token beside it: used as it is, no refresh ever sent, no session Secret.
+    scene
+        .put_secret(
+            "both",
+            &[
+                ("refreshToken", &session.refresh_token),
+                ("token", &session.access_token),
+            ],
+        )
+        .await;
+    scene.create(&backup(&scene, "with-token", "both")).await;
+    scene.wait_ready("with-token").await;
+    assert_eq!(scene.calls("POST", "/user/refresh").await, 0);
+    assert!(session_secret(&scene, "both").await.is_none());
+    assert!(session_secret(&scene, SECRET).await.is_none());
+}

@@ -88,7 +88,7 @@ impl Context {
                 observer: Some(Arc::new(move |call: &CallRecord| {
                     observer_metrics.api_call(call)
                 })),
-                sessions: Some(session_stores(kube)),
+                sessions: settings.sessions.then(|| session_stores(kube)),
             }),
             workspaces: KnownWorkspaces::new(settings.resync_interval),
             events: Publisher::new(

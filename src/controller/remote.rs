@@ -81,13 +81,20 @@ impl Remote {
             return Ok(client.clone());
         }
         let auth = match (&credentials.session, &credentials.token) {
+            // Sessions are off: an access token beside the refresh token is used as it is.
+            (Some(_), Some(token)) if self.settings.sessions.is_none() => {
+                Auth::Token(token.clone())
+            }
             (Some(origin), access) => {
                 let stores = self
                     .settings
                     .sessions
                     .as_ref()
                     .ok_or_else(|| ApiError::Config {
-                        reason: "this operator keeps no sessions".into(),
+                        reason: "the Secret holds only a refreshToken, and this operator keeps \
+                                 no sessions (--sessions=false): put an access token in \
+                                 `token`, or install the operator with sessions.enabled"
+                            .into(),
                         source: None,
                     })?;
                 let key = (

@@ -279,6 +279,39 @@ async fn access_keys_off_removes_the_secret_delete_and_tells_the_operator() {
         on.env().get("FLASHBACK_ACCESS_KEYS").map(String::as_str),
         Some("true")
     );
+    assert_eq!(
+        on.env().get("FLASHBACK_SESSIONS").map(String::as_str),
+        Some("true")
+    );
+}
+
+#[tokio::test]
+async fn sessions_and_access_keys_off_leave_secrets_read_only() {
+    let kube = kube_client().await;
+    let version = kube_version(&kube).await;
+    crate::support::scene::install_crd(&kube).await;
+    let namespace = test_namespace(&kube, "chart-readonly").await;
+    let release = release("fbreadonly");
+    let rendered = render(
+        &version,
+        &release,
+        &namespace,
+        &["accessKeys.enabled=false", "sessions.enabled=false"],
+    );
+    rendered.apply();
+    let account = format!("{release}-flashback-operator");
+    let config = service_account_kubeconfig(&namespace, &account);
+    let baseline = baseline_rules(&namespace);
+    let secret_rules: Rules = rules(&config, &namespace)
+        .difference(&baseline)
+        .filter(|(resource, _, _)| resource == "secrets")
+        .cloned()
+        .collect();
+    assert_eq!(secret_rules, [rule("secrets", "", "get list watch")].into());
+    assert_eq!(
+        rendered.env().get("FLASHBACK_SESSIONS").map(String::as_str),
+        Some("false")
+    );
 }
 
 #[tokio::test]

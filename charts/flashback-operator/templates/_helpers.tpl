@@ -117,6 +117,7 @@ they name (metadata watched, the referenced ones read), the Secrets FlashbackAcc
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch"]
+{{- if or .Values.sessions.enabled .Values.accessKeys.enabled }}
 # Sessions: a credentials Secret with a refreshToken gets a Secret beside it,
 # `<name>-session` of type flashback.tech/session, created once and updated at every
 # renewal (a name cannot limit `create`, and the names are the tenants' own). FlashbackAccessKeys
@@ -124,6 +125,7 @@ they name (metadata watched, the referenced ones read), the Secrets FlashbackAcc
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["create", "update"]
+{{- end }}
 {{- if .Values.accessKeys.enabled }}
 # FlashbackAccessKeys: the Secret a key is written into is deleted with its key. The
 # operator writes only a Secret whose ownerReference names the key object, and reads it
