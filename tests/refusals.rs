@@ -16,28 +16,7 @@ use crate::support::scene::{SECRET, Scene, WORKSPACE, condition};
 
 /// A NORMAL repository over the scene's two buckets, each in its own folder.
 fn normal(scene: &Scene, name: &str) -> FlashbackRepository {
-    serde_saphyr::from_str(&format!(
-        r#"
-apiVersion: flashback.tech/v1alpha1
-kind: FlashbackRepository
-metadata:
-  name: {name}
-spec:
-  workspaceId: {WORKSPACE}
-  storageType: S3
-  mode: NORMAL
-  buckets:
-    - bucketId: {primary}
-      folder: docs
-    - bucketId: {replica}
-      folder: copies
-  credentialsSecretRef:
-    name: {SECRET}
-"#,
-        primary = scene.buckets[0],
-        replica = scene.buckets[1],
-    ))
-    .expect("example YAML")
+    scene.over_both_buckets(name, "NORMAL", ["docs", "copies"], SECRET)
 }
 
 fn stalled_message(repo: &FlashbackRepository) -> String {

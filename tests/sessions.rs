@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 
 use crate::support::operator::Operator;
-use crate::support::scene::{SECRET, Scene, WORKSPACE, condition};
+use crate::support::scene::{SECRET, Scene, condition};
 
 const LIFETIME: Duration = Duration::from_secs(3);
 
@@ -42,28 +42,8 @@ async fn put_refresh_token(scene: &Scene, name: &str, session: &IssuedSession) {
 
 /// A BACKUP repository over the scene's two buckets (any number of them may share buckets).
 fn backup(scene: &Scene, name: &str, secret: &str) -> FlashbackRepository {
-    serde_saphyr::from_str(&format!(
-        r#"
-apiVersion: flashback.tech/v1alpha1
-kind: FlashbackRepository
-metadata:
-  name: {name}
-spec:
-  workspaceId: {WORKSPACE}
-  storageType: S3
-  mode: BACKUP
-  buckets:
-    - bucketId: {primary}
-      folder: {name}-a
-    - bucketId: {replica}
-      folder: {name}-b
-  credentialsSecretRef:
-    name: {secret}
-"#,
-        primary = scene.buckets[0],
-        replica = scene.buckets[1],
-    ))
-    .expect("example YAML")
+    let folders = [format!("{name}-a"), format!("{name}-b")];
+    scene.over_both_buckets(name, "BACKUP", [&folders[0], &folders[1]], secret)
 }
 
 fn ready(repo: &FlashbackRepository) -> bool {

@@ -183,6 +183,41 @@ spec:
         .expect("example YAML")
     }
 
+    /// A repository of `mode` (no master: BACKUP or NORMAL) over the scene's two buckets in
+    /// the given folders, authenticated by the Secret `secret`.
+    pub fn over_both_buckets(
+        &self,
+        name: &str,
+        mode: &str,
+        folders: [&str; 2],
+        secret: &str,
+    ) -> FlashbackRepository {
+        serde_saphyr::from_str(&format!(
+            r#"
+apiVersion: flashback.tech/v1alpha1
+kind: FlashbackRepository
+metadata:
+  name: {name}
+spec:
+  workspaceId: {WORKSPACE}
+  storageType: S3
+  mode: {mode}
+  buckets:
+    - bucketId: {primary}
+      folder: {first}
+    - bucketId: {replica}
+      folder: {second}
+  credentialsSecretRef:
+    name: {secret}
+"#,
+            primary = self.buckets[0],
+            replica = self.buckets[1],
+            first = folders[0],
+            second = folders[1],
+        ))
+        .expect("example YAML")
+    }
+
     pub async fn create(&self, repo: &FlashbackRepository) -> FlashbackRepository {
         self.repos
             .create(&PostParams::default(), repo)
