@@ -131,8 +131,9 @@ async fn a_name_a_deleted_repository_keeps_stalls_saying_so_and_once_freed_is_cr
     assert_eq!(
         stalled_message(&stalled),
         "the Flashback API refused the name \"media\" as taken, but no repository of that name \
-         is listed in any workspace of the organisation: the service keeps the names of \
-         deleted repositories; choose another spec.name"
+         is listed in any workspace these credentials can list: most likely a deleted \
+         repository still holds it (the service keeps the names of deleted repositories); \
+         choose another spec.name"
     );
     assert!(stalled.status.as_ref().unwrap().repo_id.is_none());
 
@@ -166,6 +167,35 @@ async fn a_deleted_repositorys_name_freed_by_the_service_is_taken_at_once() {
 }
 
 #[tokio::test]
+async fn a_workspace_listing_that_fails_holds_no_create_back() {
+    let scene = Scene::with_operator("workspace-down").await;
+    scene
+        .control
+        .set_rules(&Rules {
+            workspaces: Some(vec![WORKSPACE.into()]),
+            ..Rules::default()
+        })
+        .await
+        .unwrap();
+    let faults: flashback_emulator::Faults = serde_json::from_value(serde_json::json!({
+        "errors": {"share": 1.0, "status": 502, "route": {"method": "GET", "route": "/workspace"}}
+    }))
+    .unwrap();
+    scene.control.set_faults(&faults).await.unwrap();
+    let mut repo = scene.mirror("unchecked");
+    repo.spec.workspace_id = "ws-typo".into();
+    scene.create(&repo).await;
+    // No verdict: the create is sent, and the service's own refusal speaks.
+    let stalled = scene.wait_stalled("unchecked", "SpecRejected").await;
+    assert!(
+        stalled_message(&stalled).contains("NOT_FOUND"),
+        "{}",
+        stalled_message(&stalled)
+    );
+    assert_eq!(scene.calls("POST", "/repo").await, 1);
+}
+
+#[tokio::test]
 async fn a_workspace_the_organisation_lacks_stalls_before_any_create_until_it_exists() {
     let scene = Scene::with_operator("workspace").await;
     scene
@@ -189,7 +219,7 @@ async fn a_workspace_the_organisation_lacks_stalls_before_any_create_until_it_ex
     assert_eq!(
         stalled_message(&stalled),
         format!(
-            "the organisation of these credentials has no workspace ws-typo (it has: \
+            "the organisation of these credentials lists no workspace ws-typo (it has: \
              {WORKSPACE}); no repository was created: correct spec.workspaceId, or create the \
              workspace in Flashback (looked at again every resync)"
         )
@@ -247,14 +277,16 @@ async fn cloud_credentials_the_provider_refuses_stall_the_bucket_on_register_and
     .await;
     let message = bucket_stalled_message(&refused);
     assert!(
-        message.starts_with(&format!(
-            "the Flashback API refused the cloud credentials of the Secret {}/cloud for the \
-             bucket \"media-photos\" (HTTP 400 without an error code",
-            scene.namespace
-        )),
+        message.starts_with(
+            "the Flashback API refused the bucket \"media-photos\" with HTTP 400 and no error \
+             code, its answer when the storage provider refuses the cloud credentials"
+        ),
         "{message}"
     );
-    assert!(message.contains("correct the access key or secret in that Secret"));
+    assert!(message.contains(&format!(
+        "check the access key and secret in the Secret {}/cloud",
+        scene.namespace
+    )));
     assert!(refused.status.as_ref().unwrap().bucket_id.is_none());
     let listed = scene.api.list_buckets(None).await.unwrap();
     assert!(

@@ -33,6 +33,8 @@ pub struct Context {
     pub remote: Remote,
     /// Which workspaces each credential's organisation has, asked before a create.
     pub workspaces: KnownWorkspaces,
+    /// The names each credential's organisation lists, asked when a create's name is refused.
+    pub organisation_names: crate::controller::organisation_names::OrganisationNames,
     pub events: Publisher,
     pub backoff: Backoff,
     pub fairness: Fairness,
@@ -91,6 +93,9 @@ impl Context {
                 sessions: settings.sessions.then(|| session_stores(kube)),
             }),
             workspaces: KnownWorkspaces::new(settings.resync_interval),
+            organisation_names: crate::controller::organisation_names::OrganisationNames::new(
+                settings.resync_interval.min(Duration::from_secs(60)),
+            ),
             events: Publisher::new(
                 kube.clone(),
                 "flashback-operator",

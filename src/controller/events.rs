@@ -95,7 +95,7 @@ impl Publisher {
             event_time: Some(MicroTime(now)),
             action: Some("Reconcile".to_string()),
             reason: Some(reason.as_str().to_string()),
-            note: Some(note),
+            note: Some(within_note_limit(note)),
             type_: Some(
                 match type_ {
                     EventType::Normal => "Normal",
@@ -122,6 +122,25 @@ fn name_part(name: &str) -> &str {
         .last()
         .unwrap_or(0);
     name[..end].trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
+}
+
+/// The most bytes the API server takes in an Event's note (events.k8s.io/v1).
+const NOTE_LIMIT: usize = 1024;
+
+/// A note cut to what the API server takes, on a character boundary, marked as cut: an Event
+/// refused for its length would tell nobody anything.
+fn within_note_limit(mut note: String) -> String {
+    const CUT: &str = " [...]";
+    if note.len() <= NOTE_LIMIT {
+        return note;
+    }
+    let mut end = NOTE_LIMIT - CUT.len();
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    note.truncate(end);
+    note.push_str(CUT);
+    note
 }
 
 /// What makes two Events the same one seen again: the object, the type, the reason and the note.
@@ -240,6 +259,15 @@ mod tests {
                 "reportingInstance": "flashback-operator",
             })
         );
+    }
+
+    #[test]
+    fn a_note_longer_than_the_api_takes_is_cut_on_a_character_boundary() {
+        assert_eq!(within_note_limit("short".into()), "short");
+        let long = "é".repeat(1000);
+        let cut = within_note_limit(long);
+        assert!(cut.len() <= NOTE_LIMIT, "{}", cut.len());
+        assert!(cut.ends_with("é [...]"), "{cut}");
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub mod fairness;
 pub mod finalizer;
 pub mod known_workspaces;
 pub mod leader;
+pub mod organisation_names;
 pub mod ownership;
 pub mod periodic;
 pub mod reason;

@@ -160,8 +160,9 @@ pub fn name_held_by_deleted(kind: &str, kinds: &str, name: &str) -> Stall {
         reason: Reason::NameAlreadyUsed,
         message: format!(
             "the Flashback API refused the name {name:?} as taken, but no {kind} of that name \
-             is listed in any workspace of the organisation: the service keeps the names of \
-             deleted {kinds}; choose another spec.name"
+             is listed in any workspace these credentials can list: most likely a deleted \
+             {kind} still holds it (the service keeps the names of deleted {kinds}); choose \
+             another spec.name"
         ),
     }
 }
@@ -290,8 +291,9 @@ mod tests {
         assert_eq!(
             stall.message,
             "the Flashback API refused the name \"media\" as taken, but no repository of that \
-             name is listed in any workspace of the organisation: the service keeps the names \
-             of deleted repositories; choose another spec.name"
+             name is listed in any workspace these credentials can list: most likely a deleted \
+             repository still holds it (the service keeps the names of deleted repositories); \
+             choose another spec.name"
         );
     }
 

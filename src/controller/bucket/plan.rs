@@ -530,11 +530,11 @@ pub fn cloud_credentials_refused(bucket: &FlashbackBucket, error: &ApiError) -> 
     Some(Stall {
         reason: Reason::CloudCredentialsRejected,
         message: format!(
-            "the Flashback API refused the cloud credentials of the Secret {secret} for the \
-             bucket {:?} (HTTP 400 without an error code, its answer when the storage \
-             provider does not take them: {message}); correct the access key or secret in \
-             that Secret (a change of it is tried at once, and it is looked at again every \
-             resync)",
+            "the Flashback API refused the bucket {:?} with HTTP 400 and no error code, its \
+             answer when the storage provider refuses the cloud credentials or the bucket, \
+             region or endpoint they are for: {message}; check the access key and secret in \
+             the Secret {secret}, and spec.bucket, spec.region and spec.endpoint (a change of \
+             that Secret is tried at once, and it is looked at again every resync)",
             bucket.spec.bucket
         ),
     })
@@ -609,9 +609,13 @@ mod tests {
         assert_eq!(stall.reason, Reason::CloudCredentialsRejected);
         assert!(
             stall.message.starts_with(&format!(
-                "the Flashback API refused the cloud credentials of the Secret team-a/{} for the \
-                 bucket {:?} (HTTP 400 without an error code",
-                bucket.spec.cloud_credentials_secret_ref.name, bucket.spec.bucket
+                "the Flashback API refused the bucket {:?} with HTTP 400 and no error code, its \
+                 answer when the storage provider refuses the cloud credentials or the bucket, \
+                 region or endpoint they are for",
+                bucket.spec.bucket
+            )) && stall.message.contains(&format!(
+                "check the access key and secret in the Secret team-a/{}",
+                bucket.spec.cloud_credentials_secret_ref.name
             )),
             "{}",
             stall.message

@@ -4,6 +4,8 @@
 //! credentials go from their Secret into the API call and nowhere else.
 
 use crate::controller::events::EventType;
+use crate::controller::known_workspaces::Create;
+use crate::controller::organisation_names::Kind;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::runtime::controller::Action;
@@ -151,14 +153,17 @@ impl<'a> Reconcile<'a> {
         // credential serves every create for a while).
         let workspace = self.bucket.spec.workspace_id.clone();
         let ctx = self.ctx;
-        match ctx
+        let check = Create {
+            workspace_id: &workspace,
+            kind: "bucket",
+            own_credentials: self.bucket.spec.credentials_secret_ref.is_some(),
+        };
+        if let Some(stall) = ctx
             .workspaces
-            .missing(&ctx.remote, credentials, &workspace, "bucket")
+            .missing(&ctx.remote, credentials, check)
             .await
         {
-            Ok(None) => {}
-            Ok(Some(stall)) => return self.stall(stall).await,
-            Err(error) => return self.remote_failed("list workspaces", error).await,
+            return self.stall(stall).await;
         }
         let attempt = plan::next_attempt(&self.bucket, k8s_openapi::jiff::Timestamp::now());
         // Observed before any register: the API and credentials this attempt goes to.
@@ -179,7 +184,7 @@ impl<'a> Reconcile<'a> {
         let bucket_id = match client.create_bucket(&body).await {
             Ok(id) => id,
             Err(error @ ApiError::NameAlreadyUsed { .. }) => {
-                return self.name_refused(client, error).await;
+                return self.name_refused(client, credentials, error).await;
             }
             Err(error) => {
                 // The listing this create was decided on was fresh: a refusal proves that no
@@ -245,6 +250,7 @@ impl<'a> Reconcile<'a> {
     async fn name_refused(
         &mut self,
         client: &FlashbackClient,
+        credentials: &Credentials,
         refusal: ApiError,
     ) -> Result<Action, Error> {
         let workspace = self.bucket.spec.workspace_id.clone();
@@ -261,10 +267,13 @@ impl<'a> Reconcile<'a> {
         }
         // Another workspace has it, or a deleted bucket still holds it (the service's deletes
         // are soft): one listing of the whole organisation tells which.
-        let stall = match client.list_buckets(None).await {
-            Ok(all) if !all.iter().any(|b| b.name == name) => {
-                name_held_by_deleted("bucket", "buckets", &name)
-            }
+        let everywhere = self
+            .ctx
+            .organisation_names
+            .listed(&self.ctx.remote, credentials, Kind::Buckets, &name)
+            .await;
+        let stall = match everywhere {
+            Ok(false) => name_held_by_deleted("bucket", "buckets", &name),
             Err(error) if error.is_transient() => {
                 return self.remote_failed("list buckets", error).await;
             }

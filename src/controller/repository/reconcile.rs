@@ -6,6 +6,8 @@
 use std::time::Instant;
 
 use crate::controller::events::EventType;
+use crate::controller::known_workspaces::Create;
+use crate::controller::organisation_names::Kind;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
@@ -30,7 +32,7 @@ use crate::controller::status_write::{self, Announce, Write};
 use crate::controller::watches;
 use crate::controller::workspace::Workspace;
 use crate::crd::FlashbackRepository;
-use flashback_client::{ApiError, Repo, RepoFilter, RepoWrite};
+use flashback_client::{ApiError, Repo, RepoWrite};
 
 /// One reconcile of one object. It keeps the object as its own writes left it (status and
 /// resourceVersion), so a later step compares with what the API server holds, and its
@@ -179,14 +181,17 @@ impl<'a> Reconcile<'a> {
         // credential serves every create for a while).
         let workspace = &self.repo.spec.workspace_id;
         let ctx = self.ctx;
-        match ctx
+        let check = Create {
+            workspace_id: workspace,
+            kind: "repository",
+            own_credentials: self.repo.spec.credentials_secret_ref.is_some(),
+        };
+        if let Some(stall) = ctx
             .workspaces
-            .missing(&ctx.remote, credentials, workspace, "repository")
+            .missing(&ctx.remote, credentials, check)
             .await
         {
-            Ok(None) => {}
-            Ok(Some(stall)) => return self.report(None, stall.state()).await,
-            Err(error) => return self.remote_failed(None, "list workspaces", error).await,
+            return self.report(None, stall.state()).await;
         }
         let desired = plan::desired(&self.repo);
         let attempt = create_attempt::next(
@@ -494,14 +499,18 @@ impl<'a> Reconcile<'a> {
         // Nothing of this name in the workspace: no earlier attempt of ours made it. Another
         // workspace has it, or a deleted repository still holds it (the service's deletes are
         // soft): one listing of the whole organisation tells which.
-        let everywhere = match self.ctx.remote.client_for(credentials) {
-            Ok(client) => client.list_repos(&RepoFilter::default()).await,
-            Err(error) => Err(error),
-        };
+        let everywhere = self
+            .ctx
+            .organisation_names
+            .listed(
+                &self.ctx.remote,
+                credentials,
+                Kind::Repositories,
+                &desired.name,
+            )
+            .await;
         let stall = match everywhere {
-            Ok(all) if !all.iter().any(|repo| repo.name == desired.name) => {
-                stall::name_held_by_deleted("repository", "repositories", &desired.name)
-            }
+            Ok(false) => stall::name_held_by_deleted("repository", "repositories", &desired.name),
             Err(error) if error.is_transient() => {
                 return self.remote_failed(None, "list repositories", error).await;
             }
