@@ -260,7 +260,9 @@ async fn a_workspace_the_organisation_lacks_stalls_before_any_create_until_it_ex
 
 #[tokio::test]
 async fn cloud_credentials_the_provider_refuses_stall_the_bucket_on_register_and_update() {
-    let scene = Scene::with_operator("cloud-refused").await;
+    // A resync of a minute: what follows a change of the Secret is that change's doing.
+    let mut scene = Scene::new("cloud-refused").await;
+    scene.start_operator(&["--resync-interval", "60s"]);
     let rejecting = Rules {
         rejected_cloud_keys: vec![crate::buckets::CLOUD_KEY.into()],
         ..Rules::default()
@@ -296,8 +298,14 @@ async fn cloud_credentials_the_provider_refuses_stall_the_bucket_on_register_and
 
     // The cloud takes the credentials again; a new secret in the Secret registers at once.
     scene.control.set_rules(&Rules::default()).await.unwrap();
+    let changed = std::time::Instant::now();
     put_cloud_secret(&scene, "cloud-secret-refused-0002").await;
     let ready = wait_bucket_ready(&scene, "photos").await;
+    assert!(
+        changed.elapsed() < Duration::from_secs(15),
+        "registered {:?} after the Secret changed, not at once",
+        changed.elapsed()
+    );
     let bucket_id = ready.status.unwrap().bucket_id.unwrap();
 
     // Refused on an update too: the bucket stays as registered, and says why.
