@@ -682,3 +682,84 @@ async fn a_repository_naming_its_bucket_by_ref_has_its_drift_corrected() {
     .await
     .expect("the drift is corrected within the deadline");
 }
+
+/// Calls of the emulator that write (POST, PUT, DELETE), as "METHOD route" lines.
+pub(crate) async fn writes(scene: &Scene) -> Vec<String> {
+    let calls = scene.control.calls().await.expect("call counters");
+    calls
+        .calls
+        .iter()
+        .filter(|c| matches!(c.method.as_str(), "POST" | "PUT" | "DELETE"))
+        .map(|c| format!("{} {} {} x{}", c.method, c.route, c.status, c.count))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_observe_only_bucket_needs_no_cloud_secret_never_writes_and_full_sends_it_once() {
+    let scene = Scene::with_operator("bucket-observe").await;
+    scene.control.reset_calls().await.unwrap();
+    // The scene registered `primary` (cloud bucket `primary-cloud`, eu-west-1): observed by
+    // name, with no cloud credentials Secret at all.
+    let mut observed = bucket("primary");
+    observed.spec.bucket = "primary-cloud".into();
+    observed.spec.region = Some("eu-west-1".into());
+    observed.spec.management_policy = flashback_operator::crd::ManagementPolicy::ObserveOnly;
+    create_bucket(&scene, &observed).await;
+    let ready = wait_bucket(&scene, "primary", "Ready (Observed)", |b| {
+        condition_is(b, "Ready", "True", "Observed")
+    })
+    .await;
+    assert_eq!(
+        ready.status.unwrap().bucket_id.as_deref(),
+        Some(scene.buckets[0].as_str())
+    );
+    let api = buckets(&scene);
+    let patch = |spec: serde_json::Value| {
+        let api = api.clone();
+        async move {
+            api.patch(
+                "primary",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({ "spec": spec })),
+            )
+            .await
+            .expect("the spec change is accepted");
+        }
+    };
+    patch(serde_json::json!({"region": "us-west-2"})).await;
+    wait_bucket(&scene, "primary", "OutOfSync", |b| {
+        condition_is(b, "Ready", "False", "OutOfSync")
+    })
+    .await;
+    assert_eq!(writes(&scene).await, Vec::<String>::new());
+
+    // Full: the credentials were never sent, so they are, once, with the spec.
+    patch(serde_json::json!({"managementPolicy": "Full"})).await;
+    wait_bucket(&scene, "primary", "Stalled (CloudSecretNotFound)", |b| {
+        condition_is(b, "Stalled", "True", "CloudSecretNotFound")
+    })
+    .await;
+    put_cloud_secret(&scene, "cloud-secret-observed-0001").await;
+    wait_bucket_ready(&scene, "primary").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(writes(&scene).await, ["PUT /bucket/{id} 200 x1"]);
+    let listed = scene.api.list_buckets(Some(WORKSPACE)).await.unwrap();
+    let remote = listed.iter().find(|b| b.id == scene.buckets[0]).unwrap();
+    assert_eq!(remote.region.as_deref(), Some("us-west-2"));
+
+    // Back to ObserveOnly, then deleted: the bucket stays registered.
+    patch(serde_json::json!({"managementPolicy": "ObserveOnly"})).await;
+    wait_bucket(&scene, "primary", "Ready (Observed)", |b| {
+        condition_is(b, "Ready", "True", "Observed")
+    })
+    .await;
+    let object = buckets(&scene).get("primary").await.unwrap();
+    buckets(&scene)
+        .delete("primary", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_bucket_gone(&scene, &object).await;
+    assert_eq!(writes(&scene).await, ["PUT /bucket/{id} 200 x1"]);
+    assert!(scene.events("primary").await.iter().any(|e| e
+        == "Orphaned: left the bucket registered in Flashback: managementPolicy is ObserveOnly"));
+}

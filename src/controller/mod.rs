@@ -8,7 +8,8 @@
 //!   once per change), [`remote`] (API clients per credential and batched listings),
 //!   [`conditions`] and [`reason`] (the status vocabulary), [`status_write`] (how every kind
 //!   writes its status), [`stall`] (what only a person can
-//!   fix, and which credentials problems and API errors are that), [`events`], [`backoff`],
+//!   fix, and which credentials problems and API errors are that), [`management`] (what
+//!   managementPolicy and the paused annotation allow), [`events`], [`backoff`],
 //!   [`create_attempt`] (the record that tells an object's create from anyone else's),
 //!   [`fairness`] (turns per namespace), [`finalizer`], [`leader`] (election), [`periodic`]
 //!   tasks, [`stats`] (usage figures of every kind), [`answers`] (what is taken of a
@@ -36,6 +37,7 @@ pub mod fairness;
 pub mod finalizer;
 pub mod known_workspaces;
 pub mod leader;
+pub mod management;
 pub mod organisation_names;
 pub mod ownership;
 pub mod periodic;

@@ -37,13 +37,13 @@ reasons! {
     // In step.
     /// Ready: the remote repository matches the spec.
     Synced,
-    /// Ready, ObserveOnly: the remote repository was observed and matches the spec.
+    /// Ready, ObserveOnly: the remote repository or bucket was observed and matches the spec.
     Observed,
 
     // Out of step by choice.
     /// Waiting: remote writes are paused by annotation and the remote differs or is missing.
     Paused,
-    /// Waiting, ObserveOnly: the remote repository differs from the spec.
+    /// Waiting, ObserveOnly: the remote repository or bucket differs from the spec.
     OutOfSync,
 
     // Working.
@@ -97,7 +97,7 @@ reasons! {
     /// The recorded id was confirmed with other credentials or another API, and the current
     /// ones do not list it under the object's name.
     CredentialsChanged,
-    /// ObserveOnly, and no repository of that name exists.
+    /// ObserveOnly, and no repository or bucket of that name exists.
     RemoteNotFound,
     /// A key's Secret exists and was not created for it.
     SecretNotOwned,

@@ -5,7 +5,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::{CreateAttempt, DeletionPolicy, PLAIN_TEXT, SecretReference, StorageType, annotations};
+use super::{
+    CreateAttempt, DeletionPolicy, ManagementPolicy, PLAIN_TEXT, SecretReference, StorageType,
+    annotations,
+};
 
 /// The keys of a cloud credentials Secret, named as a user of that cloud would: the AWS SDK's
 /// environment names for S3 and S3-compatible services (GCS HMAC keys included), the Azure
@@ -98,13 +101,20 @@ pub struct FlashbackBucketSpec {
 
     /// A Secret in this object's namespace holding the cloud credentials: AWS_ACCESS_KEY_ID and
     /// AWS_SECRET_ACCESS_KEY for S3 and GCS (HMAC keys), AZURE_STORAGE_ACCOUNT and
-    /// AZURE_STORAGE_KEY for AZURE and BLOB. A change of its data updates the bucket.
+    /// AZURE_STORAGE_KEY for AZURE and BLOB. A change of its data updates the bucket. With
+    /// managementPolicy ObserveOnly it is not read, and need not exist.
     pub cloud_credentials_secret_ref: SecretReference,
 
     /// What happens to the bucket in Flashback when this object is deleted: Delete (the
     /// default) deletes it once no repository uses it, Orphan leaves it.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+
+    /// Full (the default) lets the operator register, update and delete the bucket;
+    /// ObserveOnly only reads it (found by the adoption annotation or by name) and reports
+    /// whether it matches the spec, never writing and never reading the cloud credentials.
+    #[serde(default)]
+    pub management_policy: ManagementPolicy,
 }
 
 /// What the operator last saw of the bucket.

@@ -171,7 +171,7 @@ pub enum DeletionPolicy {
     Orphan,
 }
 
-/// How much the operator may do to the remote repository.
+/// How much the operator may do to the remote object (a repository or a bucket).
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ManagementPolicy {
     #[default]

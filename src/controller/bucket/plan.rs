@@ -10,10 +10,11 @@ use kube::ResourceExt;
 use crate::controller::answers;
 use crate::controller::conditions::State;
 use crate::controller::create_attempt::CreateAttempt;
+use crate::controller::management::{self, Step};
 use crate::controller::ownership::{self, Claim, Identity};
 use crate::controller::reason::Reason;
 use crate::controller::stall::{Stall, recorded_elsewhere};
-use crate::crd::{FlashbackBucket, StorageType, annotations, cloud_keys};
+use crate::crd::{FlashbackBucket, ManagementPolicy, StorageType, annotations, cloud_keys};
 use flashback_client::{self as flashback, ApiError, Bucket, BucketWrite};
 
 /// A bucket's cloud credentials, as its Secret holds them. Never printed.
@@ -216,6 +217,11 @@ pub enum Decision {
     InSync {
         bucket_id: String,
     },
+    /// ObserveOnly: report the bucket, never write.
+    Observe {
+        bucket_id: String,
+        in_sync: bool,
+    },
     /// Paused by annotation: report, never write.
     Paused {
         bucket_id: Option<String>,
@@ -225,18 +231,25 @@ pub enum Decision {
 }
 
 /// Decides from the object, its workspace's buckets, `held` (whether another object's status
-/// records a bucket id) and the digest of the cloud credentials the Secret holds now.
+/// records a bucket id) and the digest of the cloud credentials the Secret holds now (`None`
+/// under ObserveOnly, which never reads them). The bucket is found by the adoption annotation,
+/// else by the id in status, else as what this object's unfinished register made, else,
+/// ObserveOnly, by name; a bucket another object manages is never adopted, claimed or observed.
+/// In step means the listing matches the spec and, under Full, the credentials last sent are
+/// the Secret's: the API never shows the credentials a bucket holds, so a bucket adopted or
+/// switched to Full is sent the Secret's once.
 pub fn decide(
     bucket: &FlashbackBucket,
     listing: &[Bucket],
     identity: &Identity,
     held: impl Fn(&str) -> bool,
-    credentials_digest: &str,
+    credentials_digest: Option<&str>,
 ) -> Decision {
     let status = bucket.status.as_ref();
     let recorded = status.and_then(|s| s.bucket_id.as_deref());
     let recorded_here = identity.confirmed(status.and_then(|s| s.recorded_with.as_ref()));
     let workspace = &bucket.spec.workspace_id;
+    let observe_only = bucket.spec.management_policy == ManagementPolicy::ObserveOnly;
     let by_id = |id: &str| listing.iter().find(|b| b.id == id);
     let name = bucket.remote_name();
     let found = if let Some(id) = bucket.adopted_bucket_id() {
@@ -244,7 +257,7 @@ pub fn decide(
             return Decision::Stall(managed_elsewhere(id));
         }
         match by_id(id) {
-            Some(remote) => remote,
+            Some(remote) => Some(remote),
             None => {
                 return Decision::Stall(Stall {
                     reason: Reason::AdoptedBucketNotFound,
@@ -265,7 +278,7 @@ pub fn decide(
         if held(&remote.id) {
             return Decision::Stall(managed_elsewhere(&remote.id));
         }
-        remote
+        Some(remote)
     } else if let Some(id) = recorded.filter(|_| !recorded_here) {
         return Decision::Stall(recorded_elsewhere("bucket", id, name, workspace));
     } else if let Some(remote) = status
@@ -277,48 +290,57 @@ pub fn decide(
                 .find(|b| made_by(attempt, b) && !held(&b.id) && answers::plausible_id(&b.id))
         })
     {
-        remote
+        Some(remote)
     } else if let Some(remote) = listing.iter().find(|b| b.name == name) {
-        return Decision::Stall(Stall {
-            reason: Reason::NameAlreadyUsed,
-            message: if held(&remote.id) {
-                format!(
+        if held(&remote.id) {
+            return Decision::Stall(Stall {
+                reason: Reason::NameAlreadyUsed,
+                message: format!(
                     "a bucket named {name:?} already exists in workspace {workspace} and is \
                      managed by another FlashbackBucket; choose another spec.name"
-                )
-            } else {
-                format!(
+                ),
+            });
+        }
+        if !observe_only {
+            return Decision::Stall(Stall {
+                reason: Reason::NameAlreadyUsed,
+                message: format!(
                     "a bucket named {name:?} already exists in workspace {workspace} (id {}) \
                      and was not registered for this object; to manage it, set the annotation \
                      {}: {}",
                     remote.id,
                     annotations::BUCKET_ID,
                     remote.id
-                )
-            },
-        });
-    } else if bucket.is_paused() {
-        return Decision::Paused {
-            bucket_id: None,
-            in_sync: false,
-        };
-    } else {
-        return Decision::Create;
-    };
-    let recorded_for_it = status.and_then(|s| s.bucket_id.as_deref()) == Some(found.id.as_str());
-    let credentials_current = recorded_for_it
-        && status.and_then(|s| s.cloud_credentials_digest.as_deref()) == Some(credentials_digest);
-    let in_sync = shape_matches(bucket, found) && credentials_current;
-    let bucket_id = found.id.clone();
-    if bucket.is_paused() {
-        Decision::Paused {
-            bucket_id: Some(bucket_id),
-            in_sync,
+                ),
+            });
         }
-    } else if in_sync {
-        Decision::InSync { bucket_id }
+        Some(remote)
     } else {
-        Decision::Update { bucket_id }
+        None
+    };
+    let found = found.map(|remote| {
+        let recorded_for_it = recorded == Some(remote.id.as_str());
+        let credentials_current = observe_only
+            || (recorded_for_it
+                && credentials_digest.is_some()
+                && status.and_then(|s| s.cloud_credentials_digest.as_deref())
+                    == credentials_digest);
+        let in_sync = shape_matches(bucket, remote) && credentials_current;
+        (remote.id.clone(), in_sync)
+    });
+    match management::step(bucket.spec.management_policy, bucket.is_paused(), found) {
+        Step::Create => Decision::Create,
+        Step::Update(bucket_id) => Decision::Update { bucket_id },
+        Step::InSync(bucket_id) => Decision::InSync { bucket_id },
+        Step::Observe { id, in_sync } => Decision::Observe {
+            bucket_id: id,
+            in_sync,
+        },
+        Step::Paused { id, in_sync } => Decision::Paused {
+            bucket_id: id,
+            in_sync,
+        },
+        Step::NotFound => Decision::Stall(management::not_found("bucket", name, workspace)),
     }
 }
 
@@ -445,13 +467,12 @@ pub fn reported_status(listing: &[Bucket], bucket_id: &str) -> Option<String> {
 
 /// Why deleting the object leaves the bucket registered, if it does.
 pub fn kept_on_delete(bucket: &FlashbackBucket) -> Option<&'static str> {
-    if bucket.spec.deletion_policy == crate::crd::DeletionPolicy::Orphan {
-        Some("deletionPolicy is Orphan")
-    } else if bucket.is_paused() {
-        Some("remote writes are paused")
-    } else {
-        None
-    }
+    let spec = &bucket.spec;
+    management::kept_on_delete(
+        spec.management_policy,
+        spec.deletion_policy,
+        bucket.is_paused(),
+    )
 }
 
 /// Ready: the registered bucket matches the spec.
@@ -460,6 +481,11 @@ pub fn synced() -> State {
         reason: Reason::Synced,
         message: "the registered bucket matches the spec".into(),
     }
+}
+
+/// ObserveOnly: what the object says after looking at the registered bucket.
+pub fn observed(in_sync: bool) -> State {
+    management::observed("the registered bucket", in_sync)
 }
 
 /// Waiting: paused by annotation.
@@ -649,7 +675,7 @@ mod tests {
         let mut bucket = fixtures::bucket("team-a", "photos");
         let digest = cloud().digest();
         assert_eq!(
-            decide(&bucket, &[], &here(), none_held, &digest),
+            decide(&bucket, &[], &here(), none_held, Some(&digest)),
             Decision::Create
         );
         let remote = listed(&bucket, "b1");
@@ -660,7 +686,7 @@ mod tests {
                 std::slice::from_ref(&remote),
                 &here(),
                 none_held,
-                &digest
+                Some(&digest)
             ),
             Decision::InSync {
                 bucket_id: "b1".into()
@@ -672,7 +698,7 @@ mod tests {
                 std::slice::from_ref(&remote),
                 &here(),
                 none_held,
-                "another digest"
+                Some("another digest")
             ),
             Decision::Update {
                 bucket_id: "b1".into()
@@ -686,7 +712,7 @@ mod tests {
                 std::slice::from_ref(&remote),
                 &here(),
                 none_held,
-                &digest
+                Some(&digest)
             ),
             Decision::Update {
                 bucket_id: "b1".into()
@@ -723,7 +749,7 @@ mod tests {
             std::slice::from_ref(&remote),
             &here(),
             none_held,
-            "d",
+            Some("d"),
         ) else {
             panic!("a stall");
         };
@@ -740,14 +766,14 @@ mod tests {
                 std::slice::from_ref(&remote),
                 &here(),
                 none_held,
-                "d"
+                Some("d")
             ),
             Decision::Update {
                 bucket_id: "b9".into()
             },
             "adopted, then written with this object's credentials"
         );
-        let Decision::Stall(stall) = decide(&bucket, &[], &here(), none_held, "d") else {
+        let Decision::Stall(stall) = decide(&bucket, &[], &here(), none_held, Some("d")) else {
             panic!("a stall");
         };
         assert_eq!(stall.reason, Reason::AdoptedBucketNotFound);
@@ -756,7 +782,7 @@ mod tests {
             std::slice::from_ref(&remote),
             &here(),
             |id| id == "b9",
-            "d",
+            Some("d"),
         ) else {
             panic!("a stall");
         };
@@ -786,7 +812,7 @@ mod tests {
                 std::slice::from_ref(&made),
                 &here(),
                 none_held,
-                "d"
+                Some("d")
             ),
             Decision::Update {
                 bucket_id: "b1".into()
@@ -794,7 +820,8 @@ mod tests {
         );
         let mut other_body = made.clone();
         other_body.bucket = Some("someone-elses".into());
-        let Decision::Stall(stall) = decide(&bucket, &[other_body], &here(), none_held, "d") else {
+        let Decision::Stall(stall) = decide(&bucket, &[other_body], &here(), none_held, Some("d"))
+        else {
             panic!("a bucket of that name but another body is not ours");
         };
         assert_eq!(stall.reason, Reason::NameAlreadyUsed);
@@ -919,11 +946,106 @@ mod tests {
     }
 
     #[test]
+    fn observe_only_finds_a_bucket_by_name_reports_it_without_credentials_and_never_writes() {
+        let mut bucket = fixtures::bucket("team-a", "photos");
+        bucket.spec.management_policy = ManagementPolicy::ObserveOnly;
+        let remote = listed(&bucket, "b9");
+        let observed = |bucket: &FlashbackBucket, listing: &[Bucket]| {
+            decide(bucket, listing, &here(), none_held, None)
+        };
+        assert_eq!(
+            observed(&bucket, std::slice::from_ref(&remote)),
+            Decision::Observe {
+                bucket_id: "b9".into(),
+                in_sync: true
+            },
+            "found by name, no credentials read"
+        );
+        let mut drifted = remote.clone();
+        drifted.bucket = Some("another-cloud-bucket".into());
+        assert_eq!(
+            observed(&bucket, &[drifted]),
+            Decision::Observe {
+                bucket_id: "b9".into(),
+                in_sync: false
+            }
+        );
+        let Decision::Stall(stall) = observed(&bucket, &[]) else {
+            panic!("nothing to observe");
+        };
+        assert_eq!(stall.reason, Reason::RemoteNotFound);
+        let Decision::Stall(stall) = decide(
+            &bucket,
+            std::slice::from_ref(&remote),
+            &here(),
+            |id| id == "b9",
+            None,
+        ) else {
+            panic!("another object's bucket is not observed");
+        };
+        assert_eq!(stall.reason, Reason::NameAlreadyUsed);
+        fixtures::annotate_bucket(&mut bucket, annotations::PAUSED, "true");
+        assert!(matches!(
+            observed(&bucket, std::slice::from_ref(&remote)),
+            Decision::Observe { .. }
+        ));
+        assert_eq!(
+            kept_on_delete(&bucket),
+            Some("managementPolicy is ObserveOnly")
+        );
+        assert_eq!(observed_state(true), Reason::Observed);
+        assert_eq!(observed_state(false), Reason::OutOfSync);
+    }
+
+    fn observed_state(in_sync: bool) -> Reason {
+        observed(in_sync).reason()
+    }
+
+    #[test]
+    fn an_observed_bucket_switched_to_full_is_sent_its_credentials_once() {
+        let mut bucket = fixtures::bucket("team-a", "photos");
+        fixtures::annotate_bucket(&mut bucket, annotations::BUCKET_ID, "b9");
+        let remote = listed(&bucket, "b9");
+        // What ObserveOnly recorded: the id, never a credentials digest.
+        bucket.status = Some(FlashbackBucketStatus {
+            bucket_id: Some("b9".into()),
+            ..Default::default()
+        });
+        let digest = cloud().digest();
+        assert_eq!(
+            decide(
+                &bucket,
+                std::slice::from_ref(&remote),
+                &here(),
+                none_held,
+                Some(&digest)
+            ),
+            Decision::Update {
+                bucket_id: "b9".into()
+            }
+        );
+        recorded(&mut bucket, "b9", &digest);
+        assert_eq!(
+            decide(
+                &bucket,
+                std::slice::from_ref(&remote),
+                &here(),
+                none_held,
+                Some(&digest)
+            ),
+            Decision::InSync {
+                bucket_id: "b9".into()
+            },
+            "once sent, in step"
+        );
+    }
+
+    #[test]
     fn paused_writes_nothing_and_a_delete_keeps_what_orphan_or_paused_keeps() {
         let mut bucket = fixtures::bucket("team-a", "photos");
         fixtures::annotate_bucket(&mut bucket, annotations::PAUSED, "true");
         assert_eq!(
-            decide(&bucket, &[], &here(), none_held, "d"),
+            decide(&bucket, &[], &here(), none_held, Some("d")),
             Decision::Paused {
                 bucket_id: None,
                 in_sync: false
@@ -990,7 +1112,7 @@ mod tests {
         });
         let odd = listed(&bucket, "b1\nInjected: line");
         assert!(matches!(
-            decide(&attempted, &[odd], &here(), none_held, "d"),
+            decide(&attempted, &[odd], &here(), none_held, Some("d")),
             Decision::Stall(_)
         ));
     }

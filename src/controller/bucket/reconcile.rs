@@ -27,7 +27,7 @@ use crate::controller::stall::{
     Stall, api_stall_for, create_quota_stall, credentials_stall, name_held_by_deleted,
 };
 use crate::controller::status_write::{self, Announce, KindStatus, Write};
-use crate::crd::{FlashbackBucket, FlashbackBucketStatus};
+use crate::crd::{FlashbackBucket, FlashbackBucketStatus, ManagementPolicy};
 use flashback_client::{ApiError, FlashbackClient};
 
 /// One reconcile of one bucket object.
@@ -39,6 +39,15 @@ pub struct Reconcile<'a> {
     /// recorded as confirmed with them.
     identity: Option<Identity>,
 }
+
+/// What the observe step found: a client, the identity it acts with, the Flashback
+/// credentials and, unless ObserveOnly, the cloud credentials.
+type Observed = (
+    FlashbackClient,
+    Identity,
+    Credentials,
+    Option<CloudCredentials>,
+);
 
 /// What a status write records besides the conditions.
 #[derive(Default)]
@@ -79,13 +88,13 @@ impl<'a> Reconcile<'a> {
             Ok(listing) => listing,
             Err(error) => return self.remote_failed("list buckets", error).await,
         };
-        let digest = cloud.digest();
+        let digest = cloud.as_ref().map(CloudCredentials::digest);
         let decision = plan::decide(
             &self.bucket,
             &listing,
             &identity,
             |id| self.held_by_another(id, &identity),
-            &digest,
+            digest.as_deref(),
         );
         tracing::debug!(name = self.bucket.name_any(), ?decision, "bucket decision");
         match decision {
@@ -104,7 +113,7 @@ impl<'a> Reconcile<'a> {
                 let record = Record {
                     bucket_id: Some(bucket_id.clone()),
                     remote_status,
-                    credentials_digest: Some(digest),
+                    credentials_digest: digest,
                     attempt: Attempt::Resolved,
                 };
                 self.announce_adoption(&bucket_id).await;
@@ -112,11 +121,26 @@ impl<'a> Reconcile<'a> {
                     .await?;
                 Ok(Action::await_change())
             }
+            Decision::Observe { bucket_id, in_sync } => {
+                let record = Record {
+                    bucket_id: Some(bucket_id.clone()),
+                    remote_status: plan::reported_status(&listing, &bucket_id),
+                    ..Record::default()
+                };
+                self.write(&plan::observed(in_sync), record, Write::Conditional)
+                    .await?;
+                Ok(Action::await_change())
+            }
             Decision::Update { bucket_id } => {
+                let Some(cloud) = &cloud else {
+                    unreachable!(
+                        "plan::decide writes only under Full, which reads the cloud credentials"
+                    );
+                };
                 self.announce_adoption(&bucket_id).await;
                 let body = match listing.iter().find(|listed| listed.id == bucket_id) {
-                    Some(listed) => plan::desired_over(&self.bucket, &cloud, listed),
-                    None => plan::desired(&self.bucket, &cloud),
+                    Some(listed) => plan::desired_over(&self.bucket, cloud, listed),
+                    None => plan::desired(&self.bucket, cloud),
                 };
                 if let Err(error) = client.update_bucket(&bucket_id, &body).await {
                     if let Some(stall) = plan::cloud_credentials_refused(&self.bucket, &error) {
@@ -127,7 +151,7 @@ impl<'a> Reconcile<'a> {
                 let record = Record {
                     bucket_id: Some(bucket_id.clone()),
                     remote_status: plan::reported_status(&listing, &bucket_id),
-                    credentials_digest: Some(digest),
+                    credentials_digest: digest,
                     attempt: Attempt::Resolved,
                 };
                 self.write(&plan::synced(), record, Write::Conditional)
@@ -136,7 +160,14 @@ impl<'a> Reconcile<'a> {
                 self.publish(EventType::Normal, Reason::Updated, note).await;
                 Ok(Action::await_change())
             }
-            Decision::Create => self.create(&client, &credentials, &cloud, digest).await,
+            Decision::Create => match (&cloud, digest) {
+                (Some(cloud), Some(digest)) => {
+                    self.create(&client, &credentials, cloud, digest).await
+                }
+                _ => unreachable!(
+                    "plan::decide writes only under Full, which reads the cloud credentials"
+                ),
+            },
         }
     }
 
@@ -288,19 +319,20 @@ impl<'a> Reconcile<'a> {
         Ok(Action::requeue(self.ctx.settings.resync_interval))
     }
 
-    /// Observe: a client with the Flashback token, and the cloud credentials.
-    async fn observe(
-        &mut self,
-    ) -> Result<Result<(FlashbackClient, Identity, Credentials, CloudCredentials), Stall>, Error>
-    {
+    /// Observe: a client with the Flashback token, and the cloud credentials, which only a
+    /// bucket the operator may write needs (ObserveOnly never reads them).
+    async fn observe(&mut self) -> Result<Result<Observed, Stall>, Error> {
         let (client, identity, credentials) = match self.client().await? {
             Ok(found) => found,
             Err(stall) => return Ok(Err(stall)),
         };
+        if self.bucket.spec.management_policy == ManagementPolicy::ObserveOnly {
+            return Ok(Ok((client, identity, credentials, None)));
+        }
         Ok(self
             .cloud_credentials()
             .await?
-            .map(|cloud| (client, identity, credentials, cloud)))
+            .map(|cloud| (client, identity, credentials, Some(cloud))))
     }
 
     /// A client with the Flashback token (all a deregistration needs); the identity it acts

@@ -5,14 +5,13 @@
 
 use crate::controller::conditions::State;
 use crate::controller::credentials::CredentialsError;
+use crate::controller::management::{self, Step};
 use crate::controller::ownership::{self, Claim, Identity};
 use crate::controller::reason::Reason;
 use crate::controller::repository::create_attempt;
 use crate::controller::stall::{Stall, api_stall_for, credentials_stall, recorded_elsewhere};
 use crate::controller::workspace::Workspace;
-use crate::crd::{
-    DeletionPolicy, FlashbackRepository, ManagementPolicy, RepositoryMode, StorageType, annotations,
-};
+use crate::crd::{FlashbackRepository, ManagementPolicy, RepositoryMode, StorageType, annotations};
 
 use flashback_client::{self as flashback, ApiError, Repo, RepoBucketWrite, RepoWrite};
 
@@ -311,36 +310,24 @@ pub fn decide(
         None
     };
 
-    match found {
-        Some(remote) => {
-            let repo_id = remote.id.clone();
-            let in_sync = matches(&desired, remote);
-            if observe_only {
-                Decision::Observe { repo_id, in_sync }
-            } else if repo.is_paused() {
-                Decision::Paused {
-                    repo_id: Some(repo_id),
-                    in_sync,
-                }
-            } else if in_sync {
-                Decision::InSync { repo_id }
-            } else {
-                Decision::Update { repo_id }
-            }
-        }
-        None if observe_only => Decision::Stall(Stall {
-            reason: Reason::RemoteNotFound,
-            message: format!(
-                "managementPolicy is ObserveOnly and no repository named {:?} exists in \
-                 workspace {workspace_id}",
-                desired.name
-            ),
-        }),
-        None if repo.is_paused() => Decision::Paused {
-            repo_id: None,
-            in_sync: false,
+    let found = found.map(|remote| (remote.id.clone(), matches(&desired, remote)));
+    match management::step(repo.spec.management_policy, repo.is_paused(), found) {
+        Step::Create => Decision::Create,
+        Step::Update(repo_id) => Decision::Update { repo_id },
+        Step::InSync(repo_id) => Decision::InSync { repo_id },
+        Step::Observe { id, in_sync } => Decision::Observe {
+            repo_id: id,
+            in_sync,
         },
-        None => Decision::Create,
+        Step::Paused { id, in_sync } => Decision::Paused {
+            repo_id: id,
+            in_sync,
+        },
+        Step::NotFound => Decision::Stall(management::not_found(
+            "repository",
+            &desired.name,
+            workspace_id,
+        )),
     }
 }
 
@@ -469,19 +456,7 @@ pub fn updating() -> State {
 
 /// ObserveOnly: what the object says after looking at its remote repository.
 pub fn observed(in_sync: bool) -> State {
-    if in_sync {
-        State::Ready {
-            reason: Reason::Observed,
-            message: "observed the remote repository; it matches the spec".into(),
-        }
-    } else {
-        State::Waiting {
-            reason: Reason::OutOfSync,
-            message: "observed the remote repository; it differs from the spec, and \
-                      managementPolicy ObserveOnly never writes"
-                .into(),
-        }
-    }
+    management::observed("the remote repository", in_sync)
 }
 
 /// Paused by annotation: in step, or waiting, saying whether a remote repository exists.
@@ -554,15 +529,12 @@ pub fn adoption_note(repo: &FlashbackRepository, repo_id: &str) -> Option<String
 
 /// Why deleting the object leaves its remote repository in Flashback, if it does.
 pub fn kept_on_delete(repo: &FlashbackRepository) -> Option<&'static str> {
-    if repo.spec.management_policy == ManagementPolicy::ObserveOnly {
-        Some("managementPolicy is ObserveOnly")
-    } else if repo.spec.deletion_policy == DeletionPolicy::Orphan {
-        Some("deletionPolicy is Orphan")
-    } else if repo.is_paused() {
-        Some("remote writes are paused")
-    } else {
-        None
-    }
+    let spec = &repo.spec;
+    management::kept_on_delete(
+        spec.management_policy,
+        spec.deletion_policy,
+        repo.is_paused(),
+    )
 }
 
 /// The stall of a delete that has no usable credentials: it keeps the remote repository, and
@@ -632,7 +604,7 @@ mod tests {
     fn here() -> Identity {
         crate::fixtures::identity()
     }
-    use crate::crd::{ManagementPolicy, RepositoryBucket};
+    use crate::crd::{DeletionPolicy, ManagementPolicy, RepositoryBucket};
     use crate::fixtures;
 
     fn remote_of(repo: &FlashbackRepository, id: &str) -> Repo {
