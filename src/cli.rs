@@ -49,6 +49,39 @@ pub enum Command {
         #[arg(long)]
         apply: bool,
     },
+    /// Write an organisation's buckets and repositories as FlashbackBuckets and
+    /// FlashbackRepositories that adopt them, to bring them under management.
+    ///
+    /// The token is read from FLASHBACK_TOKEN (or --token-file), never from a flag; the API is
+    /// --api-url, and the objects name the namespace --namespace when given. Prints one YAML
+    /// stream, or with --dir writes one file per object and a kustomization.yaml.
+    Export {
+        /// A workspace to export (repeat for several); every workspace of the organisation
+        /// when unset.
+        #[arg(long = "workspace", value_name = "ID")]
+        workspaces: Vec<String>,
+        /// Write one file per object and a kustomization.yaml into this new (or empty)
+        /// directory, all or nothing, instead of printing.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+        /// ObserveOnly (only read and report) or Full (correct what differs).
+        #[arg(long, default_value = "ObserveOnly", value_parser = parse_management_policy)]
+        management_policy: crate::crd::ManagementPolicy,
+        /// Orphan (deleting an object leaves the remote) or Delete.
+        #[arg(long, default_value = "Orphan", value_parser = parse_deletion_policy)]
+        deletion_policy: crate::crd::DeletionPolicy,
+        /// Read the Flashback token from this file instead of FLASHBACK_TOKEN.
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<std::path::PathBuf>,
+        /// The Flashback credentials Secret (key `token`) the objects name; unset, they use
+        /// the operator's default credentials.
+        #[arg(long, value_name = "NAME")]
+        credentials_secret: Option<String>,
+        /// Leave out what an object of the cluster (read through the kubeconfig) already
+        /// manages, instead of marking it.
+        #[arg(long)]
+        skip_managed: bool,
+    },
     /// Write the reference pages of docs/reference/ from their sources (`make docs`).
     #[command(hide = true)]
     Docs {
@@ -110,6 +143,44 @@ pub fn main(cli: Cli) -> ExitCode {
                 }
             }
         }
+        Command::Export {
+            workspaces,
+            dir,
+            management_policy,
+            deletion_policy,
+            token_file,
+            credentials_secret,
+            skip_managed,
+        } => {
+            let request = crate::export::Request {
+                api_url: cli.settings.api_url,
+                workspaces,
+                dir,
+                token_file,
+                options: crate::export::Options {
+                    management_policy,
+                    deletion_policy,
+                    namespace: cli.settings.namespace,
+                    credentials_secret,
+                    skip_managed,
+                },
+            };
+            let outcome = tokio::runtime::Runtime::new()
+                .map_err(anyhow::Error::from)
+                .and_then(|runtime| {
+                    runtime
+                        .block_on(crate::export::run(request))
+                        .map_err(anyhow::Error::from)
+                });
+            match outcome {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    let line = describe(&error).replace(['\n', '\r'], " ");
+                    eprintln!("flashback-operator: {line}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run => {
             if let Err(problem) = cli.settings.check() {
                 eprintln!("flashback-operator: {problem}");
@@ -135,6 +206,22 @@ pub fn main(cli: Cli) -> ExitCode {
                 }
             }
         }
+    }
+}
+
+fn parse_management_policy(value: &str) -> Result<crate::crd::ManagementPolicy, String> {
+    match value {
+        "ObserveOnly" => Ok(crate::crd::ManagementPolicy::ObserveOnly),
+        "Full" => Ok(crate::crd::ManagementPolicy::Full),
+        _ => Err("expected ObserveOnly or Full".into()),
+    }
+}
+
+fn parse_deletion_policy(value: &str) -> Result<crate::crd::DeletionPolicy, String> {
+    match value {
+        "Orphan" => Ok(crate::crd::DeletionPolicy::Orphan),
+        "Delete" => Ok(crate::crd::DeletionPolicy::Delete),
+        _ => Err("expected Orphan or Delete".into()),
     }
 }
 
@@ -246,6 +333,64 @@ mod tests {
                 name: "token".into()
             })
         );
+    }
+
+    #[test]
+    fn export_reads_its_flags_and_never_a_token_from_one() {
+        let cli = Cli::try_parse_from([
+            "flashback-operator",
+            "export",
+            "--api-url",
+            "http://127.0.0.1:9",
+            "--workspace",
+            "ws-a",
+            "--workspace",
+            "ws-b",
+            "--dir",
+            "flashback",
+            "--management-policy",
+            "Full",
+            "--namespace",
+            "team-a",
+            "--skip-managed",
+        ])
+        .unwrap();
+        let Some(Command::Export {
+            workspaces,
+            dir,
+            management_policy,
+            deletion_policy,
+            skip_managed,
+            ..
+        }) = cli.command
+        else {
+            panic!("the export subcommand");
+        };
+        assert_eq!(workspaces, ["ws-a", "ws-b"]);
+        assert_eq!(dir, Some("flashback".into()));
+        assert_eq!(management_policy, crate::crd::ManagementPolicy::Full);
+        assert_eq!(deletion_policy, crate::crd::DeletionPolicy::Orphan);
+        assert!(skip_managed);
+        assert_eq!(cli.settings.namespace.as_deref(), Some("team-a"));
+        assert_eq!(cli.settings.api_url.as_str(), "http://127.0.0.1:9/");
+        let Some(Command::Export {
+            management_policy, ..
+        }) = Cli::try_parse_from(["flashback-operator", "export"])
+            .unwrap()
+            .command
+        else {
+            panic!("the export subcommand");
+        };
+        assert_eq!(management_policy, crate::crd::ManagementPolicy::ObserveOnly);
+        assert!(Cli::try_parse_from(["flashback-operator", "export", "--token", "t"]).is_err());
+        let error = Cli::try_parse_from([
+            "flashback-operator",
+            "export",
+            "--management-policy",
+            "full",
+        ])
+        .unwrap_err();
+        assert!(error.to_string().contains("ObserveOnly or Full"), "{error}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod controller;
 pub mod crd;
+pub mod export;
 pub mod http;
 pub mod login;
 pub mod metrics;

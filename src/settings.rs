@@ -20,7 +20,8 @@ pub struct Settings {
     )]
     pub api_url: flashback_client::Url,
 
-    /// Watch FlashbackRepositories in this namespace only; all namespaces when unset.
+    /// Watch FlashbackRepositories in this namespace only; all namespaces when unset. For
+    /// `export`, the namespace the exported objects name.
     #[arg(long, env = "FLASHBACK_WATCH_NAMESPACE", global = true)]
     pub namespace: Option<String>,
 
