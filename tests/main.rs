@@ -12,6 +12,7 @@ mod client;
 mod control_plane;
 mod credentials;
 mod docs;
+mod export;
 mod failures;
 mod hostile_tenant;
 mod integrations;
