@@ -69,15 +69,17 @@ pub enum NamedBucket {
 }
 
 impl NamedBucket {
+    /// An ObserveOnly bucket that differs from its spec (`OutOfSync`) counts as Ready: it
+    /// exists under the id it records, and only its own fields are out of step.
     pub fn of(bucket: Option<&crate::crd::FlashbackBucket>) -> Self {
         let Some(bucket) = bucket else {
             return NamedBucket::Missing;
         };
         let status = bucket.status.as_ref();
         let ready = status.is_some_and(|s| {
-            s.conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
+            s.conditions.iter().any(|c| {
+                c.type_ == "Ready" && (c.status == "True" || c.reason == Reason::OutOfSync.as_str())
+            })
         });
         match status.and_then(|s| s.bucket_id.clone()) {
             Some(id) if ready && bucket.metadata.deletion_timestamp.is_none() => {
@@ -1404,5 +1406,15 @@ mod tests {
             NamedBucket::of(Some(&bucket)),
             NamedBucket::Ready("b7".into())
         );
+        // Observed, and differing from its spec: it still exists under that id.
+        let status = bucket.status.as_mut().unwrap();
+        status.conditions = vec![fixtures::condition("Ready", "False", "OutOfSync", 1)];
+        assert_eq!(
+            NamedBucket::of(Some(&bucket)),
+            NamedBucket::Ready("b7".into())
+        );
+        let status = bucket.status.as_mut().unwrap();
+        status.conditions = vec![fixtures::condition("Ready", "False", "Paused", 1)];
+        assert_eq!(NamedBucket::of(Some(&bucket)), NamedBucket::NotReady);
     }
 }
