@@ -144,15 +144,23 @@ async fn organisation(api: &FlashbackClient) -> Made {
 
 /// Runs `flashback-operator export` with the scene's token in the environment.
 fn export(scene: &Scene, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flashback-operator"))
+    export_from(scene.emulator.base_url(), Some(&scene.token), args)
+}
+
+/// Runs `flashback-operator export` against `url`, with `token` (or none) in the environment.
+fn export_from(url: &str, token: Option<&str>, args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_flashback-operator"));
+    command
         .arg("export")
-        .args(["--api-url", scene.emulator.base_url()])
+        .args(["--api-url", url])
         .args(args)
-        .env("FLASHBACK_TOKEN", &scene.token)
         .env("KUBECONFIG", crate::support::cluster::kubeconfig_path())
         .env_remove("FLASHBACK_WATCH_NAMESPACE")
-        .output()
-        .expect("the operator binary runs")
+        .env_remove("FLASHBACK_TOKEN");
+    if let Some(token) = token {
+        command.env("FLASHBACK_TOKEN", token);
+    }
+    command.output().expect("the operator binary runs")
 }
 
 fn succeeded(output: &Output) -> String {
@@ -516,18 +524,11 @@ async fn a_refused_export_says_why_in_one_line_and_writes_nothing() {
             "flashback-operator: workspace ws-nope is not one of the organisation's ({WORKSPACE})"
         )
     );
-    let output = Command::new(env!("CARGO_BIN_EXE_flashback-operator"))
-        .args([
-            "export",
-            "--api-url",
-            scene.emulator.base_url(),
-            "--dir",
-            dir_arg,
-        ])
-        .env("FLASHBACK_TOKEN", "not-a-token")
-        .env("KUBECONFIG", crate::support::cluster::kubeconfig_path())
-        .output()
-        .unwrap();
+    let output = export_from(
+        scene.emulator.base_url(),
+        Some("not-a-token"),
+        &["--dir", dir_arg],
+    );
     assert_eq!(
         refused(output),
         format!(
@@ -540,12 +541,7 @@ async fn a_refused_export_says_why_in_one_line_and_writes_nothing() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
-    let output = Command::new(env!("CARGO_BIN_EXE_flashback-operator"))
-        .args(["export", "--api-url", &url, "--dir", dir_arg])
-        .env("FLASHBACK_TOKEN", &scene.token)
-        .env("KUBECONFIG", crate::support::cluster::kubeconfig_path())
-        .output()
-        .unwrap();
+    let output = export_from(&url, Some(&scene.token), &["--dir", dir_arg]);
     let line = refused(output);
     assert!(
         line.starts_with(&format!(
@@ -553,17 +549,7 @@ async fn a_refused_export_says_why_in_one_line_and_writes_nothing() {
         )),
         "{line}"
     );
-    let output = Command::new(env!("CARGO_BIN_EXE_flashback-operator"))
-        .args([
-            "export",
-            "--api-url",
-            scene.emulator.base_url(),
-            "--dir",
-            dir_arg,
-        ])
-        .env_remove("FLASHBACK_TOKEN")
-        .output()
-        .unwrap();
+    let output = export_from(scene.emulator.base_url(), None, &["--dir", dir_arg]);
     assert_eq!(
         refused(output),
         "flashback-operator: no Flashback token: set FLASHBACK_TOKEN or pass --token-file FILE"
