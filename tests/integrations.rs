@@ -384,6 +384,65 @@ async fn stalled_and_observe_only_out_of_sync_repositories_are_degraded() {
 }
 
 #[tokio::test]
+async fn buckets_are_judged_as_repositories_are() {
+    use crate::buckets::{bucket, create_bucket, put_cloud_secret};
+    use flashback_operator::crd::FlashbackBucket;
+    let mut scene = Scene::new("int-buckets").await;
+    scene.start_operator(&["--resync-interval", "1h"]);
+    put_cloud_secret(&scene, "cloud-secret-integrations-01").await;
+    create_bucket(&scene, &bucket("photos")).await;
+    // The scene registered `primary` (cloud bucket `primary-cloud`, eu-west-1): observed by
+    // name under ObserveOnly, with a region that differs.
+    let mut observed = bucket("primary");
+    observed.spec.bucket = "primary-cloud".into();
+    observed.spec.region = Some("us-west-2".into());
+    observed.spec.management_policy = ManagementPolicy::ObserveOnly;
+    create_bucket(&scene, &observed).await;
+    let mut paused = bucket("paused");
+    paused
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert("flashback.tech/paused".into(), "true".into());
+    create_bucket(&scene, &paused).await;
+
+    // Each judged as the API server sent it; its Ready message, read back (the resync is an
+    // hour: nothing rewrites it meanwhile), is the one Argo CD shows.
+    let api: Api<FlashbackBucket> = Api::namespaced(scene.kube.clone(), &scene.namespace);
+    let message_of = |name: &'static str| {
+        let api = api.clone();
+        async move {
+            let object = serde_json::to_value(api.get(name).await.unwrap()).unwrap();
+            ready_message(&object).to_owned()
+        }
+    };
+    let judged = judge_when::<FlashbackBucket>(&scene, "photos", "Ready", |o| {
+        has(o, "Ready", "True", "Synced")
+    })
+    .await;
+    let message = message_of("photos").await;
+    assert_eq!(judged.argo, verdict("Healthy", &message));
+    assert_eq!(judged.kstatus, verdict("Current", "Resource is Ready"));
+    assert_eq!(judged.flux, verdict("Current", ""));
+
+    let judged = judge_when::<FlashbackBucket>(&scene, "primary", "out of sync", |o| {
+        has(o, "Ready", "False", "OutOfSync")
+    })
+    .await;
+    let message = message_of("primary").await;
+    assert_eq!(judged.argo, verdict("Degraded", &message));
+    assert_eq!(judged.kstatus, verdict("InProgress", &message));
+    assert_eq!(judged.flux, verdict("InProgress", ""));
+
+    let judged = judge_when::<FlashbackBucket>(&scene, "paused", "paused", |o| {
+        has(o, "Ready", "False", "Paused")
+    })
+    .await;
+    let message = message_of("paused").await;
+    assert_eq!(judged.argo, verdict("Suspended", &message));
+}
+
+#[tokio::test]
 async fn a_repository_retrying_through_503s_is_progressing() {
     let mut scene = Scene::new("int-503").await;
     let unavailable: Faults = serde_json::from_value(json!({
@@ -440,7 +499,7 @@ async fn an_access_key_progresses_while_its_repository_is_missing_then_is_health
 }
 
 #[tokio::test]
-async fn the_documented_patch_puts_health_lua_under_both_keys_of_argocd_cm() {
+async fn the_documented_patch_puts_health_lua_under_every_key_of_argocd_cm() {
     let kube = kube_client().await;
     let namespace = test_namespace(&kube, "int-argocd-cm").await;
     let config_maps: Api<ConfigMap> = Api::namespaced(kube, &namespace);
@@ -487,7 +546,11 @@ async fn the_documented_patch_puts_health_lua_under_both_keys_of_argocd_cm() {
         "the patch keeps Argo CD's own settings"
     );
     let script = std::fs::read_to_string(integration_file("argocd/health.lua")).unwrap();
-    for kind in ["FlashbackRepository", "FlashbackAccessKey"] {
+    for kind in [
+        "FlashbackRepository",
+        "FlashbackBucket",
+        "FlashbackAccessKey",
+    ] {
         let key = format!("resource.customizations.health.flashback.tech_{kind}");
         assert_eq!(
             data.get(&key),

@@ -1,7 +1,7 @@
--- Argo CD health of flashback.tech FlashbackRepository and FlashbackAccessKey objects, read
--- from the kstatus conditions the operator writes (Ready, Reconciling, Stalled, each with
--- observedGeneration, a reason and a message). One script for both kinds; see README.md
--- beside it for the argocd-cm keys. Lua 5.1, as Argo CD runs it (gopher-lua).
+-- Argo CD health of flashback.tech FlashbackRepository, FlashbackBucket and FlashbackAccessKey
+-- objects, read from the kstatus conditions the operator writes (Ready, Reconciling, Stalled,
+-- each with observedGeneration, a reason and a message). One script for the three kinds; see
+-- README.md beside it for the argocd-cm keys. Lua 5.1, as Argo CD runs it (gopher-lua).
 local hs = {}
 
 local function condition(conditions, kind)
@@ -57,9 +57,9 @@ if stalled ~= nil and stalled.status == "True" then
   return hs
 end
 
--- Paused by annotation: Suspended, whether or not the remote repository is in step (the
--- Ready message says which), as Argo CD shows a paused Deployment.
-if ready.reason == "Paused" or (obj.kind == "FlashbackRepository" and paused(obj.metadata)) then
+-- Paused by annotation (repositories and buckets): Suspended, whether or not the remote is in
+-- step (the Ready message says which), as Argo CD shows a paused Deployment.
+if ready.reason == "Paused" or (obj.kind ~= "FlashbackAccessKey" and paused(obj.metadata)) then
   hs.status = "Suspended"
   hs.message = ready.message
   return hs
@@ -68,8 +68,8 @@ end
 if ready.status == "True" then
   hs.status = "Healthy"
 elseif ready.reason == "OutOfSync" then
-  -- ObserveOnly, and the remote repository differs from the spec: the operator never writes,
-  -- so only a person (changing the spec or the repository) makes it Healthy.
+  -- ObserveOnly, and the remote differs from the spec: the operator never writes, so only a
+  -- person (changing the spec or the remote) makes it Healthy.
   hs.status = "Degraded"
 else
   hs.status = "Progressing"
