@@ -698,13 +698,28 @@ pub(crate) async fn writes(scene: &Scene) -> Vec<String> {
 async fn an_observe_only_bucket_needs_no_cloud_secret_never_writes_and_full_sends_it_once() {
     let scene = Scene::with_operator("bucket-observe").await;
     scene.control.reset_calls().await.unwrap();
-    // The scene registered `primary` (cloud bucket `primary-cloud`, eu-west-1): observed by
-    // name, with no cloud credentials Secret at all.
+    // The scene registered `primary` (cloud bucket `primary-cloud`, eu-west-1): by its name
+    // alone it is not taken, even to observe it.
     let mut observed = bucket("primary");
     observed.spec.bucket = "primary-cloud".into();
     observed.spec.region = Some("eu-west-1".into());
     observed.spec.management_policy = flashback_operator::crd::ManagementPolicy::ObserveOnly;
     create_bucket(&scene, &observed).await;
+    wait_bucket(&scene, "primary", "Stalled (NameAlreadyUsed)", |b| {
+        condition_is(b, "Stalled", "True", "NameAlreadyUsed")
+    })
+    .await;
+    // Observed by annotation, with no cloud credentials Secret at all.
+    buckets(&scene)
+        .patch(
+            "primary",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"annotations": {
+                "flashback.tech/bucket-id": scene.buckets[0]
+            }}})),
+        )
+        .await
+        .unwrap();
     let ready = wait_bucket(&scene, "primary", "Ready (Observed)", |b| {
         condition_is(b, "Ready", "True", "Observed")
     })

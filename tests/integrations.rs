@@ -392,8 +392,13 @@ async fn buckets_are_judged_as_repositories_are() {
     put_cloud_secret(&scene, "cloud-secret-integrations-01").await;
     create_bucket(&scene, &bucket("photos")).await;
     // The scene registered `primary` (cloud bucket `primary-cloud`, eu-west-1): observed by
-    // name under ObserveOnly, with a region that differs.
+    // annotation under ObserveOnly, with a region that differs.
     let mut observed = bucket("primary");
+    observed
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert("flashback.tech/bucket-id".into(), scene.buckets[0].clone());
     observed.spec.bucket = "primary-cloud".into();
     observed.spec.region = Some("us-west-2".into());
     observed.spec.management_policy = ManagementPolicy::ObserveOnly;

@@ -233,8 +233,9 @@ pub enum Decision {
 /// Decides from the object, its workspace's buckets, `held` (whether another object's status
 /// records a bucket id) and the digest of the cloud credentials the Secret holds now (`None`
 /// under ObserveOnly, which never reads them). The bucket is found by the adoption annotation,
-/// else by the id in status, else as what this object's unfinished register made, else,
-/// ObserveOnly, by name; a bucket another object manages is never adopted, claimed or observed.
+/// else by the id in status, else as what this object's unfinished register made, never by
+/// its name alone (under ObserveOnly either); a bucket another object manages is never
+/// adopted, claimed or observed.
 /// In step means the listing matches the spec and, under Full, the credentials last sent are
 /// the Secret's: the API never shows the credentials a bucket holds, so a bucket adopted or
 /// switched to Full is sent the Secret's once.
@@ -301,20 +302,19 @@ pub fn decide(
                 ),
             });
         }
-        if !observe_only {
-            return Decision::Stall(Stall {
-                reason: Reason::NameAlreadyUsed,
-                message: format!(
-                    "a bucket named {name:?} already exists in workspace {workspace} (id {}) \
-                     and was not registered for this object; to manage it, set the annotation \
-                     {}: {}",
-                    remote.id,
-                    annotations::BUCKET_ID,
-                    remote.id
-                ),
-            });
-        }
-        Some(remote)
+        // Not even to observe it: a name is no consent, and a bucket another object is
+        // registering right now (its id not yet in its status) would be taken from it.
+        let verb = if observe_only { "observe" } else { "manage" };
+        return Decision::Stall(Stall {
+            reason: Reason::NameAlreadyUsed,
+            message: format!(
+                "a bucket named {name:?} already exists in workspace {workspace} (id {}) and \
+                 was not registered for this object; to {verb} it, set the annotation {}: {}",
+                remote.id,
+                annotations::BUCKET_ID,
+                remote.id
+            ),
+        });
     } else {
         None
     };
@@ -946,20 +946,33 @@ mod tests {
     }
 
     #[test]
-    fn observe_only_finds_a_bucket_by_name_reports_it_without_credentials_and_never_writes() {
+    fn observe_only_finds_a_bucket_by_annotation_reports_it_without_credentials_and_never_writes() {
         let mut bucket = fixtures::bucket("team-a", "photos");
         bucket.spec.management_policy = ManagementPolicy::ObserveOnly;
         let remote = listed(&bucket, "b9");
         let observed = |bucket: &FlashbackBucket, listing: &[Bucket]| {
             decide(bucket, listing, &here(), none_held, None)
         };
+        // By its name alone: no consent, and perhaps another's register in flight.
+        let Decision::Stall(stall) = observed(&bucket, std::slice::from_ref(&remote)) else {
+            panic!("a bucket is not observed by its name alone");
+        };
+        assert_eq!(stall.reason, Reason::NameAlreadyUsed);
+        assert!(
+            stall
+                .message
+                .ends_with("to observe it, set the annotation flashback.tech/bucket-id: b9"),
+            "{}",
+            stall.message
+        );
+        fixtures::annotate_bucket(&mut bucket, annotations::BUCKET_ID, "b9");
         assert_eq!(
             observed(&bucket, std::slice::from_ref(&remote)),
             Decision::Observe {
                 bucket_id: "b9".into(),
                 in_sync: true
             },
-            "found by name, no credentials read"
+            "found by annotation, no credentials read"
         );
         let mut drifted = remote.clone();
         drifted.bucket = Some("another-cloud-bucket".into());
@@ -973,7 +986,7 @@ mod tests {
         let Decision::Stall(stall) = observed(&bucket, &[]) else {
             panic!("nothing to observe");
         };
-        assert_eq!(stall.reason, Reason::RemoteNotFound);
+        assert_eq!(stall.reason, Reason::AdoptedBucketNotFound);
         let Decision::Stall(stall) = decide(
             &bucket,
             std::slice::from_ref(&remote),
@@ -983,7 +996,7 @@ mod tests {
         ) else {
             panic!("another object's bucket is not observed");
         };
-        assert_eq!(stall.reason, Reason::NameAlreadyUsed);
+        assert_eq!(stall.reason, Reason::ManagedByAnotherObject);
         fixtures::annotate_bucket(&mut bucket, annotations::PAUSED, "true");
         assert!(matches!(
             observed(&bucket, std::slice::from_ref(&remote)),
