@@ -599,6 +599,11 @@ impl<'a> Reconcile<'a> {
                     self.bucket.metadata.creation_timestamp.as_ref(),
                 ));
             }
+            // The credentials last sent were sent to the bucket recorded then: another id
+            // has been sent none of them yet.
+            if current.bucket_id.as_deref() != Some(id.as_str()) {
+                next.cloud_credentials_digest = None;
+            }
             next.bucket_id = Some(id);
         }
         if let Some(remote_status) = record.remote_status {

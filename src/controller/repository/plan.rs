@@ -90,9 +90,11 @@ impl NamedBucket {
     }
 }
 
-/// The stall of a repository that names by id a bucket a FlashbackBucket of another namespace
+/// The stall of a repository that names a bucket a FlashbackBucket of another namespace
 /// manages: another tenant's cloud bucket is not this one's to group (nor to reach through a
-/// key of this repository). Buckets named by `bucketRef` are of the repository's own namespace.
+/// key of this repository). Named by id, or by a `bucketRef` resolved to an id (a
+/// FlashbackBucket of this namespace that came to record another's bucket, by whatever way,
+/// passes on nothing).
 pub fn foreign_bucket(
     repo: &FlashbackRepository,
     buckets: &[std::sync::Arc<crate::crd::FlashbackBucket>],
@@ -105,20 +107,28 @@ pub fn foreign_bucket(
                 && bucket.status.as_ref().and_then(|s| s.bucket_id.as_deref()) == Some(id)
         })
     };
-    let id = repo
+    let entry = repo
         .spec
         .buckets
         .iter()
-        .filter(|b| b.bucket_ref.is_none())
-        .filter_map(|b| b.bucket_id.as_deref())
-        .find(|id| foreign(id))?;
-    Some(Stall {
-        reason: Reason::ManagedByAnotherObject,
-        message: format!(
+        .find(|b| b.bucket_id.as_deref().is_some_and(foreign))?;
+    let id = entry.bucket_id.as_deref().unwrap_or_default();
+    let message = match &entry.bucket_ref {
+        None => format!(
             "bucket {id} is managed by a FlashbackBucket of another namespace; a repository names \
              by id only buckets no other namespace manages (name a FlashbackBucket of its own \
              namespace by bucketRef)"
         ),
+        Some(reference) => format!(
+            "the FlashbackBucket {} of this namespace records bucket {id}, which a \
+             FlashbackBucket of another namespace manages; a repository groups no other \
+             namespace's bucket",
+            reference.name
+        ),
+    };
+    Some(Stall {
+        reason: Reason::ManagedByAnotherObject,
+        message,
     })
 }
 
@@ -713,6 +723,31 @@ mod tests {
         );
         assert_eq!(foreign_bucket(&repo, &[std::sync::Arc::new(ours)]), None);
         assert_eq!(foreign_bucket(&repo, &[]), None);
+    }
+
+    #[test]
+    fn a_bucket_ref_resolved_to_another_namespaces_bucket_is_refused_too() {
+        let mut repo = fixtures::repo("team-a", "media");
+        let named = repo.spec.buckets[0].bucket_id.clone().unwrap();
+        // As resolved from `bucketRef: photos` of team-a, whose status came to record it.
+        repo.spec.buckets[0].bucket_ref = Some(crate::crd::BucketReference {
+            name: "photos".into(),
+        });
+        let mut theirs = fixtures::bucket("team-b", "photos");
+        theirs.status = Some(crate::crd::FlashbackBucketStatus {
+            bucket_id: Some(named.clone()),
+            ..Default::default()
+        });
+        let stall = foreign_bucket(&repo, &[std::sync::Arc::new(theirs)]).expect("a stall");
+        assert_eq!(stall.reason, Reason::ManagedByAnotherObject);
+        assert_eq!(
+            stall.message,
+            format!(
+                "the FlashbackBucket photos of this namespace records bucket {named}, which a \
+                 FlashbackBucket of another namespace manages; a repository groups no other \
+                 namespace's bucket"
+            )
+        );
     }
 
     #[test]

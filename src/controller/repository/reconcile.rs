@@ -77,6 +77,9 @@ impl<'a> Reconcile<'a> {
                 Ok(buckets) => self.repo.spec.buckets = buckets,
                 Err(waiting) => return self.report(None, waiting).await,
             }
+            if let Some(problem) = plan::foreign_bucket(&self.repo, &self.ctx.buckets.state()) {
+                return self.report(None, problem.state()).await;
+            }
         }
         let observed = match self.observe().await? {
             Ok(observed) => observed,
