@@ -109,7 +109,7 @@ pub async fn run(request: Request) -> Result<(), ExportError> {
     {
         eprintln!(
             "flashback-operator: workspace {} has no buckets or repositories",
-            workspace.id
+            workspace.id.escape_debug()
         );
     }
     let manifests = render::render(&org, &request.options)?;
@@ -228,7 +228,12 @@ async fn read(client: &FlashbackClient, asked: &[String]) -> Result<Organisation
     if let Some(unknown) = wanted.iter().find(|w| !known.contains(*w)) {
         return Err(ExportError::UnknownWorkspace {
             workspace: unknown.clone(),
-            known: known.iter().cloned().collect::<Vec<_>>().join(", "),
+            // What the server said is shown escaped: a terminal takes control characters too.
+            known: known
+                .iter()
+                .map(|id| id.escape_debug().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
         });
     }
     let mut workspaces = Vec::new();

@@ -11,11 +11,11 @@ pub const MAX_LEN: usize = 63;
 const SUFFIX_DIGITS: usize = 6;
 
 /// Names for remote objects of one kind, by id: `items` are (id, remote name). A remote name
-/// that is already a valid name stays as it is; another one is lower-cased, its letters with
-/// accents written without them, every other run of characters turned into one `-`, and cut to
-/// [`MAX_LEN`]. Names that still collide (and names with nothing left, which become `fallback`)
-/// take a suffix made of the remote id, which never changes, so the names do not depend on the
-/// order of a listing. A remote name equal to the name it would have keeps it unsuffixed.
+/// that is already a valid name, and no other object's, stays as it is. Any other is
+/// lower-cased, its letters with accents written without them, every other run of characters
+/// turned into one `-`, cut to [`MAX_LEN`], and given a suffix made of the remote id (names
+/// with nothing left become `fallback` first). The id never changes, so the names depend
+/// neither on the order of a listing nor on objects made later.
 pub fn assign<'a>(
     items: impl IntoIterator<Item = (&'a str, &'a str)>,
     fallback: &str,
@@ -41,7 +41,6 @@ pub fn assign<'a>(
     let mut plain = Vec::new();
     let mut suffixed = Vec::new();
     for (base, forced, remote, id) in &candidates {
-        let alone = per_base[base.as_str()] == 1;
         let exact = *remote == base && !forced;
         let exact_unique = exact
             && candidates
@@ -49,7 +48,10 @@ pub fn assign<'a>(
                 .filter(|(b, _, r, _)| b == base && r == remote)
                 .count()
                 == 1;
-        if !forced && (alone || exact_unique) {
+        // Only a remote name that is a valid name as it is keeps it: a sanitised one always
+        // takes its id's suffix, so that a remote object made later under the sanitised form
+        // never takes the name (and the file, and the adoption) of this one.
+        if !forced && exact_unique {
             plain.push((base.clone(), *id));
         } else {
             suffixed.push((base.clone(), *id));
@@ -164,8 +166,13 @@ mod tests {
         items.iter().map(|(id, _)| assigned[*id].clone()).collect()
     }
 
+    /// `base-` and the first digits of the digest of `id`.
+    fn suffixed(base: &str, id: &str) -> String {
+        format!("{base}-{}", &hex_digest(id)[..SUFFIX_DIGITS])
+    }
+
     #[test]
-    fn a_valid_remote_name_is_kept_and_others_are_made_valid() {
+    fn a_valid_remote_name_is_kept_and_others_are_made_valid_and_suffixed() {
         assert_eq!(
             names(&[
                 ("r1", "media-mirror"),
@@ -174,12 +181,20 @@ mod tests {
                 ("r4", "--odd--"),
             ]),
             [
-                "media-mirror",
-                "team-a-photos-2024",
-                "backups-eu-west",
-                "odd"
+                "media-mirror".to_owned(),
+                suffixed("team-a-photos-2024", "r2"),
+                suffixed("backups-eu-west", "r3"),
+                suffixed("odd", "r4"),
             ]
         );
+    }
+
+    #[test]
+    fn a_name_made_valid_never_moves_to_an_object_made_later() {
+        let before = names(&[("old", "Photos")]);
+        let after = names(&[("old", "Photos"), ("new", "photos")]);
+        assert_eq!(before[0], after[0], "the first export's name stays its own");
+        assert_eq!(after[1], "photos");
     }
 
     #[test]
@@ -188,7 +203,7 @@ mod tests {
         assert_eq!(sanitise("Æsir Øresund"), "aesir-oresund");
         assert_eq!(sanitise("照片"), "");
         let assigned = names(&[("r1", "照片"), ("r2", "Фото"), ("r3", "photos 照片")]);
-        assert_eq!(assigned[2], "photos");
+        assert_eq!(assigned[2], suffixed("photos", "r3"));
         for name in &assigned[..2] {
             assert!(name.starts_with("repository-"), "{name}");
             assert_eq!(name.len(), "repository-".len() + SUFFIX_DIGITS);
@@ -237,7 +252,10 @@ mod tests {
             assert_eq!(name.len(), MAX_LEN);
         }
         assert_ne!(assigned[0], assigned[1]);
-        assert_eq!(names(&[("r1", &long)]), ["a".repeat(MAX_LEN)]);
+        assert_eq!(
+            names(&[("r1", &long)]),
+            [suffixed(&"a".repeat(MAX_LEN - SUFFIX_DIGITS - 1), "r1")]
+        );
         // A cut at a separator leaves none at the end.
         let dashed = format!("{}-b", "a".repeat(MAX_LEN - 1));
         assert_eq!(sanitise(&dashed), "a".repeat(MAX_LEN - 1));

@@ -137,6 +137,17 @@ impl Manifests {
 }
 
 /// The manifests of `org` written as `options` ask.
+/// Whether the object managing an id (`namespace/name`) is the very object this export writes
+/// for it (`name`, in the namespace asked for; any namespace when none was).
+fn is_this(by: &str, name: &str, options: &Options) -> bool {
+    let (namespace, managing) = by.split_once('/').unwrap_or(("", by));
+    managing == name
+        && options
+            .namespace
+            .as_deref()
+            .is_none_or(|asked| asked == namespace)
+}
+
 pub fn render(
     org: &Organisation,
     options: &Options,
@@ -148,12 +159,12 @@ pub fn render(
         .flat_map(|w| w.buckets.iter().map(|b| b.id.as_str()))
         .collect();
 
-    // Buckets: what can be written, minus what the cluster manages when asked to skip it.
+    // Buckets: what can be written, named before anything is left out, so that a name never
+    // depends on --skip-managed; then minus what another object manages, when asked.
     let mut seen = BTreeSet::new();
-    let mut buckets = Vec::new();
+    let mut candidates = Vec::new();
     for workspace in &org.workspaces {
         for bucket in &workspace.buckets {
-            let managed = org.managed.buckets.get(&bucket.id);
             if !seen.insert(bucket.id.as_str()) {
                 notes.push(format!("bucket id {} is listed twice", quoted(&bucket.id)));
             } else if let Err(why) = exportable_bucket(bucket, &workspace.id) {
@@ -162,23 +173,35 @@ pub fn render(
                     quoted(&bucket.name),
                     quoted(&bucket.id)
                 ));
-            } else if let (Some(by), true) = (managed, options.skip_managed) {
-                notes.push(format!(
-                    "bucket {} (id {}): already managed by FlashbackBucket {by}",
-                    quoted(&bucket.name),
-                    bucket.id
-                ));
             } else {
-                buckets.push((workspace.id.as_str(), bucket, managed));
+                candidates.push((workspace.id.as_str(), bucket));
             }
         }
     }
     let bucket_names = names::assign(
-        buckets
+        candidates
             .iter()
-            .map(|(_, b, _)| (b.id.as_str(), b.name.as_str())),
+            .map(|(_, b)| (b.id.as_str(), b.name.as_str())),
         "bucket",
     );
+    let mut buckets = Vec::new();
+    for (workspace, bucket) in candidates {
+        // The object this export writes, applied before, manages it: that is no other.
+        let managed = org
+            .managed
+            .buckets
+            .get(&bucket.id)
+            .filter(|by| !is_this(by, &bucket_names[&bucket.id], options));
+        if let (Some(by), true) = (managed, options.skip_managed) {
+            notes.push(format!(
+                "bucket {} (id {}): already managed by FlashbackBucket {by}",
+                quoted(&bucket.name),
+                bucket.id
+            ));
+        } else {
+            buckets.push((workspace, bucket, managed));
+        }
+    }
     // A repository names a bucket by `bucketRef` when it is written here and no other object
     // manages it (a FlashbackBucket that would stall), by `bucketId` otherwise.
     let by_ref: BTreeMap<&str, &str> = buckets
@@ -188,10 +211,9 @@ pub fn render(
         .collect();
 
     let mut seen = BTreeSet::new();
-    let mut repos = Vec::new();
+    let mut candidates = Vec::new();
     for workspace in &org.workspaces {
         for (repo, keys) in &workspace.repos {
-            let managed = org.managed.repos.get(&repo.id);
             if !seen.insert(repo.id.as_str()) {
                 notes.push(format!(
                     "repository id {} is listed twice",
@@ -203,23 +225,34 @@ pub fn render(
                     quoted(&repo.name),
                     quoted(&repo.id)
                 ));
-            } else if let (Some(by), true) = (managed, options.skip_managed) {
-                notes.push(format!(
-                    "repository {} (id {}): already managed by FlashbackRepository {by}",
-                    quoted(&repo.name),
-                    repo.id
-                ));
             } else {
-                repos.push((workspace.id.as_str(), repo, keys, managed));
+                candidates.push((workspace.id.as_str(), repo, keys));
             }
         }
     }
     let repo_names = names::assign(
-        repos
+        candidates
             .iter()
-            .map(|(_, r, _, _)| (r.id.as_str(), r.name.as_str())),
+            .map(|(_, r, _)| (r.id.as_str(), r.name.as_str())),
         "repository",
     );
+    let mut repos = Vec::new();
+    for (workspace, repo, keys) in candidates {
+        let managed = org
+            .managed
+            .repos
+            .get(&repo.id)
+            .filter(|by| !is_this(by, &repo_names[&repo.id], options));
+        if let (Some(by), true) = (managed, options.skip_managed) {
+            notes.push(format!(
+                "repository {} (id {}): already managed by FlashbackRepository {by}",
+                quoted(&repo.name),
+                repo.id
+            ));
+        } else {
+            repos.push((workspace, repo, keys, managed));
+        }
+    }
 
     let secret_names = secret_names(&bucket_names, options.credentials_secret.as_deref());
     let mut objects = Vec::new();
@@ -364,6 +397,15 @@ fn bucket_object(
 
 /// The FlashbackRepository adopting `repo`, and the ids of the buckets it names by id because
 /// they are not written here.
+/// A key's access type as the comment shows it: one the API documents as it is, any other
+/// quoted (a server is anyone's, and a newline in it would end the comment).
+fn access_word_of(access: &flashback::AccessType) -> String {
+    match access.as_str() {
+        known @ ("READ" | "WRITE" | "ADMIN") => known.to_owned(),
+        other => quoted(other),
+    }
+}
+
 fn repo_object<'a>(
     repo: &'a Repo,
     workspace: &str,
@@ -372,9 +414,12 @@ fn repo_object<'a>(
     options: &Options,
 ) -> (FlashbackRepository, Vec<&'a str>) {
     let mut elsewhere = Vec::new();
-    let buckets = repo
-        .buckets
-        .iter()
+    // In the order of their ids, whatever order the API lists them in: the operator compares
+    // buckets regardless of order, and a second export must be the first byte for byte.
+    let mut listed: Vec<_> = repo.buckets.iter().collect();
+    listed.sort_by(|a, b| (&a.bucket_id, &a.folder).cmp(&(&b.bucket_id, &b.folder)));
+    let buckets = listed
+        .into_iter()
         .map(|b| {
             let reference = by_ref.get(b.bucket_id.as_str());
             if reference.is_none() {
@@ -546,7 +591,7 @@ fn keys_comment(
         text.push_str(&format!(
             "#   {} {}, access key id {}, id {}\n",
             quoted(&key.name),
-            key.access_type.as_str(),
+            access_word_of(&key.access_type),
             quoted(&key.key),
             quoted(&key.id)
         ));
@@ -702,6 +747,13 @@ fn mode(mode: &flashback::RepoMode) -> Option<RepositoryMode> {
 
 #[cfg(test)]
 mod tests {
+
+    /// The file of the repository "Café Backups" (`r2`): its name was made valid, so it
+    /// carries its id's suffix.
+    fn cafe_file() -> String {
+        let names = crate::export::names::assign([("r2", "Café Backups")], "repository");
+        format!("repository-{}.yaml", names["r2"])
+    }
     use super::*;
     use crate::controller::bucket::plan as bucket_plan;
     use crate::controller::repository::plan as repo_plan;
@@ -939,7 +991,7 @@ spec:
         assert_eq!(files.len(), 7);
         let unique: BTreeSet<&&str> = files.iter().collect();
         assert_eq!(unique.len(), files.len());
-        let cafe: FlashbackRepository = parse(named(&manifests, "repository-cafe-backups.yaml"));
+        let cafe: FlashbackRepository = parse(named(&manifests, &cafe_file()));
         assert_eq!(cafe.spec.name.as_deref(), Some("Café Backups"));
         for manifest in manifests
             .objects
@@ -964,7 +1016,8 @@ spec:
         for workspace in &mut shuffled.workspaces {
             workspace.buckets.reverse();
             workspace.repos.reverse();
-            for (_, keys) in &mut workspace.repos {
+            for (repo, keys) in &mut workspace.repos {
+                repo.buckets.reverse();
                 keys.reverse();
             }
         }
@@ -982,7 +1035,7 @@ spec:
         let elsewhere = org.workspaces.pop().unwrap();
         org.buckets_elsewhere = elsewhere.buckets;
         let manifests = render(&org, &Options::default()).unwrap();
-        let manifest = named(&manifests, "repository-cafe-backups.yaml");
+        let manifest = named(&manifests, &cafe_file());
         assert!(
             manifest.text.contains(
                 "# Bucket b4 is \"archive\" of workspace ws-b, which is not exported: named by \
@@ -997,7 +1050,7 @@ spec:
         org.buckets_elsewhere.clear();
         let manifests = render(&org, &Options::default()).unwrap();
         assert!(
-            named(&manifests, "repository-cafe-backups.yaml")
+            named(&manifests, &cafe_file())
                 .text
                 .contains("# Bucket b4 is not listed by the organisation: named by bucketId.\n")
         );
@@ -1104,20 +1157,23 @@ spec:
     }
 
     #[test]
-    fn what_the_cluster_manages_is_marked_or_left_out() {
+    fn what_another_object_manages_is_marked_or_left_out_and_this_exports_own_objects_are_not() {
         let mut org = organisation();
-        org.managed.repos.insert("r1".into(), "team-a/media".into());
+        org.managed
+            .repos
+            .insert("r1".into(), "team-a/someone-elses".into());
         org.managed
             .buckets
-            .insert("b3".into(), "team-a/photos".into());
+            .insert("b3".into(), "team-a/theirs".into());
         let marked = render(&org, &Options::default()).unwrap();
-        assert!(named(&marked, "repository-media.yaml").text.contains(
-            "# Already managed by the FlashbackRepository team-a/media: applied too, this object \
-             would stall"
-        ));
+        let text = &named(&marked, "repository-media.yaml").text;
+        assert!(
+            text.contains("# Already managed by the FlashbackRepository team-a/someone-elses:"),
+            "{text}"
+        );
         // A bucket another object manages is named by id, never by a FlashbackBucket that
         // would stall.
-        let cafe: FlashbackRepository = parse(named(&marked, "repository-cafe-backups.yaml"));
+        let cafe: FlashbackRepository = parse(named(&marked, &cafe_file()));
         assert_eq!(cafe.spec.buckets[0].bucket_id.as_deref(), Some("b3"));
         let skipped = render(
             &org,
@@ -1128,9 +1184,39 @@ spec:
         )
         .unwrap();
         assert_eq!(skipped.objects.len(), 5);
-        assert!(skipped.header.contains(
-            "#   repository \"media\" (id r1): already managed by FlashbackRepository team-a/media\n"
-        ), "{}", skipped.header);
+        assert!(
+            skipped.header.contains(
+                "#   repository \"media\" (id r1): already managed by FlashbackRepository \
+             team-a/someone-elses\n"
+            ),
+            "{}",
+            skipped.header
+        );
+
+        // Exported, applied, exported again: the objects that manage the ids are this
+        // export's own, and the second export is the first.
+        let first = render(&organisation(), &Options::default()).unwrap();
+        let mut applied = organisation();
+        for manifest in &first.objects {
+            let object: serde_json::Value = serde_saphyr::from_str(&manifest.text).unwrap();
+            let name = object["metadata"]["name"].as_str().unwrap().to_owned();
+            let annotations = &object["metadata"]["annotations"];
+            if let Some(id) = annotations["flashback.tech/repo-id"].as_str() {
+                applied
+                    .managed
+                    .repos
+                    .insert(id.into(), format!("team-a/{name}"));
+            }
+            if let Some(id) = annotations["flashback.tech/bucket-id"].as_str() {
+                applied
+                    .managed
+                    .buckets
+                    .insert(id.into(), format!("team-a/{name}"));
+            }
+        }
+        assert!(!applied.managed.repos.is_empty() && !applied.managed.buckets.is_empty());
+        let again = render(&applied, &Options::default()).unwrap();
+        assert_eq!(again, first);
     }
 
     #[test]
@@ -1176,6 +1262,9 @@ spec:
         org.workspaces[0].repos[0]
             .1
             .push(key("k9", "x\nkind: Secret\r\n---", "READ"));
+        org.workspaces[0].repos[0]
+            .1
+            .push(key("k8", "typed", "READ\n---\nkind: Secret"));
         org.workspaces[0].buckets[0].name = "evil\nkind: Secret".into();
         let manifests = render(&org, &Options::default()).unwrap();
         let stream = manifests.stream();
@@ -1185,6 +1274,10 @@ spec:
         );
         assert!(
             stream.contains(r#""x\nkind: Secret\r\n---" READ"#),
+            "{stream}"
+        );
+        assert!(
+            stream.contains(r#""typed" "READ\n---\nkind: Secret""#),
             "{stream}"
         );
         assert!(manifests.header.contains(
