@@ -149,12 +149,27 @@ fn export(scene: &Scene, args: &[&str]) -> Output {
 
 /// Runs `flashback-operator export` against `url`, with `token` (or none) in the environment.
 fn export_from(url: &str, token: Option<&str>, args: &[&str]) -> Output {
+    export_with_kubeconfig(
+        url,
+        token,
+        args,
+        &crate::support::cluster::kubeconfig_path(),
+    )
+}
+
+/// [`export_from`] with the cluster of `kubeconfig`.
+fn export_with_kubeconfig(
+    url: &str,
+    token: Option<&str>,
+    args: &[&str],
+    kubeconfig: &std::path::Path,
+) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_flashback-operator"));
     command
         .arg("export")
         .args(["--api-url", url])
         .args(args)
-        .env("KUBECONFIG", crate::support::cluster::kubeconfig_path())
+        .env("KUBECONFIG", kubeconfig)
         .env_remove("FLASHBACK_WATCH_NAMESPACE")
         .env_remove("FLASHBACK_TOKEN");
     if let Some(token) = token {
@@ -571,4 +586,40 @@ async fn a_refused_export_says_why_in_one_line_and_writes_nothing() {
         "keep"
     );
     assert_eq!(read_dir(&dir).len(), 1);
+}
+
+#[tokio::test]
+async fn without_a_cluster_nothing_is_marked_and_skipping_what_it_manages_is_refused() {
+    let scene = Scene::new("export-nocluster").await;
+    let root = tempfile::tempdir().unwrap();
+    let nowhere = root.path().join("no-such-kubeconfig");
+    // The token from a file, as --token-file reads it.
+    let token_file = root.path().join("token");
+    std::fs::write(&token_file, format!("{}\n", scene.token)).unwrap();
+    let token_arg = token_file.to_str().unwrap();
+    let url = scene.emulator.base_url();
+    let output = export_with_kubeconfig(url, None, &["--token-file", token_arg], &nowhere);
+    let stream = succeeded(&output);
+    assert!(stream.contains("kind: FlashbackBucket"), "{stream}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with("flashback-operator: not telling what the cluster already manages (")
+            && stderr.contains("); nothing is marked as managed"),
+        "{stderr}"
+    );
+    let refused = export_with_kubeconfig(
+        url,
+        None,
+        &["--token-file", token_arg, "--skip-managed"],
+        &nowhere,
+    );
+    assert!(!refused.status.success());
+    assert!(refused.stdout.is_empty(), "nothing printed");
+    let line = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        line.starts_with(
+            "flashback-operator: --skip-managed needs the cluster's objects, which cannot be read:"
+        ) && line.lines().count() == 1,
+        "{line}"
+    );
 }
