@@ -557,7 +557,14 @@ fn already_managed(kind: &str, by: &str) -> String {
 fn bucket_elsewhere(id: &str, org: &Organisation, exported: &BTreeSet<&str>) -> String {
     let listed = org.buckets_elsewhere.iter().find(|b| b.id == id);
     let why = if exported.contains(id) {
-        "is not written as a FlashbackBucket here".to_owned()
+        match org.managed.buckets.get(id) {
+            Some(by) => format!(
+                "is managed by the FlashbackBucket {by}, so this repository does not name it by \
+                 bucketRef; applied in another namespace than that object's, it stalls with \
+                 ManagedByAnotherObject (a repository groups no other namespace's bucket)"
+            ),
+            None => "is not written as a FlashbackBucket here".to_owned(),
+        }
     } else if let Some(bucket) = listed {
         format!(
             "is {} of workspace {}, which is not exported",
@@ -1173,8 +1180,16 @@ spec:
         );
         // A bucket another object manages is named by id, never by a FlashbackBucket that
         // would stall.
-        let cafe: FlashbackRepository = parse(named(&marked, &cafe_file()));
+        let cafe_manifest = named(&marked, &cafe_file());
+        let cafe: FlashbackRepository = parse(cafe_manifest);
         assert_eq!(cafe.spec.buckets[0].bucket_id.as_deref(), Some("b3"));
+        assert!(
+            cafe_manifest
+                .text
+                .contains("# Bucket b3 is managed by the FlashbackBucket team-a/theirs, so this"),
+            "{}",
+            cafe_manifest.text
+        );
         let skipped = render(
             &org,
             &Options {
