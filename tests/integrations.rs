@@ -338,7 +338,7 @@ async fn stalled_and_observe_only_out_of_sync_repositories_are_degraded() {
     no_secret.spec.credentials_secret_ref.as_mut().unwrap().name = "missing".into();
     scene.create(&no_secret).await;
     let mut observed = scene.mirror("observed");
-    scene
+    let observed_id = scene
         .api
         .create_repo(&flashback_operator::controller::repository::plan::desired(
             &observed,
@@ -348,6 +348,11 @@ async fn stalled_and_observe_only_out_of_sync_repositories_are_degraded() {
     observed.spec.management_policy = ManagementPolicy::ObserveOnly;
     observed.spec.mode = RepositoryMode::Backup;
     observed.spec.buckets[0].master = false;
+    observed
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert("flashback.tech/repo-id".into(), observed_id);
     scene.create(&observed).await;
 
     let message = "the Flashback API refused the repository with NOT_FOUND: \

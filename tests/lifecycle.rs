@@ -380,7 +380,20 @@ async fn observe_only_reports_without_writing_and_never_deletes() {
     watched.spec.management_policy = ManagementPolicy::ObserveOnly;
     watched.spec.mode = RepositoryMode::Backup; // differs from the remote: still never written
     watched.spec.buckets[0].master = false;
+    // Observed by annotation: by its name alone, not even observed.
     scene.create(&watched).await;
+    let by_name = scene.wait_stalled("watched", "NameAlreadyUsed").await;
+    assert_eq!(
+        condition(&by_name, "Stalled").unwrap().message,
+        format!(
+            "a repository named \"watched\" already exists in workspace {WORKSPACE} (id \
+             {existing_id}) and was not created for this object; to observe it, set the \
+             annotation flashback.tech/repo-id: {existing_id}"
+        )
+    );
+    scene
+        .annotate("watched", "flashback.tech/repo-id", Some(&existing_id))
+        .await;
     let differing = scene
         .wait_for("watched", "observed out of sync", |r| {
             condition(r, "Ready").is_some_and(|c| c.reason == "OutOfSync")

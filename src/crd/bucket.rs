@@ -111,7 +111,7 @@ pub struct FlashbackBucketSpec {
     pub deletion_policy: DeletionPolicy,
 
     /// Full (the default) lets the operator register, update and delete the bucket;
-    /// ObserveOnly only reads it (found by the adoption annotation or by name) and reports
+    /// ObserveOnly only reads it (found by the adoption annotation, never by name) and reports
     /// whether it matches the spec, never writing and never reading the cloud credentials.
     #[serde(default)]
     pub management_policy: ManagementPolicy,

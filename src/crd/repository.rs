@@ -101,7 +101,8 @@ pub struct FlashbackRepositorySpec {
     pub deletion_policy: DeletionPolicy,
 
     /// Full (the default) lets the operator create, update and delete the remote repository;
-    /// ObserveOnly only reads it and reports what it sees.
+    /// ObserveOnly only reads it (found by the annotation flashback.tech/repo-id, never by
+    /// name) and reports what it sees.
     #[serde(default)]
     pub management_policy: ManagementPolicy,
 }

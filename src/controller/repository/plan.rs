@@ -232,8 +232,8 @@ pub enum Decision {
 /// Decides from the object, the listing of its workspace, and `held`, which tells whether
 /// another object manages a repository id (see [`holds`]). The repository is found by the
 /// adoption annotation, else by the id in status, else as the result of this object's own
-/// unfinished create (the create marker), else, ObserveOnly, by name. A repository that
-/// another object manages is never adopted, claimed or observed.
+/// unfinished create (the create marker); never by its name alone (under ObserveOnly either).
+/// A repository that another object manages is never adopted, claimed or observed.
 pub fn decide(
     repo: &FlashbackRepository,
     workspace: &Workspace,
@@ -303,21 +303,21 @@ pub fn decide(
                 ),
             });
         }
-        if !observe_only {
-            return Decision::Stall(Stall {
-                reason: Reason::NameAlreadyUsed,
-                message: format!(
-                    "a repository named {:?} already exists in workspace {workspace_id} \
-                     (id {}) and was not created for this object; to manage it, set the \
-                     annotation {}: {}",
-                    desired.name,
-                    remote.id,
-                    annotations::REPO_ID,
-                    remote.id
-                ),
-            });
-        }
-        Some(remote)
+        // Not even to observe it: a name is no consent, and another object's repository
+        // between its create and its status write would be taken from it (and, switched to
+        // Full, written over).
+        let verb = if observe_only { "observe" } else { "manage" };
+        return Decision::Stall(Stall {
+            reason: Reason::NameAlreadyUsed,
+            message: format!(
+                "a repository named {:?} already exists in workspace {workspace_id} (id {}) and \
+                 was not created for this object; to {verb} it, set the annotation {}: {}",
+                desired.name,
+                remote.id,
+                annotations::REPO_ID,
+                remote.id
+            ),
+        });
     } else {
         None
     };
