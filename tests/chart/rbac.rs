@@ -224,6 +224,15 @@ async fn cluster_rbac_allows_what_the_operator_does_and_nothing_more() {
     assert_eq!(granted, expected);
 }
 
+/// What the account of `config` may do to Secrets beyond what any account may.
+fn secret_rules(config: &Path, namespace: &str) -> Rules {
+    rules(config, namespace)
+        .difference(&baseline_rules(namespace))
+        .filter(|(resource, _, _)| resource == "secrets")
+        .cloned()
+        .collect()
+}
+
 #[tokio::test]
 async fn access_keys_off_removes_the_secret_delete_and_tells_the_operator() {
     let kube = kube_client().await;
@@ -257,14 +266,8 @@ async fn access_keys_off_removes_the_secret_delete_and_tells_the_operator() {
         ],
     );
     assert_denied(&config, &[with(&["delete", "secrets"])]);
-    let baseline = baseline_rules(&namespace);
-    let secret_rules: Rules = rules(&config, &namespace)
-        .difference(&baseline)
-        .filter(|(resource, _, _)| resource == "secrets")
-        .cloned()
-        .collect();
     assert_eq!(
-        secret_rules,
+        secret_rules(&config, &namespace),
         [rule("secrets", "", "create get list update watch")].into()
     );
     assert_eq!(
@@ -301,13 +304,10 @@ async fn sessions_and_access_keys_off_leave_secrets_read_only() {
     rendered.apply();
     let account = format!("{release}-flashback-operator");
     let config = service_account_kubeconfig(&namespace, &account);
-    let baseline = baseline_rules(&namespace);
-    let secret_rules: Rules = rules(&config, &namespace)
-        .difference(&baseline)
-        .filter(|(resource, _, _)| resource == "secrets")
-        .cloned()
-        .collect();
-    assert_eq!(secret_rules, [rule("secrets", "", "get list watch")].into());
+    assert_eq!(
+        secret_rules(&config, &namespace),
+        [rule("secrets", "", "get list watch")].into()
+    );
     assert_eq!(
         rendered.env().get("FLASHBACK_SESSIONS").map(String::as_str),
         Some("false")
