@@ -146,6 +146,9 @@ struct Now {
     /// else is spent, so that a store's hiccup never makes the session send a spent token.
     unkept: Option<SessionTokens>,
     generation: u64,
+    /// The generation this session's own refresh installed last (not one loaded from the
+    /// store or taken from another process, which may be stale when it arrives).
+    refreshed: Option<u64>,
 }
 
 impl Now {
@@ -249,6 +252,7 @@ impl Session {
                 refresh: Some(refresh),
                 unkept: None,
                 generation: 0,
+                refreshed: None,
             }),
         }))
     }
@@ -281,7 +285,7 @@ impl Session {
         {
             let now = self.lock();
             let just_renewed = now.generation == refused
-                && refused > 0
+                && now.refreshed == Some(refused)
                 && now.obtained_at.elapsed().unwrap_or_default() < MIN_RENEWAL_AFTER_REFUSAL;
             if just_renewed {
                 return Err(ApiError::Unauthorized);
@@ -364,6 +368,7 @@ impl Session {
                     let kept = self.store.keep(&tokens).await;
                     let mut now = self.lock();
                     now.install(&tokens)?;
+                    now.refreshed = Some(now.generation);
                     if let Err(error) = kept {
                         tracing::error!(error = %error, "could not keep the renewed session yet; trying again before the next renewal");
                         now.unkept = Some(tokens);
@@ -635,6 +640,26 @@ mod tests {
         for _ in 0..10 {
             session.bearer(&api).await.unwrap();
         }
+        assert_eq!(api.calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_kept_token_refused_right_after_it_was_loaded_is_renewed() {
+        let store = Arc::new(Memory::default());
+        *store.stored.lock().unwrap() = Some(Stored::Tokens(SessionTokens {
+            access: Some(Token::new("kept-but-revoked")),
+            expires_at: None,
+            refresh: Token::new("kept-refresh"),
+        }));
+        let session = Session::new(None, Token::new("refresh-0"), store).unwrap();
+        let api = api(Duration::from_secs(3600), false);
+        let loaded = session.bearer(&api).await.unwrap();
+        assert_eq!(shown(&loaded), "Bearer kept-but-revoked");
+        let renewed = session
+            .after_refusal(&api, loaded.generation)
+            .await
+            .unwrap();
+        assert_eq!(shown(&renewed), "Bearer access-1");
         assert_eq!(api.calls.load(Ordering::SeqCst), 1);
     }
 
