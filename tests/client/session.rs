@@ -166,3 +166,52 @@ async fn a_refused_access_token_is_renewed_and_the_call_replayed_once() {
     let calls = control.calls().await.unwrap();
     assert_eq!(calls.count("POST", "/user/refresh"), 2);
 }
+
+#[tokio::test]
+async fn a_refresh_is_sent_once_and_a_proxys_refusal_spends_nothing() {
+    let emulator = emulator(&["org-a"]).await;
+    let control = emulator.control();
+    let session = control.open_session("org-a").await.unwrap();
+    let fail = |status: u16| -> flashback_emulator::Faults {
+        serde_json::from_value(serde_json::json!({"failNext": {
+            "count": 1, "status": status,
+            "route": {"method": "POST", "route": "/user/refresh"}
+        }}))
+        .unwrap()
+    };
+    let store = Arc::new(Kept::default());
+    let client = session_client(
+        emulator.base_url(),
+        None,
+        &session.refresh_token,
+        store.clone(),
+    );
+    // A 503 (which a retry policy would send again for a create): sent once, handed back.
+    control.set_faults(&fail(503)).await.unwrap();
+    let error = client.list_repos(&RepoFilter::default()).await.unwrap_err();
+    assert!(error.is_transient(), "{error:?}");
+    assert_eq!(
+        control
+            .calls()
+            .await
+            .unwrap()
+            .count("POST", "/user/refresh"),
+        1
+    );
+    // A proxy's 403 is not the API refusing the token: nothing recorded as refused.
+    control.set_faults(&fail(403)).await.unwrap();
+    let error = client.list_repos(&RepoFilter::default()).await.unwrap_err();
+    assert!(
+        !matches!(error, ApiError::SessionRefused { .. }),
+        "{error:?}"
+    );
+    // The token was never spent: the next call renews with it.
+    client.list_repos(&RepoFilter::default()).await.unwrap();
+    let calls = control.calls().await.unwrap();
+    assert_eq!(calls.count("POST", "/user/refresh"), 3);
+    let figures = control.sessions().await.unwrap();
+    assert_eq!(
+        (figures.refreshes, figures.refused, figures.reused),
+        (1, 0, 0)
+    );
+}
