@@ -509,3 +509,81 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod session_tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::controller::credentials::SecretName;
+    use flashback_client::{Claim, SessionTokens, StoreFuture, Stored};
+
+    /// A store that holds nothing: only how many were made is of interest.
+    struct Nothing;
+
+    impl SessionStore for Nothing {
+        fn load(&self) -> StoreFuture<'_, Option<Stored>> {
+            Box::pin(async { Ok(None) })
+        }
+        fn claim<'a>(&'a self, _: &'a Token) -> StoreFuture<'a, Claim> {
+            Box::pin(async { Ok(Claim::Spend) })
+        }
+        fn keep<'a>(&'a self, _: &'a SessionTokens) -> StoreFuture<'a, ()> {
+            Box::pin(async { Ok(()) })
+        }
+        fn refused<'a>(&'a self, _: &'a Token) -> StoreFuture<'a, ()> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    fn session_of(secret: &str, refresh: &str, token: Option<&str>) -> Credentials {
+        Credentials {
+            api_url: Url::parse("http://127.0.0.1:9/").unwrap(),
+            token: token.map(Token::new),
+            session: Some(SessionOrigin {
+                secret: secret.parse::<SecretName>().unwrap(),
+                refresh_token: Token::new(refresh),
+            }),
+        }
+    }
+
+    #[test]
+    fn every_client_of_one_secrets_refresh_token_shares_one_session() {
+        let made = Arc::new(AtomicUsize::new(0));
+        let counted = made.clone();
+        let remote = Remote::new(RemoteSettings {
+            rate: 10.0,
+            burst: 10,
+            listing_max_age: Duration::from_secs(5),
+            stats_batch_size: 100,
+            observer: None,
+            sessions: Some(Arc::new(move |_: &SessionOrigin| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                Arc::new(Nothing) as Arc<dyn SessionStore>
+            })),
+        });
+        // The Secret before and after an edit of its `token`: two clients, one session.
+        let before = remote
+            .client(&session_of("team-a/creds", "r0", None))
+            .unwrap();
+        let after = remote
+            .client(&session_of("team-a/creds", "r0", Some("pasted")))
+            .unwrap();
+        assert_eq!(made.load(Ordering::SeqCst), 1);
+        // Another refresh token, or another Secret: a session of its own.
+        let replaced = remote
+            .client(&session_of("team-a/creds", "r1", None))
+            .unwrap();
+        let other = remote
+            .client(&session_of("team-b/creds", "r0", None))
+            .unwrap();
+        assert_eq!(made.load(Ordering::SeqCst), 3);
+        // Forgotten with the last client holding it.
+        drop((before, after, replaced, other));
+        remote.forget_unused(Duration::ZERO);
+        remote
+            .client(&session_of("team-a/creds", "r0", None))
+            .unwrap();
+        assert_eq!(made.load(Ordering::SeqCst), 4);
+    }
+}
