@@ -19,8 +19,11 @@ pub enum Kind {
     Buckets,
 }
 
-/// One listing: when it was fetched, and the names in it.
-type Listing = Option<(Instant, Arc<HashSet<String>>)>;
+/// One listing: when it was fetched, and a hash of each name in it. Hashes, not names: an
+/// organisation's listing may be megabytes (and a tenant's own server may answer with one for
+/// each of its Secrets), while eight bytes a name serve as well. A collision only makes a name
+/// read as used elsewhere rather than held by a deleted one.
+type Listing = Option<(Instant, Arc<HashSet<u64>>)>;
 type Slot = Arc<tokio::sync::Mutex<Listing>>;
 
 pub struct OrganisationNames {
@@ -64,26 +67,34 @@ impl OrganisationNames {
         if let Some((at, names)) = listing.as_ref()
             && at.elapsed() < self.max_age
         {
-            return Ok(names.contains(name));
+            return Ok(names.contains(&hash_of(name)));
         }
         let fetched_at = Instant::now();
         let client = remote.client_for(credentials)?;
-        let names: HashSet<String> = match kind {
+        let names: HashSet<u64> = match kind {
             Kind::Repositories => client
                 .list_repos(&RepoFilter::default())
                 .await?
-                .into_iter()
-                .map(|repo| repo.name)
+                .iter()
+                .map(|repo| hash_of(&repo.name))
                 .collect(),
             Kind::Buckets => client
                 .list_buckets(None)
                 .await?
-                .into_iter()
-                .map(|bucket| bucket.name)
+                .iter()
+                .map(|bucket| hash_of(&bucket.name))
                 .collect(),
         };
-        let listed = names.contains(name);
+        let listed = names.contains(&hash_of(name));
         *listing = Some((fetched_at, Arc::new(names)));
         Ok(listed)
     }
+}
+
+/// A name's hash, the same for the life of the process.
+fn hash_of(name: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    name.hash(&mut hasher);
+    hasher.finish()
 }
