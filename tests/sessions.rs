@@ -517,3 +517,26 @@ async fn with_sessions_off_a_token_beside_the_refresh_token_is_used_as_it_is() {
     assert!(session_secret(&scene, "both").await.is_none());
     assert!(session_secret(&scene, SECRET).await.is_none());
 }
+
+#[tokio::test]
+async fn a_secret_of_another_kind_under_the_session_name_is_never_written_and_says_so() {
+    let (mut scene, _session) = session_scene("session-taken").await;
+    let name = format!("{SECRET}-session");
+    scene.put_secret(&name, &[("note", "someone else's")]).await;
+    scene.start_operator(&[]);
+    scene.create(&backup(&scene, "blocked", SECRET)).await;
+    let stalled = scene.wait_stalled("blocked", "SessionNotKept").await;
+    let message = &condition(&stalled, "Stalled").unwrap().message;
+    assert!(
+        message.contains(&format!(
+            "the Secret {}/{name} exists and is not a session Secret of the operator",
+            scene.namespace
+        )),
+        "{message}"
+    );
+    let untouched = session_secret(&scene, SECRET).await.unwrap();
+    assert_eq!(untouched.type_.as_deref(), Some("Opaque"));
+    let data = untouched.data.unwrap();
+    assert_eq!(data.keys().collect::<Vec<_>>(), ["note"]);
+    assert_eq!(scene.calls("POST", "/user/refresh").await, 0);
+}
