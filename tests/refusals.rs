@@ -19,6 +19,25 @@ fn normal(scene: &Scene, name: &str) -> FlashbackRepository {
     scene.over_both_buckets(name, "NORMAL", ["docs", "copies"], SECRET)
 }
 
+/// A MIRROR object `object` whose remote repository is named `name`, created.
+async fn create_named(scene: &Scene, object: &str, name: &str) {
+    let mut repo = scene.mirror(object);
+    repo.spec.name = Some(name.into());
+    scene.create(&repo).await;
+}
+
+/// [`create_named`], Ready, then deleted with its remote repository.
+async fn made_and_deleted(scene: &Scene, object: &str, name: &str) {
+    create_named(scene, object, name).await;
+    scene.wait_ready(object).await;
+    scene
+        .repos
+        .delete(object, &Default::default())
+        .await
+        .expect("the delete is accepted");
+    scene.wait_gone(object).await;
+}
+
 fn stalled_message(repo: &FlashbackRepository) -> String {
     condition(repo, "Stalled")
         .map(|c| c.message.clone())
@@ -112,21 +131,10 @@ async fn a_name_a_deleted_repository_keeps_stalls_saying_so_and_once_freed_is_cr
         })
         .await
         .unwrap();
-    let mut first = scene.mirror("first");
-    first.spec.name = Some("media".into());
-    scene.create(&first).await;
-    scene.wait_ready("first").await;
-    scene
-        .repos
-        .delete("first", &Default::default())
-        .await
-        .expect("the delete is accepted");
-    scene.wait_gone("first").await;
+    made_and_deleted(&scene, "first", "media").await;
     assert!(scene.remote_repos().await.is_empty(), "deleted remotely");
 
-    let mut second = scene.mirror("second");
-    second.spec.name = Some("media".into());
-    scene.create(&second).await;
+    create_named(&scene, "second", "media").await;
     let stalled = scene.wait_stalled("second", "NameAlreadyUsed").await;
     assert_eq!(
         stalled_message(&stalled),
@@ -149,19 +157,8 @@ async fn a_name_a_deleted_repository_keeps_stalls_saying_so_and_once_freed_is_cr
 #[tokio::test]
 async fn a_deleted_repositorys_name_freed_by_the_service_is_taken_at_once() {
     let scene = Scene::with_operator("hard-delete").await;
-    let mut first = scene.mirror("first");
-    first.spec.name = Some("media".into());
-    scene.create(&first).await;
-    scene.wait_ready("first").await;
-    scene
-        .repos
-        .delete("first", &Default::default())
-        .await
-        .expect("the delete is accepted");
-    scene.wait_gone("first").await;
-    let mut second = scene.mirror("second");
-    second.spec.name = Some("media".into());
-    scene.create(&second).await;
+    made_and_deleted(&scene, "first", "media").await;
+    create_named(&scene, "second", "media").await;
     scene.wait_ready("second").await;
     assert_eq!(scene.calls("POST", "/repo").await, 2, "no refused create");
 }
