@@ -215,3 +215,41 @@ async fn a_refresh_is_sent_once_and_a_proxys_refusal_spends_nothing() {
         (1, 0, 0)
     );
 }
+
+#[tokio::test]
+async fn a_token_is_taken_after_the_rate_limiter_and_a_refresh_takes_no_turn_of_it() {
+    let emulator = emulator(&["org-a"]).await;
+    let control = emulator.control();
+    control
+        .set_access_token_lifetime(Duration::from_millis(300))
+        .await
+        .unwrap();
+    let session = control.open_session("org-a").await.unwrap();
+    let store: Arc<dyn SessionStore> = Arc::new(Kept::default());
+    let session = Session::new(None, Token::new(&session.refresh_token), store).unwrap();
+    let mut config = ClientConfig::with_auth(
+        Url::parse(emulator.base_url()).unwrap(),
+        Auth::Session(session),
+    );
+    // One call at once, then one every two seconds: longer than a token lives.
+    config.rate_limit = flashback_client::RateLimit {
+        per_second: 0.5,
+        burst: 1,
+    };
+    let client = FlashbackClient::new(config).unwrap();
+    client.list_repos(&RepoFilter::default()).await.unwrap();
+    let started = std::time::Instant::now();
+    client.list_repos(&RepoFilter::default()).await.unwrap();
+    let took = started.elapsed();
+    let calls = control.calls().await.unwrap();
+    // The second call waited its turn (2 s), and only then took a token: renewed, not one
+    // that expired while it waited.
+    assert_eq!(calls.count("GET", "/repo"), 2, "{calls:?}");
+    assert_eq!(
+        calls.total, 4,
+        "two listings and two refreshes, no 401: {calls:?}"
+    );
+    assert_eq!(calls.count("POST", "/user/refresh"), 2);
+    // Had the refresh taken a turn too, the call would have waited two of them (4 s).
+    assert!(took < Duration::from_millis(3500), "{took:?}");
+}

@@ -496,24 +496,44 @@ impl FlashbackClient {
         let mut replayed = false;
         loop {
             attempt += 1;
-            let bearer = match authorize {
-                Authorize::Yes => self.bearer().await?,
-                Authorize::No => None,
-            };
-            let header = bearer.as_ref().map(|bearer| &bearer.header);
             // A session call is as cheap as a read, and a claim on the refresh token it
             // spends is held as long as it takes: it gets the read timeout, no wait for the
             // rate limiter, and no retry.
             let session_call = authorize == Authorize::No;
-            let how = How {
-                header,
-                quick: method == Method::GET || session_call,
-                limited: !session_call,
+            // The rate limiter first, the token after: a token taken before a long wait could
+            // expire in it, and be refused when the call finally goes.
+            let waited = if session_call {
+                Ok(Duration::ZERO)
+            } else {
+                self.inner
+                    .limiter
+                    .acquire(self.inner.retry.max_delay)
+                    .await
+                    // Waiting out a long pause would hold the caller idle: it gets the pause
+                    // back as an error instead, and comes back when it is over.
+                    .map_err(|remaining| ApiError::RateLimited {
+                        retry_after: Some(remaining),
+                    })
             };
-            let error = match self
-                .attempt(endpoint, &method, &url, body.as_deref(), attempt, how)
-                .await
-            {
+            let (bearer, answer) = match waited {
+                Err(error) => (None, Err(error)),
+                Ok(rate_limit_wait) => {
+                    let bearer = match authorize {
+                        Authorize::Yes => self.bearer().await?,
+                        Authorize::No => None,
+                    };
+                    let how = How {
+                        header: bearer.as_ref().map(|bearer| &bearer.header),
+                        quick: method == Method::GET || session_call,
+                        rate_limit_wait,
+                    };
+                    let answer = self
+                        .attempt(endpoint, &method, &url, body.as_deref(), attempt, how)
+                        .await;
+                    (bearer, answer)
+                }
+            };
+            let error = match answer {
                 Ok(answer) => return Ok(answer),
                 Err(error) => error,
             };
@@ -562,7 +582,7 @@ impl FlashbackClient {
         }
     }
 
-    /// One HTTP exchange: wait for the rate limiter, send, judge the answer.
+    /// One HTTP exchange, its turn at the rate limiter already taken: send, judge the answer.
     async fn attempt<T: DeserializeOwned>(
         &self,
         endpoint: &'static str,
@@ -572,19 +592,7 @@ impl FlashbackClient {
         attempt: u32,
         how: How<'_>,
     ) -> Result<T, ApiError> {
-        // Waiting out a long pause would hold the caller idle: it gets the pause back as an
-        // error instead, and comes back when it is over.
-        let rate_limit_wait = if how.limited {
-            self.inner
-                .limiter
-                .acquire(self.inner.retry.max_delay)
-                .await
-                .map_err(|remaining| ApiError::RateLimited {
-                    retry_after: Some(remaining),
-                })?
-        } else {
-            Duration::ZERO
-        };
+        let rate_limit_wait = how.rate_limit_wait;
         let started = Instant::now();
         let mut request = self
             .inner
@@ -676,11 +684,11 @@ impl FlashbackClient {
 }
 
 /// How one attempt is sent: with which `Authorization`, whether with the read timeout, and
-/// whether it waits for the rate limiter.
+/// how long it waited for the rate limiter (for the call's record).
 struct How<'a> {
     header: Option<&'a HeaderValue>,
     quick: bool,
-    limited: bool,
+    rate_limit_wait: Duration,
 }
 
 /// What a failed refresh means. Only the API's own refusal spends nothing more and needs a new
