@@ -8,7 +8,7 @@ CARGO ?= cargo
 IMAGE_PROFILE ?= release
 
 .PHONY: test unit fmt-check clippy build-tests control-plane control-plane-node demo demo-down demo-smoke crds docs bench chart-lint
-.PHONY: image image-context node-up node-down demo-dev demo-dev-down chaos
+.PHONY: image publish image-context node-up node-down demo-dev demo-dev-down chaos
 
 ## test: formatting, lints, unit, integration and end-to-end tests against a real API server
 ## (and, in tests/node.rs, the image and the chart on a cluster with a real node),
@@ -50,10 +50,16 @@ control-plane:
 control-plane-node: control-plane
 	$(CONTROL_PLANE)/build.sh all-node
 
-## image: build the flashback-operator image with podman (no daemon, nothing pulled) and write
-## target/image/flashback-operator-<version>.oci.tar (IMAGE_PROFILE=debug for a quick one)
+## image: build the flashback-operator image with podman (no daemon, nothing pulled), write
+## target/image/flashback-operator-<version>.oci.tar (IMAGE_PROFILE=debug for a quick one) and,
+## when the local cluster is up, push it and the chart to its registry (make publish)
 image:
 	IMAGE_PROFILE=$(IMAGE_PROFILE) demo/image.sh build
+	demo/publish.sh --if-running
+
+## publish: push the built image and the chart to REGISTRY (default: the local cluster's)
+publish:
+	demo/publish.sh
 
 ## image-context: only prepare target/image/context/, e.g. for `docker build -f Containerfile target/image/context`
 image-context:

@@ -1,14 +1,15 @@
-//! The operator as users run it: the image `make image` builds, installed by `helm install` of
-//! the chart on the local cluster with a real node (containerd + kubelet, see
-//! tests/control-plane/node.sh), reconciling against the emulator on the host. The node's Pods
-//! use the host's network (no CNI here), so the chart runs with `hostNetwork: true` and the
-//! in-cluster API address set through `extraEnv`.
+//! The operator as users run it: the image `make image` builds, pushed with the chart to the
+//! local cluster's registry and installed by `helm install oci://...` with the chart's default
+//! networking, on a cluster with a real node, a pod network, kube-proxy and cluster DNS (see
+//! tests/control-plane/node.sh). The emulator runs there too, as a Pod behind a Service that the
+//! operator addresses by its cluster DNS name; tests reach it through a forwarder.
 //!
-//! One story, in order, because the cluster takes seconds to start and the image a minute to
-//! build: the image; install and Ready; create, update, drift, delete; a second release sharing
-//! the Lease takes over when the leader's Pod is deleted, within the shutdown grace although a
-//! tenant's API hangs; upgrade rolls the Pod; the Pods' logs hold no token; uninstall leaves
-//! the CRD.
+//! The main story is one test, in order, because the image takes a minute to build: the image;
+//! install and Ready (two replicas, in-cluster config, nothing forced into the environment);
+//! create, update, drift, delete; the metrics Service scraped by a Pod by its DNS name; the
+//! leader's Pod deleted while a tenant's API hangs, and the other replica takes over within
+//! the shutdown grace; upgrade rolls the Pods; `kubectl logs` holds the operator's lines and no
+//! token; uninstall leaves the CRD.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 use flashback_client::{
     ClientConfig, FlashbackClient, Repo, RepoFilter, RepoMode, RetryPolicy, Token,
 };
-use flashback_emulator::control::{EmulatorControl, EmulatorProcess, RepoPatch};
+use flashback_emulator::control::{EmulatorControl, RepoPatch};
 use flashback_operator::crd::FlashbackRepository;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -26,22 +27,27 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
+use tokio::sync::OnceCell;
 
 use crate::support::hostile::{Behaviour, HostileServer};
 use crate::support::node::{
-    NodeCluster, process_status, root, root_is_read_only, run_bounded, run_ok,
+    Forward, NodeCluster, process_status, root, root_is_read_only, run_bounded, run_ok, tool,
 };
 use crate::support::scene::condition;
 
+const VERSION: &str = env!("CARGO_PKG_VERSION");
 const RELEASE_NAMESPACE: &str = "flashback-system";
 const TEAM: &str = "team-a";
 /// A tenant whose Flashback API never answers.
 const HOSTILE: &str = "team-hostile";
 const WORKSPACE: &str = "ws-node";
 const LEASE: &str = "flashback-operator";
-/// How long a Pod may take from `helm install` (or a deletion) to Ready. Measured here: about
-/// 5 s with the image imported; the bound leaves room for a loaded 2-core machine.
-const POD_READY_BOUND: Duration = Duration::from_secs(60);
+const EMULATOR_NAMESPACE: &str = "flashback-emulator";
+/// The emulator's Service, as the operator's Pods address it.
+const EMULATOR_URL: &str = "http://flashback-emulator.flashback-emulator.svc.cluster.local:8090";
+/// How long Pods may take from `helm install` (or a deletion) to Ready. Measured here: about
+/// 5 s with the image pulled; the bound leaves room for a loaded 2-core machine.
+const POD_READY_BOUND: Duration = Duration::from_secs(90);
 const DEADLINE: Duration = Duration::from_secs(60);
 
 fn image_script(args: &[&str]) -> String {
@@ -55,9 +61,23 @@ fn image_script(args: &[&str]) -> String {
 }
 
 /// `make image` with the debug binaries `cargo test` has just built (a release build would
-/// compile everything a second time); the image is otherwise the one users get.
+/// compile everything a second time), checked once per test process; the image is otherwise
+/// the one users get.
+async fn image() -> PathBuf {
+    static IMAGE: OnceCell<PathBuf> = OnceCell::const_new();
+    IMAGE
+        .get_or_init(|| async {
+            let started = Instant::now();
+            let archive = build_image();
+            check_image();
+            eprintln!("image built and checked in {:?}", started.elapsed());
+            archive
+        })
+        .await
+        .clone()
+}
+
 fn build_image() -> PathBuf {
-    let version = env!("CARGO_PKG_VERSION");
     let output = run_bounded(
         Command::new("make")
             .args(["-s", "image", "IMAGE_PROFILE=debug"])
@@ -74,11 +94,10 @@ fn build_image() -> PathBuf {
         "make image failed:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let archive = root().join(format!("target/image/flashback-operator-{version}.oci.tar"));
+    let archive = root().join(format!("target/image/flashback-operator-{VERSION}.oci.tar"));
     assert!(archive.exists(), "make image wrote {}", archive.display());
     archive
 }
-
 fn check_image() {
     let inspect: serde_json::Value =
         serde_json::from_str(&image_script(&["inspect"])).expect("podman inspect is JSON");
@@ -120,10 +139,10 @@ fn check_image() {
     assert!(!shell.status.success(), "the image has no /bin/sh");
 }
 
-/// The emulator on the host's loopback, which hostNetwork Pods reach as well.
+/// The emulator as a Pod behind a Service (demo/emulator-chart, from the operator's image in
+/// the node's registry), reached from here through a forwarder to its ClusterIP.
 struct Remote {
-    _process: EmulatorProcess,
-    url: String,
+    _forward: Forward,
     token: String,
     control: EmulatorControl,
     api: FlashbackClient,
@@ -131,15 +150,28 @@ struct Remote {
 }
 
 impl Remote {
-    async fn start() -> Self {
+    async fn install(cluster: &NodeCluster) -> Self {
         let token = format!("tok-{}", uuid::Uuid::new_v4().simple());
-        let process = EmulatorProcess::spawn(crate::support::emulator_bin(), &[&token], None)
-            .await
-            .expect("the emulator starts");
-        let mut config = ClientConfig::new(
-            process.base_url().parse().unwrap(),
-            Token::new(token.clone()),
-        );
+        let chart = root().join("demo/emulator-chart");
+        cluster.helm(&[
+            "install",
+            "flashback-emulator",
+            chart.to_str().unwrap(),
+            "--namespace",
+            EMULATOR_NAMESPACE,
+            "--create-namespace",
+            "--set",
+            &format!("image={}/flashback-operator:{VERSION}", cluster.registry()),
+            "--set",
+            &format!("tokens={token}"),
+            "--wait",
+            "--timeout",
+            "120s",
+        ]);
+        let service = cluster.cluster_ip(EMULATOR_NAMESPACE, "flashback-emulator");
+        let forward = cluster.forward(&format!("{service}:8090"));
+        let url = format!("http://{}", forward.address());
+        let mut config = ClientConfig::new(url.parse().unwrap(), Token::new(token.clone()));
         config.retry = RetryPolicy::never();
         let api = FlashbackClient::new(config).expect("client");
         let mut buckets = Vec::new();
@@ -151,9 +183,8 @@ impl Remote {
             );
         }
         Self {
-            url: process.base_url().to_owned(),
-            control: process.control(),
-            _process: process,
+            control: EmulatorControl::new(&url).unwrap(),
+            _forward: forward,
             token,
             api,
             buckets,
@@ -176,57 +207,43 @@ impl Remote {
     }
 }
 
-/// A Helm release of the chart, configured for the node: hostNetwork with the metrics port on
-/// loopback, in-cluster config pointed at the API server, the image `make image` built.
-fn install_values(cluster: &NodeCluster, remote: &Remote, metrics_port: u16) -> Vec<String> {
-    [
-        "hostNetwork=true".to_owned(),
-        "metrics.bindAddress=127.0.0.1".to_owned(),
-        format!("metrics.port={metrics_port}"),
-        "image.pullPolicy=Never".to_owned(),
-        format!("apiUrl={}", remote.url),
-        "resyncInterval=3s".to_owned(),
-        // The hostile tenant's API, on the host's loopback too.
-        "allowedApiHosts[0]=127.0.0.1".to_owned(),
-        "logLevel=info\\,flashback_operator=debug".to_owned(),
-        format!("leaderElection.leaseName={LEASE}"),
-        "extraEnv[0].name=KUBERNETES_SERVICE_HOST".to_owned(),
-        "extraEnv[0].value=127.0.0.1".to_owned(),
-        "extraEnv[1].name=KUBERNETES_SERVICE_PORT".to_owned(),
-    ]
-    .into_iter()
-    .flat_map(|value| ["--set".to_owned(), value])
-    // An env value is a string, whatever it looks like.
-    .chain([
-        "--set-string".to_owned(),
-        format!("extraEnv[1].value={}", cluster.api_server_port()),
-    ])
-    .collect()
-}
-
-fn helm(cluster: &NodeCluster, verb: &str, release: &str, values: &[String]) -> String {
-    let chart = root().join("charts/flashback-operator");
+/// `helm install|upgrade RELEASE oci://<registry>/charts/flashback-operator` with the chart's
+/// default networking: the image from the registry, the emulator's Service as the API, two
+/// replicas under one Lease.
+fn helm_operator(cluster: &NodeCluster, verb: &str, extra: &[&str]) {
+    let chart = format!("oci://{}/charts/flashback-operator", cluster.registry());
     let mut args = vec![
         verb.to_owned(),
-        release.to_owned(),
-        chart.display().to_string(),
+        "fb".to_owned(),
+        chart,
+        "--version".to_owned(),
+        VERSION.to_owned(),
+        "--plain-http".to_owned(),
         "--namespace".to_owned(),
         RELEASE_NAMESPACE.to_owned(),
     ];
     if verb == "install" {
         args.push("--create-namespace".to_owned());
     }
-    args.extend(values.iter().cloned());
+    let values = [
+        format!("image.repository={}/flashback-operator", cluster.registry()),
+        format!("apiUrl={EMULATOR_URL}"),
+        "replicaCount=2".to_owned(),
+        "resyncInterval=3s".to_owned(),
+        // The hostile tenant's API, a server of this test exposed on the node IP.
+        format!("allowedApiHosts[0]={}", cluster.node_ip()),
+        "logLevel=info\\,flashback_operator=debug".to_owned(),
+        format!("leaderElection.leaseName={LEASE}"),
+    ];
+    for value in values
+        .iter()
+        .map(String::as_str)
+        .chain(extra.iter().copied())
+    {
+        args.extend(["--set".to_owned(), value.to_owned()]);
+    }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    cluster.helm(&args)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    cluster.helm(&args);
 }
 
 fn is_ready(pod: &Pod) -> bool {
@@ -238,10 +255,14 @@ fn is_ready(pod: &Pod) -> bool {
             .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-/// The release's Pods that are not being deleted.
-async fn release_pods(kube: &Client, release: &str) -> Vec<Pod> {
+fn name(pod: &Pod) -> &str {
+    pod.metadata.name.as_deref().unwrap_or_default()
+}
+
+/// The operator's Pods that are not being deleted.
+async fn operator_pods(kube: &Client) -> Vec<Pod> {
     let pods: Api<Pod> = Api::namespaced(kube.clone(), RELEASE_NAMESPACE);
-    pods.list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={release}")))
+    pods.list(&ListParams::default().labels("app.kubernetes.io/instance=fb"))
         .await
         .expect("pods are listed")
         .items
@@ -250,30 +271,30 @@ async fn release_pods(kube: &Client, release: &str) -> Vec<Pod> {
         .collect()
 }
 
-/// Waits until the release's Deployment is available with one Ready Pod, not `not_this` (a Pod
-/// being replaced); returns the Pod.
-async fn wait_pod_ready(kube: &Client, release: &str, not_this: Option<&str>) -> Pod {
+/// Waits until the Deployment has two available replicas and two Ready Pods none of which is
+/// in `not_these` (Pods being replaced); returns them.
+async fn wait_pods_ready(kube: &Client, not_these: &[String]) -> Vec<Pod> {
     let deployments: Api<Deployment> = Api::namespaced(kube.clone(), RELEASE_NAMESPACE);
-    let name = format!("{release}-flashback-operator");
     let until = Instant::now() + POD_READY_BOUND;
     loop {
         let available = deployments
-            .get_opt(&name)
+            .get_opt("fb-flashback-operator")
             .await
             .unwrap()
             .and_then(|d| d.status?.available_replicas)
             .unwrap_or(0);
-        let pods = release_pods(kube, release).await;
-        if available >= 1
-            && let Some(pod) = pods
-                .iter()
-                .find(|p| is_ready(p) && p.metadata.name.as_deref() != not_this)
-        {
-            return pod.clone();
+        let pods = operator_pods(kube).await;
+        let ready: Vec<Pod> = pods
+            .iter()
+            .filter(|p| is_ready(p) && !not_these.iter().any(|n| n == name(p)))
+            .cloned()
+            .collect();
+        if available >= 2 && ready.len() == 2 {
+            return ready;
         }
         assert!(
             Instant::now() < until,
-            "{name} has no Ready Pod within {POD_READY_BOUND:?}; Pods: {:#?}",
+            "no two Ready operator Pods within {POD_READY_BOUND:?}; Pods: {:#?}",
             pods.iter().map(|p| &p.status).collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -347,61 +368,149 @@ async fn lease_holder(kube: &Client) -> Option<String> {
         .and_then(|l| l.spec?.holder_identity)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_chart_runs_the_image_on_a_real_node_and_reconciles_through_it() {
-    // 1. The image: built without a daemon, non-root, the operator as entrypoint.
-    let started = Instant::now();
-    let archive = build_image();
-    check_image();
-    eprintln!("image built and checked in {:?}", started.elapsed());
-
-    // The cluster with a node, and the image in its containerd.
-    let started = Instant::now();
-    let cluster = NodeCluster::up().await;
-    cluster.import_image(&archive);
-    eprintln!("node cluster up, image imported in {:?}", started.elapsed());
-    let kube = cluster.kube.clone();
-    let remote = Remote::start().await;
-
+async fn create_namespace(kube: &Client, name: &str) {
     Api::<Namespace>::all(kube.clone())
         .create(
             &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": TEAM}})).unwrap(),
+            &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap(),
         )
         .await
-        .expect("the team namespace is created");
+        .expect("the namespace is created");
+}
+
+async fn create_token_secret(kube: &Client, namespace: &str, data: serde_json::Value) {
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": "flashback-token"},
-        "stringData": {"token": remote.token},
+        "stringData": data,
     }))
     .unwrap();
-    Api::<Secret>::namespaced(kube.clone(), TEAM)
+    Api::<Secret>::namespaced(kube.clone(), namespace)
         .create(&PostParams::default(), &secret)
         .await
         .expect("the token Secret is created");
+}
+
+/// A Pod running tests/netprobe (pulled from the node's registry), Ready to `kubectl exec`.
+async fn start_probe(
+    cluster: &NodeCluster,
+    namespace: &str,
+    name: &str,
+    labels: serde_json::Value,
+) {
+    let image = cluster.push_archive(&tool("netprobe-image.tar"), "flashback-netprobe:latest");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "containers": [{
+                "name": "probe",
+                "image": image,
+                "securityContext": {
+                    "allowPrivilegeEscalation": false,
+                    "readOnlyRootFilesystem": true,
+                    "runAsNonRoot": true,
+                    "capabilities": {"drop": ["ALL"]},
+                },
+            }],
+            "terminationGracePeriodSeconds": 1,
+        },
+    }))
+    .unwrap();
+    let pods: Api<Pod> = Api::namespaced(cluster.kube.clone(), namespace);
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("the probe Pod is created");
+    wait_until("the probe Pod is Ready", || async {
+        pods.get_opt(name)
+            .await
+            .unwrap()
+            .is_some_and(|p| is_ready(&p))
+    })
+    .await;
+}
+
+/// `netprobe get URL [-ca .. -token ..]` in the probe Pod: the HTTP status and the body.
+fn probe_get(cluster: &NodeCluster, namespace: &str, pod: &str, args: &[&str]) -> (u16, String) {
+    let mut command = vec!["/netprobe", "get"];
+    command.extend_from_slice(args);
+    let output = cluster.exec(namespace, pod, &command);
+    assert!(
+        output.status.success(),
+        "netprobe get {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).unwrap();
+    let (status, body) = text.split_once('\n').unwrap_or((&text, ""));
+    (status.parse().expect("a status code"), body.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chart_runs_the_image_on_a_real_node_and_reconciles_through_it() {
+    // 1. The image, pushed with the chart to the node's registry; the emulator as a Service.
+    let archive = image().await;
+    assert!(archive.exists());
+    let started = Instant::now();
+    let cluster = NodeCluster::up().await;
+    cluster.publish();
+    let remote = Remote::install(&cluster).await;
+    eprintln!(
+        "node cluster up, image and chart pushed, emulator Ready in {:?}",
+        started.elapsed()
+    );
+    let kube = cluster.kube.clone();
+    create_namespace(&kube, TEAM).await;
+    create_token_secret(&kube, TEAM, json!({"token": remote.token})).await;
     let repos: Api<FlashbackRepository> = Api::namespaced(kube.clone(), TEAM);
 
-    // 2. helm install: the Deployment becomes available and its Pod Ready through /readyz.
-    let leader_port = free_port();
+    // 2. helm install from oci://, with the chart's default networking: two Pods on the pod
+    // network, Ready through /readyz, one of them the leader.
     let started = Instant::now();
-    helm(
-        &cluster,
-        "install",
-        "fb",
-        &install_values(&cluster, &remote, leader_port),
-    );
-    let pod = wait_pod_ready(&kube, "fb", None).await;
+    helm_operator(&cluster, "install", &[]);
+    let pods = wait_pods_ready(&kube, &[]).await;
     eprintln!(
-        "helm install to Pod Ready: {:.1} s",
+        "helm install to two Ready Pods: {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let spec = pod.spec.as_ref().unwrap();
-    assert_eq!(
-        spec.service_account_name.as_deref(),
-        Some("fb-flashback-operator")
-    );
+    for pod in &pods {
+        let spec = pod.spec.as_ref().unwrap();
+        assert_eq!(spec.host_network, None, "not on the host's network");
+        assert_eq!(
+            spec.service_account_name.as_deref(),
+            Some("fb-flashback-operator")
+        );
+        let env = spec.containers[0].env.iter().flatten();
+        assert!(
+            !env.clone().any(|e| e.name.starts_with("KUBERNETES_")),
+            "nothing forced into the environment: {:?}",
+            env.map(|e| &e.name).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            spec.containers[0].image.as_deref(),
+            Some(format!("{}/flashback-operator:{VERSION}", cluster.registry()).as_str()),
+            "the image comes from the registry"
+        );
+        let ip = pod.status.as_ref().and_then(|s| s.pod_ip.as_deref());
+        assert!(
+            ip.is_some_and(|ip| ip.starts_with("10.244.0.")),
+            "a pod IP: {ip:?}"
+        );
+    }
+    wait_until("a Pod holds the Lease", || async {
+        lease_holder(&kube).await.is_some()
+    })
+    .await;
+    let holder = lease_holder(&kube).await.unwrap();
+    let leader = pods
+        .iter()
+        .find(|p| holder.starts_with(name(p)))
+        .unwrap_or_else(|| panic!("the Lease holder {holder} is one of the Pods"))
+        .clone();
+    let standby = pods
+        .iter()
+        .find(|p| name(p) != name(&leader))
+        .unwrap()
+        .clone();
     // The runtime enforces the chart's security context on the container's process.
-    let pid = cluster.container_pid(&pod);
+    let pid = cluster.container_pid(&leader);
     let status = process_status(pid);
     assert_eq!(
         status["Uid"].split_whitespace().collect::<Vec<_>>(),
@@ -417,7 +526,8 @@ async fn the_chart_runs_the_image_on_a_real_node_and_reconciles_through_it() {
         std::fs::read_to_string(&token_path).expect("the ServiceAccount token is mounted");
     assert!(service_account_token.len() > 100);
 
-    // 3. Create, update, drift, delete, through the operator in the Pod.
+    // 3. Create, update, drift, delete, through the operator in the Pod, which reaches the
+    // API server through the `kubernetes` Service and the emulator by its DNS name.
     repos
         .create(&PostParams::default(), &mirror("media", &remote, 0, 1))
         .await
@@ -468,28 +578,49 @@ async fn the_chart_runs_the_image_on_a_real_node_and_reconciles_through_it() {
     .await;
     assert!(remote.repos().await.is_empty(), "the remote repo is gone");
     assert_eq!(remote.calls("DELETE", "/repo/{id}").await, 1);
-    let mut logs = cluster.pod_logs(&pod);
 
-    // 4. A second release, sharing the Lease (hostNetwork Pods of one Deployment would need the
-    // same port on the one node): deleting the leader's Pod hands the Lease over, within the
-    // shutdown grace although a tenant's API hangs under the leader's reconciles.
+    // 4. The metrics Service, scraped by a Pod through its DNS name, answers from both
+    // replicas: the leader (flashback_operator_leader 1) and the standby (0).
+    start_probe(&cluster, TEAM, "scraper", json!({"app": "scraper"})).await;
+    let metrics_url =
+        "http://fb-flashback-operator-metrics.flashback-system.svc.cluster.local:8080/metrics";
+    let build_info = format!(r#"flashback_operator_build_info{{version="{VERSION}"}} 1"#);
+    let mut leader_lines = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        let (status, body) = probe_get(&cluster, TEAM, "scraper", &[metrics_url]);
+        assert_eq!(status, 200);
+        assert!(
+            body.lines().any(|l| l == build_info),
+            "{build_info} in:\n{body}"
+        );
+        leader_lines.extend(
+            body.lines()
+                .filter(|l| l.starts_with("flashback_operator_leader "))
+                .map(str::to_owned),
+        );
+        if leader_lines.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(
+        leader_lines.into_iter().collect::<Vec<_>>(),
+        ["flashback_operator_leader 0", "flashback_operator_leader 1"],
+        "the Service reaches both replicas"
+    );
+
+    // 5. The leader's Pod deleted while a tenant's API hangs under its reconciles: it releases
+    // the Lease within the shutdown grace, and the other replica (or the Pod replacing the
+    // deleted one, whichever asks first) takes it.
     let hanging = HostileServer::start(Behaviour::Hang).await;
-    Api::<Namespace>::all(kube.clone())
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": HOSTILE}})).unwrap(),
-        )
-        .await
-        .expect("the hostile namespace is created");
-    let hostile_secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "flashback-token"},
-        "stringData": {"token": "whatever", "apiUrl": hanging.url},
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(kube.clone(), HOSTILE)
-        .create(&PostParams::default(), &hostile_secret)
-        .await
-        .expect("the hostile Secret is created");
+    let hanging_port: u16 = hanging.url.rsplit(':').next().unwrap().parse().unwrap();
+    let exposed = cluster.expose(hanging_port);
+    create_namespace(&kube, HOSTILE).await;
+    create_token_secret(
+        &kube,
+        HOSTILE,
+        json!({"token": "whatever", "apiUrl": format!("http://{}", exposed.address())}),
+    )
+    .await;
     let hostile: Api<FlashbackRepository> = Api::namespaced(kube.clone(), HOSTILE);
     for i in 0..8 {
         hostile
@@ -504,21 +635,12 @@ async fn the_chart_runs_the_image_on_a_real_node_and_reconciles_through_it() {
         hanging.in_flight() >= 1
     })
     .await;
-    let holder = lease_holder(&kube)
-        .await
-        .expect("the leader holds the Lease");
-    assert!(holder.starts_with(pod.metadata.name.as_deref().unwrap()));
-    let standby_port = free_port();
-    // The CRDs belong to the first release: one release per cluster manages them.
-    let standby_values = [
-        install_values(&cluster, &remote, standby_port),
-        vec!["--set".into(), "crds.enabled=false".into()],
-    ]
-    .concat();
-    helm(&cluster, "install", "fb-standby", &standby_values);
-    let standby = wait_pod_ready(&kube, "fb-standby", None).await;
-    // Every change of the Lease from now on: the leader's release is one (holder cleared),
-    // however soon another Pod takes it after.
+    // The kubelet removes a deleted Pod's log: read it first.
+    let mut logs = cluster.logs(&leader);
+    assert!(
+        logs.lines().any(|l| l.contains("became the leader")),
+        "kubectl logs returns the operator's lines:\n{logs}"
+    );
     let released = tokio::spawn({
         let leases: Api<Lease> = Api::namespaced(kube.clone(), RELEASE_NAMESPACE);
         async move {
@@ -544,13 +666,10 @@ async fn the_chart_runs_the_image_on_a_real_node_and_reconciles_through_it() {
         RELEASE_NAMESPACE,
         "delete",
         "pod",
-        pod.metadata.name.as_deref().unwrap(),
+        name(&leader),
         "--wait=false",
     ]);
-    let standby_name = standby.metadata.name.clone().unwrap();
-    // The leader releases the Lease on SIGTERM; the standby, or the Pod that replaces the
-    // deleted one (whichever asks first), takes it.
-    let deleted = pod.metadata.name.clone().unwrap();
+    let deleted = name(&leader).to_owned();
     wait_until("another Pod takes the Lease", || async {
         lease_holder(&kube)
             .await
@@ -568,9 +687,9 @@ async fn the_chart_runs_the_image_on_a_real_node_and_reconciles_through_it() {
         .unwrap()
         .expect("the Lease watch ends only with the release")
         - deleted_at;
-    let pods: Api<Pod> = Api::namespaced(kube.clone(), RELEASE_NAMESPACE);
+    let all_pods: Api<Pod> = Api::namespaced(kube.clone(), RELEASE_NAMESPACE);
     wait_until("the deleted Pod is gone", || async {
-        pods.get_opt(&deleted).await.unwrap().is_none()
+        all_pods.get_opt(&deleted).await.unwrap().is_none()
     })
     .await;
     let gone_after = deleted_at.elapsed();
@@ -598,30 +717,26 @@ async fn the_chart_runs_the_image_on_a_real_node_and_reconciles_through_it() {
         .collect();
     assert_eq!(after.len(), 1, "exactly one remote repo");
     assert_eq!(remote.calls("POST", "/repo").await, posts + 1);
-    // The first release's Deployment has replaced its Pod, which now stands by.
-    let replacement = wait_pod_ready(&kube, "fb", pod.metadata.name.as_deref()).await;
+    // The Deployment has replaced the deleted Pod: two Ready replicas again.
+    let replaced = wait_pods_ready(&kube, std::slice::from_ref(&deleted)).await;
+    assert!(replaced.iter().any(|p| name(p) == name(&standby)));
 
-    // 5. helm upgrade with a changed value rolls the Pod, which keeps working. (The kubelet
-    // removes a deleted Pod's log: read it first.)
-    logs += &cluster.pod_logs(&standby);
-    helm(
-        &cluster,
-        "upgrade",
-        "fb-standby",
-        &[
-            standby_values.clone(),
-            vec!["--set".into(), "resyncInterval=4s".into()],
-        ]
-        .concat(),
-    );
-    let rolled = wait_pod_ready(&kube, "fb-standby", Some(&standby_name)).await;
-    let env = &rolled.spec.as_ref().unwrap().containers[0].env;
-    assert!(
-        env.iter()
-            .flatten()
-            .any(|e| e.name == "FLASHBACK_RESYNC_INTERVAL" && e.value.as_deref() == Some("4s")),
-        "the new Pod has the new value"
-    );
+    // 6. helm upgrade with a changed value rolls both Pods, which keep working.
+    for pod in &replaced {
+        logs += &cluster.logs(pod);
+    }
+    helm_operator(&cluster, "upgrade", &["resyncInterval=4s"]);
+    let old: Vec<String> = replaced.iter().map(|p| name(p).to_owned()).collect();
+    let rolled = wait_pods_ready(&kube, &old).await;
+    for pod in &rolled {
+        let env = &pod.spec.as_ref().unwrap().containers[0].env;
+        assert!(
+            env.iter()
+                .flatten()
+                .any(|e| e.name == "FLASHBACK_RESYNC_INTERVAL" && e.value.as_deref() == Some("4s")),
+            "the new Pod has the new value"
+        );
+    }
     repos
         .patch(
             "after",
@@ -643,11 +758,11 @@ async fn the_chart_runs_the_image_on_a_real_node_and_reconciles_through_it() {
         Some(RepoMode::Backup)
     );
 
-    // 6. No token in any operator Pod's log: neither the Flashback token nor the Pod's own.
-    for pod in [&replacement, &rolled] {
-        logs += &cluster.pod_logs(pod);
+    // 7. No token in any operator Pod's log (kubectl logs): neither the Flashback token nor
+    // the Pod's own.
+    for pod in &rolled {
+        logs += &cluster.logs(pod);
     }
-    assert!(logs.contains("became the leader"), "the logs were read");
     assert!(
         !logs.contains(&remote.token),
         "a Flashback token in the logs"
@@ -658,16 +773,9 @@ async fn the_chart_runs_the_image_on_a_real_node_and_reconciles_through_it() {
     );
 
     // helm uninstall leaves no operator Pod and keeps the CRD (and the objects).
-    for release in ["fb", "fb-standby"] {
-        cluster.helm(&["uninstall", release, "--namespace", RELEASE_NAMESPACE]);
-    }
+    cluster.helm(&["uninstall", "fb", "--namespace", RELEASE_NAMESPACE]);
     wait_until("the operator Pods are gone", || async {
-        let pods: Api<Pod> = Api::namespaced(kube.clone(), RELEASE_NAMESPACE);
-        pods.list(&ListParams::default().labels("app.kubernetes.io/name=flashback-operator"))
-            .await
-            .unwrap()
-            .items
-            .is_empty()
+        operator_pods(&kube).await.is_empty()
     })
     .await;
     assert!(
@@ -679,5 +787,171 @@ async fn the_chart_runs_the_image_on_a_real_node_and_reconciles_through_it() {
         "the CRD stays"
     );
     assert!(repos.get_opt("after").await.unwrap().is_some());
+    drop(exposed);
     drop(cluster);
+}
+
+/// Cluster DNS and Services from inside a Pod: the API server's and the emulator's names
+/// resolve to their ClusterIPs, and both answer there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_resolves_and_reaches_the_api_server_and_the_emulator_by_name() {
+    image().await;
+    let cluster = NodeCluster::up().await;
+    cluster.publish();
+    let remote = Remote::install(&cluster).await;
+    start_probe(&cluster, "default", "probe", json!({"app": "probe"})).await;
+
+    let emulator_ip = cluster.cluster_ip(EMULATOR_NAMESPACE, "flashback-emulator");
+    let resolved = cluster.exec(
+        "default",
+        "probe",
+        &[
+            "/netprobe",
+            "resolve",
+            "kubernetes.default.svc.cluster.local",
+            "flashback-emulator.flashback-emulator.svc.cluster.local",
+            // The search path the kubelet writes: a Service's short names.
+            "kubernetes.default",
+            "flashback-emulator.flashback-emulator",
+        ],
+    );
+    assert!(
+        resolved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resolved.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(resolved.stdout).unwrap(),
+        format!(
+            "kubernetes.default.svc.cluster.local 10.0.0.1\n\
+             flashback-emulator.flashback-emulator.svc.cluster.local {emulator_ip}\n\
+             kubernetes.default 10.0.0.1\n\
+             flashback-emulator.flashback-emulator {emulator_ip}\n"
+        )
+    );
+
+    // The API server, verified with the cluster's CA and authenticated as the Pod's
+    // ServiceAccount, as in-cluster config does.
+    let secrets = "/var/run/secrets/kubernetes.io/serviceaccount";
+    let (status, body) = probe_get(
+        &cluster,
+        "default",
+        "probe",
+        &[
+            "-ca",
+            &format!("{secrets}/ca.crt"),
+            "-token",
+            &format!("{secrets}/token"),
+            "https://kubernetes.default.svc.cluster.local/version",
+        ],
+    );
+    assert_eq!(status, 200, "{body}");
+    let version: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(version["gitVersion"], "v1.36.3");
+
+    // The emulator, with the token it was installed with, through its Service.
+    let (status, body) = probe_get(
+        &cluster,
+        "default",
+        "probe",
+        &["http://flashback-emulator.flashback-emulator.svc.cluster.local:8090/_emulator/health"],
+    );
+    assert_eq!(status, 200, "{body}");
+    // And the API itself, as the operator calls it.
+    let (status, body) = probe_get(
+        &cluster,
+        "default",
+        "probe",
+        &["http://flashback-emulator.flashback-emulator.svc.cluster.local:8090/bucket"],
+    );
+    assert_eq!(status, 401, "no token, refused: {body}");
+    assert_eq!(remote.buckets.len(), 3);
+    drop(cluster);
+}
+
+/// `down.sh --node` (what `make demo-down` and every node test end with) leaves no process,
+/// mount, network namespace or veth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_down_script_leaves_nothing_behind() {
+    let veths_before = veths();
+    let cluster = NodeCluster::up().await;
+    start_probe(&cluster, "default", "probe", json!({"app": "probe"})).await;
+    let netns = cluster.env["NODE_NETNS"].clone();
+    let run = root().join("target/control-plane/node/run");
+    let pids: Vec<(String, u32)> = std::fs::read_dir(&run)
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            let name = file.strip_suffix(".pid")?.to_owned();
+            let pid = std::fs::read_to_string(entry.path())
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            Some((name, pid))
+        })
+        .collect();
+    let mut names: Vec<&str> = pids.iter().map(|(name, _)| name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "api-forward",
+            "containerd",
+            "coredns",
+            "etcd",
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-proxy",
+            "kube-scheduler",
+            "kubelet",
+            "registry",
+            "registry-forward",
+        ],
+        "every process of the node's cluster has a pid file"
+    );
+    assert!(namespaces().contains(&netns));
+    let turn = cluster.down();
+
+    for (name, pid) in &pids {
+        // A process that has exited but is not yet reaped by init is a zombie: gone.
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let running = state
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'));
+        assert!(!running, "{name} (pid {pid}) still runs: {state}");
+    }
+    let shims = run_bounded(
+        Command::new("pgrep").args(["-c", "-f", "containerd-shim"]),
+        DEADLINE,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&shims.stdout).trim(),
+        "0",
+        "no containerd shim"
+    );
+    assert!(
+        !namespaces().contains(&netns),
+        "the network namespace is gone"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let run = run.display().to_string();
+    assert!(
+        !mounts.lines().any(|l| l.contains(&run)),
+        "no mount under {run}"
+    );
+    assert_eq!(veths(), veths_before, "no veth left on this machine");
+    drop(turn);
+}
+
+fn namespaces() -> String {
+    run_ok(Command::new("ip").args(["netns", "list"]), DEADLINE)
+}
+
+fn veths() -> String {
+    run_ok(
+        Command::new("ip").args(["-o", "link", "show", "type", "veth"]),
+        DEADLINE,
+    )
 }

@@ -188,6 +188,126 @@ build_pause() {
   rm -rf "$out" && mv "$work" "$out"
 }
 
+# The node's network (node.sh): kube-proxy (the same module recipe as the kubelet), the CNI
+# reference plugins the pods' network is made of (bridge, host-local, loopback, portmap),
+# CoreDNS with only the plugins a cluster's DNS needs, and a local OCI registry
+# (distribution), all built from the Go module proxy.
+build_kube_proxy() {
+  need_packages iproute2 nftables
+  local out=$cache/kube-proxy-v$KUBERNETES_VERSION
+  if [ -x "$out/bin/kube-proxy" ]; then return; fi
+  log "building kube-proxy v$KUBERNETES_VERSION (first run on this machine only)"
+  local work=$out.work
+  rm -rf "$work" && mkdir -p "$work/bin"
+  write_kubernetes_module "$work" "$KUBERNETES_VERSION"
+  (cd "$work" && CGO_ENABLED=0 GOFLAGS=-mod=mod timed_go_build -trimpath -ldflags "$(kubernetes_ldflags)" \
+    -o bin/ k8s.io/kubernetes/cmd/kube-proxy)
+  rm -rf "$out" && mv "$work" "$out"
+}
+
+build_cni() {
+  local out=$cache/cni-plugins-v$CNI_PLUGINS_VERSION
+  if [ -x "$out/bin/bridge" ] && [ -x "$out/bin/host-local" ] && [ -x "$out/bin/loopback" ] && [ -x "$out/bin/portmap" ]; then return; fi
+  log "building the CNI plugins v$CNI_PLUGINS_VERSION (first run on this machine only)"
+  local work=$out.work pkg=github.com/containernetworking/plugins/plugins
+  rm -rf "$work" && mkdir -p "$work/bin"
+  printf 'module flashback-operator.local/control-plane/cni\n\ngo 1.26.0\n\nrequire github.com/containernetworking/plugins v%s\n' \
+    "$CNI_PLUGINS_VERSION" >"$work/go.mod"
+  (cd "$work" && CGO_ENABLED=0 GOFLAGS=-mod=mod timed_go_build -trimpath -ldflags "-s -w" \
+    -o bin/ $pkg/main/bridge $pkg/ipam/host-local $pkg/main/loopback $pkg/meta/portmap)
+  rm -rf "$out" && mv "$work" "$out"
+}
+
+# CoreDNS's plugins: what the Corefile in node.sh uses. The cache is named after them too.
+COREDNS_PLUGINS="bind kubernetes errors health ready cache loadbalance"
+coredns_dir() {
+  printf '%s/coredns-v%s-%s' "$cache" "$COREDNS_VERSION" "$(printf '%s' "$COREDNS_PLUGINS" | sha256sum | cut -c1-8)"
+}
+
+build_coredns() {
+  local out
+  out=$(coredns_dir)
+  if [ -x "$out/bin/coredns" ]; then return; fi
+  log "building CoreDNS v$COREDNS_VERSION (first run on this machine only)"
+  local work=$out.work plugin
+  rm -rf "$work" && mkdir -p "$work/bin"
+  printf 'module flashback-operator.local/control-plane/coredns\n\ngo 1.26.0\n\nrequire github.com/coredns/coredns v%s\n' \
+    "$COREDNS_VERSION" >"$work/go.mod"
+  {
+    echo '// CoreDNS with the plugins the node'"'"'s cluster DNS uses (tests/control-plane/node.sh).'
+    echo 'package main'
+    echo
+    echo 'import ('
+    echo '	"github.com/coredns/coredns/coremain"'
+    for plugin in $COREDNS_PLUGINS; do
+      printf '\t_ "github.com/coredns/coredns/plugin/%s"\n' "$plugin"
+    done
+    echo ')'
+    echo
+    echo 'func main() { coremain.Run() }'
+  } >"$work/main.go"
+  (cd "$work" && CGO_ENABLED=0 GOFLAGS=-mod=mod timed_go_build -trimpath -ldflags "-s -w" -o bin/coredns .)
+  rm -rf "$out" && mv "$work" "$out"
+}
+
+build_registry() {
+  need_packages skopeo
+  local out=$cache/registry-v$REGISTRY_VERSION
+  if [ -x "$out/bin/registry" ]; then return; fi
+  log "building the OCI registry (distribution v$REGISTRY_VERSION; first run on this machine only)"
+  local work=$out.work
+  rm -rf "$work" && mkdir -p "$work/bin"
+  printf 'module flashback-operator.local/control-plane/registry\n\ngo 1.26.0\n\nrequire github.com/distribution/distribution/v3 v%s\n' \
+    "$REGISTRY_VERSION" >"$work/go.mod"
+  cat >"$work/main.go" <<'GO'
+// The distribution registry with its filesystem storage only (tests/control-plane/node.sh).
+package main
+
+import (
+	"os"
+
+	"github.com/distribution/distribution/v3/registry"
+	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
+)
+
+func main() {
+	if err := registry.RootCmd.Execute(); err != nil {
+		os.Exit(1)
+	}
+}
+GO
+  (cd "$work" && CGO_ENABLED=0 GOFLAGS=-mod=mod timed_go_build -trimpath -ldflags "-s -w" -o bin/registry .)
+  rm -rf "$out" && mv "$work" "$out"
+}
+
+# The image of tests/netprobe (what a Pod sees of the network, for tests/node.rs): a static
+# binary in a FROM-scratch image, cached under the hash of its sources.
+netprobe_dir() {
+  local sources=$root/tests/netprobe
+  printf '%s/netprobe-%s' "$cache" "$(cat "$sources/go.mod" "$sources"/*.go | sha256sum | cut -c1-16)"
+}
+
+build_netprobe() {
+  local out
+  out=$(netprobe_dir)
+  if [ -f "$out/netprobe-image.tar" ]; then return; fi
+  need_packages podman runc
+  log "building the netprobe image (first run on this machine only)"
+  local work=$out.work runroot
+  rm -rf "$work" && mkdir -p "$work/context"
+  (cd "$root/tests/netprobe" && CGO_ENABLED=0 timed_go_build -trimpath -buildvcs=false \
+    -ldflags "-s -w" -o "$work/context/netprobe" .)
+  printf 'FROM scratch\nCOPY netprobe /netprobe\nUSER 65532:65532\nENTRYPOINT ["/netprobe"]\nCMD ["serve"]\n' \
+    >"$work/context/Containerfile"
+  runroot=$(mktemp -d /tmp/flashback-netprobe.XXXXXX)
+  local podman=(podman --root "$work/storage" --runroot "$runroot" --storage-driver vfs)
+  "${podman[@]}" build --quiet --pull=never -t localhost/flashback-netprobe:latest "$work/context" >/dev/null
+  "${podman[@]}" save --quiet --format oci-archive -o "$work/netprobe-image.tar" localhost/flashback-netprobe:latest
+  "${podman[@]}" rmi -a >/dev/null 2>&1 || true
+  rm -rf "$work/storage" "$runroot"
+  rm -rf "$out" && mv "$work" "$out"
+}
+
 # promtool, Prometheus' rule checker, for the chart's tests of its PrometheusRule. Prometheus
 # publishes its Go module as v0.3MM.P for release 3.MM.P; the version is stamped as
 # `promtool --version` reports it. Built without the service discoveries (remove_all_sd: no
@@ -249,14 +369,18 @@ locked() {
 }
 
 case "${1:-all}" in
-  kubernetes | etcd | helm | node | containerd | pause) locked "$1" ;;
+  kubernetes | etcd | helm | node | containerd | pause | kube_proxy | cni | coredns | registry | netprobe) locked "$1" ;;
   promtool) locked promtool ;;
   lua | kstatus) locked "$1" ;;
   integrations) locked lua && locked kstatus ;;
   all) locked etcd && locked kubernetes && locked helm ;;
-  all-node) locked etcd && locked kubernetes && locked helm && locked node && locked containerd && locked pause ;;
+  all-node)
+    locked etcd && locked kubernetes && locked helm && locked node && locked containerd &&
+      locked pause && locked kube_proxy && locked cni && locked coredns && locked registry &&
+      locked netprobe
+    ;;
   *)
-    log "usage: build.sh [all|all-node|kubernetes|etcd|helm|node|containerd|pause|promtool|lua|kstatus|integrations]"
+    log "usage: build.sh [all|all-node|kubernetes|etcd|helm|node|containerd|pause|kube_proxy|cni|coredns|registry|netprobe|promtool|lua|kstatus|integrations]"
     exit 2
     ;;
 esac
@@ -275,8 +399,16 @@ for tool in containerd containerd-shim-runc-v2 ctr; do
   [ -x "$cache/containerd-v$CONTAINERD_VERSION/bin/$tool" ] &&
     ln -sfn "$cache/containerd-v$CONTAINERD_VERSION/bin/$tool" "$bin/$tool"
 done
+[ -x "$cache/kube-proxy-v$KUBERNETES_VERSION/bin/kube-proxy" ] &&
+  ln -sfn "$cache/kube-proxy-v$KUBERNETES_VERSION/bin/kube-proxy" "$bin/kube-proxy"
+[ -d "$cache/cni-plugins-v$CNI_PLUGINS_VERSION/bin" ] &&
+  ln -sfn "$cache/cni-plugins-v$CNI_PLUGINS_VERSION/bin" "$bin/cni"
+[ -x "$(coredns_dir)/bin/coredns" ] && ln -sfn "$(coredns_dir)/bin/coredns" "$bin/coredns"
+[ -x "$cache/registry-v$REGISTRY_VERSION/bin/registry" ] &&
+  ln -sfn "$cache/registry-v$REGISTRY_VERSION/bin/registry" "$bin/registry"
 [ -f "$cache/pause-v$KUBERNETES_VERSION/pause-image.tar" ] &&
   ln -sfn "$cache/pause-v$KUBERNETES_VERSION/pause-image.tar" "$bin/pause-image.tar"
+[ -f "$(netprobe_dir)/netprobe-image.tar" ] && ln -sfn "$(netprobe_dir)/netprobe-image.tar" "$bin/netprobe-image.tar"
 [ -x "$(promtool_dir)/bin/promtool" ] && ln -sfn "$(promtool_dir)/bin/promtool" "$bin/promtool"
 for version in 5.1 5.4; do
   [ -x "/usr/bin/lua$version" ] && ln -sfn "/usr/bin/lua$version" "$bin/lua$version"

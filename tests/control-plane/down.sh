@@ -38,3 +38,4 @@ fi
 # The API server first, so it does not log a storm of etcd connection errors.
 stop kube-apiserver
 stop etcd
+[ -z "$node_mode" ] || stop_node_network

@@ -1,17 +1,22 @@
 # shellcheck shell=bash disable=SC2154  # (variables of up.sh and lib.sh)
 # The node of the cluster `up.sh --node` starts (sourced by up.sh and down.sh, after lib.sh):
-# kube-controller-manager, kube-scheduler, containerd (with Debian's runc) and a kubelet
-# registered as the Node `flashback-node`, all on loopback, all state under $run.
+# kube-controller-manager, kube-scheduler, containerd (with Debian's runc), a kubelet
+# registered as the Node `flashback-node`, kube-proxy, CoreDNS and a local OCI registry, all
+# inside the network namespace $netns (lib.sh), all state under $run.
 #
-# What stands in for pod networking: there is no CNI network and no kube-proxy. Pods run with
-# `hostNetwork: true` and reach the API server through the container env
-# KUBERNETES_SERVICE_HOST=127.0.0.1 / KUBERNETES_SERVICE_PORT=<port> (container env overrides
-# the Service variables the kubelet injects); up.sh writes the port to node.env. The node IP
-# is 127.0.0.1, which the kubelet refuses to publish ("nodeIP can't be loopback address"),
-# so the Node has no address (and never one of the machine's other interfaces): probes work
-# (they reach 127.0.0.1),
-# but `kubectl logs/exec/port-forward` (API server -> kubelet) do not; container logs are read
-# from the files under $run/pod-logs/ instead.
+# The network, as on any small cluster:
+#   - the namespace's bridge node0 holds the node IP ($node_ip); the API server listens there,
+#     the kubelet too (so the API server reaches it: kubectl logs, exec, port-forward);
+#   - Pods get addresses in 10.244.0.0/24 on the CNI bridge cni0 (the reference plugins
+#     bridge, host-local, loopback, portmap);
+#   - Services get ClusterIPs in 10.0.0.0/24, which kube-proxy (nftables mode) translates;
+#     `kubernetes` is 10.0.0.1, the cluster DNS `kube-dns` 10.0.0.10;
+#   - CoreDNS runs as a node process on the node IP, behind the kube-dns Service (an
+#     EndpointSlice this script writes), serving cluster.local;
+#   - the registry listens on the namespace's own loopback, where containerd pulls from it;
+#   - forward.py carries the API server's and the registry's ports to this machine's loopback
+#     (the same port numbers), so the kubeconfig and image names work outside the namespace.
+# Nothing in the namespace reaches outside it: no image is ever pulled from elsewhere.
 #
 # The components authenticate with static tokens in system:masters: a throwaway test cluster,
 # where least-privilege identities for the control plane itself would only add moving parts.
@@ -20,19 +25,61 @@ node_name=flashback-node
 containerd_dir=$run/containerd
 containerd_sock=$containerd_dir/containerd.sock
 pause_image=localhost/flashback-pause:latest
+pod_cidr=10.244.0.0/24
+dns_ip=10.0.0.10
 
 node_log() { printf 'control-plane/node: %s\n' "$*" >&2; }
 
 node_is_running() {
   is_running containerd && is_running kubelet && is_running kube-controller-manager &&
-    is_running kube-scheduler
+    is_running kube-scheduler && is_running kube-proxy && is_running coredns &&
+    is_running registry && is_running api-forward forward.py &&
+    is_running registry-forward forward.py
+}
+
+# The namespace, the node IP on a bridge, a default route (so that node processes reach
+# ClusterIPs, which kube-proxy translates before the packet leaves), forwarding and bridge
+# netfilter (Pod to Service to Pod on one bridge).
+node_network_up() {
+  ip netns add "$netns"
+  ip -n "$netns" link set lo up
+  ip -n "$netns" link add node0 type bridge
+  ip -n "$netns" addr add "$node_ip/24" dev node0
+  ip -n "$netns" link set node0 up
+  ip -n "$netns" route add default dev node0
+  "${in_node[@]}" sysctl -q -w net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1
+}
+
+# Removes the namespace (with every bridge, veth and nftables rule in it).
+node_network_down() {
+  if ip netns list | grep -qw "^$netns"; then
+    ip netns delete "$netns"
+    echo "control-plane/down: removed the network namespace $netns"
+  fi
+}
+
+# Starts forward.py as run/NAME.pid: this machine's 127.0.0.1:PORT to TARGET in the node's
+# network namespace.
+node_forward() {
+  local name=$1 port=$2 target=$3
+  setsid python3 "$here/forward.py" "$netns" "127.0.0.1:$port" "$target" \
+    </dev/null >"$run/$name.out" 2>"$run/$name.log" &
+  echo $! >"$run/$name.pid"
+}
+
+node_kubelet_client_cert() {
+  openssl req -newkey rsa:2048 -nodes -subj "/O=system:masters/CN=kube-apiserver-kubelet-client" \
+    -keyout "$certs/kubelet-client.key" -out "$certs/kubelet-client.csr" 2>/dev/null
+  printf 'extendedKeyUsage=clientAuth\n' >"$certs/kubelet-client.ext"
+  openssl x509 -req -in "$certs/kubelet-client.csr" -CA "$certs/ca.crt" -CAkey "$certs/ca.key" \
+    -CAcreateserial -days 2 -extfile "$certs/kubelet-client.ext" -out "$certs/kubelet-client.crt" 2>/dev/null
 }
 
 # Lines for the API server's token file, one identity per component; each token is also
 # kept in run/<component>.token for its kubeconfig.
 node_tokens() {
   local component token
-  for component in kube-controller-manager kube-scheduler kubelet; do
+  for component in kube-controller-manager kube-scheduler kubelet kube-proxy coredns; do
     token=$(openssl rand -hex 24)
     printf '%s' "$token" >"$run/$component.token"
     case $component in
@@ -50,7 +97,7 @@ kind: Config
 clusters:
 - name: control-plane
   cluster:
-    server: $server
+    server: $internal_server
     certificate-authority: $certs/ca.crt
 users:
 - name: $component
@@ -102,10 +149,19 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
   snapshotter = "native"
   [plugins."io.containerd.cri.v1.images".pinned_images]
     sandbox = "$pause_image"
+  # Pulls from the local registry over plain HTTP (certs.d/<host>/hosts.toml).
+  [plugins."io.containerd.cri.v1.images".registry]
+    config_path = "$containerd_dir/certs.d"
 
 [plugins."io.containerd.cri.v1.runtime"]
   # This VM refuses a negative oom_score_adj; without this every sandbox fails to start.
   restrict_oom_score_adj = true
+  # Pods' network namespaces are mounted under the state directory, which down.sh unmounts.
+  netns_mounts_under_state_dir = true
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["$bin/cni"]
+    conf_dir = "$run/cni/net.d"
+    max_conf_num = 1
   [plugins."io.containerd.cri.v1.runtime".containerd]
     default_runtime_name = "runc"
     [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
@@ -123,8 +179,40 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
     platform = "linux/amd64"
     snapshotter = "native"
 EOF
+  mkdir -p "$containerd_dir/certs.d/127.0.0.1:$registry_port"
+  cat >"$containerd_dir/certs.d/127.0.0.1:$registry_port/hosts.toml" <<EOF
+server = "http://127.0.0.1:$registry_port"
+
+[host."http://127.0.0.1:$registry_port"]
+  capabilities = ["pull", "resolve"]
+EOF
+  # The pods' network: one bridge, addresses from host-local, hairpin for a Pod reaching
+  # itself through its Service.
+  mkdir -p "$run/cni/net.d"
+  cat >"$run/cni/net.d/10-flashback-pods.conflist" <<EOF
+{
+  "cniVersion": "1.0.0",
+  "name": "flashback-pods",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "cni0",
+      "isGateway": true,
+      "ipMasq": false,
+      "hairpinMode": true,
+      "ipam": {
+        "type": "host-local",
+        "ranges": [[{"subnet": "$pod_cidr"}]],
+        "routes": [{"dst": "0.0.0.0/0"}],
+        "dataDir": "$run/cni/ipam"
+      }
+    },
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}
+EOF
   # containerd finds its shim on PATH.
-  PATH="$bin:$PATH" setsid "$bin/containerd" --config "$containerd_dir/config.toml" \
+  PATH="$bin:$PATH" setsid "${in_node[@]}" "$bin/containerd" --config "$containerd_dir/config.toml" \
     </dev/null >"$run/containerd.log" 2>&1 &
   echo $! >"$run/containerd.pid"
   node_wait "containerd answering on $containerd_sock" containerd \
@@ -138,7 +226,7 @@ start_control_plane_components() {
   node_kubeconfig kube-controller-manager
   node_kubeconfig kube-scheduler
   port=$(free_port)
-  setsid "$bin/kube-controller-manager" \
+  setsid "${in_node[@]}" "$bin/kube-controller-manager" \
     --kubeconfig="$run/kube-controller-manager.kubeconfig" \
     --authentication-kubeconfig="$run/kube-controller-manager.kubeconfig" \
     --authorization-kubeconfig="$run/kube-controller-manager.kubeconfig" \
@@ -153,7 +241,7 @@ start_control_plane_components() {
     </dev/null >"$run/kube-controller-manager.log" 2>&1 &
   echo $! >"$run/kube-controller-manager.pid"
   port=$(free_port)
-  setsid "$bin/kube-scheduler" \
+  setsid "${in_node[@]}" "$bin/kube-scheduler" \
     --kubeconfig="$run/kube-scheduler.kubeconfig" \
     --authentication-kubeconfig="$run/kube-scheduler.kubeconfig" \
     --authorization-kubeconfig="$run/kube-scheduler.kubeconfig" \
@@ -178,15 +266,20 @@ failCgroupV1: false
 cgroupDriver: cgroupfs
 failSwapOn: false
 containerRuntimeEndpoint: unix://$containerd_sock
-address: 127.0.0.1
-port: $(free_port)
+# On the node IP, where the API server reaches it with its client certificate.
+address: $node_ip
+port: 10250
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
 healthzPort: $healthz_port
 podLogsDir: $run/pod-logs
+clusterDNS: [$dns_ip]
+clusterDomain: cluster.local
+resolvConf: $run/resolv.conf
 authentication:
   anonymous: {enabled: false}
   webhook: {enabled: false}
+  x509: {clientCAFile: $certs/ca.crt}
 authorization:
   mode: AlwaysAllow
 # A test node on a shared disk: never evict for disk use.
@@ -203,16 +296,127 @@ EOF
   setsid bash -c 'exec 9>>"$0" && flock -n 9 ||
     { echo "another cluster with a node runs on this machine (make node-down in its clone)"; exit 75; }
     exec "$@"' /run/flashback-operator-node.lock \
-    "$bin/kubelet" \
+    "${in_node[@]}" "$bin/kubelet" \
     --config="$run/kubelet-config.yaml" \
     --kubeconfig="$run/kubelet.kubeconfig" \
     --root-dir="$run/kubelet" \
     --hostname-override="$node_name" \
-    --node-ip=127.0.0.1 \
+    --node-ip="$node_ip" \
     --v=0 \
     </dev/null >"$run/kubelet.log" 2>&1 &
   echo $! >"$run/kubelet.pid"
-  node_wait "the kubelet healthz" kubelet curl -fsS "http://127.0.0.1:$healthz_port/healthz"
+  node_wait "the kubelet healthz" kubelet "${in_node[@]}" curl -fsS "http://127.0.0.1:$healthz_port/healthz"
+}
+
+# The local OCI registry, on the namespace's loopback (where containerd pulls from it) and
+# forwarded to this machine's loopback at the same port (where `make image` and helm push).
+start_registry() {
+  mkdir -p "$run/registry"
+  cat >"$run/registry.yaml" <<EOF
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $run/registry
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$registry_port
+  debug:
+    addr: ""
+EOF
+  OTEL_TRACES_EXPORTER=none setsid "${in_node[@]}" "$bin/registry" serve "$run/registry.yaml" \
+    </dev/null >"$run/registry.log" 2>&1 &
+  echo $! >"$run/registry.pid"
+  node_forward registry-forward "$registry_port" "127.0.0.1:$registry_port"
+  node_wait "the registry answering" registry curl -fsS "http://127.0.0.1:$registry_port/v2/"
+}
+
+# kube-proxy in nftables mode (this kernel has no IPVS); conntrack sysctls left alone (the
+# namespace cannot write nf_conntrack_max).
+start_kube_proxy() {
+  node_kubeconfig kube-proxy
+  cat >"$run/kube-proxy.yaml" <<EOF
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: nftables
+clientConnection:
+  kubeconfig: $run/kube-proxy.kubeconfig
+hostnameOverride: $node_name
+clusterCIDR: $pod_cidr
+bindAddress: $node_ip
+metricsBindAddress: 127.0.0.1:$(free_port)
+healthzBindAddress: 127.0.0.1:$(free_port)
+conntrack:
+  maxPerCore: 0
+  min: 0
+  tcpEstablishedTimeout: 0s
+  tcpCloseWaitTimeout: 0s
+EOF
+  setsid "${in_node[@]}" "$bin/kube-proxy" --config="$run/kube-proxy.yaml" --v=0 \
+    </dev/null >"$run/kube-proxy.log" 2>&1 &
+  echo $! >"$run/kube-proxy.pid"
+}
+
+# CoreDNS on the node IP, serving cluster.local from the API server; the kube-dns Service at
+# $dns_ip (the kubelet's clusterDNS) points at it through an EndpointSlice. Names outside the
+# cluster are refused: nothing here reaches another DNS server.
+start_coredns() {
+  node_kubeconfig coredns
+  local health_port ready_port
+  health_port=$(free_port)
+  ready_port=$(free_port)
+  cat >"$run/Corefile" <<EOF
+.:53 {
+    bind $node_ip
+    errors
+    health 127.0.0.1:$health_port
+    ready 127.0.0.1:$ready_port
+    kubernetes cluster.local in-addr.arpa ip6.arpa {
+        kubeconfig $run/coredns.kubeconfig control-plane
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+    }
+    cache 30
+    loadbalance
+}
+EOF
+  printf 'nameserver %s\n' "$dns_ip" >"$run/resolv.conf"
+  setsid "${in_node[@]}" "$bin/coredns" -conf "$run/Corefile" \
+    </dev/null >"$run/coredns.log" 2>&1 &
+  echo $! >"$run/coredns.pid"
+  "$bin/kubectl" --kubeconfig "$kubeconfig" apply -f - >/dev/null <<EOF || node_fail "the kube-dns Service was refused"
+apiVersion: v1
+kind: Service
+metadata:
+  name: kube-dns
+  namespace: kube-system
+  labels: {k8s-app: kube-dns}
+spec:
+  clusterIP: $dns_ip
+  ports:
+  - {name: dns, port: 53, protocol: UDP, targetPort: 53}
+  - {name: dns-tcp, port: 53, protocol: TCP, targetPort: 53}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: kube-dns-node
+  namespace: kube-system
+  labels:
+    kubernetes.io/service-name: kube-dns
+    endpointslice.kubernetes.io/managed-by: flashback-operator.local-node-sh
+addressType: IPv4
+endpoints:
+- addresses: ["$node_ip"]
+  conditions: {ready: true}
+  nodeName: $node_name
+ports:
+- {name: dns, port: 53, protocol: UDP}
+- {name: dns-tcp, port: 53, protocol: TCP}
+EOF
+  node_wait "CoreDNS ready" coredns "${in_node[@]}" curl -fsS "http://127.0.0.1:$ready_port/ready"
 }
 
 node_ready() {
@@ -228,14 +432,23 @@ start_node() {
   umask 022
   deadline=$(($(date +%s) + ${NODE_START_TIMEOUT:-120}))
   [ -x /usr/sbin/runc ] || node_fail "runc is missing (build.sh containerd installs it)"
+  registry_port=$(free_port)
+  start_registry
   start_containerd
   start_control_plane_components
   start_kubelet
+  start_kube_proxy
+  start_coredns
   node_wait "the Node $node_name becoming Ready and untainted" kubelet node_ready
   node_wait "the default ServiceAccount" kube-controller-manager \
     "$bin/kubectl" --kubeconfig "$kubeconfig" -n default get serviceaccount default
-  printf 'KUBERNETES_SERVICE_HOST=127.0.0.1\nKUBERNETES_SERVICE_PORT=%s\nCONTAINERD_ADDRESS=%s\nPOD_LOGS=%s\n' \
-    "$apiserver_port" "$containerd_sock" "$run/pod-logs" >"$base/node.env"
+  cat >"$base/node.env" <<EOF
+NODE_NETNS=$netns
+NODE_IP=$node_ip
+REGISTRY=127.0.0.1:$registry_port
+CONTAINERD_ADDRESS=$containerd_sock
+POD_LOGS=$run/pod-logs
+EOF
 }
 
 # Kills every Pod container through containerd, then stops the node's processes by pid and
@@ -265,10 +478,20 @@ stop_node() {
       echo "control-plane/down: stopped containerd-shim-runc-v2 (pid ${proc#/proc/})"
     fi
   done
+  stop kube-proxy
+  stop coredns
+  stop registry
+  stop registry-forward forward.py
   stop kube-scheduler
   stop kube-controller-manager
   local mount
   awk -v run="$run/" 'index($2, run) == 1 { print $2 }' /proc/self/mounts | sort -r |
     while read -r mount; do umount -l "$mount" 2>/dev/null || true; done
   rm -f "$base/node.env"
+}
+
+# After the API server and etcd (down.sh): the API server's forwarder, then the namespace.
+stop_node_network() {
+  stop api-forward forward.py
+  node_network_down
 }

@@ -3,9 +3,11 @@
 # state under target/control-plane/run/, an admin kubeconfig at target/control-plane/kubeconfig.
 # Idempotent: when the control plane is already up it only prints the export line.
 #
-# `up.sh --node` starts a second, separate cluster under target/control-plane/node/ that also
-# runs kube-controller-manager, kube-scheduler, containerd and a kubelet registered as the
-# Node `flashback-node` (see node.sh), so Deployments run as real Pods.
+# `up.sh --node` starts a second, separate cluster under target/control-plane/node/, inside a
+# network namespace of its own, that also runs kube-controller-manager, kube-scheduler,
+# containerd, a kubelet registered as the Node `flashback-node`, a pod network (CNI bridge),
+# kube-proxy, CoreDNS and a local OCI registry (see node.sh), so Deployments run as real Pods
+# behind real Services. Its API server and registry are forwarded to this machine's loopback.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -30,12 +32,17 @@ if [ -n "$node_mode" ]; then
   "$here/build.sh" node
   "$here/build.sh" containerd
   "$here/build.sh" pause
+  "$here/build.sh" kube_proxy
+  "$here/build.sh" cni
+  "$here/build.sh" coredns
+  "$here/build.sh" registry
   "$here/down.sh" --node >/dev/null
 else
   "$here/down.sh" >/dev/null
 fi
 rm -rf "$run" && mkdir -p "$run/certs"
 started=$(date +%s.%N)
+[ -z "$node_mode" ] || node_network_up
 
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -48,9 +55,15 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=flashback-operator-
   -keyout "$certs/ca.key" -out "$certs/ca.crt" 2>/dev/null
 openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
   -keyout "$certs/serving.key" -out "$certs/serving.csr" 2>/dev/null
-printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >"$certs/serving.ext"
+sans=IP:127.0.0.1,DNS:localhost
+# In the node's network the API server is also the node IP and the `kubernetes` Service.
+[ -z "$node_mode" ] ||
+  sans+=,IP:$node_ip,IP:10.0.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth\n' "$sans" >"$certs/serving.ext"
 openssl x509 -req -in "$certs/serving.csr" -CA "$certs/ca.crt" -CAkey "$certs/ca.key" \
   -CAcreateserial -days 2 -extfile "$certs/serving.ext" -out "$certs/serving.crt" 2>/dev/null
+# The API server's client certificate for the kubelet (kubectl logs, exec, port-forward).
+[ -z "$node_mode" ] || node_kubelet_client_cert
 openssl genrsa -out "$certs/service-account.key" 2048 2>/dev/null
 openssl rsa -in "$certs/service-account.key" -pubout -out "$certs/service-account.pub" 2>/dev/null
 
@@ -64,7 +77,7 @@ etcd_client_port=$(free_port)
 etcd_peer_port=$(free_port)
 apiserver_port=$(free_port)
 
-setsid "$bin/etcd" \
+setsid "${in_node[@]}" "$bin/etcd" \
   --name=control-plane \
   --data-dir="$run/etcd" \
   --listen-client-urls="http://127.0.0.1:$etcd_client_port" \
@@ -80,10 +93,15 @@ echo $! >"$run/etcd.pid"
 # Without a controller-manager no ServiceAccount exists to admit Pods with; the cluster with
 # a node runs one, and Pods there get their ServiceAccount token mounted as in any cluster.
 if [ -n "$node_mode" ]; then admission=(--enable-admission-plugins=ServiceAccount); else admission=(--disable-admission-plugins=ServiceAccount); fi
+# In the node's network the API server listens on the node IP, which the `kubernetes` Service
+# points at, and reaches the kubelet there.
+listen=(--bind-address=127.0.0.1 --advertise-address=127.0.0.1)
+[ -z "$node_mode" ] || listen=(--bind-address="$node_ip" --advertise-address="$node_ip"
+  --kubelet-client-certificate="$certs/kubelet-client.crt" --kubelet-client-key="$certs/kubelet-client.key"
+  --kubelet-preferred-address-types=InternalIP)
 
-setsid "$bin/kube-apiserver" \
-  --bind-address=127.0.0.1 \
-  --advertise-address=127.0.0.1 \
+setsid "${in_node[@]}" "$bin/kube-apiserver" \
+  "${listen[@]}" \
   --secure-port="$apiserver_port" \
   --etcd-servers="http://127.0.0.1:$etcd_client_port" \
   --cert-dir="$certs" \
@@ -103,6 +121,13 @@ setsid "$bin/kube-apiserver" \
 echo $! >"$run/kube-apiserver.pid"
 
 server=https://127.0.0.1:$apiserver_port
+# The node's components reach the API server inside its network; people and tests outside
+# it through a forwarder on this machine's loopback, at the same port.
+internal_server=$server
+if [ -n "$node_mode" ]; then
+  internal_server=https://$node_ip:$apiserver_port
+  node_forward api-forward "$apiserver_port" "$node_ip:$apiserver_port"
+fi
 fail() {
   log "$1; last lines of the logs follow"
   tail -n 20 "$run"/*.log >&2 || true
@@ -114,6 +139,7 @@ deadline=$(($(date +%s) + ${CONTROL_PLANE_START_TIMEOUT:-90}))
 until curl -fsS --cacert "$certs/ca.crt" -H "Authorization: Bearer $token" "$server/readyz" >/dev/null 2>&1; do
   is_running etcd || fail "etcd exited"
   is_running kube-apiserver || fail "kube-apiserver exited"
+  [ -z "$node_mode" ] || kill -0 "$(cat "$run/api-forward.pid")" 2>/dev/null || fail "the API server's forwarder exited"
   [ "$(date +%s)" -lt "$deadline" ] || fail "kube-apiserver not ready at $server/readyz in time"
   sleep 0.2
 done

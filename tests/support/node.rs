@@ -1,10 +1,12 @@
 //! The local cluster with a real node (`tests/control-plane/up.sh --node`): its own etcd,
-//! API server, controller-manager, scheduler, containerd and kubelet, separate from the plain
-//! control plane the other tests share. Pods there run from images imported into containerd.
+//! API server, controller-manager, scheduler, containerd, kubelet, pod network, kube-proxy,
+//! CoreDNS and OCI registry, inside a network namespace of its own, separate from the plain
+//! control plane the other tests share. Pods there pull their images from that registry.
 //!
-//! The Node has no address (the kubelet refuses a loopback one), so the API server cannot
-//! reach the kubelet and `kubectl logs` does not work: container logs are read from the files
-//! the kubelet writes, and container processes are found through containerd.
+//! Tests reach the API server and the registry through the forwarders `up.sh` starts, and a
+//! Service or a server of their own through forwarders they start ([`NodeCluster::forward`],
+//! [`NodeCluster::expose`]). One such cluster runs on a machine at a time: [`NodeCluster::up`]
+//! waits for the one another test holds.
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
@@ -12,9 +14,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use std::io::BufRead as _;
+use std::process::Child;
+
 use k8s_openapi::api::core::v1::Pod;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
+use tokio::sync::{Mutex, MutexGuard};
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -78,20 +84,26 @@ pub fn run_ok(command: &mut Command, limit: Duration) -> String {
     String::from_utf8(output.stdout).expect("UTF-8 output")
 }
 
-/// The cluster with a node, brought down (every process and container, by pid) when dropped.
+/// The one cluster with a node of this test process: tests that need it take turns.
+static NODE: Mutex<()> = Mutex::const_new(());
+
+/// The cluster with a node, brought down (every process and container, by pid, and its network
+/// namespace) when dropped.
 pub struct NodeCluster {
     pub kube: Client,
     pub kubeconfig: PathBuf,
-    /// What `up.sh --node` wrote to node.env: the API server port for in-cluster config,
+    /// What `up.sh --node` wrote to node.env: the network namespace and node IP, the registry,
     /// containerd's socket, where Pod logs go.
     pub env: BTreeMap<String, String>,
+    turn: Option<MutexGuard<'static, ()>>,
 }
 
 impl NodeCluster {
-    /// Starts a fresh cluster (a few seconds with the binaries cached). One cluster with a node
-    /// runs on a machine at a time: one left running (a `make demo`, or a test run that was
-    /// killed) is stopped first.
+    /// Starts a fresh cluster (a few seconds with the binaries cached), once no other test of
+    /// this process holds one. One cluster with a node runs on a machine at a time: one left
+    /// running (a `make demo`, or a test run that was killed) is stopped first.
     pub async fn up() -> Self {
+        let turn = NODE.lock().await;
         run_ok(
             Command::new(root().join("tests/control-plane/down.sh")).arg("--node"),
             Duration::from_secs(120),
@@ -119,27 +131,101 @@ impl NodeCluster {
             kube: Client::try_from(config).expect("kube client builds"),
             kubeconfig,
             env,
+            turn: Some(turn),
         }
     }
 
-    pub fn api_server_port(&self) -> &str {
-        &self.env["KUBERNETES_SERVICE_PORT"]
+    /// The registry's host:port, the same inside the node's network and on this machine.
+    pub fn registry(&self) -> &str {
+        &self.env["REGISTRY"]
+    }
+
+    /// The node's address in its network namespace, which Pods reach.
+    pub fn node_ip(&self) -> &str {
+        &self.env["NODE_IP"]
+    }
+
+    /// Pushes the image `make image` built, and the chart, to the node's registry
+    /// (`demo/publish.sh`, as `make image` does while the cluster is up).
+    pub fn publish(&self) {
+        run_ok(
+            Command::new(root().join("demo/publish.sh")).env("REGISTRY", self.registry()),
+            Duration::from_secs(300),
+        );
+    }
+
+    /// Pushes another OCI archive to the node's registry as `NAME:TAG`; returns the reference
+    /// Pods use.
+    pub fn push_archive(&self, archive: &Path, name_and_tag: &str) -> String {
+        let reference = format!("{}/{name_and_tag}", self.registry());
+        run_ok(
+            Command::new("skopeo")
+                .args(["copy", "--quiet", "--dest-tls-verify=false"])
+                .arg(format!("oci-archive:{}", archive.display()))
+                .arg(format!("docker://{reference}")),
+            Duration::from_secs(120),
+        );
+        reference
+    }
+
+    /// A forwarder from a free port on this machine's loopback to `target` (host:port) inside
+    /// the node's network: a ClusterIP, a Pod IP, the node IP.
+    pub fn forward(&self, target: &str) -> Forward {
+        Forward::start(&["forward.py", &self.env["NODE_NETNS"], "127.0.0.1:0", target])
+            .with_address(|port| format!("127.0.0.1:{port}"))
+    }
+
+    /// A forwarder from a free port on the node IP to `127.0.0.1:local_port` on this machine:
+    /// how a Pod reaches a server a test runs (the address is [`Forward::address`]).
+    pub fn expose(&self, local_port: u16) -> Forward {
+        let listen = format!("{}:0", self.node_ip());
+        let target = format!("127.0.0.1:{local_port}");
+        let node_ip = self.node_ip().to_owned();
+        Forward::start(&[
+            "forward.py",
+            "--reverse",
+            &self.env["NODE_NETNS"],
+            &listen,
+            &target,
+        ])
+        .with_address(|port| format!("{node_ip}:{port}"))
+    }
+
+    /// A Service's ClusterIP.
+    pub fn cluster_ip(&self, namespace: &str, service: &str) -> String {
+        self.kubectl(&[
+            "-n",
+            namespace,
+            "get",
+            "service",
+            service,
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ])
+    }
+
+    /// `kubectl exec` of a command in a Pod's first container; its output and whether it
+    /// succeeded.
+    pub fn exec(&self, namespace: &str, pod: &str, command: &[&str]) -> Output {
+        let mut args = vec!["-n", namespace, "exec", pod, "--"];
+        args.extend_from_slice(command);
+        run_bounded(self.command("kubectl").args(&args), Duration::from_secs(60))
+    }
+
+    /// `kubectl logs` of a Pod (through the API server and the kubelet).
+    pub fn logs(&self, pod: &Pod) -> String {
+        self.kubectl(&[
+            "-n",
+            pod.metadata.namespace.as_deref().unwrap_or_default(),
+            "logs",
+            pod.metadata.name.as_deref().unwrap_or_default(),
+        ])
     }
 
     fn ctr(&self) -> Command {
         let mut command = Command::new(tool("ctr"));
         command.args(["-a", &self.env["CONTAINERD_ADDRESS"], "-n", "k8s.io"]);
         command
-    }
-
-    /// Imports an OCI archive into the node's containerd, as a registry pull would have.
-    pub fn import_image(&self, archive: &Path) {
-        run_ok(
-            self.ctr()
-                .args(["images", "import", "--snapshotter", "native"])
-                .arg(archive),
-            Duration::from_secs(120),
-        );
     }
 
     /// A kubectl (or helm, with the same flag) command against this cluster.
@@ -178,28 +264,6 @@ impl NodeCluster {
             .unwrap_or_else(|| panic!("no containerd task {id} in:\n{tasks}"))
     }
 
-    /// Everything the kubelet logged for a Pod's containers (all restarts), read from the files
-    /// under the node's Pod log directory: `<namespace>_<pod>_<uid>/<container>/<n>.log`.
-    pub fn pod_logs(&self, pod: &Pod) -> String {
-        let dir = Path::new(&self.env["POD_LOGS"]).join(format!(
-            "{}_{}_{}",
-            pod.metadata.namespace.as_deref().unwrap_or_default(),
-            pod.metadata.name.as_deref().unwrap_or_default(),
-            pod.metadata.uid.as_deref().unwrap_or_default(),
-        ));
-        let mut text = String::new();
-        for container in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            for file in std::fs::read_dir(container.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                text += &std::fs::read_to_string(file.path()).unwrap_or_default();
-            }
-        }
-        text
-    }
-
     /// The end of every Pod log and of the node's own logs, for a failing test.
     fn print_logs(&self) {
         let pod_logs = PathBuf::from(&self.env["POD_LOGS"]);
@@ -220,7 +284,13 @@ impl NodeCluster {
             }
         }
         let run = root().join("target/control-plane/node/run");
-        for name in ["kubelet.log", "containerd.log", "kube-scheduler.log"] {
+        for name in [
+            "kubelet.log",
+            "containerd.log",
+            "kube-scheduler.log",
+            "kube-proxy.log",
+            "coredns.log",
+        ] {
             files.push(run.join(name));
         }
         for file in files {
@@ -234,11 +304,15 @@ impl NodeCluster {
     }
 }
 
-impl Drop for NodeCluster {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.print_logs();
-        }
+impl NodeCluster {
+    /// Brings the cluster down now; the returned turn keeps other tests from starting one until
+    /// it is dropped.
+    pub fn down(mut self) -> MutexGuard<'static, ()> {
+        self.stop();
+        self.turn.take().expect("the cluster holds its turn")
+    }
+
+    fn stop(&mut self) {
         let output = run_bounded(
             Command::new(root().join("tests/control-plane/down.sh")).arg("--node"),
             Duration::from_secs(120),
@@ -250,6 +324,66 @@ impl Drop for NodeCluster {
                 String::from_utf8_lossy(&output.stderr)
             );
         }
+    }
+}
+
+impl Drop for NodeCluster {
+    fn drop(&mut self) {
+        // Brought down already by `down`.
+        if self.turn.is_none() {
+            return;
+        }
+        if std::thread::panicking() {
+            self.print_logs();
+        }
+        self.stop();
+    }
+}
+
+/// A forwarder process (tests/control-plane/forward.py), stopped when dropped.
+pub struct Forward {
+    child: Child,
+    address: String,
+}
+
+impl Forward {
+    fn start(args: &[&str]) -> Self {
+        let script = root().join("tests/control-plane").join(args[0]);
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args(&args[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("forward.py starts");
+        // Its first line is the port it listens on, once it does.
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("forward.py prints its port");
+        assert!(!line.trim().is_empty(), "forward.py {args:?} did not start");
+        Self {
+            child,
+            address: line.trim().to_owned(),
+        }
+    }
+
+    fn with_address(mut self, address: impl FnOnce(&str) -> String) -> Self {
+        self.address = address(&self.address);
+        self
+    }
+
+    /// host:port to connect to.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+}
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -1,0 +1,3 @@
+module flashback-operator.local/netprobe
+
+go 1.26.0
