@@ -23,11 +23,12 @@ use crate::metrics::Metrics;
 use crate::settings::Settings;
 use flashback_client::CallRecord;
 
-/// Every object of each kind in the watched namespaces, whatever the selector: who holds which
-/// remote id, which bucket a repository uses, which keys a repository has are questions about
-/// all of them. A shard reads these, and acts only on its own objects.
+/// A watch cache per kind: a shard's own objects, or every object of the watched namespaces
+/// whatever the selector (who holds which remote id, which bucket a repository uses, which keys
+/// a repository has are questions about all of them; a shard reads these, and acts only on
+/// its own objects).
 #[derive(Clone)]
-pub struct Everyone {
+pub struct Stores {
     pub repositories: Store<FlashbackRepository>,
     pub access_keys: Store<FlashbackAccessKey>,
     pub buckets: Store<FlashbackBucket>,
@@ -62,7 +63,7 @@ pub struct Context {
     /// The bucket objects this operator serves.
     pub buckets: Store<FlashbackBucket>,
     /// Every object of each kind, served here or by another shard.
-    pub everyone: Everyone,
+    pub everyone: Stores,
     /// The selector of the objects this operator serves (`--selector`), if any.
     pub shard: Option<Selector>,
     /// When this process first reconciled each object (by uid), for the hand-over wait.
@@ -93,10 +94,8 @@ impl Context {
         kube: &kube::Client,
         settings: Arc<Settings>,
         metrics: Arc<Metrics>,
-        repositories: Store<FlashbackRepository>,
-        access_keys: Store<FlashbackAccessKey>,
-        buckets: Store<FlashbackBucket>,
-        everyone: Everyone,
+        own: Stores,
+        everyone: Stores,
         shard: Option<Selector>,
         requeue: Requeues,
     ) -> Self {
@@ -129,9 +128,9 @@ impl Context {
                 usize::from(settings.namespace_concurrency),
             ),
             requeue,
-            repositories,
-            access_keys,
-            buckets,
+            repositories: own.repositories,
+            access_keys: own.access_keys,
+            buckets: own.buckets,
             everyone,
             shard,
             first_seen: Mutex::default(),

@@ -117,14 +117,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         let (repositories, repo_all) = reflector::store();
         let (access_keys, key_all) = reflector::store();
         let (buckets, bucket_all) = reflector::store();
-        let everyone = context::Everyone {
+        let everyone = context::Stores {
             repositories,
             access_keys,
             buckets,
         };
         (everyone, Some(repo_all), Some(key_all), Some(bucket_all))
     } else {
-        let everyone = context::Everyone {
+        let everyone = context::Stores {
             repositories: store.clone(),
             access_keys: key_store.clone(),
             buckets: bucket_store.clone(),
@@ -172,9 +172,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         &kube,
         settings.clone(),
         metrics,
-        store.clone(),
-        key_store,
-        bucket_store,
+        context::Stores {
+            repositories: store.clone(),
+            access_keys: key_store,
+            buckets: bucket_store,
+        },
         everyone,
         shard,
         Requeues {

@@ -21,7 +21,7 @@ use crate::settings::Settings;
 
 /// Where a kind's watch puts what it sees: `own`, the objects this operator serves (the
 /// cache its controller and the context read); with a selector, `everyone`, every object of
-/// the kind (see [`Everyone`](crate::controller::context::Everyone)).
+/// the kind (see [`Stores`](crate::controller::context::Stores)).
 pub struct Feed<K: Resource<DynamicType = ()> + Clone + 'static> {
     pub own: Writer<K>,
     pub everyone: Option<Writer<K>>,
