@@ -261,6 +261,25 @@ fn render_watching(
     render(kube_version, release, namespace, &sets)
 }
 
+/// A release `<prefix>-<random>` rendered with `sets` into a namespace of its own, watching
+/// the scene's namespace, and applied: that namespace, the release's full name and the render.
+async fn applied_release(
+    scene: &crate::support::scene::Scene,
+    prefix: &str,
+    sets: &[&str],
+) -> (String, String, Rendered) {
+    let version = kube_version(&scene.kube).await;
+    let namespace =
+        crate::support::cluster::test_namespace(&scene.kube, &format!("{prefix}-ops")).await;
+    let release = release(prefix);
+    let watch = format!("watchNamespace={}", scene.namespace);
+    let mut all = vec![watch.as_str()];
+    all.extend(sets);
+    let rendered = render(&version, &release, &namespace, &all);
+    rendered.apply();
+    (namespace, format!("{release}-flashback-operator"), rendered)
+}
+
 /// Helm's error when rendering with these values must fail.
 fn refused(kube_version: &str, sets: &[&str]) -> String {
     let mut args = vec!["template", "refused", CHART, "--kube-version", kube_version];

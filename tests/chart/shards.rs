@@ -14,8 +14,8 @@ use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::json;
 
-use super::{kube_version, pod_env_of, release, render, service_account_kubeconfig};
-use crate::support::cluster::{DEADLINE, test_namespace};
+use super::{applied_release, pod_env_of, service_account_kubeconfig};
+use crate::support::cluster::DEADLINE;
 use crate::support::operator::Operator;
 use crate::support::scene::{Scene, WORKSPACE, condition};
 
@@ -42,14 +42,10 @@ fn backup(scene: &Scene, name: &str, shard: Option<&str>) -> FlashbackRepository
 
 /// One operator's /metrics, as series name with labels → value.
 async fn metrics(operator: &Operator) -> BTreeMap<String, f64> {
-    let url = operator.endpoints_url().await;
-    let text = reqwest::get(format!("{url}/metrics"))
+    operator
+        .metrics()
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .filter(|line| !line.starts_with('#'))
         .filter_map(|line| {
             let (series, value) = line.rsplit_once(' ')?;
@@ -79,23 +75,16 @@ fn api_calls(metrics: &BTreeMap<String, f64>) -> f64 {
 async fn two_shards_serve_their_own_objects_and_hand_one_over_without_overlap() {
     let mut scene = Scene::new("chart-shards").await;
     let kube = scene.kube.clone();
-    let version = kube_version(&kube).await;
-    let namespace = test_namespace(&kube, "chart-shards-ops").await;
-    let release = release("fbshard");
-    let fullname = format!("{release}-flashback-operator");
-    let watch = format!("watchNamespace={}", scene.namespace);
-    let rendered = render(
-        &version,
-        &release,
-        &namespace,
+    let (namespace, fullname, rendered) = applied_release(
+        &scene,
+        "fbshard",
         &[
-            &watch,
             "sharding.shards={blue}",
             "sharding.handoverGrace=6s",
             "statsInterval=1h",
         ],
-    );
-    rendered.apply();
+    )
+    .await;
     let config = service_account_kubeconfig(&namespace, &fullname);
     // One operator per rendered Deployment, as its pod would run: the default shard, then blue.
     let deployments = rendered.all("Deployment");

@@ -131,6 +131,17 @@ impl Operator {
         }
     }
 
+    /// The operator's /metrics, as text.
+    pub async fn metrics(&self) -> String {
+        let url = self.endpoints_url().await;
+        reqwest::get(format!("{url}/metrics"))
+            .await
+            .expect("/metrics answers")
+            .text()
+            .await
+            .expect("/metrics is text")
+    }
+
     /// The process's peak resident memory so far (VmHWM), in KiB.
     pub fn peak_memory_kib(&self) -> Option<u64> {
         self.memory_kib("VmHWM:")
