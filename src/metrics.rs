@@ -135,7 +135,8 @@ impl Metrics {
             "tracked_entries",
             "Entries the operator keeps in memory, by kind (api_clients, listings, backoff, \
              credentials, events: recent Events, for counting repeats, parked: objects waiting \
-             for their namespace's turn), as of the last housekeeping pass",
+             for their namespace's turn, first_seen: objects a shard knows since when), as of \
+             the last housekeeping pass",
             tracked.clone(),
         );
         registry.register_collector(Box::new(RepositoriesByCondition { store }));

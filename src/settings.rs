@@ -25,10 +25,19 @@ pub struct Settings {
     #[arg(long, env = "FLASHBACK_WATCH_NAMESPACE", global = true)]
     pub namespace: Option<String>,
 
-    /// Reconcile only FlashbackRepositories whose labels match this selector (e.g.
-    /// `shard=a`), so that several operators can split the objects of one cluster.
+    /// Serve only the FlashbackRepositories, FlashbackBuckets and FlashbackAccessKeys whose
+    /// labels match this selector (e.g. `flashback.tech/shard in (blue)`), so that several
+    /// operators (shards) split the objects of one cluster. Objects outside it are still read,
+    /// to tell who holds which remote id, but never written.
     #[arg(long, env = "FLASHBACK_SELECTOR", global = true)]
     pub selector: Option<String>,
+
+    /// With --selector: how long an object that comes from another shard while that shard was
+    /// acting on it (its status says Reconciling) waits before this one acts, so that a call
+    /// the other shard sent just before it saw the new label has ended. Longer than one
+    /// Flashback API write (30 s).
+    #[arg(long, env = "FLASHBACK_HANDOVER_GRACE", default_value = "45s", value_parser = parse_duration, global = true)]
+    pub handover_grace: Duration,
 
     /// Credentials for objects without credentialsSecretRef, as NAMESPACE/NAME of a Secret
     /// with key `token` (and optionally `apiUrl`).

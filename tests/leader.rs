@@ -61,23 +61,17 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
         !second.output().contains("Flashback call"),
         "the standby made no API call"
     );
-    let leader_series = |url: String| async move {
-        let text = reqwest::get(format!("{url}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+    let leader_series = |text: String| {
         text.lines()
             .find(|l| l.starts_with("flashback_operator_leader "))
             .map(str::to_string)
     };
     assert_eq!(
-        leader_series(first.endpoints_url().await).await.as_deref(),
+        leader_series(first.metrics().await).as_deref(),
         Some("flashback_operator_leader 1")
     );
     assert_eq!(
-        leader_series(second.endpoints_url().await).await.as_deref(),
+        leader_series(second.metrics().await).as_deref(),
         Some("flashback_operator_leader 0"),
         "a standby says it does not lead"
     );

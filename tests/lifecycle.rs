@@ -517,14 +517,9 @@ async fn status_writes_by_others_do_not_trigger_a_reconcile() {
     scene.start_operator(&["--resync-interval", "1h"]);
     scene.create(&scene.mirror("media")).await;
     scene.wait_ready("media").await;
-    let url = scene.operator().endpoints_url().await;
+    let operator = scene.operator.as_ref().expect("the operator was started");
     let reconciles = || async {
-        let text = reqwest::get(format!("{url}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = operator.metrics().await;
         text.lines()
             .filter(|l| l.starts_with("flashback_operator_reconciles_total"))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())

@@ -1,8 +1,9 @@
 //! What every reconcile shares: the settings, the Kubernetes client, the remote view, the
 //! Event publisher, backoff, fairness, the credentials cache and the metrics.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use kube::runtime::reflector::Store;
 
@@ -15,10 +16,23 @@ use crate::controller::events::Publisher;
 use crate::controller::fairness::{Fairness, Requeue};
 use crate::controller::known_workspaces::KnownWorkspaces;
 use crate::controller::remote::{Remote, RemoteSettings};
+use crate::controller::shard::{self, Selector};
+use crate::controller::status_write::KindStatus;
 use crate::crd::{FlashbackAccessKey, FlashbackBucket, FlashbackRepository};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use flashback_client::CallRecord;
+
+/// A watch cache per kind: a shard's own objects, or every object of the watched namespaces
+/// whatever the selector (who holds which remote id, which bucket a repository uses, which keys
+/// a repository has are questions about all of them; a shard reads these, and acts only on
+/// its own objects).
+#[derive(Clone)]
+pub struct Stores {
+    pub repositories: Store<FlashbackRepository>,
+    pub access_keys: Store<FlashbackAccessKey>,
+    pub buckets: Store<FlashbackBucket>,
+}
 
 /// One [`Requeue`] per kind.
 pub struct Requeues {
@@ -42,12 +56,18 @@ pub struct Context {
     pub requeue: Requeues,
     /// Credentials as last read from each Secret; the Secret watch keeps it current.
     pub credentials: Arc<CredentialsCache>,
-    /// Every repository object the operator watches: who manages which remote repository.
+    /// The repository objects this operator serves (those of its selector).
     pub repositories: Store<FlashbackRepository>,
-    /// Every access key object the operator watches.
+    /// The access key objects this operator serves.
     pub access_keys: Store<FlashbackAccessKey>,
-    /// Every bucket object the operator watches: who manages which bucket.
+    /// The bucket objects this operator serves.
     pub buckets: Store<FlashbackBucket>,
+    /// Every object of each kind, served here or by another shard.
+    pub everyone: Stores,
+    /// The selector of the objects this operator serves (`--selector`), if any.
+    pub shard: Option<Selector>,
+    /// When this process first reconciled each object (by uid), for the hand-over wait.
+    first_seen: Mutex<HashMap<String, Instant>>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -74,9 +94,9 @@ impl Context {
         kube: &kube::Client,
         settings: Arc<Settings>,
         metrics: Arc<Metrics>,
-        repositories: Store<FlashbackRepository>,
-        access_keys: Store<FlashbackAccessKey>,
-        buckets: Store<FlashbackBucket>,
+        own: Stores,
+        everyone: Stores,
+        shard: Option<Selector>,
         requeue: Requeues,
     ) -> Self {
         let observer_metrics = metrics.clone();
@@ -108,12 +128,82 @@ impl Context {
                 usize::from(settings.namespace_concurrency),
             ),
             requeue,
-            repositories,
-            access_keys,
-            buckets,
+            repositories: own.repositories,
+            access_keys: own.access_keys,
+            buckets: own.buckets,
+            everyone,
+            shard,
+            first_seen: Mutex::default(),
             metrics,
             settings,
         }
+    }
+
+    /// Whether this operator serves `object` now: without a selector, every object; with
+    /// one, an object whose labels match it, as the reconcile holds it and as the watch last
+    /// showed it in `store` (the objects of this shard). Checked before every remote write,
+    /// so that a shard stops acting on an object the moment its watch sees it relabelled to
+    /// another shard, even in the middle of a reconcile.
+    pub fn serves<K>(&self, store: &Store<K>, object: &K) -> bool
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + 'static,
+    {
+        use kube::ResourceExt;
+        let Some(selector) = &self.shard else {
+            return true;
+        };
+        let watched = store.get(&kube::runtime::reflector::ObjectRef::from(object));
+        let left = !selector.matches(object.labels())
+            || !watched.is_some_and(|w| selector.matches(w.labels()));
+        if left {
+            tracing::info!(
+                namespace = object.namespace().unwrap_or_default(),
+                name = object.name_any(),
+                "the object left this shard (its labels no longer match --selector): \
+                 this shard stops acting on it"
+            );
+        }
+        !left
+    }
+
+    /// How long `object` must wait before this shard acts on it (see
+    /// [`shard::handover_wait`]): only with a selector, only when its status says an act is
+    /// in flight, and only within the grace after this process first saw it.
+    fn handover_wait<K>(&self, object: &K) -> Option<Duration>
+    where
+        K: kube::Resource + kube::core::object::HasStatus,
+        K::Status: KindStatus,
+    {
+        self.shard.as_ref()?;
+        let uid = object.meta().uid.clone()?;
+        let seen_for = self
+            .first_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(uid)
+            .or_insert_with(Instant::now)
+            .elapsed();
+        let in_flight = object.status().is_some_and(|status| {
+            status.conditions().iter().any(|c| {
+                c.type_ == crate::controller::conditions::RECONCILING && c.status == "True"
+            })
+        });
+        shard::handover_wait(in_flight, seen_for, self.settings.handover_grace)
+    }
+
+    /// `object` left this shard: should it come back mid-act, it waits again.
+    pub fn left_shard<K: kube::Resource>(&self, object: &K) {
+        if let Some(uid) = &object.meta().uid {
+            let mut first_seen = self.first_seen.lock().unwrap_or_else(|e| e.into_inner());
+            first_seen.remove(uid);
+        }
+    }
+
+    /// Forgets when objects that are gone were first seen; returns how many are left.
+    pub fn forget_first_seen(&self, live: impl Fn(&str) -> bool) -> usize {
+        let mut first_seen = self.first_seen.lock().unwrap_or_else(|e| e.into_inner());
+        first_seen.retain(|uid, _| live(uid));
+        first_seen.len()
     }
 
     /// Runs one reconcile of `object` in its namespace's turn (waiting for the turn is not
@@ -131,11 +221,22 @@ impl Context {
         reconcile: impl FnOnce() -> F,
     ) -> Result<kube::runtime::controller::Action, Error>
     where
-        K: kube::Resource<DynamicType = ()> + 'static,
+        K: kube::Resource<DynamicType = ()> + kube::core::object::HasStatus + 'static,
+        K::Status: KindStatus,
         F: std::future::Future<Output = Result<kube::runtime::controller::Action, Error>>,
     {
         use kube::ResourceExt;
         let namespace = object.namespace().unwrap_or_default();
+        if let Some(wait) = self.handover_wait(object) {
+            tracing::info!(
+                namespace,
+                name = object.name_any(),
+                wait = ?wait,
+                "the object came to this shard in the middle of an act: waiting until the \
+                 shard it left can no longer be acting on it"
+            );
+            return Ok(kube::runtime::controller::Action::requeue(wait));
+        }
         let turn = self
             .fairness
             .turn(&namespace, &Requeue::key(object), requeue.wake(object))

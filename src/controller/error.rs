@@ -26,6 +26,11 @@ pub enum Error {
     #[error("{0}")]
     NotYet(String),
 
+    /// The object was relabelled to another shard in the middle of the reconcile: this
+    /// operator no longer acts on it (the other shard goes on).
+    #[error("the object left this shard (its labels no longer match --selector)")]
+    LeftShard,
+
     /// Deletion must wait for a person (credentials missing or rejected); the finalizer stays.
     #[error("the remote repository cannot be deleted yet: {0}")]
     CleanupBlocked(String),
@@ -48,6 +53,7 @@ impl Error {
             Error::Remote { source, .. } => source.metric_label(),
             Error::CleanupBlocked(_) => "cleanup_blocked",
             Error::NotYet(_) => "not_yet",
+            Error::LeftShard => "left_shard",
         }
     }
 }

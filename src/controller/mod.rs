@@ -16,7 +16,8 @@
 //!   server's answers), [`api_codes`] (what each refusal code asks a person to change), [`digest`] (of secret data), [`ownership`] (which object holds a
 //!   remote id), [`known_workspaces`] (which workspaces a credential's organisation has),
 //!   [`watches`] (a kind's objects, Secrets), [`runner`] (what every kind's controller
-//!   loop shares), [`error`], and the test-only [`failpoint`].
+//!   loop shares), [`shard`] (which objects a shard serves, and the hand-over between shards),
+//!   [`error`], and the test-only [`failpoint`].
 //!
 //! Adding a kind means a folder like `repository/` and one line in [`run`].
 
@@ -46,6 +47,7 @@ pub mod remote;
 pub mod repository;
 pub mod runner;
 pub mod session;
+pub mod shard;
 pub mod stall;
 pub mod stats;
 pub mod status_write;
@@ -102,9 +104,33 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         }
     };
 
+    let shard = match settings.selector.as_deref().map(shard::Selector::parse) {
+        None => None,
+        Some(Ok(selector)) => Some(selector),
+        Some(Err(problem)) => anyhow::bail!("--selector: {problem}"),
+    };
     let (store, writer) = reflector::store();
     let (key_store, key_writer) = reflector::store();
     let (bucket_store, bucket_writer) = reflector::store();
+    // With a selector, a second store per kind holds every object (one watch fills both).
+    let (everyone, repo_all, key_all, bucket_all) = if shard.is_some() {
+        let (repositories, repo_all) = reflector::store();
+        let (access_keys, key_all) = reflector::store();
+        let (buckets, bucket_all) = reflector::store();
+        let everyone = context::Stores {
+            repositories,
+            access_keys,
+            buckets,
+        };
+        (everyone, Some(repo_all), Some(key_all), Some(bucket_all))
+    } else {
+        let everyone = context::Stores {
+            repositories: store.clone(),
+            access_keys: key_store.clone(),
+            buckets: bucket_store.clone(),
+        };
+        (everyone, None, None, None)
+    };
     let metrics = Arc::new(Metrics::new(store.clone()));
     let ready = Arc::new(AtomicBool::new(false));
     let endpoints = http::Endpoints {
@@ -146,9 +172,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         &kube,
         settings.clone(),
         metrics,
-        store.clone(),
-        key_store,
-        bucket_store,
+        context::Stores {
+            repositories: store.clone(),
+            access_keys: key_store,
+            buckets: bucket_store,
+        },
+        everyone,
+        shard,
         Requeues {
             repositories: repositories_requeue,
             access_keys: access_keys_requeue,
@@ -181,20 +211,35 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             // One line per kind.
             repository::run(
                 repos,
-                writer,
+                watches::Feed {
+                    own: writer,
+                    everyone: repo_all,
+                },
                 repositories_parked,
                 context.clone(),
                 &stopped
             ),
             access_key::run(
                 &kube,
-                key_writer,
+                watches::Feed {
+                    own: key_writer,
+                    everyone: key_all,
+                },
                 access_keys_parked,
                 context.clone(),
                 &stopped,
                 settings.access_keys
             ),
-            bucket::run(&kube, bucket_writer, buckets_parked, context, &stopped),
+            bucket::run(
+                &kube,
+                watches::Feed {
+                    own: bucket_writer,
+                    everyone: bucket_all,
+                },
+                buckets_parked,
+                context,
+                &stopped
+            ),
             housekeeping,
             futures::future::select(Box::pin(became_ready), Box::pin(stopped())).map(|_| ())
         )
@@ -260,6 +305,24 @@ async fn housekeeping(
         let repositories = store.state();
         let access_keys = ctx.access_keys.state();
         let buckets = ctx.buckets.state();
+        let uids: std::collections::HashSet<&str> = repositories
+            .iter()
+            .filter_map(|repo| repo.metadata.uid.as_deref())
+            .chain(
+                access_keys
+                    .iter()
+                    .filter_map(|key| key.metadata.uid.as_deref()),
+            )
+            .chain(
+                buckets
+                    .iter()
+                    .filter_map(|bucket| bucket.metadata.uid.as_deref()),
+            )
+            .collect();
+        ctx.metrics.tracked(
+            "first_seen",
+            ctx.forget_first_seen(|uid| uids.contains(uid)),
+        );
         let live: std::collections::HashSet<String> = repositories
             .iter()
             .map(|repo| backoff::key_of(repo.as_ref()))

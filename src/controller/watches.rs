@@ -16,31 +16,72 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use crate::controller::credentials::{CredentialsCache, SecretName, WatchId};
+use crate::controller::shard::Selector;
 use crate::settings::Settings;
 
-/// A kind's objects, as its controller consumes them: those `selector` matches (all, without
-/// one), filling the store of `writer` (the cache the context reads), and passed on only when
-/// something a reconcile depends on changed (see [`worth_a_reconcile`]).
+/// Where a kind's watch puts what it sees: `own`, the objects this operator serves (the
+/// cache its controller and the context read); with a selector, `everyone`, every object of
+/// the kind (see [`Stores`](crate::controller::context::Stores)).
+pub struct Feed<K: Resource<DynamicType = ()> + Clone + 'static> {
+    pub own: Writer<K>,
+    pub everyone: Option<Writer<K>>,
+}
+
+/// A kind's objects, as its controller consumes them: those `shard` selects (all, without
+/// one), filling the stores of `feed`, and passed on only when something a reconcile depends
+/// on changed (see [`worth_a_reconcile`]). With a selector, one watch of every object fills
+/// both stores: an object whose labels stop matching leaves the own store at once (`left` is
+/// told), as if it were deleted, and stays in `everyone`.
 pub fn objects<K>(
     api: Api<K>,
-    selector: Option<&str>,
-    writer: Writer<K>,
+    shard: Option<Selector>,
+    feed: Feed<K>,
+    left: impl Fn(&K) + Send + 'static,
 ) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync,
     K: 'static,
 {
-    let mut watched = watcher::Config::default();
-    if let Some(selector) = selector {
-        watched = watched.labels(selector);
-    }
-    watcher(api, watched)
+    let events = watcher(api, watcher::Config::default())
         .default_backoff()
         // Nothing reads them, and they were a third of the cache's memory.
-        .modify(|object| object.managed_fields_mut().clear())
-        .reflect(writer)
+        .modify(|object| object.managed_fields_mut().clear());
+    let events = match (shard, feed.everyone) {
+        (Some(selector), Some(everyone)) => events
+            .reflect(everyone)
+            .filter_map(move |event| {
+                let event = event.map(|event| served(event, &selector, &left));
+                futures::future::ready(event.transpose())
+            })
+            .boxed(),
+        _ => events.boxed(),
+    };
+    events
+        .reflect(feed.own)
         .applied_objects()
         .predicate_filter(worth_a_reconcile, Default::default())
+}
+
+/// What the own store of a shard sees of one event of the watch of every object: an object
+/// outside the selector as deleted (`left` is told), or, while listing, not at all.
+pub fn served<K: Resource>(
+    event: watcher::Event<K>,
+    selector: &Selector,
+    left: &impl Fn(&K),
+) -> Option<watcher::Event<K>> {
+    let selected = |object: &K| selector.matches(object.labels());
+    match event {
+        watcher::Event::Apply(object) if !selected(&object) => {
+            left(&object);
+            Some(watcher::Event::Delete(object))
+        }
+        watcher::Event::Delete(object) => {
+            left(&object);
+            Some(watcher::Event::Delete(object))
+        }
+        watcher::Event::InitApply(object) if !selected(&object) => None,
+        other => Some(other),
+    }
 }
 
 /// Secrets appearing, changing or going, as metadata only: the operator never holds their data
@@ -189,14 +230,16 @@ where
     futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))
 }
 
-/// A fingerprint of what a reconcile depends on: the spec (generation), annotations,
-/// finalizers other than the operator's own, and deletion. The operator's own writes (the
+/// A fingerprint of what a reconcile depends on: the spec (generation), annotations, labels
+/// (they decide which shard serves it: one that comes back is looked at again), finalizers
+/// other than the operator's own, and deletion. The operator's own writes (the
 /// status, with the record of a create attempt, and its finalizer) change none of these, so
 /// its bookkeeping never triggers a reconcile (nor cuts a backoff short).
 pub fn worth_a_reconcile<K: Resource>(object: &K) -> Option<u64> {
     let mut hasher = DefaultHasher::new();
     predicates::generation(object).hash(&mut hasher);
     object.meta().annotations.hash(&mut hasher);
+    object.meta().labels.hash(&mut hasher);
     for finalizer in object.finalizers() {
         if finalizer != crate::crd::FINALIZER {
             finalizer.hash(&mut hasher);
@@ -243,6 +286,45 @@ mod tests {
             })
             .collect()
             .await
+    }
+
+    #[test]
+    fn a_shard_sees_an_object_relabelled_away_as_deleted_and_one_of_another_shard_not_at_all() {
+        let selector = Selector::parse("flashback.tech/shard in (blue)").unwrap();
+        let labelled = |shard: Option<&str>| {
+            let mut repo = crate::fixtures::repo("team-a", "media");
+            repo.metadata.uid = Some("u1".into());
+            if let Some(shard) = shard {
+                repo.metadata.labels =
+                    Some([("flashback.tech/shard".to_string(), shard.to_string())].into());
+            }
+            repo
+        };
+        let left = std::cell::RefCell::new(Vec::new());
+        let tell = |object: &crate::crd::FlashbackRepository| {
+            left.borrow_mut().push(object.name_any());
+        };
+        let kind = |event: Option<watcher::Event<crate::crd::FlashbackRepository>>| match event {
+            Some(watcher::Event::Apply(_)) => "apply",
+            Some(watcher::Event::Delete(_)) => "delete",
+            Some(watcher::Event::InitApply(_)) => "init-apply",
+            Some(_) => "other",
+            None => "none",
+        };
+        let blue = labelled(Some("blue"));
+        let red = labelled(Some("red"));
+        let see = |event| kind(served(event, &selector, &tell));
+        assert_eq!(see(watcher::Event::Apply(blue.clone())), "apply");
+        assert_eq!(see(watcher::Event::InitApply(blue.clone())), "init-apply");
+        assert_eq!(see(watcher::Event::InitApply(red.clone())), "none");
+        assert!(left.borrow().is_empty());
+        assert_eq!(see(watcher::Event::Apply(red.clone())), "delete");
+        assert_eq!(see(watcher::Event::Apply(labelled(None))), "delete");
+        assert_eq!(
+            left.borrow().len(),
+            2,
+            "told each time it is not this shard's"
+        );
     }
 
     #[tokio::test]

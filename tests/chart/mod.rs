@@ -12,6 +12,7 @@ mod monitoring;
 mod operator;
 mod rbac;
 mod render;
+mod shards;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
@@ -135,37 +136,13 @@ impl Rendered {
 
     /// The operator container's environment, `valueFrom` entries as "<fieldPath>".
     fn env(&self) -> BTreeMap<String, String> {
-        self.one("Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| {
-                let value = match e.get("value") {
-                    Some(v) => v.as_str().unwrap().to_owned(),
-                    None => format!(
-                        "<{}>",
-                        e["valueFrom"]["fieldRef"]["fieldPath"].as_str().unwrap()
-                    ),
-                };
-                (e["name"].as_str().unwrap().to_owned(), value)
-            })
-            .collect()
+        env_of(self.one("Deployment"))
     }
 
     /// The operator container's environment as the kubelet gives it to a pod `pod_name` in
     /// `namespace` (the downward API filled in).
     fn pod_env(&self, pod_name: &str, namespace: &str) -> Vec<(String, String)> {
-        self.env()
-            .into_iter()
-            .map(|(name, value)| {
-                let value = match value.as_str() {
-                    "<metadata.name>" => pod_name.to_owned(),
-                    "<metadata.namespace>" => namespace.to_owned(),
-                    _ => value,
-                };
-                (name, value)
-            })
-            .collect()
+        pod_env_of(self.one("Deployment"), pod_name, namespace)
     }
 
     /// Creates every rendered object but the CRD on the API server (server-side apply, as
@@ -193,6 +170,46 @@ impl Rendered {
             Some(&list.to_string()),
         );
     }
+}
+
+/// The operator container's environment of a rendered Deployment, `valueFrom` entries as
+/// "<fieldPath>".
+fn env_of(deployment: &serde_json::Value) -> BTreeMap<String, String> {
+    deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let value = match e.get("value") {
+                Some(v) => v.as_str().unwrap().to_owned(),
+                None => format!(
+                    "<{}>",
+                    e["valueFrom"]["fieldRef"]["fieldPath"].as_str().unwrap()
+                ),
+            };
+            (e["name"].as_str().unwrap().to_owned(), value)
+        })
+        .collect()
+}
+
+/// The environment of a rendered Deployment as the kubelet gives it to a pod `pod_name` in
+/// `namespace` (the downward API filled in).
+fn pod_env_of(
+    deployment: &serde_json::Value,
+    pod_name: &str,
+    namespace: &str,
+) -> Vec<(String, String)> {
+    env_of(deployment)
+        .into_iter()
+        .map(|(name, value)| {
+            let value = match value.as_str() {
+                "<metadata.name>" => pod_name.to_owned(),
+                "<metadata.namespace>" => namespace.to_owned(),
+                _ => value,
+            };
+            (name, value)
+        })
+        .collect()
 }
 
 fn render(kube_version: &str, release: &str, namespace: &str, sets: &[&str]) -> Rendered {
@@ -242,6 +259,25 @@ fn render_watching(
     ];
     sets.extend(extra);
     render(kube_version, release, namespace, &sets)
+}
+
+/// A release `<prefix>-<random>` rendered with `sets` into a namespace of its own, watching
+/// the scene's namespace, and applied: that namespace, the release's full name and the render.
+async fn applied_release(
+    scene: &crate::support::scene::Scene,
+    prefix: &str,
+    sets: &[&str],
+) -> (String, String, Rendered) {
+    let version = kube_version(&scene.kube).await;
+    let namespace =
+        crate::support::cluster::test_namespace(&scene.kube, &format!("{prefix}-ops")).await;
+    let release = release(prefix);
+    let watch = format!("watchNamespace={}", scene.namespace);
+    let mut all = vec![watch.as_str()];
+    all.extend(sets);
+    let rendered = render(&version, &release, &namespace, &all);
+    rendered.apply();
+    (namespace, format!("{release}-flashback-operator"), rendered)
 }
 
 /// Helm's error when rendering with these values must fail.

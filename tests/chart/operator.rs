@@ -11,7 +11,8 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 
 use super::{
-    kube_version, release, render, render_watching, service_account_kubeconfig, yaml_documents,
+    applied_release, kube_version, release, render, render_watching, service_account_kubeconfig,
+    yaml_documents,
 };
 use crate::support::cluster::{DEADLINE, kube_client, test_namespace};
 use crate::support::operator::Operator;
@@ -175,18 +176,8 @@ async fn a_secret_the_operator_may_not_read_stalls_with_a_reason() {
 async fn the_lease_duration_of_the_values_is_the_one_the_operator_holds() {
     let mut scene = Scene::new("chart-lease").await;
     let kube = scene.kube.clone();
-    let version = kube_version(&kube).await;
-    let namespace = test_namespace(&kube, "chart-lease-ops").await;
-    let release = release("fblease");
-    let fullname = format!("{release}-flashback-operator");
-    let watch = format!("watchNamespace={}", scene.namespace);
-    let rendered = render(
-        &version,
-        &release,
-        &namespace,
-        &[&watch, "leaderElection.leaseDuration=9s"],
-    );
-    rendered.apply();
+    let (namespace, fullname, rendered) =
+        applied_release(&scene, "fblease", &["leaderElection.leaseDuration=9s"]).await;
     let pod_name = format!("{fullname}-0");
     let config = service_account_kubeconfig(&namespace, &fullname);
     scene.operator = Some(Operator::start_as(

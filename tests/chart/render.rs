@@ -662,3 +662,122 @@ async fn production_values_render_exactly_and_the_api_server_accepts_them() {
         serde_json::json!({"matchLabels": {"app": "other"}})
     );
 }
+
+/// sharding.shards makes one Deployment per shard beside the default one: each with its own
+/// name, Lease, pod labels and FLASHBACK_SELECTOR over sharding.key, the default one serving
+/// every object whose label names no listed shard; the Lease Role covers every Lease, the
+/// finalizer policy stays (every object has a shard), and bad shard names are refused.
+#[tokio::test]
+async fn shards_render_one_deployment_lease_and_selector_each() {
+    let version = kube_version(&kube_client().await).await;
+    let rendered = render(
+        &version,
+        "fbshard",
+        "flashback-system",
+        &["sharding.shards={blue,green}", "sharding.handoverGrace=20s"],
+    );
+    let deployments: Vec<(String, String, String, String, String)> = rendered
+        .all("Deployment")
+        .into_iter()
+        .map(|d| {
+            let pod = &d["spec"]["template"]["spec"]["containers"][0];
+            let env = |name: &str| {
+                pod["env"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|e| e["name"] == name)
+                    .map(|e| e["value"].as_str().unwrap().to_owned())
+                    .unwrap_or_default()
+            };
+            let shard = |labels: &serde_json::Value| {
+                labels["flashback.tech/operator-shard"]
+                    .as_str()
+                    .unwrap_or("-")
+                    .to_owned()
+            };
+            (
+                d["metadata"]["name"].as_str().unwrap().to_owned(),
+                env("FLASHBACK_SELECTOR"),
+                env("FLASHBACK_LEADER_ELECTION_LEASE"),
+                shard(&d["spec"]["template"]["metadata"]["labels"]),
+                shard(&d["spec"]["selector"]["matchLabels"])
+                    + " "
+                    + &env("FLASHBACK_HANDOVER_GRACE"),
+            )
+        })
+        .collect();
+    let row = |name: &str, selector: &str, shard: &str, selected: &str| {
+        (
+            name.to_owned(),
+            selector.to_owned(),
+            name.to_owned(),
+            shard.to_owned(),
+            format!("{selected} 20s"),
+        )
+    };
+    assert_eq!(
+        deployments,
+        [
+            row(
+                "fbshard-flashback-operator",
+                "flashback.tech/shard notin (blue,green)",
+                "default",
+                // The release's Deployment keeps its selector: it cannot change in an upgrade.
+                "-"
+            ),
+            row(
+                "fbshard-flashback-operator-blue",
+                "flashback.tech/shard in (blue)",
+                "blue",
+                "blue"
+            ),
+            row(
+                "fbshard-flashback-operator-green",
+                "flashback.tech/shard in (green)",
+                "green",
+                "green"
+            ),
+        ]
+    );
+    let lease_role = rendered
+        .all("Role")
+        .into_iter()
+        .find(|r| r["metadata"]["name"] == "fbshard-flashback-operator-leader-election")
+        .expect("the leader-election Role");
+    assert_eq!(
+        lease_role["rules"][1]["resourceNames"],
+        serde_json::json!([
+            "fbshard-flashback-operator",
+            "fbshard-flashback-operator-blue",
+            "fbshard-flashback-operator-green"
+        ])
+    );
+    assert!(
+        !crate::support::policy::render("fbshard", "team-a", &["sharding.shards={blue}"])
+            .is_empty(),
+        "the finalizer policy stays with chart-managed shards"
+    );
+    // Without shards nothing of it is rendered.
+    let plain = render(&version, "fbshard", "flashback-system", &[]);
+    assert!(!plain.yaml.contains("FLASHBACK_SELECTOR"));
+    assert!(!plain.yaml.contains("operator-shard"));
+
+    for (sets, says) in [
+        (vec!["sharding.shards={blue,blue}"], "sharding/shards"),
+        (vec!["sharding.shards={Blue}"], "does not match pattern"),
+        (vec!["sharding.shards={default}"], "sharding/shards/0"),
+        (vec!["sharding.key=bad key"], "sharding/key"),
+        (
+            vec![
+                "sharding.shards={blue}",
+                "extraEnv[0].name=FLASHBACK_SELECTOR",
+                "extraEnv[0].value=x",
+            ],
+            "remove it from extraEnv",
+        ),
+    ] {
+        let error = refused(&version, &sets);
+        assert!(error.contains(says), "{sets:?}: {error}");
+    }
+}

@@ -114,8 +114,12 @@ impl Operator {
             let address = output
                 .lines()
                 .filter(|line| line.contains("serving /metrics"))
-                .find_map(|line| line.split("address=").nth(1))
-                .and_then(|rest| rest.split_whitespace().next());
+                // Text logs say address=..., JSON logs (the chart's default) "address":"...".
+                .find_map(|line| {
+                    let text = line.split("address=").nth(1);
+                    text.or_else(|| line.split("\"address\":\"").nth(1))
+                })
+                .and_then(|rest| rest.split(|c: char| c.is_whitespace() || c == '"').next());
             if let Some(address) = address {
                 return format!("http://{address}");
             }
@@ -125,6 +129,17 @@ impl Operator {
             );
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
+    }
+
+    /// The operator's /metrics, as text.
+    pub async fn metrics(&self) -> String {
+        let url = self.endpoints_url().await;
+        reqwest::get(format!("{url}/metrics"))
+            .await
+            .expect("/metrics answers")
+            .text()
+            .await
+            .expect("/metrics is text")
     }
 
     /// The process's peak resident memory so far (VmHWM), in KiB.

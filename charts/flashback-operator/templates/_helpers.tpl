@@ -86,6 +86,32 @@ annotations:
 {{- end }}
 
 {{/*
+The operator's Deployments, as a list: each with its name, Lease, FLASHBACK_SELECTOR (empty
+without sharding), the labels its pods carry beyond the release's and those its selector adds.
+The default shard keeps the release's Deployment and selector (a Deployment's selector never
+changes) and serves every object whose sharding.key names no listed shard ("notin" selects an
+object without the label too), so no object is left unserved; a listed shard serves
+"<key> in (<name>)".
+*/}}
+{{- define "flashback-operator.shards" -}}
+{{- $fullname := include "flashback-operator.fullname" . }}
+{{- $lease := include "flashback-operator.leaseName" . }}
+{{- $key := .Values.sharding.key }}
+{{- $shards := .Values.sharding.shards | default list }}
+{{- $all := list }}
+{{- if $shards }}
+{{- $all = append $all (dict "name" $fullname "lease" $lease "selector" (printf "%s notin (%s)" $key (join "," $shards)) "labels" (dict "flashback.tech/operator-shard" "default") "selectorLabels" (dict)) }}
+{{- range $shards }}
+{{- $labels := dict "flashback.tech/operator-shard" . }}
+{{- $all = append $all (dict "name" (printf "%s-%s" $fullname . | trunc 63 | trimSuffix "-") "lease" (printf "%s-%s" $lease . | trunc 63 | trimSuffix "-") "selector" (printf "%s in (%s)" $key .) "labels" $labels "selectorLabels" $labels) }}
+{{- end }}
+{{- else }}
+{{- $all = append $all (dict "name" $fullname "lease" $lease "selector" "" "labels" (dict) "selectorLabels" (dict)) }}
+{{- end }}
+{{- toYaml $all }}
+{{- end }}
+
+{{/*
 The operator's kinds, as resources of the flashback.tech API group: one line per kind. The
 operator's RBAC and the roles aggregated to admin, edit and view follow this list.
 */}}
@@ -146,6 +172,20 @@ they name (metadata watched, the referenced ones read), the Secrets FlashbackAcc
 {{- end }}
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.service.enabled) }}
 {{- fail "metrics.serviceMonitor.enabled needs metrics.service.enabled: a ServiceMonitor scrapes through the Service" }}
+{{- end }}
+{{- $shards := .Values.sharding.shards | default list }}
+{{- if $shards }}
+{{- if ne (len $shards) (len (uniq $shards)) }}
+{{- fail (printf "sharding.shards names a shard twice: %s" (join ", " $shards)) }}
+{{- end }}
+{{- if has "default" $shards }}
+{{- fail "sharding.shards cannot name a shard \"default\": the release's own Deployment is the default shard, serving objects whose label names no listed shard" }}
+{{- end }}
+{{- range .Values.extraEnv }}
+{{- if eq .name "FLASHBACK_SELECTOR" }}
+{{- fail "sharding.shards gives each Deployment its own FLASHBACK_SELECTOR: remove it from extraEnv" }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- if and .Values.networkPolicy.enabled .Values.hostNetwork }}
 {{- fail "networkPolicy.enabled has no effect with hostNetwork: a NetworkPolicy does not apply to pods in the node's network; turn one of them off" }}

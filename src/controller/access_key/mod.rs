@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{ObjectRef, store::Writer};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -28,7 +28,7 @@ use crate::crd::{ACCESS_KEY_LABEL, FlashbackAccessKey, FlashbackRepository};
 /// (`--access-keys=false`: the operator then never writes a Secret).
 pub async fn run<Stop, StopFuture>(
     kube: &Client,
-    writer: Writer<FlashbackAccessKey>,
+    feed: watches::Feed<FlashbackAccessKey>,
     parked: UnboundedReceiver<ObjectRef<FlashbackAccessKey>>,
     ctx: Arc<Context>,
     stopped: &Stop,
@@ -47,7 +47,9 @@ pub async fn run<Stop, StopFuture>(
     let repos: Api<PartialObjectMeta<FlashbackRepository>> =
         watches::namespaced_or_all(kube, namespace.as_deref());
     let store = ctx.access_keys.clone();
-    let objects = watches::objects(keys, ctx.settings.selector.as_deref(), writer);
+    let leaving = ctx.clone();
+    let left = move |object: &FlashbackAccessKey| leaving.left_shard(object);
+    let objects = watches::objects(keys, ctx.shard.clone(), feed, left);
     let mapping = store.clone();
     // Only the Secrets the operator wrote for a key, as metadata: a change or a deletion of
     // one wakes its owner, which restores it.

@@ -155,6 +155,9 @@ impl<'a> Reconcile<'a> {
                         name: key.name.clone(),
                         access_type: plan::access_type(self.key.spec.access_type),
                     };
+                    if !self.serves() {
+                        return Ok(Action::await_change());
+                    }
                     if let Err(error) = client.update_repo_key(&repo_id, &key.id, &body).await {
                         return self.remote_failed("update the key", error).await;
                     }
@@ -184,6 +187,9 @@ impl<'a> Reconcile<'a> {
             name: plan::new_key_name(&self.key, &nonce),
             access_type: plan::access_type(self.key.spec.access_type),
         };
+        if !self.serves() {
+            return Ok(Action::await_change());
+        }
         let created = match client.create_repo_key(repo_id, &body).await {
             Ok(created) => created,
             Err(error) => return self.remote_failed("create a key", error).await,
@@ -195,6 +201,11 @@ impl<'a> Reconcile<'a> {
             return self.report(&stall.state(), None).await;
         }
         failpoint::pause_at(Failpoint::PauseAfterKeyCreate).await;
+        // Relabelled to another shard meanwhile: no Secret holds the new key, so that shard
+        // deletes it as unheld.
+        if !self.serves() {
+            return Ok(Action::await_change());
+        }
         let (digest, _) = match self.write_secret(secret, &created).await {
             Ok(written) => written,
             Err(error) => {
@@ -378,6 +389,9 @@ impl<'a> Reconcile<'a> {
         key_ids: &[String],
         what: &str,
     ) -> Option<Result<Action, Error>> {
+        if !key_ids.is_empty() && !self.serves() {
+            return Some(Err(Error::LeftShard));
+        }
         let batch = &key_ids[..key_ids.len().min(plan::DELETES_PER_RECONCILE)];
         let mut deleted = 0;
         let mut failure = None;
@@ -631,7 +645,15 @@ impl<'a> Reconcile<'a> {
         Ok(after)
     }
 
+    /// Whether this shard still serves the key object; checked before every remote write.
+    fn serves(&self) -> bool {
+        self.ctx.serves(&self.ctx.access_keys, &self.key)
+    }
+
     async fn set_finalizers(&mut self, present: bool) -> Result<(), Error> {
+        if !self.serves() {
+            return Err(Error::LeftShard);
+        }
         self.key = finalizer::set(&self.keys, self.key.clone(), present).await?;
         Ok(())
     }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use kube::api::Api;
 use kube::runtime::Controller;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{ObjectRef, store::Writer};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -27,7 +27,7 @@ use crate::crd::FlashbackBucket;
 /// Runs the bucket controller until `stopped` resolves.
 pub async fn run<Stop, StopFuture>(
     kube: &Client,
-    writer: Writer<FlashbackBucket>,
+    feed: watches::Feed<FlashbackBucket>,
     parked: UnboundedReceiver<ObjectRef<FlashbackBucket>>,
     ctx: Arc<Context>,
     stopped: &Stop,
@@ -37,7 +37,9 @@ pub async fn run<Stop, StopFuture>(
 {
     let settings = ctx.settings.clone();
     let api: Api<FlashbackBucket> = watches::namespaced_or_all(kube, settings.namespace.as_deref());
-    let objects = watches::objects(api, settings.selector.as_deref(), writer);
+    let leaving = ctx.clone();
+    let left = move |object: &FlashbackBucket| leaving.left_shard(object);
+    let objects = watches::objects(api, ctx.shard.clone(), feed, left);
     let store = ctx.buckets.clone();
     let users = store.clone();
     let default_secret = settings.default_credentials_secret.clone();

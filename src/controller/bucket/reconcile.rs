@@ -142,6 +142,9 @@ impl<'a> Reconcile<'a> {
                     Some(listed) => plan::desired_over(&self.bucket, cloud, listed),
                     None => plan::desired(&self.bucket, cloud),
                 };
+                if !self.serves() {
+                    return Ok(Action::await_change());
+                }
                 if let Err(error) = client.update_bucket(&bucket_id, &body).await {
                     if let Some(stall) = plan::cloud_credentials_refused(&self.bucket, &error) {
                         return self.stall(stall).await;
@@ -212,6 +215,9 @@ impl<'a> Reconcile<'a> {
         };
         self.write(&creating, record, Write::Conditional).await?;
         let body = plan::desired(&self.bucket, cloud);
+        if !self.serves() {
+            return Ok(Action::await_change());
+        }
         let bucket_id = match client.create_bucket(&body).await {
             Ok(id) => id,
             Err(error @ ApiError::NameAlreadyUsed { .. }) => {
@@ -242,6 +248,10 @@ impl<'a> Reconcile<'a> {
                 .await;
         }
         failpoint::pause_at(Failpoint::PauseAfterBucketCreate).await;
+        // Relabelled to another shard meanwhile: that shard claims what this attempt made.
+        if !self.serves() {
+            return Ok(Action::await_change());
+        }
         // An answer is not proof (a tenant may point its credentials at a server that answers
         // another tenant's id): the id counts once a listing with the same credentials shows
         // it as what this attempt sent. Until then the attempt stays recorded, and the next
@@ -267,6 +277,9 @@ impl<'a> Reconcile<'a> {
             credentials_digest: Some(digest),
             attempt: Attempt::Resolved,
         };
+        if !self.serves() {
+            return Ok(Action::await_change());
+        }
         self.write(&plan::synced(), record, Write::Unconditional)
             .await?;
         let note = format!("registered bucket {bucket_id}");
@@ -398,7 +411,11 @@ impl<'a> Reconcile<'a> {
         // A repository of the operator's still names it: wait for it, from the watch cache,
         // at no cost to the API (its credential's budget is other objects' too).
         if let Some(bucket_id) = &status.bucket_id
-            && plan::used_by_a_repository(&self.bucket, bucket_id, &self.ctx.repositories.state())
+            && plan::used_by_a_repository(
+                &self.bucket,
+                bucket_id,
+                &self.ctx.everyone.repositories.state(),
+            )
         {
             self.write(
                 &plan::in_use(bucket_id),
@@ -477,6 +494,9 @@ impl<'a> Reconcile<'a> {
                 .await?;
             return Ok(Action::requeue(self.ctx.settings.resync_interval));
         }
+        if !self.serves() {
+            return Err(Error::LeftShard);
+        }
         for bucket_id in doomed {
             match client.delete_bucket(&bucket_id).await {
                 Ok(()) | Err(ApiError::NotFound { .. }) => {
@@ -501,12 +521,21 @@ impl<'a> Reconcile<'a> {
     /// Whether another object manages the bucket `bucket_id` on the API this object acts with.
     fn held_by_another(&self, bucket_id: &str, identity: &Identity) -> bool {
         self.ctx
+            .everyone
             .buckets
             .find(|other| plan::holds(other, &self.bucket, bucket_id, identity))
             .is_some()
     }
 
+    /// Whether this shard still serves the object; checked before every remote write.
+    fn serves(&self) -> bool {
+        self.ctx.serves(&self.ctx.buckets, &self.bucket)
+    }
+
     async fn release(&mut self) -> Result<Action, Error> {
+        if !self.serves() {
+            return Err(Error::LeftShard);
+        }
         self.bucket = finalizer::set(&self.api, self.bucket.clone(), false).await?;
         Ok(Action::await_change())
     }

@@ -16,7 +16,7 @@ pub mod status;
 use std::sync::Arc;
 
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -28,12 +28,12 @@ use crate::controller::error::Error;
 use crate::controller::{runner, watches};
 use crate::crd::FlashbackRepository;
 
-/// Runs the repository controller until `stopped` resolves: the watch (filling `writer`, the
-/// store the context reads), the resync sweep, the statistics task, and the reconciles they
-/// and Secret changes call for.
+/// Runs the repository controller until `stopped` resolves: the watch (filling the stores of
+/// `feed`, which the context reads), the resync sweep, the statistics task, and the
+/// reconciles they and Secret changes call for.
 pub async fn run<Stop, StopFuture>(
     api: Api<FlashbackRepository>,
-    writer: Writer<FlashbackRepository>,
+    feed: watches::Feed<FlashbackRepository>,
     parked: UnboundedReceiver<ObjectRef<FlashbackRepository>>,
     ctx: Arc<Context>,
     stopped: &Stop,
@@ -43,7 +43,9 @@ pub async fn run<Stop, StopFuture>(
 {
     let settings = ctx.settings.clone();
     let store = ctx.repositories.clone();
-    let objects = watches::objects(api, settings.selector.as_deref(), writer);
+    let leaving = ctx.clone();
+    let left = move |object: &FlashbackRepository| leaving.left_shard(object);
+    let objects = watches::objects(api, ctx.shard.clone(), feed, left);
     let secret_changes =
         watches::secret_changes(&ctx.kube, &settings, ctx.credentials.clone(), |_| false);
     let users = store.clone();

@@ -69,7 +69,8 @@ impl<'a> Reconcile<'a> {
 
     /// The object exists: observe → decide → act → report.
     pub async fn apply(mut self) -> Result<Action, Error> {
-        if let Some(problem) = plan::foreign_bucket(&self.repo, &self.ctx.buckets.state()) {
+        if let Some(problem) = plan::foreign_bucket(&self.repo, &self.ctx.everyone.buckets.state())
+        {
             return self.report(None, problem.state()).await;
         }
         if plan::names_buckets(&self.repo) {
@@ -77,7 +78,9 @@ impl<'a> Reconcile<'a> {
                 Ok(buckets) => self.repo.spec.buckets = buckets,
                 Err(waiting) => return self.report(None, waiting).await,
             }
-            if let Some(problem) = plan::foreign_bucket(&self.repo, &self.ctx.buckets.state()) {
+            if let Some(problem) =
+                plan::foreign_bucket(&self.repo, &self.ctx.everyone.buckets.state())
+            {
                 return self.report(None, problem.state()).await;
             }
         }
@@ -214,6 +217,9 @@ impl<'a> Reconcile<'a> {
             Write::Conditional,
         )
         .await?;
+        if !self.serves() {
+            return Ok(Action::await_change());
+        }
         let workspace = &self.repo.spec.workspace_id;
         let repo_id = match self
             .ctx
@@ -244,6 +250,11 @@ impl<'a> Reconcile<'a> {
             return self.report(None, stall.state()).await;
         }
         failpoint::pause_at(Failpoint::PauseAfterRemoteCreate).await;
+        // Relabelled to another shard while the create was on its way: that shard claims what
+        // this attempt made (the record is on the object), and this one writes nothing more.
+        if !self.serves() {
+            return Ok(Action::await_change());
+        }
         // An answer is not proof (a tenant may point its credentials at a server that answers
         // another tenant's id): the id counts once a listing with the same credentials shows
         // it as what this attempt sent. Until then the attempt stays recorded, and the next
@@ -267,6 +278,9 @@ impl<'a> Reconcile<'a> {
                     .remote_failed(None, "confirm the created repository", error)
                     .await;
             }
+        }
+        if !self.serves() {
+            return Ok(Action::await_change());
         }
         // The new id is a fact, whatever happened to the object meanwhile: one write records
         // it, says Ready and drops the attempt, unconditionally. (A spec changed meanwhile has
@@ -296,6 +310,9 @@ impl<'a> Reconcile<'a> {
         let desired = plan::desired_over(&self.repo, listed);
         self.write_status(Some(repo_id.clone()), &plan::updating())
             .await?;
+        if !self.serves() {
+            return Ok(Action::await_change());
+        }
         let workspace = &self.repo.spec.workspace_id;
         if let Err(error) = self
             .ctx
@@ -330,13 +347,16 @@ impl<'a> Reconcile<'a> {
         // included, and waits for nothing.
         // Not in a namespace being deleted: its Secrets may be gone, and nothing could revoke.
         // Not when paused: its keys are left with it, as everything else in Flashback.
-        let holding = plan::keys_holding(&self.repo, &self.ctx.access_keys.state());
+        let holding = plan::keys_holding(&self.repo, &self.ctx.everyone.access_keys.state());
         if !holding.is_empty() && !self.repo.is_paused() && !self.namespace_terminating().await {
             let state = plan::waiting_for_keys(&holding);
             self.write_status(None, &state).await?;
             return Ok(Action::requeue(std::time::Duration::from_secs(2)));
         }
         let action = self.cleanup().await?;
+        if !self.serves() {
+            return Err(Error::LeftShard);
+        }
         self.remove_finalizer().await?;
         Ok(action)
     }
@@ -402,6 +422,9 @@ impl<'a> Reconcile<'a> {
         }
         // Not listed in the object's workspace: already gone, or never this object's to delete.
         let workspace = self.repo.spec.workspace_id.clone();
+        if !doomed.is_empty() && !self.serves() {
+            return Err(Error::LeftShard);
+        }
         for repo_id in doomed {
             if let Err(error) = self
                 .ctx
@@ -458,10 +481,21 @@ impl<'a> Reconcile<'a> {
         self.ctx.namespace_terminating(&namespace).await
     }
 
+    /// Whether this shard still serves the object (see [`Context::serves`]); checked before
+    /// every remote write.
+    fn serves(&self) -> bool {
+        self.ctx.serves(&self.ctx.repositories, &self.repo)
+    }
+
     /// Whether another object manages the remote repository `repo_id` on the API this
     /// object acts with.
     fn held_by_another(&self, repo_id: &str, identity: &Identity) -> bool {
-        held_by_another(&self.ctx.repositories, &self.repo, repo_id, identity)
+        held_by_another(
+            &self.ctx.everyone.repositories,
+            &self.repo,
+            repo_id,
+            identity,
+        )
     }
 
     /// The listing of the object's workspace, fetched after `fetched_after` when given.

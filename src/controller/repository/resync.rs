@@ -82,7 +82,8 @@ fn sweep(
     lanes: &Lanes,
 ) -> (usize, usize) {
     let objects = store.state();
-    let recorders = Arc::new(by_recorded_id(&objects));
+    // Who holds an id is a question about every object, this shard's or not.
+    let recorders = Arc::new(by_recorded_id(&ctx.everyone.repositories.state()));
     let groups = by_workspace(&objects, ctx.settings.default_credentials_secret.as_ref());
     let (mut started, mut skipped) = (0, 0);
     for ((secret, workspace), repos) in groups {
@@ -173,7 +174,7 @@ async fn sweep_workspace(
             // is for the object's reconcile to say (woken by the bucket's change).
             let resolved = plan::resolve_buckets(repo, |name| {
                 let key = ObjectRef::new(name).within(&repo.namespace().unwrap_or_default());
-                plan::NamedBucket::of(ctx.buckets.get(&key).as_deref())
+                plan::NamedBucket::of(ctx.everyone.buckets.get(&key).as_deref())
             });
             let Ok(resolved) = resolved else {
                 return false;
