@@ -209,7 +209,7 @@ impl Remote {
 
 /// `helm install|upgrade RELEASE oci://<registry>/charts/flashback-operator` with the chart's
 /// default networking: the image from the registry, the emulator's Service as the API, two
-/// replicas under one Lease.
+/// replicas under one Lease; `extra` are more arguments (`--set`, `--set-json`, ...).
 fn helm_operator(cluster: &NodeCluster, verb: &str, extra: &[&str]) {
     let chart = format!("oci://{}/charts/flashback-operator", cluster.registry());
     let mut args = vec![
@@ -235,13 +235,10 @@ fn helm_operator(cluster: &NodeCluster, verb: &str, extra: &[&str]) {
         "logLevel=info\\,flashback_operator=debug".to_owned(),
         format!("leaderElection.leaseName={LEASE}"),
     ];
-    for value in values
-        .iter()
-        .map(String::as_str)
-        .chain(extra.iter().copied())
-    {
-        args.extend(["--set".to_owned(), value.to_owned()]);
+    for value in values {
+        args.extend(["--set".to_owned(), value]);
     }
+    args.extend(extra.iter().map(|arg| (*arg).to_owned()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     cluster.helm(&args);
 }
@@ -725,7 +722,7 @@ async fn the_chart_runs_the_image_on_a_real_node_and_reconciles_through_it() {
     for pod in &replaced {
         logs += &cluster.logs(pod);
     }
-    helm_operator(&cluster, "upgrade", &["resyncInterval=4s"]);
+    helm_operator(&cluster, "upgrade", &["--set", "resyncInterval=4s"]);
     let old: Vec<String> = replaced.iter().map(|p| name(p).to_owned()).collect();
     let rolled = wait_pods_ready(&kube, &old).await;
     for pod in &rolled {
@@ -904,6 +901,7 @@ async fn the_node_down_script_leaves_nothing_behind() {
             "kube-apiserver",
             "kube-controller-manager",
             "kube-proxy",
+            "kube-router",
             "kube-scheduler",
             "kubelet",
             "registry",
@@ -954,4 +952,97 @@ fn veths() -> String {
         Command::new("ip").args(["-o", "link", "show", "type", "veth"]),
         DEADLINE,
     )
+}
+
+/// The chart's NetworkPolicy on a node that enforces it (kube-router's policy controller): the operator
+/// still reconciles, a Pod of a namespace `networkPolicy.metrics.from` names scrapes its
+/// metrics, a Pod of another namespace cannot, and can once the policy is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_charts_network_policy_keeps_the_operator_working_and_others_from_its_metrics() {
+    image().await;
+    let cluster = NodeCluster::up().await;
+    cluster.publish();
+    let remote = Remote::install(&cluster).await;
+    let kube = cluster.kube.clone();
+    create_namespace(&kube, TEAM).await;
+    create_token_secret(&kube, TEAM, json!({"token": remote.token})).await;
+    create_namespace(&kube, "monitoring").await;
+    start_probe(&cluster, "monitoring", "scraper", json!({"app": "scraper"})).await;
+    start_probe(&cluster, TEAM, "outsider", json!({"app": "outsider"})).await;
+
+    // The cluster DNS and the API server are the node IP here (CoreDNS is a node process, and
+    // the API server listens on a port of its own): the policy says so.
+    let node = format!("{}/32", cluster.node_ip());
+    let dns = format!(r#"networkPolicy.dns.to=[{{"ipBlock":{{"cidr":"{node}"}}}}]"#);
+    let api_ports = format!(
+        "networkPolicy.apiServer.ports=[443,{}]",
+        cluster.api_server_port()
+    );
+    let api_cidrs = format!(r#"networkPolicy.apiServer.cidrs=["{node}"]"#);
+    helm_operator(
+        &cluster,
+        "install",
+        &[
+            "--set",
+            "networkPolicy.enabled=true",
+            "--set-json",
+            r#"networkPolicy.metrics.from=[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"monitoring"}}}]"#,
+            "--set-json",
+            &dns,
+            "--set-json",
+            &api_ports,
+            "--set-json",
+            &api_cidrs,
+        ],
+    );
+    wait_pods_ready(&kube, &[]).await;
+    let policy = cluster.kubectl(&[
+        "-n",
+        RELEASE_NAMESPACE,
+        "get",
+        "networkpolicy",
+        "fb-flashback-operator",
+        "-o",
+        "jsonpath={.spec.policyTypes}",
+    ]);
+    assert_eq!(policy, r#"["Ingress","Egress"]"#);
+
+    // Under the policy the operator reaches the API server, the DNS and the emulator.
+    let repos: Api<FlashbackRepository> = Api::namespaced(kube.clone(), TEAM);
+    repos
+        .create(&PostParams::default(), &mirror("media", &remote, 0, 1))
+        .await
+        .expect("the object is accepted");
+    wait_ready(&repos, "media").await;
+    assert_eq!(remote.repos().await.len(), 1);
+
+    let metrics =
+        "http://fb-flashback-operator-metrics.flashback-system.svc.cluster.local:8080/metrics";
+    let (status, _) = probe_get(&cluster, "monitoring", "scraper", &[metrics]);
+    assert_eq!(status, 200, "a Pod of metrics.from scrapes");
+    let refused = cluster.exec(TEAM, "outsider", &["/netprobe", "get", metrics]);
+    assert!(
+        !refused.status.success(),
+        "a Pod outside metrics.from reached the metrics port: {}",
+        String::from_utf8_lossy(&refused.stdout)
+    );
+    eprintln!(
+        "outside metrics.from: {}",
+        String::from_utf8_lossy(&refused.stderr).trim()
+    );
+
+    // It was the policy: without it the same Pod gets through.
+    helm_operator(
+        &cluster,
+        "upgrade",
+        &["--set", "networkPolicy.enabled=false"],
+    );
+    wait_until("the outsider reaches the metrics port", || async {
+        cluster
+            .exec(TEAM, "outsider", &["/netprobe", "get", metrics])
+            .status
+            .success()
+    })
+    .await;
+    drop(cluster);
 }

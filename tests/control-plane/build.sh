@@ -280,6 +280,24 @@ GO
   rm -rf "$out" && mv "$work" "$out"
 }
 
+# A NetworkPolicy engine for the node: kube-router's network policy controller alone (no
+# routing, no service proxy), which enforces NetworkPolicies with iptables and ipsets.
+# (kube-network-policies builds too, but its datapath needs nftables' queue expression, which
+# this kernel lacks: `nft add rule ip t c queue num 100` answers "No such file or directory".)
+build_kube_router() {
+  need_packages iptables ipset
+  local out=$cache/kube-router-v$KUBE_ROUTER_VERSION
+  if [ -x "$out/bin/kube-router" ]; then return; fi
+  log "building kube-router v$KUBE_ROUTER_VERSION (first run on this machine only)"
+  local work=$out.work
+  rm -rf "$work" && mkdir -p "$work/bin"
+  printf 'module flashback-operator.local/control-plane/kube-router\n\ngo 1.26.0\n\nrequire github.com/cloudnativelabs/kube-router/v2 v%s\n' \
+    "$KUBE_ROUTER_VERSION" >"$work/go.mod"
+  (cd "$work" && CGO_ENABLED=0 GOFLAGS=-mod=mod timed_go_build -trimpath -ldflags "-s -w" \
+    -o bin/kube-router github.com/cloudnativelabs/kube-router/v2/cmd/kube-router)
+  rm -rf "$out" && mv "$work" "$out"
+}
+
 # The image of tests/netprobe (what a Pod sees of the network, for tests/node.rs): a static
 # binary in a FROM-scratch image, cached under the hash of its sources.
 netprobe_dir() {
@@ -369,7 +387,7 @@ locked() {
 }
 
 case "${1:-all}" in
-  kubernetes | etcd | helm | node | containerd | pause | kube_proxy | cni | coredns | registry | netprobe) locked "$1" ;;
+  kubernetes | etcd | helm | node | containerd | pause | kube_proxy | cni | coredns | registry | netprobe | kube_router) locked "$1" ;;
   promtool) locked promtool ;;
   lua | kstatus) locked "$1" ;;
   integrations) locked lua && locked kstatus ;;
@@ -377,10 +395,10 @@ case "${1:-all}" in
   all-node)
     locked etcd && locked kubernetes && locked helm && locked node && locked containerd &&
       locked pause && locked kube_proxy && locked cni && locked coredns && locked registry &&
-      locked netprobe
+      locked netprobe && locked kube_router
     ;;
   *)
-    log "usage: build.sh [all|all-node|kubernetes|etcd|helm|node|containerd|pause|kube_proxy|cni|coredns|registry|netprobe|promtool|lua|kstatus|integrations]"
+    log "usage: build.sh [all|all-node|kubernetes|etcd|helm|node|containerd|pause|kube_proxy|cni|coredns|registry|netprobe|kube_router|promtool|lua|kstatus|integrations]"
     exit 2
     ;;
 esac
@@ -408,6 +426,8 @@ done
   ln -sfn "$cache/registry-v$REGISTRY_VERSION/bin/registry" "$bin/registry"
 [ -f "$cache/pause-v$KUBERNETES_VERSION/pause-image.tar" ] &&
   ln -sfn "$cache/pause-v$KUBERNETES_VERSION/pause-image.tar" "$bin/pause-image.tar"
+[ -x "$cache/kube-router-v$KUBE_ROUTER_VERSION/bin/kube-router" ] &&
+  ln -sfn "$cache/kube-router-v$KUBE_ROUTER_VERSION/bin/kube-router" "$bin/kube-router"
 [ -f "$(netprobe_dir)/netprobe-image.tar" ] && ln -sfn "$(netprobe_dir)/netprobe-image.tar" "$bin/netprobe-image.tar"
 [ -x "$(promtool_dir)/bin/promtool" ] && ln -sfn "$(promtool_dir)/bin/promtool" "$bin/promtool"
 for version in 5.1 5.4; do

@@ -11,6 +11,7 @@
 #     bridge, host-local, loopback, portmap);
 #   - Services get ClusterIPs in 10.0.0.0/24, which kube-proxy (nftables mode) translates;
 #     `kubernetes` is 10.0.0.1, the cluster DNS `kube-dns` 10.0.0.10;
+#   - kube-router's network policy controller enforces NetworkPolicies (iptables, ipsets);
 #   - CoreDNS runs as a node process on the node IP, behind the kube-dns Service (an
 #     EndpointSlice this script writes), serving cluster.local;
 #   - the registry listens on the namespace's own loopback, where containerd pulls from it;
@@ -33,6 +34,7 @@ node_log() { printf 'control-plane/node: %s\n' "$*" >&2; }
 node_is_running() {
   is_running containerd && is_running kubelet && is_running kube-controller-manager &&
     is_running kube-scheduler && is_running kube-proxy && is_running coredns &&
+    is_running kube-router &&
     is_running registry && is_running api-forward forward.py &&
     is_running registry-forward forward.py
 }
@@ -79,7 +81,7 @@ node_kubelet_client_cert() {
 # kept in run/<component>.token for its kubeconfig.
 node_tokens() {
   local component token
-  for component in kube-controller-manager kube-scheduler kubelet kube-proxy coredns; do
+  for component in kube-controller-manager kube-scheduler kubelet kube-proxy coredns kube-router; do
     token=$(openssl rand -hex 24)
     printf '%s' "$token" >"$run/$component.token"
     case $component in
@@ -419,6 +421,19 @@ EOF
   node_wait "CoreDNS ready" coredns "${in_node[@]}" curl -fsS "http://127.0.0.1:$ready_port/ready"
 }
 
+# NetworkPolicies enforced by kube-router's network policy controller alone (no routing, no
+# service proxy: the CNI bridge and kube-proxy do those), with iptables and ipsets in the
+# node's namespace; its health and metrics listeners are off.
+start_kube_router() {
+  node_kubeconfig kube-router
+  setsid "${in_node[@]}" "$bin/kube-router" --kubeconfig="$run/kube-router.kubeconfig" \
+    --run-firewall=true --run-router=false --run-service-proxy=false --enable-cni=false \
+    --hostname-override="$node_name" --service-cluster-ip-range=10.0.0.0/24 \
+    --health-port=0 --metrics-port=0 --v=0 \
+    </dev/null >"$run/kube-router.log" 2>&1 &
+  echo $! >"$run/kube-router.pid"
+}
+
 node_ready() {
   [ "$("$bin/kubectl" --kubeconfig "$kubeconfig" get node "$node_name" \
     -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ] &&
@@ -438,6 +453,7 @@ start_node() {
   start_control_plane_components
   start_kubelet
   start_kube_proxy
+  start_kube_router
   start_coredns
   node_wait "the Node $node_name becoming Ready and untainted" kubelet node_ready
   node_wait "the default ServiceAccount" kube-controller-manager \
@@ -445,6 +461,7 @@ start_node() {
   cat >"$base/node.env" <<EOF
 NODE_NETNS=$netns
 NODE_IP=$node_ip
+API_SERVER_PORT=$apiserver_port
 REGISTRY=127.0.0.1:$registry_port
 CONTAINERD_ADDRESS=$containerd_sock
 POD_LOGS=$run/pod-logs
@@ -479,6 +496,7 @@ stop_node() {
     fi
   done
   stop kube-proxy
+  stop kube-router
   stop coredns
   stop registry
   stop registry-forward forward.py

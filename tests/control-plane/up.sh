@@ -36,6 +36,8 @@ if [ -n "$node_mode" ]; then
   "$here/build.sh" cni
   "$here/build.sh" coredns
   "$here/build.sh" registry
+  "$here/build.sh" kube_router
+  "$here/build.sh" netprobe
   "$here/down.sh" --node >/dev/null
 else
   "$here/down.sh" >/dev/null

@@ -140,6 +140,11 @@ impl NodeCluster {
         &self.env["REGISTRY"]
     }
 
+    /// The API server's port: on the node IP, and forwarded on this machine's loopback.
+    pub fn api_server_port(&self) -> &str {
+        &self.env["API_SERVER_PORT"]
+    }
+
     /// The node's address in its network namespace, which Pods reach.
     pub fn node_ip(&self) -> &str {
         &self.env["NODE_IP"]
