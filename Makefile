@@ -46,7 +46,9 @@ control-plane:
 	$(CONTROL_PLANE)/build.sh integrations
 
 ## control-plane-node: also build (once per machine) kubelet, kube-controller-manager,
-## kube-scheduler, containerd and the pause image, and install runc/podman when missing
+## kube-scheduler, containerd, the pause image, kube-proxy, the CNI plugins, CoreDNS, the
+## registry, kube-router and the netprobe image, and install runc, podman, skopeo, iptables,
+## ipset and nftables when missing
 control-plane-node: control-plane
 	$(CONTROL_PLANE)/build.sh all-node
 
@@ -65,15 +67,17 @@ publish:
 image-context:
 	IMAGE_PROFILE=$(IMAGE_PROFILE) demo/image.sh context
 
-## node-up / node-down: the local cluster with a node (containerd + kubelet), nothing installed
+## node-up / node-down: the local cluster with a node (containerd, kubelet, a pod network,
+## kube-proxy, CoreDNS, a registry) in a network namespace of its own, nothing installed
 node-up: control-plane-node
 	$(CONTROL_PLANE)/up.sh --node
 
 node-down:
 	$(CONTROL_PLANE)/down.sh --node
 
-## demo: the image, the local cluster with its node, the emulator and the operator installed by
-## Helm, the example repositories applied and watched until Ready
+## demo: the image, the local cluster with its node, the image and the chart pushed to its
+## registry, the emulator and the operator installed by Helm (the operator from oci://), the
+## examples applied and watched until Ready
 demo: control-plane-node image
 	DEMO_SKIP_IMAGE=1 demo/node-up.sh
 
