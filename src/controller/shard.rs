@@ -121,13 +121,20 @@ fn requirement(part: &str) -> Result<Requirement, String> {
     Err(bad())
 }
 
-/// How long an object that arrives from another shard in the middle of an act (its status
-/// says Reconciling) waits before this shard acts on it: `None` to go on now, else how much
-/// longer. `seen_for` is how long this shard has known the object. The shard it came from
-/// stops acting the moment it sees the new label, but a call it sent just before may still be
-/// on its way; `grace` outlasts one such call.
-pub fn handover_wait(in_flight: bool, seen_for: Duration, grace: Duration) -> Option<Duration> {
-    (in_flight && seen_for < grace).then(|| grace - seen_for)
+/// How long an object that arrives from another shard in the middle of an act waits before
+/// this shard acts on it: `None` to go on now, else how much longer. `arrived_in_flight`: its
+/// status said Reconciling when this shard first saw it; `in_flight`: it still does; `seen_for`:
+/// how long this shard has known it. The shard it came from stops acting the moment it sees the
+/// new label, but a call it sent just before may still be on its way; `grace` outlasts one such
+/// call. An object that arrived settled is this shard's from then on: a Reconciling it says
+/// later is this shard's own act (a retry, a wait for a bucket), which never waits.
+pub fn handover_wait(
+    arrived_in_flight: bool,
+    in_flight: bool,
+    seen_for: Duration,
+    grace: Duration,
+) -> Option<Duration> {
+    (arrived_in_flight && in_flight && seen_for < grace).then(|| grace - seen_for)
 }
 
 #[cfg(test)]
@@ -184,18 +191,34 @@ mod tests {
     fn an_object_handed_over_mid_act_waits_out_the_grace_once() {
         let grace = Duration::from_secs(45);
         assert_eq!(
-            handover_wait(true, Duration::from_secs(5), grace),
+            handover_wait(true, true, Duration::from_secs(5), grace),
             Some(Duration::from_secs(40))
         );
         assert_eq!(
-            handover_wait(true, grace, grace),
+            handover_wait(true, true, grace, grace),
             None,
             "waited long enough"
         );
         assert_eq!(
-            handover_wait(false, Duration::ZERO, grace),
+            handover_wait(false, false, Duration::ZERO, grace),
             None,
             "nothing was in flight"
+        );
+        assert_eq!(
+            handover_wait(true, false, Duration::from_secs(5), grace),
+            None,
+            "the act it arrived in ended"
+        );
+    }
+
+    #[test]
+    fn an_act_this_shard_began_itself_never_waits() {
+        let grace = Duration::from_secs(45);
+        // Arrived settled (or new), then this shard's create failed and is retried a second
+        // later: the Reconciling it says is this shard's own.
+        assert_eq!(
+            handover_wait(false, true, Duration::from_secs(1), grace),
+            None
         );
     }
 }
