@@ -23,5 +23,6 @@ mod node;
 mod observability;
 mod refusals;
 mod sessions;
+mod shards;
 mod tenancy;
 mod writes;

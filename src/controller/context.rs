@@ -66,8 +66,9 @@ pub struct Context {
     pub everyone: Stores,
     /// The selector of the objects this operator serves (`--selector`), if any.
     pub shard: Option<Selector>,
-    /// When this process first reconciled each object (by uid), for the hand-over wait.
-    first_seen: Mutex<HashMap<String, Instant>>,
+    /// When this process first reconciled each object (by uid), and whether its status then
+    /// said Reconciling (it arrived mid-act), for the hand-over wait.
+    first_seen: Mutex<HashMap<String, (Instant, bool)>>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -167,8 +168,9 @@ impl Context {
     }
 
     /// How long `object` must wait before this shard acts on it (see
-    /// [`shard::handover_wait`]): only with a selector, only when its status says an act is
-    /// in flight, and only within the grace after this process first saw it.
+    /// [`shard::handover_wait`]): only with a selector, only when its status said an act was
+    /// in flight when this process first saw it and still does, and only within the grace
+    /// after that first sight.
     fn handover_wait<K>(&self, object: &K) -> Option<Duration>
     where
         K: kube::Resource + kube::core::object::HasStatus,
@@ -176,19 +178,23 @@ impl Context {
     {
         self.shard.as_ref()?;
         let uid = object.meta().uid.clone()?;
-        let seen_for = self
-            .first_seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(uid)
-            .or_insert_with(Instant::now)
-            .elapsed();
         let in_flight = object.status().is_some_and(|status| {
             status.conditions().iter().any(|c| {
                 c.type_ == crate::controller::conditions::RECONCILING && c.status == "True"
             })
         });
-        shard::handover_wait(in_flight, seen_for, self.settings.handover_grace)
+        let (since, arrived_in_flight) = *self
+            .first_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(uid)
+            .or_insert_with(|| (Instant::now(), in_flight));
+        shard::handover_wait(
+            arrived_in_flight,
+            in_flight,
+            since.elapsed(),
+            self.settings.handover_grace,
+        )
     }
 
     /// `object` left this shard: should it come back mid-act, it waits again.

@@ -41,7 +41,7 @@ pub struct Selector {
 
 impl Selector {
     pub fn parse(text: &str) -> Result<Self, String> {
-        let requirements = split_top_level(text)
+        let requirements = split_top_level(text)?
             .into_iter()
             .map(|part| requirement(part.trim()))
             .collect::<Result<Vec<_>, _>>()?;
@@ -57,8 +57,9 @@ impl Selector {
     }
 }
 
-/// The requirements of a selector: split at commas outside parentheses.
-fn split_top_level(text: &str) -> Vec<&str> {
+/// The requirements of a selector: split at commas outside parentheses. An empty one (a comma
+/// too many) is refused, as the API server refuses it.
+fn split_top_level(text: &str) -> Result<Vec<&str>, String> {
     let (mut parts, mut depth, mut start) = (Vec::new(), 0usize, 0);
     for (i, c) in text.char_indices() {
         match c {
@@ -72,28 +73,71 @@ fn split_top_level(text: &str) -> Vec<&str> {
         }
     }
     parts.push(&text[start..]);
-    parts.retain(|p| !p.trim().is_empty());
-    parts
+    if parts.iter().all(|p| p.trim().is_empty()) {
+        return Ok(Vec::new());
+    }
+    if parts.iter().any(|p| p.trim().is_empty()) {
+        return Err(format!("an empty requirement in the selector {text:?}"));
+    }
+    Ok(parts)
+}
+
+/// A label name (`name`, or `prefix/name` with a DNS subdomain prefix), as the API server
+/// accepts it in a selector.
+fn valid_key(key: &str) -> bool {
+    let (prefix, name) = match key.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    let dns_label = |l: &str| {
+        !l.is_empty()
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let prefix_ok = prefix.is_none_or(|p| p.len() <= 253 && p.split('.').all(dns_label));
+    prefix_ok && !name.is_empty() && valid_value(name)
+}
+
+/// A label value: empty, or at most 63 letters, digits, `-`, `_` and `.`, beginning and ending
+/// with a letter or a digit.
+fn valid_value(value: &str) -> bool {
+    let edge = |c: Option<char>| c.is_none_or(|c| c.is_ascii_alphanumeric());
+    value.len() <= 63
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && edge(value.chars().next())
+        && edge(value.chars().last())
 }
 
 fn requirement(part: &str) -> Result<Requirement, String> {
     let bad = || format!("cannot read the selector requirement {part:?}");
     let key = |k: &str| {
         let k = k.trim();
-        if k.is_empty() || k.contains(char::is_whitespace) {
-            Err(bad())
-        } else {
+        if valid_key(k) {
             Ok(k.to_string())
+        } else {
+            Err(bad())
+        }
+    };
+    let value = |v: &str| {
+        let v = v.trim();
+        if valid_value(v) {
+            Ok(v.to_string())
+        } else {
+            Err(bad())
         }
     };
     if let Some(rest) = part.strip_prefix('!') {
         return Ok(Requirement::DoesNotExist(key(rest)?));
     }
     if let Some((k, v)) = part.split_once("!=") {
-        return Ok(Requirement::NotEquals(key(k)?, v.trim().to_string()));
+        return Ok(Requirement::NotEquals(key(k)?, value(v)?));
     }
     if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
-        return Ok(Requirement::Equals(key(k)?, v.trim().to_string()));
+        return Ok(Requirement::Equals(key(k)?, value(v)?));
     }
     let set = |rest: &str| -> Result<Vec<String>, String> {
         let inner = rest
@@ -101,7 +145,11 @@ fn requirement(part: &str) -> Result<Requirement, String> {
             .strip_prefix('(')
             .and_then(|r| r.strip_suffix(')'))
             .ok_or_else(bad)?;
-        Ok(inner.split(',').map(|v| v.trim().to_string()).collect())
+        // `in ()` selects nothing and `notin ()` everything: the API server refuses both.
+        if inner.trim().is_empty() {
+            return Err(bad());
+        }
+        inner.split(',').map(value).collect()
     };
     let mut words = part.splitn(2, char::is_whitespace);
     let (k, rest) = (
@@ -121,13 +169,20 @@ fn requirement(part: &str) -> Result<Requirement, String> {
     Err(bad())
 }
 
-/// How long an object that arrives from another shard in the middle of an act (its status
-/// says Reconciling) waits before this shard acts on it: `None` to go on now, else how much
-/// longer. `seen_for` is how long this shard has known the object. The shard it came from
-/// stops acting the moment it sees the new label, but a call it sent just before may still be
-/// on its way; `grace` outlasts one such call.
-pub fn handover_wait(in_flight: bool, seen_for: Duration, grace: Duration) -> Option<Duration> {
-    (in_flight && seen_for < grace).then(|| grace - seen_for)
+/// How long an object that arrives from another shard in the middle of an act waits before
+/// this shard acts on it: `None` to go on now, else how much longer. `arrived_in_flight`: its
+/// status said Reconciling when this shard first saw it; `in_flight`: it still does; `seen_for`:
+/// how long this shard has known it. The shard it came from stops acting the moment it sees the
+/// new label, but a call it sent just before may still be on its way; `grace` outlasts one such
+/// call. An object that arrived settled is this shard's from then on: a Reconciling it says
+/// later is this shard's own act (a retry, a wait for a bucket), which never waits.
+pub fn handover_wait(
+    arrived_in_flight: bool,
+    in_flight: bool,
+    seen_for: Duration,
+    grace: Duration,
+) -> Option<Duration> {
+    (arrived_in_flight && in_flight && seen_for < grace).then(|| grace - seen_for)
 }
 
 #[cfg(test)]
@@ -181,21 +236,70 @@ mod tests {
     }
 
     #[test]
+    fn a_selector_the_api_server_refuses_is_refused_not_read_as_another() {
+        // `!tier=gold` is no selector; read as "no label named `tier=gold`" it would select
+        // every object, and this shard would act on the objects of every other one.
+        for broken in [
+            "!tier=gold",
+            "!flashback.tech/shard=blue",
+            "tier in ()",
+            "tier notin ()",
+            "tier in (gold silver)",
+            "tier in (gold))",
+            "tier=gold,",
+            ",tier=gold",
+            "tier=gold=silver",
+            "tier=-gold",
+            "tier>1",
+            "-tier",
+            "Flashback.Tech/shard in (blue)",
+            &format!("tier={}", "g".repeat(64)),
+        ] {
+            assert!(Selector::parse(broken).is_err(), "{broken:?}");
+        }
+        for fine in [
+            "! tier",
+            "tier = gold",
+            "tier=",
+            "flashback.tech/shard notin(blue,green)",
+            "example.com/Tier_1.x in (A-1, b.2)",
+        ] {
+            assert!(Selector::parse(fine).is_ok(), "{fine:?}");
+        }
+    }
+
+    #[test]
     fn an_object_handed_over_mid_act_waits_out_the_grace_once() {
         let grace = Duration::from_secs(45);
         assert_eq!(
-            handover_wait(true, Duration::from_secs(5), grace),
+            handover_wait(true, true, Duration::from_secs(5), grace),
             Some(Duration::from_secs(40))
         );
         assert_eq!(
-            handover_wait(true, grace, grace),
+            handover_wait(true, true, grace, grace),
             None,
             "waited long enough"
         );
         assert_eq!(
-            handover_wait(false, Duration::ZERO, grace),
+            handover_wait(false, false, Duration::ZERO, grace),
             None,
             "nothing was in flight"
+        );
+        assert_eq!(
+            handover_wait(true, false, Duration::from_secs(5), grace),
+            None,
+            "the act it arrived in ended"
+        );
+    }
+
+    #[test]
+    fn an_act_this_shard_began_itself_never_waits() {
+        let grace = Duration::from_secs(45);
+        // Arrived settled (or new), then this shard's create failed and is retried a second
+        // later: the Reconciling it says is this shard's own.
+        assert_eq!(
+            handover_wait(false, true, Duration::from_secs(1), grace),
+            None
         );
     }
 }

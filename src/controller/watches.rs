@@ -31,7 +31,8 @@ pub struct Feed<K: Resource<DynamicType = ()> + Clone + 'static> {
 /// one), filling the stores of `feed`, and passed on only when something a reconcile depends
 /// on changed (see [`worth_a_reconcile`]). With a selector, one watch of every object fills
 /// both stores: an object whose labels stop matching leaves the own store at once (`left` is
-/// told), as if it were deleted, and stays in `everyone`.
+/// told), as if it were deleted, and stays in `everyone`; one that comes back is looked at
+/// again, even unchanged (see [`Arrivals`]). Without one, the stream is the plain watch.
 pub fn objects<K>(
     api: Api<K>,
     shard: Option<Selector>,
@@ -46,20 +47,60 @@ where
         .default_backoff()
         // Nothing reads them, and they were a third of the cache's memory.
         .modify(|object| object.managed_fields_mut().clear());
-    let events = match (shard, feed.everyone) {
-        (Some(selector), Some(everyone)) => events
-            .reflect(everyone)
-            .filter_map(move |event| {
-                let event = event.map(|event| served(event, &selector, &left));
-                futures::future::ready(event.transpose())
-            })
-            .boxed(),
-        _ => events.boxed(),
-    };
-    events
-        .reflect(feed.own)
-        .applied_objects()
-        .predicate_filter(worth_a_reconcile, Default::default())
+    match (shard, feed.everyone) {
+        (Some(selector), Some(everyone)) => {
+            let mut arrivals = Arrivals::default();
+            events
+                .reflect(everyone)
+                .filter_map(move |event| {
+                    let event = event.map(|event| served(event, &selector, &left));
+                    futures::future::ready(event.transpose())
+                })
+                .reflect(feed.own)
+                .filter_map(move |event| {
+                    let object = event.map(|event| arrivals.worth_a_reconcile(event));
+                    futures::future::ready(object.transpose())
+                })
+                .left_stream()
+        }
+        _ => events
+            .reflect(feed.own)
+            .applied_objects()
+            .predicate_filter(worth_a_reconcile, Default::default())
+            .right_stream(),
+    }
+}
+
+/// [`worth_a_reconcile`] over the events of a shard's own objects: an object passes when its
+/// fingerprint changed since it last passed, as kube's predicate filter does, and an object
+/// that left (a Delete here) is forgotten, so that one that comes back exactly as it left
+/// (moved to another shard and back) is looked at again: meanwhile another shard may have
+/// acted on it, or its remote drifted.
+#[derive(Default)]
+pub struct Arrivals {
+    fingerprints: std::collections::HashMap<String, u64>,
+}
+
+impl Arrivals {
+    pub fn worth_a_reconcile<K: Resource>(&mut self, event: watcher::Event<K>) -> Option<K> {
+        match event {
+            watcher::Event::Apply(object) | watcher::Event::InitApply(object) => {
+                let (Some(uid), Some(fingerprint)) =
+                    (object.meta().uid.clone(), worth_a_reconcile(&object))
+                else {
+                    return Some(object);
+                };
+                (self.fingerprints.insert(uid, fingerprint) != Some(fingerprint)).then_some(object)
+            }
+            watcher::Event::Delete(object) => {
+                if let Some(uid) = &object.meta().uid {
+                    self.fingerprints.remove(uid);
+                }
+                None
+            }
+            watcher::Event::Init | watcher::Event::InitDone => None,
+        }
+    }
 }
 
 /// What the own store of a shard sees of one event of the watch of every object: an object
@@ -230,16 +271,15 @@ where
     futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))
 }
 
-/// A fingerprint of what a reconcile depends on: the spec (generation), annotations, labels
-/// (they decide which shard serves it: one that comes back is looked at again), finalizers
-/// other than the operator's own, and deletion. The operator's own writes (the
+/// A fingerprint of what a reconcile depends on: the spec (generation), annotations, finalizers
+/// other than the operator's own, and deletion (labels only decide which shard serves it; one
+/// that comes back is looked at again by [`Arrivals`]). The operator's own writes (the
 /// status, with the record of a create attempt, and its finalizer) change none of these, so
 /// its bookkeeping never triggers a reconcile (nor cuts a backoff short).
 pub fn worth_a_reconcile<K: Resource>(object: &K) -> Option<u64> {
     let mut hasher = DefaultHasher::new();
     predicates::generation(object).hash(&mut hasher);
     object.meta().annotations.hash(&mut hasher);
-    object.meta().labels.hash(&mut hasher);
     for finalizer in object.finalizers() {
         if finalizer != crate::crd::FINALIZER {
             finalizer.hash(&mut hasher);
@@ -325,6 +365,23 @@ mod tests {
             2,
             "told each time it is not this shard's"
         );
+    }
+
+    #[test]
+    fn an_object_that_comes_back_to_a_shard_unchanged_is_looked_at_again() {
+        let mut repo = crate::fixtures::repo("team-a", "media");
+        repo.metadata.uid = Some("u1".into());
+        let mut arrivals = Arrivals::default();
+        let mut passes = |event| arrivals.worth_a_reconcile(event).is_some();
+        assert!(passes(watcher::Event::InitApply(repo.clone())));
+        assert!(
+            !passes(watcher::Event::Apply(repo.clone())),
+            "nothing it depends on changed"
+        );
+        // It left this shard (the watch of a shard turns that into a Delete), and came back.
+        assert!(!passes(watcher::Event::Delete(repo.clone())));
+        assert!(passes(watcher::Event::Apply(repo.clone())));
+        assert!(!passes(watcher::Event::Apply(repo.clone())));
     }
 
     #[tokio::test]

@@ -781,3 +781,57 @@ async fn shards_render_one_deployment_lease_and_selector_each() {
         assert!(error.contains(says), "{sets:?}: {error}");
     }
 }
+
+/// Names cut to fit would make two shards one: a long release name gives every shard the
+/// default Deployment's name and Lease, and a long leaderElection.leaseName one Lease for all
+/// (one shard would lead, the others' objects served by nobody). The chart refuses both, and
+/// a Lease name is not cut at 63 characters (Kubernetes allows 253).
+#[tokio::test]
+async fn shard_names_cut_to_fit_never_make_two_shards_one() {
+    let version = kube_version(&kube_client().await).await;
+    let long_release = helm(&[
+        "template",
+        "a-release-name-of-forty-four-characters-x-yz",
+        CHART,
+        "--kube-version",
+        &version,
+        "--set",
+        "sharding.shards={shard-0001,shard-0002}",
+    ]);
+    let error = String::from_utf8_lossy(&long_release.stderr);
+    assert!(
+        !long_release.status.success() && error.contains("sharding.shards"),
+        "rendered {} with one name for three Deployments: {error}",
+        String::from_utf8_lossy(&long_release.stdout).len()
+    );
+
+    let lease = "l".repeat(62);
+    let lease_set = format!("leaderElection.leaseName={lease}");
+    let rendered = render(
+        &version,
+        "fbshard",
+        "flashback-system",
+        &["sharding.shards={blue,green}", &lease_set],
+    );
+    let leases: Vec<String> = rendered
+        .all("Deployment")
+        .iter()
+        .map(|d| {
+            d["spec"]["template"]["spec"]["containers"][0]["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["name"] == "FLASHBACK_LEADER_ELECTION_LEASE")
+                .map(|e| e["value"].as_str().unwrap().to_owned())
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        leases,
+        [
+            lease.clone(),
+            format!("{lease}-blue"),
+            format!("{lease}-green")
+        ]
+    );
+}

@@ -103,7 +103,7 @@ object without the label too), so no object is left unserved; a listed shard ser
 {{- $all = append $all (dict "name" $fullname "lease" $lease "selector" (printf "%s notin (%s)" $key (join "," $shards)) "labels" (dict "flashback.tech/operator-shard" "default") "selectorLabels" (dict)) }}
 {{- range $shards }}
 {{- $labels := dict "flashback.tech/operator-shard" . }}
-{{- $all = append $all (dict "name" (printf "%s-%s" $fullname . | trunc 63 | trimSuffix "-") "lease" (printf "%s-%s" $lease . | trunc 63 | trimSuffix "-") "selector" (printf "%s in (%s)" $key .) "labels" $labels "selectorLabels" $labels) }}
+{{- $all = append $all (dict "name" (printf "%s-%s" $fullname . | trunc 63 | trimSuffix "-") "lease" (printf "%s-%s" $lease . | trunc 253 | trimSuffix "-") "selector" (printf "%s in (%s)" $key .) "labels" $labels "selectorLabels" $labels) }}
 {{- end }}
 {{- else }}
 {{- $all = append $all (dict "name" $fullname "lease" $lease "selector" "" "labels" (dict) "selectorLabels" (dict)) }}
@@ -185,6 +185,19 @@ they name (metadata watched, the referenced ones read), the Secrets FlashbackAcc
 {{- if eq .name "FLASHBACK_SELECTOR" }}
 {{- fail "sharding.shards gives each Deployment its own FLASHBACK_SELECTOR: remove it from extraEnv" }}
 {{- end }}
+{{- end }}
+{{- /* Names cut to their limit could make two shards one Deployment, or one Lease. */}}
+{{- $names := list }}
+{{- $leases := list }}
+{{- range include "flashback-operator.shards" . | fromYamlArray }}
+{{- $names = append $names .name }}
+{{- $leases = append $leases .lease }}
+{{- end }}
+{{- if ne (len $names) (len (uniq $names)) }}
+{{- fail (printf "sharding.shards: the Deployment names %s are cut to 63 characters and coincide; shorten fullnameOverride (or the release name) or the shard names" (join ", " $names)) }}
+{{- end }}
+{{- if ne (len $leases) (len (uniq $leases)) }}
+{{- fail (printf "sharding.shards: the Lease names %s are cut to 253 characters and coincide; shorten leaderElection.leaseName or the shard names" (join ", " $leases)) }}
 {{- end }}
 {{- end }}
 {{- if and .Values.networkPolicy.enabled .Values.hostNetwork }}
