@@ -74,6 +74,27 @@ build_kubernetes() {
   rm -rf "$out" && mv "$work" "$out"
 }
 
+# Writes DIR/go.mod of a module of the project's own that requires MODULE at VERSION (what
+# `go build MODULE/cmd/...` of a published version needs).
+wrapper_module() {
+  local dir=$1 name=$2 module=$3 version=$4
+  printf 'module flashback-operator.local/control-plane/%s\n\ngo 1.26.0\n\nrequire %s %s\n' \
+    "$name" "$module" "$version" >"$dir/go.mod"
+}
+
+# Builds the FROM-scratch image of WORK/context/Containerfile as NAME and saves it as an OCI
+# archive to WORK/ARCHIVE, with podman storage of its own (removed after).
+scratch_image() {
+  local work=$1 name=$2 archive=$3 runroot
+  # podman wants a short runroot path.
+  runroot=$(mktemp -d /tmp/flashback-image.XXXXXX)
+  local podman=(podman --root "$work/storage" --runroot "$runroot" --storage-driver vfs)
+  "${podman[@]}" build --quiet --pull=never -t "$name" "$work/context" >/dev/null
+  "${podman[@]}" save --quiet --format oci-archive -o "$work/$archive" "$name"
+  "${podman[@]}" rmi -a >/dev/null 2>&1 || true
+  rm -rf "$work/storage" "$runroot"
+}
+
 # Debian packages a component needs, installed when missing (the scripts run as root in CI).
 need_packages() {
   local missing=() pkg
@@ -92,8 +113,7 @@ build_etcd() {
   log "building etcd v$ETCD_VERSION (first run on this machine only)"
   local work=$out.work
   rm -rf "$work" && mkdir -p "$work/bin"
-  printf 'module flashback-operator.local/control-plane/etcd\n\ngo 1.26.0\n\nrequire go.etcd.io/etcd/server/v3 v%s\n' \
-    "$ETCD_VERSION" >"$work/go.mod"
+  wrapper_module "$work" etcd go.etcd.io/etcd/server/v3 "v$ETCD_VERSION"
   (cd "$work" && CGO_ENABLED=0 GOFLAGS=-mod=mod timed_go_build -trimpath -ldflags "-s -w" \
     -o bin/etcd go.etcd.io/etcd/server/v3)
   rm -rf "$out" && mv "$work" "$out"
@@ -127,8 +147,7 @@ build_helm() {
   log "building helm v$HELM_VERSION for Kubernetes v$KUBERNETES_VERSION (first run on this machine only)"
   local work=$out.work
   rm -rf "$work" && mkdir -p "$work/bin"
-  printf 'module flashback-operator.local/control-plane/helm\n\ngo 1.26.0\n\nrequire helm.sh/helm/v3 v%s\n' \
-    "$HELM_VERSION" >"$work/go.mod"
+  wrapper_module "$work" helm helm.sh/helm/v3 "v$HELM_VERSION"
   (cd "$work" && CGO_ENABLED=0 GOFLAGS=-mod=mod timed_go_build -trimpath -ldflags "$(helm_ldflags)" \
     -o bin/helm helm.sh/helm/v3/cmd/helm)
   rm -rf "$out" && mv "$work" "$out"
@@ -154,8 +173,7 @@ build_containerd() {
   log "building containerd v$CONTAINERD_VERSION (first run on this machine only)"
   local work=$out.work
   rm -rf "$work" && mkdir -p "$work/bin"
-  printf 'module flashback-operator.local/control-plane/containerd\n\ngo 1.26.0\n\nrequire github.com/containerd/containerd/v2 v%s\n' \
-    "$CONTAINERD_VERSION" >"$work/go.mod"
+  wrapper_module "$work" containerd github.com/containerd/containerd/v2 "v$CONTAINERD_VERSION"
   local pkg=github.com/containerd/containerd/v2
   (cd "$work" && CGO_ENABLED=0 GOFLAGS=-mod=mod timed_go_build -trimpath \
     -tags "no_btrfs no_devmapper no_zfs no_dynamic_plugins" \
@@ -177,14 +195,7 @@ build_pause() {
   gcc -Os -static -Wall -Werror -DVERSION="v$KUBERNETES_VERSION" -o "$work/context/pause" "$source"
   strip "$work/context/pause"
   printf 'FROM scratch\nCOPY pause /pause\nUSER 65535:65535\nENTRYPOINT ["/pause"]\n' >"$work/context/Containerfile"
-  # podman wants a short runroot path.
-  local runroot
-  runroot=$(mktemp -d /tmp/flashback-pause.XXXXXX)
-  local podman=(podman --root "$work/storage" --runroot "$runroot" --storage-driver vfs)
-  "${podman[@]}" build --quiet --pull=never -t localhost/flashback-pause:latest "$work/context" >/dev/null
-  "${podman[@]}" save --quiet --format oci-archive -o "$work/pause-image.tar" localhost/flashback-pause:latest
-  "${podman[@]}" rmi -a >/dev/null 2>&1 || true
-  rm -rf "$work/storage" "$runroot"
+  scratch_image "$work" localhost/flashback-pause:latest pause-image.tar
   rm -rf "$out" && mv "$work" "$out"
 }
 
@@ -211,8 +222,7 @@ build_cni() {
   log "building the CNI plugins v$CNI_PLUGINS_VERSION (first run on this machine only)"
   local work=$out.work pkg=github.com/containernetworking/plugins/plugins
   rm -rf "$work" && mkdir -p "$work/bin"
-  printf 'module flashback-operator.local/control-plane/cni\n\ngo 1.26.0\n\nrequire github.com/containernetworking/plugins v%s\n' \
-    "$CNI_PLUGINS_VERSION" >"$work/go.mod"
+  wrapper_module "$work" cni github.com/containernetworking/plugins "v$CNI_PLUGINS_VERSION"
   (cd "$work" && CGO_ENABLED=0 GOFLAGS=-mod=mod timed_go_build -trimpath -ldflags "-s -w" \
     -o bin/ $pkg/main/bridge $pkg/ipam/host-local $pkg/main/loopback $pkg/meta/portmap)
   rm -rf "$out" && mv "$work" "$out"
@@ -231,8 +241,7 @@ build_coredns() {
   log "building CoreDNS v$COREDNS_VERSION (first run on this machine only)"
   local work=$out.work plugin
   rm -rf "$work" && mkdir -p "$work/bin"
-  printf 'module flashback-operator.local/control-plane/coredns\n\ngo 1.26.0\n\nrequire github.com/coredns/coredns v%s\n' \
-    "$COREDNS_VERSION" >"$work/go.mod"
+  wrapper_module "$work" coredns github.com/coredns/coredns "v$COREDNS_VERSION"
   {
     echo '// CoreDNS with the plugins the node'"'"'s cluster DNS uses (tests/control-plane/node.sh).'
     echo 'package main'
@@ -257,8 +266,7 @@ build_registry() {
   log "building the OCI registry (distribution v$REGISTRY_VERSION; first run on this machine only)"
   local work=$out.work
   rm -rf "$work" && mkdir -p "$work/bin"
-  printf 'module flashback-operator.local/control-plane/registry\n\ngo 1.26.0\n\nrequire github.com/distribution/distribution/v3 v%s\n' \
-    "$REGISTRY_VERSION" >"$work/go.mod"
+  wrapper_module "$work" registry github.com/distribution/distribution/v3 "v$REGISTRY_VERSION"
   cat >"$work/main.go" <<'GO'
 // The distribution registry with its filesystem storage only (tests/control-plane/node.sh).
 package main
@@ -291,8 +299,7 @@ build_kube_router() {
   log "building kube-router v$KUBE_ROUTER_VERSION (first run on this machine only)"
   local work=$out.work
   rm -rf "$work" && mkdir -p "$work/bin"
-  printf 'module flashback-operator.local/control-plane/kube-router\n\ngo 1.26.0\n\nrequire github.com/cloudnativelabs/kube-router/v2 v%s\n' \
-    "$KUBE_ROUTER_VERSION" >"$work/go.mod"
+  wrapper_module "$work" kube-router github.com/cloudnativelabs/kube-router/v2 "v$KUBE_ROUTER_VERSION"
   (cd "$work" && CGO_ENABLED=0 GOFLAGS=-mod=mod timed_go_build -trimpath -ldflags "-s -w" \
     -o bin/kube-router github.com/cloudnativelabs/kube-router/v2/cmd/kube-router)
   rm -rf "$out" && mv "$work" "$out"
@@ -311,18 +318,13 @@ build_netprobe() {
   if [ -f "$out/netprobe-image.tar" ]; then return; fi
   need_packages podman runc
   log "building the netprobe image (first run on this machine only)"
-  local work=$out.work runroot
+  local work=$out.work
   rm -rf "$work" && mkdir -p "$work/context"
   (cd "$root/tests/netprobe" && CGO_ENABLED=0 timed_go_build -trimpath -buildvcs=false \
     -ldflags "-s -w" -o "$work/context/netprobe" .)
   printf 'FROM scratch\nCOPY netprobe /netprobe\nUSER 65532:65532\nENTRYPOINT ["/netprobe"]\nCMD ["serve"]\n' \
     >"$work/context/Containerfile"
-  runroot=$(mktemp -d /tmp/flashback-netprobe.XXXXXX)
-  local podman=(podman --root "$work/storage" --runroot "$runroot" --storage-driver vfs)
-  "${podman[@]}" build --quiet --pull=never -t localhost/flashback-netprobe:latest "$work/context" >/dev/null
-  "${podman[@]}" save --quiet --format oci-archive -o "$work/netprobe-image.tar" localhost/flashback-netprobe:latest
-  "${podman[@]}" rmi -a >/dev/null 2>&1 || true
-  rm -rf "$work/storage" "$runroot"
+  scratch_image "$work" localhost/flashback-netprobe:latest netprobe-image.tar
   rm -rf "$out" && mv "$work" "$out"
 }
 
@@ -343,8 +345,7 @@ build_promtool() {
   local work=$out.work minor=${PROMTOOL_VERSION#3.} module_version
   module_version="v0.3$(printf '%02d' "${minor%%.*}").${PROMTOOL_VERSION##*.}"
   rm -rf "$work" && mkdir -p "$work/bin"
-  printf 'module flashback-operator.local/control-plane/promtool\n\ngo 1.26.0\n\nrequire github.com/prometheus/prometheus %s\n' \
-    "$module_version" >"$work/go.mod"
+  wrapper_module "$work" promtool github.com/prometheus/prometheus "$module_version"
   local pkg=github.com/prometheus/common/version
   (cd "$work" && CGO_ENABLED=0 GOFLAGS=-mod=mod timed_go_build -trimpath -tags remove_all_sd \
     -ldflags "-s -w -X $pkg.Version=$PROMTOOL_VERSION -X $pkg.Branch=HEAD -X $pkg.Revision=$module_version" \
