@@ -4,6 +4,7 @@
 //! health expressions); helm-controller installs the chart from a Git path, with the CRDs in a
 //! Kustomization of their own.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use flashback_operator::crd::{FlashbackAccessKey, FlashbackBucket, FlashbackRepository};
@@ -122,7 +123,7 @@ impl Stage {
         )
     }
 
-    /// Waits until the Flux object `name` satisfies `check`, or fails with its status.
+    /// Waits until the Flux object `name` satisfies `check`, or fails saying what it is.
     async fn wait_flux(
         &self,
         resource: &ApiResource,
@@ -130,27 +131,8 @@ impl Stage {
         what: &str,
         check: impl Fn(&DynamicObject) -> bool,
     ) -> DynamicObject {
-        let api = self.api(resource);
-        let waited = tokio::time::timeout(
-            FLUX_DEADLINE,
-            kube::runtime::wait::await_condition(api.clone(), name, |o: Option<&DynamicObject>| {
-                o.is_some_and(&check)
-            }),
-        )
-        .await;
-        match waited {
-            Ok(Ok(Some(object))) => object,
-            other => panic!(
-                "{} {name} did not become {what} ({other:?}); its status is {:#}",
-                resource.kind,
-                api.get_opt(name)
-                    .await
-                    .ok()
-                    .flatten()
-                    .map(|o| o.data["status"].clone())
-                    .unwrap_or_default()
-            ),
-        }
+        crate::support::wait::until_within(FLUX_DEADLINE, &self.api(resource), name, what, check)
+            .await
     }
 
     /// Waits until the Kustomization `name` is Ready at `revision` and returns it.
@@ -235,40 +217,39 @@ fn typed<K: Resource<DynamicType = (), Scope = NamespaceResourceScope>>(scene: &
     Api::namespaced(scene.kube.clone(), &scene.namespace)
 }
 
-/// The operator's objects in the scene's namespace, as "Kind/name".
-async fn storage_objects(scene: &Scene) -> Vec<String> {
-    let params = ListParams::default();
-    let mut names = Vec::new();
-    let buckets = typed::<FlashbackBucket>(scene).list(&params).await.unwrap();
-    names.extend(
-        buckets
-            .iter()
-            .map(|o| format!("FlashbackBucket/{}", o.name_any())),
-    );
-    let repos = typed::<FlashbackRepository>(scene)
-        .list(&params)
-        .await
-        .unwrap();
-    names.extend(
-        repos
-            .iter()
-            .map(|o| format!("FlashbackRepository/{}", o.name_any())),
-    );
-    let keys = typed::<FlashbackAccessKey>(scene)
-        .list(&params)
-        .await
-        .unwrap();
-    names.extend(
-        keys.iter()
-            .map(|o| format!("FlashbackAccessKey/{}", o.name_any())),
-    );
-    names
+/// The operator's objects in the scene's namespace: "Kind/name" → resourceVersion.
+async fn storage_objects(scene: &Scene) -> BTreeMap<String, String> {
+    let mut objects = BTreeMap::new();
+    list_into::<FlashbackBucket>(scene, &mut objects).await;
+    list_into::<FlashbackRepository>(scene, &mut objects).await;
+    list_into::<FlashbackAccessKey>(scene, &mut objects).await;
+    objects
 }
 
+async fn list_into<K>(scene: &Scene, objects: &mut BTreeMap<String, String>)
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    for object in typed::<K>(scene)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+    {
+        objects.insert(
+            format!("{}/{}", K::kind(&()), object.name_any()),
+            object.resource_version().unwrap_or_default(),
+        );
+    }
+}
+
+/// What [`Stage::commit_storage`] holds, as [`storage_objects`] lists it.
 const STORAGE_OBJECTS: [&str; 3] = [
+    "FlashbackAccessKey/album-writer",
     "FlashbackBucket/photos",
     "FlashbackRepository/album",
-    "FlashbackAccessKey/album-writer",
 ];
 
 fn is_ready<K: serde::Serialize>(object: &K) -> bool {
@@ -311,7 +292,8 @@ async fn flux_waits_for_the_operator_carries_a_commit_to_the_remote_and_prunes_w
         (status.as_str(), reason.as_str()),
         ("Unknown", "Progressing")
     );
-    assert_eq!(storage_objects(&stage.scene).await, STORAGE_OBJECTS);
+    let applied = storage_objects(&stage.scene).await;
+    assert_eq!(applied.keys().collect::<Vec<_>>(), STORAGE_OBJECTS);
     // Still waiting a few seconds later: nothing made the objects Ready.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let still = stage
@@ -479,33 +461,6 @@ async fn a_broken_object_fails_the_kustomization_which_names_it() {
     }
 }
 
-/// "Kind/name" → resourceVersion of the operator's objects in the scene's namespace.
-async fn versions(scene: &Scene) -> std::collections::BTreeMap<String, String> {
-    let params = ListParams::default();
-    let mut versions = std::collections::BTreeMap::new();
-    let mut add = |kind: &str, name: String, version: Option<String>| {
-        versions.insert(format!("{kind}/{name}"), version.unwrap_or_default());
-    };
-    for o in typed::<FlashbackBucket>(scene).list(&params).await.unwrap() {
-        add("FlashbackBucket", o.name_any(), o.resource_version());
-    }
-    for o in typed::<FlashbackRepository>(scene)
-        .list(&params)
-        .await
-        .unwrap()
-    {
-        add("FlashbackRepository", o.name_any(), o.resource_version());
-    }
-    for o in typed::<FlashbackAccessKey>(scene)
-        .list(&params)
-        .await
-        .unwrap()
-    {
-        add("FlashbackAccessKey", o.name_any(), o.resource_version());
-    }
-    versions
-}
-
 #[tokio::test]
 async fn flux_and_the_operator_leave_ready_objects_alone_for_a_minute() {
     let mut stage = Stage::new("flux-drift", &[KUSTOMIZE]).await;
@@ -551,10 +506,10 @@ async fn flux_and_the_operator_leave_ready_objects_alone_for_a_minute() {
     }
 
     stage.scene.control.reset_calls().await.unwrap();
-    let before = versions(&stage.scene).await;
+    let before = storage_objects(&stage.scene).await;
     let log_before = stage.flux.log(KUSTOMIZE).len();
     tokio::time::sleep(Duration::from_secs(60)).await;
-    let after = versions(&stage.scene).await;
+    let after = storage_objects(&stage.scene).await;
     let log = stage.flux.log(KUSTOMIZE)[log_before..].to_owned();
 
     // Flux reconciled again and again, and applied nothing: every object unchanged.
