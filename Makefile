@@ -7,13 +7,13 @@ CARGO ?= cargo
 
 IMAGE_PROFILE ?= release
 
-.PHONY: test unit fmt-check clippy build-tests control-plane control-plane-node demo demo-down demo-smoke crds docs bench chart-lint
+.PHONY: test unit fmt-check clippy build-tests control-plane control-plane-node flux demo demo-down demo-smoke crds docs bench chart-lint
 .PHONY: image publish image-context node-up node-down demo-dev demo-dev-down chaos
 
 ## test: formatting, lints, unit, integration and end-to-end tests against a real API server
 ## (and, in tests/node.rs, the image and the chart on a cluster with a real node),
 ## then the demo once from start to Ready
-test: fmt-check clippy control-plane control-plane-node build-tests
+test: fmt-check clippy control-plane control-plane-node flux build-tests
 	$(CONTROL_PLANE)/with.sh $(CARGO) test --workspace --locked
 	$(MAKE) demo-smoke
 
@@ -44,6 +44,11 @@ control-plane:
 	$(CONTROL_PLANE)/build.sh all
 	$(CONTROL_PLANE)/build.sh promtool
 	$(CONTROL_PLANE)/build.sh integrations
+
+## flux: build (once per machine) Flux's source-controller, kustomize-controller and
+## helm-controller, for the GitOps tests (tests/gitops/)
+flux:
+	$(CONTROL_PLANE)/build.sh flux
 
 ## control-plane-node: also build (once per machine) kubelet, kube-controller-manager,
 ## kube-scheduler, containerd, the pause image, kube-proxy, the CNI plugins, CoreDNS, the

@@ -14,6 +14,7 @@ mod credentials;
 mod docs;
 mod export;
 mod failures;
+mod gitops;
 mod hostile_tenant;
 mod integrations;
 mod layout;

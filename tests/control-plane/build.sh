@@ -379,6 +379,61 @@ build_kstatus() {
   rm -rf "$out" && mv "$work" "$out"
 }
 
+# Flux's source-controller, kustomize-controller and helm-controller (tests/gitops/), each from
+# a wrapper module: the controller's own go.mod replaces its api module with a local folder,
+# so `go install` refuses it; the wrapper requires the controller and its api at the same
+# version and copies the controller's other replaces. The CRDs come from the same module.
+# flux_dir NAME: the cache directory of the controller NAME at its version in versions.env.
+flux_dir() {
+  local version
+  case $1 in
+    source-controller) version=$FLUX_SOURCE_VERSION ;;
+    kustomize-controller) version=$FLUX_KUSTOMIZE_VERSION ;;
+    helm-controller) version=$FLUX_HELM_VERSION ;;
+  esac
+  printf '%s/flux-%s-v%s' "$cache" "$1" "$version"
+}
+
+build_flux_controller() {
+  local name=$1 version=$2 out module=github.com/fluxcd/$1
+  out=$(flux_dir "$name")
+  if [ -x "$out/bin/$name" ]; then return; fi
+  log "building Flux's $name v$version (first run on this machine only)"
+  local work=$out.work upstream dir
+  rm -rf "$work" && mkdir -p "$work/bin" "$work/crds"
+  upstream=$(go mod download -json "$module@v$version")
+  dir=$(printf '%s' "$upstream" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  [ -f "$dir/go.mod" ] || { log "cannot download $module@v$version"; exit 1; }
+  {
+    echo "module flashback-operator.local/control-plane/flux-$name"
+    echo
+    echo "go $(sed -n 's/^go //p' "$dir/go.mod")"
+    echo
+    echo "require ("
+    printf '\t%s v%s\n\t%s/api v%s\n' "$module" "$version" "$module" "$version"
+    echo ")"
+    echo
+    echo "replace ("
+    # The upstream replaces, one line or in a block, but not the local ./api.
+    awk '/^replace \(/ { block = 1; next } block && /^\)/ { block = 0; next }
+         block { print; next } /^replace / { sub(/^replace /, ""); print }' "$dir/go.mod" |
+      grep '=>' | grep -v '=> \./' | sed 's/^[[:space:]]*/\t/'
+    # Newer releases than the controller's go.mod names that the proxy here refuses; only their
+    # go.mod differs.
+    [ "$name" != source-controller ] || printf '\tgithub.com/fluxcd/pkg/artifact => github.com/fluxcd/pkg/artifact v0.18.1\n'
+    echo ")"
+  } >"$work/go.mod"
+  cp "$dir"/config/crd/bases/*.yaml "$work/crds/"
+  chmod u+w "$work"/crds/*.yaml
+  (cd "$work" && CGO_ENABLED=0 GOFLAGS=-mod=mod timed_go_build -trimpath -ldflags "-s -w" \
+    -o "bin/$name" "$module")
+  rm -rf "$out" && mv "$work" "$out"
+}
+
+build_flux_source() { build_flux_controller source-controller "$FLUX_SOURCE_VERSION"; }
+build_flux_kustomize() { build_flux_controller kustomize-controller "$FLUX_KUSTOMIZE_VERSION"; }
+build_flux_helm() { build_flux_controller helm-controller "$FLUX_HELM_VERSION"; }
+
 # One build of a component at a time: a second caller waits, then finds the binary ready.
 locked() {
   (
@@ -392,6 +447,8 @@ case "${1:-all}" in
   promtool) locked promtool ;;
   lua | kstatus) locked "$1" ;;
   integrations) locked lua && locked kstatus ;;
+  flux_source | flux_kustomize | flux_helm) locked "$1" ;;
+  flux) locked flux_source && locked flux_kustomize && locked flux_helm ;;
   all) locked etcd && locked kubernetes && locked helm ;;
   all-node)
     locked etcd && locked kubernetes && locked helm && locked node && locked containerd &&
@@ -399,7 +456,7 @@ case "${1:-all}" in
       locked netprobe && locked kube_router
     ;;
   *)
-    log "usage: build.sh [all|all-node|kubernetes|etcd|helm|node|containerd|pause|kube_proxy|cni|coredns|registry|netprobe|kube_router|promtool|lua|kstatus|integrations]"
+    log "usage: build.sh [all|all-node|kubernetes|etcd|helm|node|containerd|pause|kube_proxy|cni|coredns|registry|netprobe|kube_router|promtool|lua|kstatus|integrations|flux|flux_source|flux_kustomize|flux_helm]"
     exit 2
     ;;
 esac
@@ -435,4 +492,10 @@ for version in 5.1 5.4; do
   [ -x "/usr/bin/lua$version" ] && ln -sfn "/usr/bin/lua$version" "$bin/lua$version"
 done
 [ -x "$(kstatus_dir)/bin/kstatus-check" ] && ln -sfn "$(kstatus_dir)/bin/kstatus-check" "$bin/kstatus-check"
+for name in source-controller kustomize-controller helm-controller; do
+  if [ -x "$(flux_dir "$name")/bin/$name" ]; then
+    ln -sfn "$(flux_dir "$name")/bin/$name" "$bin/$name"
+    ln -sfn "$(flux_dir "$name")/crds" "$bin/$name-crds"
+  fi
+done
 exit 0

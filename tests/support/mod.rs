@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod flux;
+pub mod git;
 pub mod hostile;
 pub mod node;
 pub mod operator;

@@ -411,10 +411,21 @@ pub fn condition<'a>(
 
 /// Applies the operator's CRDs (generated from the Rust types) and waits until they are served.
 pub async fn install_crd(kube: &Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(kube.clone());
-    for (_, crd) in flashback_operator::crd::crds() {
+    apply_crds(
+        kube,
+        flashback_operator::crd::crds()
+            .into_iter()
+            .map(|(_, crd)| crd),
+    )
+    .await;
+}
+
+/// Applies CRDs (server-side, forced) and waits until each is served.
+pub async fn apply_crds(kube: &Client, crds: impl IntoIterator<Item = CustomResourceDefinition>) {
+    let api: Api<CustomResourceDefinition> = Api::all(kube.clone());
+    for crd in crds {
         let name = crd.metadata.name.clone().unwrap();
-        crds.patch(
+        api.patch(
             &name,
             &PatchParams::apply("e2e").force(),
             &Patch::Apply(&crd),
@@ -423,7 +434,7 @@ pub async fn install_crd(kube: &Client) {
         .expect("the CRD is applied");
         tokio::time::timeout(
             DEADLINE,
-            await_condition(crds.clone(), &name, conditions::is_crd_established()),
+            await_condition(api.clone(), &name, conditions::is_crd_established()),
         )
         .await
         .expect("the CRD is Established in time")

@@ -1,6 +1,7 @@
 //! Bounded waits on any kind of object, failing with what the object is when they run out.
 
 use std::fmt::Debug;
+use std::time::Duration;
 
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Resource, ResourceExt};
@@ -13,8 +14,22 @@ pub async fn until<K>(api: &Api<K>, name: &str, what: &str, check: impl Fn(&K) -
 where
     K: Resource + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
+    until_within(DEADLINE, api, name, what, check).await
+}
+
+/// [`until`] with its own deadline.
+pub async fn until_within<K>(
+    deadline: Duration,
+    api: &Api<K>,
+    name: &str,
+    what: &str,
+    check: impl Fn(&K) -> bool,
+) -> K
+where
+    K: Resource + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+{
     let waited = tokio::time::timeout(
-        DEADLINE,
+        deadline,
         await_condition(api.clone(), name, |object: Option<&K>| {
             object.is_some_and(&check)
         }),

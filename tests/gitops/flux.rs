@@ -1,0 +1,638 @@
+//! Flux's source-controller and kustomize-controller apply a directory of Git holding a
+//! FlashbackBucket, a FlashbackRepository naming it by `bucketRef` and a FlashbackAccessKey,
+//! through the Kustomization of `integrations/flux/kustomization.yaml` (`wait: true`, the
+//! health expressions); helm-controller installs the chart from a Git path, with the CRDs in a
+//! Kustomization of their own.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use flashback_operator::crd::{FlashbackAccessKey, FlashbackBucket, FlashbackRepository};
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::{Value, json};
+
+use crate::buckets::{bucket, mirror_naming_photos, put_cloud_secret};
+use crate::support::cluster::DEADLINE;
+use crate::support::flux::{Flux, HELM, KUSTOMIZE};
+use crate::support::git::{BRANCH, GitServer};
+use crate::support::node::root;
+use crate::support::scene::{Scene, WORKSPACE};
+
+/// How long a test waits for Flux: a reconcile of the source, then of the Kustomization and
+/// its health checks, each polled every few seconds.
+const FLUX_DEADLINE: Duration = Duration::from_secs(90);
+
+/// The directory of the repository the storage Kustomization applies.
+const STORAGE: &str = "storage";
+
+/// A scene (emulator, namespace, token Secret), a Git server, and Flux watching the namespace.
+struct Stage {
+    scene: Scene,
+    git: GitServer,
+    flux: Flux,
+}
+
+impl Stage {
+    /// Everything but the operator, with a GitRepository `config` following the Git server's
+    /// branch and the controllers of `controllers` beside source-controller.
+    async fn new(prefix: &str, controllers: &[&'static str]) -> Self {
+        let scene = Scene::new(prefix).await;
+        put_cloud_secret(&scene, "cloud-secret-flux-0001").await;
+        let git = GitServer::start();
+        let flux = Flux::start(&scene.kube, &scene.namespace, controllers).await;
+        let stage = Self { scene, git, flux };
+        stage
+            .apply(
+                &gitrepositories(),
+                json!({
+                    "apiVersion": "source.toolkit.fluxcd.io/v1",
+                    "kind": "GitRepository",
+                    "metadata": {"name": "config"},
+                    "spec": {
+                        "interval": "2s",
+                        "url": stage.git.url(),
+                        "ref": {"branch": BRANCH},
+                    },
+                }),
+            )
+            .await;
+        stage
+    }
+
+    fn api(&self, resource: &ApiResource) -> Api<DynamicObject> {
+        Api::namespaced_with(self.scene.kube.clone(), &self.scene.namespace, resource)
+    }
+
+    /// Applies `object` in the stage's namespace, as `kubectl apply --server-side` would.
+    async fn apply(&self, resource: &ApiResource, object: Value) {
+        let name = object["metadata"]["name"].as_str().unwrap().to_owned();
+        self.api(resource)
+            .patch(
+                &name,
+                &PatchParams::apply("e2e").force(),
+                &Patch::Apply(&object),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{name} is applied: {e}"));
+    }
+
+    /// The Kustomization of integrations/flux/kustomization.yaml, pointed at the stage's
+    /// GitRepository and directory and namespace, with a short interval: the rest (wait,
+    /// health expressions, prune) as shipped.
+    async fn apply_storage_kustomization(&self) {
+        let shipped = std::fs::read_to_string(root().join("integrations/flux/kustomization.yaml"))
+            .expect("the shipped Kustomization");
+        let mut kustomization: Value = serde_saphyr::from_str(&shipped).expect("YAML");
+        kustomization["metadata"]["namespace"] = json!(self.scene.namespace);
+        let spec = &mut kustomization["spec"];
+        spec["sourceRef"]["name"] = json!("config");
+        spec["path"] = json!(format!("./{STORAGE}"));
+        spec["targetNamespace"] = json!(self.scene.namespace);
+        spec["interval"] = json!("5s");
+        spec["retryInterval"] = json!("2s");
+        spec["timeout"] = json!("3m");
+        self.apply(&kustomizations(), kustomization).await;
+    }
+
+    /// The storage directory: the bucket `photos`, the repository `album` naming it by
+    /// `bucketRef` (master, folder `folder`) and the key `album-writer`, and a ConfigMap that
+    /// stays when they go.
+    fn commit_storage(&self, folder: &str, message: &str) -> String {
+        let mut album = mirror_naming_photos(&self.scene, "album");
+        album.spec.buckets[0].folder = Some(folder.into());
+        let key: FlashbackAccessKey = serde_json::from_value(json!({
+            "apiVersion": "flashback.tech/v1alpha1",
+            "kind": "FlashbackAccessKey",
+            "metadata": {"name": "album-writer"},
+            "spec": {"repositoryRef": {"name": "album"}, "accessType": "WRITE"},
+        }))
+        .unwrap();
+        self.git.commit(
+            &[
+                (
+                    &format!("{STORAGE}/bucket.yaml"),
+                    Some(&yaml(&bucket("photos"))),
+                ),
+                (&format!("{STORAGE}/repository.yaml"), Some(&yaml(&album))),
+                (&format!("{STORAGE}/key.yaml"), Some(&yaml(&key))),
+                (&format!("{STORAGE}/notes.yaml"), Some(NOTES)),
+            ],
+            message,
+        )
+    }
+
+    /// Waits until the Flux object `name` satisfies `check`, or fails saying what it is.
+    async fn wait_flux(
+        &self,
+        resource: &ApiResource,
+        name: &str,
+        what: &str,
+        check: impl Fn(&DynamicObject) -> bool,
+    ) -> DynamicObject {
+        crate::support::wait::until_within(FLUX_DEADLINE, &self.api(resource), name, what, check)
+            .await
+    }
+
+    /// Waits until the Kustomization `name` is Ready at `revision` and returns it.
+    async fn wait_applied(&self, name: &str, revision: &str) -> DynamicObject {
+        self.wait_flux(&kustomizations(), name, "Ready", |k| {
+            ready(k).is_some_and(|(status, _, _)| status == "True")
+                && applied_revision(k).ends_with(revision)
+        })
+        .await
+    }
+}
+
+/// A file written (`Some`) or removed (`None`) by a commit.
+type Change<'a> = (&'a str, Option<&'a str>);
+
+const NOTES: &str = "apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: team-notes
+data:
+  owner: platform
+";
+
+fn yaml<T: serde::Serialize>(object: &T) -> String {
+    serde_saphyr::to_string(&serde_json::to_value(object).unwrap()).unwrap()
+}
+
+fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
+}
+
+fn gitrepositories() -> ApiResource {
+    resource(
+        "source.toolkit.fluxcd.io",
+        "v1",
+        "GitRepository",
+        "gitrepositories",
+    )
+}
+
+fn kustomizations() -> ApiResource {
+    resource(
+        "kustomize.toolkit.fluxcd.io",
+        "v1",
+        "Kustomization",
+        "kustomizations",
+    )
+}
+
+fn helmreleases() -> ApiResource {
+    resource(
+        "helm.toolkit.fluxcd.io",
+        "v2",
+        "HelmRelease",
+        "helmreleases",
+    )
+}
+
+/// The Ready condition of a Flux object: status, reason, message.
+fn ready(object: &DynamicObject) -> Option<(String, String, String)> {
+    condition(object, "Ready")
+}
+
+fn condition(object: &DynamicObject, type_: &str) -> Option<(String, String, String)> {
+    object.data["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .map(|c| {
+            let text = |key: &str| c[key].as_str().unwrap_or_default().to_owned();
+            (text("status"), text("reason"), text("message"))
+        })
+}
+
+fn applied_revision(object: &DynamicObject) -> &str {
+    object.data["status"]["lastAppliedRevision"]
+        .as_str()
+        .unwrap_or_default()
+}
+
+fn typed<K: Resource<DynamicType = (), Scope = NamespaceResourceScope>>(scene: &Scene) -> Api<K> {
+    Api::namespaced(scene.kube.clone(), &scene.namespace)
+}
+
+/// The operator's objects in the scene's namespace: "Kind/name" → resourceVersion.
+async fn storage_objects(scene: &Scene) -> BTreeMap<String, String> {
+    let mut objects = BTreeMap::new();
+    list_into::<FlashbackBucket>(scene, &mut objects).await;
+    list_into::<FlashbackRepository>(scene, &mut objects).await;
+    list_into::<FlashbackAccessKey>(scene, &mut objects).await;
+    objects
+}
+
+async fn list_into<K>(scene: &Scene, objects: &mut BTreeMap<String, String>)
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    for object in typed::<K>(scene)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+    {
+        objects.insert(
+            format!("{}/{}", K::kind(&()), object.name_any()),
+            object.resource_version().unwrap_or_default(),
+        );
+    }
+}
+
+/// What [`Stage::commit_storage`] holds, as [`storage_objects`] lists it.
+const STORAGE_OBJECTS: [&str; 3] = [
+    "FlashbackAccessKey/album-writer",
+    "FlashbackBucket/photos",
+    "FlashbackRepository/album",
+];
+
+fn is_ready<K: serde::Serialize>(object: &K) -> bool {
+    let object = serde_json::to_value(object).unwrap();
+    object["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| {
+            c["type"] == "Ready"
+                && c["status"] == "True"
+                && c["observedGeneration"] == object["metadata"]["generation"]
+        })
+}
+
+#[tokio::test]
+async fn flux_waits_for_the_operator_carries_a_commit_to_the_remote_and_prunes_what_leaves_git() {
+    let mut stage = Stage::new("flux-story", &[KUSTOMIZE]).await;
+    let first = stage.commit_storage("media", "storage for the album");
+    stage.apply_storage_kustomization().await;
+
+    // The operator is not running: Flux applies the objects and waits on their health.
+    let waiting = stage
+        .wait_flux(
+            &kustomizations(),
+            "flashback-storage",
+            "waiting on health",
+            |k| {
+                condition(k, "Reconciling").is_some_and(|(status, reason, message)| {
+                    status == "True"
+                        && reason == "Progressing"
+                        && message.starts_with("Running health checks")
+                        && message.contains(&first)
+                })
+            },
+        )
+        .await;
+    let (status, reason, _) = ready(&waiting).expect("a Ready condition");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("Unknown", "Progressing")
+    );
+    let applied = storage_objects(&stage.scene).await;
+    assert_eq!(applied.keys().collect::<Vec<_>>(), STORAGE_OBJECTS);
+    // Still waiting a few seconds later: nothing made the objects Ready.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let still = stage
+        .api(&kustomizations())
+        .get("flashback-storage")
+        .await
+        .unwrap();
+    assert_eq!(
+        ready(&still).unwrap().0,
+        "Unknown",
+        "{:#}",
+        still.data["status"]
+    );
+
+    // The operator starts: the objects become Ready, and so does the Kustomization.
+    stage.scene.start_operator(&[]);
+    let applied = stage.wait_applied("flashback-storage", &first).await;
+    let (_, reason, message) = ready(&applied).unwrap();
+    assert_eq!(reason, "ReconciliationSucceeded");
+    assert_eq!(message, format!("Applied revision: {BRANCH}@sha1:{first}"));
+    let album = stage.scene.wait_ready("album").await;
+    let repo_id = album.status.unwrap().repo_id.unwrap();
+    assert!(is_ready(
+        &typed::<FlashbackBucket>(&stage.scene)
+            .get("photos")
+            .await
+            .unwrap()
+    ));
+    assert!(is_ready(
+        &typed::<FlashbackAccessKey>(&stage.scene)
+            .get("album-writer")
+            .await
+            .unwrap()
+    ));
+
+    // A change committed to Git reaches the remote repository: one PUT.
+    stage.scene.control.reset_calls().await.unwrap();
+    let second = stage.commit_storage("media-2026", "move the album's master folder");
+    stage.wait_applied("flashback-storage", &second).await;
+    let album = stage.scene.wait_ready("album").await;
+    assert_eq!(album.metadata.generation, Some(2));
+    let remote = stage.scene.remote_repos().await;
+    let remote = remote
+        .iter()
+        .find(|r| r.id == repo_id)
+        .expect("the remote repository");
+    let master = remote.buckets.iter().find(|b| b.master).unwrap();
+    assert_eq!(master.folder.as_deref(), Some("media-2026"));
+    assert_eq!(stage.scene.calls("PUT", "/repo/{id}").await, 1);
+    assert_eq!(
+        crate::buckets::writes(&stage.scene).await,
+        vec!["PUT /repo/{id} 200 x1".to_owned()]
+    );
+
+    // The files leave Git: Flux prunes the objects, their finalizers delete the remote
+    // repository, key and bucket, and the Kustomization is Ready once they are gone.
+    stage.scene.control.reset_calls().await.unwrap();
+    let third = stage.git.commit(
+        &[
+            (&format!("{STORAGE}/bucket.yaml"), None),
+            (&format!("{STORAGE}/repository.yaml"), None),
+            (&format!("{STORAGE}/key.yaml"), None),
+        ],
+        "the album is retired",
+    );
+    // Flux is Ready once it has sent the deletes; the objects go once the operator's
+    // finalizers have deleted what they stand for.
+    stage.wait_applied("flashback-storage", &third).await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let left = storage_objects(&stage.scene).await;
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not pruned within {DEADLINE:?}: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(stage.scene.remote_repos().await.is_empty());
+    let buckets = stage.scene.api.list_buckets(Some(WORKSPACE)).await.unwrap();
+    let mut ids: Vec<&str> = buckets.iter().map(|b| b.id.as_str()).collect();
+    ids.sort_unstable();
+    let mut scene_buckets: Vec<&str> = stage.scene.buckets.iter().map(String::as_str).collect();
+    scene_buckets.sort_unstable();
+    assert_eq!(
+        ids, scene_buckets,
+        "the bucket photos is left in the emulator"
+    );
+    let writes = crate::buckets::writes(&stage.scene).await;
+    for delete in ["DELETE /repo/{id} 200", "DELETE /bucket/{id} 200"] {
+        assert!(writes.iter().any(|w| w.starts_with(delete)), "{writes:?}");
+    }
+    // The ConfigMap of the same directory stays.
+    let configmaps: Api<k8s_openapi::api::core::v1::ConfigMap> = typed(&stage.scene);
+    assert!(configmaps.get_opt("team-notes").await.unwrap().is_some());
+    drop(stage.flux);
+}
+
+#[tokio::test]
+async fn a_broken_object_fails_the_kustomization_which_names_it() {
+    let mut stage = Stage::new("flux-broken", &[KUSTOMIZE]).await;
+    stage.scene.start_operator(&[]);
+    let ns = stage.scene.namespace.clone();
+    let mut unknown_bucket = stage.scene.mirror("unknown-bucket");
+    unknown_bucket.spec.buckets[1].bucket_id = Some("no-such-bucket".into());
+    let mut no_secret = stage.scene.mirror("no-secret");
+    no_secret.spec.credentials_secret_ref.as_mut().unwrap().name = "missing".into();
+    let unknown_file = format!("{STORAGE}/unknown-bucket.yaml");
+    let no_secret_file = format!("{STORAGE}/no-secret.yaml");
+    let (unknown_yaml, no_secret_yaml) = (yaml(&unknown_bucket), yaml(&no_secret));
+    stage.apply_storage_kustomization().await;
+
+    // Flux stops waiting at the first Failed object it sees, not at its timeout, and names it
+    // (only that one: a second broken object is named once the first is fixed). The
+    // operator's message is on the object the name leads to.
+    let steps: [(&[Change], _, _, _); 2] = [
+        (
+            &[(&unknown_file, Some(&unknown_yaml))],
+            "unknown-bucket",
+            "SpecRejected",
+            "the Flashback API refused the repository with NOT_FOUND: bucket no-such-bucket not found"
+                .to_owned(),
+        ),
+        (
+            &[(&unknown_file, None), (&no_secret_file, Some(&no_secret_yaml))],
+            "no-secret",
+            "SecretNotFound",
+            format!("the credentials Secret {ns}/missing does not exist"),
+        ),
+    ];
+    for (files, name, reason, message) in steps {
+        let revision = stage
+            .git
+            .commit(files, &format!("{name}: a broken repository"));
+        let failed = stage
+            .wait_flux(&kustomizations(), "flashback-storage", "failed", |k| {
+                ready(k).is_some_and(|(status, reason, _)| {
+                    status == "False" && reason == "HealthCheckFailed"
+                }) && k.data["status"]["lastAttemptedRevision"]
+                    .as_str()
+                    .is_some_and(|r| r.ends_with(&revision))
+            })
+            .await;
+        let (_, _, flux_message) = ready(&failed).unwrap();
+        assert!(
+            flux_message.starts_with("health check failed after "),
+            "{flux_message}"
+        );
+        assert!(
+            flux_message.ends_with(&format!(
+                ": failed early due to stalled resources: \
+                 [FlashbackRepository/{ns}/{name} status: 'Failed']"
+            )),
+            "{flux_message}"
+        );
+        let stalled = stage.scene.wait_stalled(name, reason).await;
+        assert_eq!(
+            crate::support::scene::condition(&stalled, "Stalled")
+                .unwrap()
+                .message,
+            message
+        );
+    }
+}
+
+#[tokio::test]
+async fn flux_and_the_operator_leave_ready_objects_alone_for_a_minute() {
+    let mut stage = Stage::new("flux-drift", &[KUSTOMIZE]).await;
+    // The chart's finalizer policy, as a release watching this namespace installs it: the API
+    // server adds the finalizer at create, a field Flux never wrote.
+    let release = format!("fbflux-{}", &stage.scene.namespace[11..]);
+    let probe = stage.scene.mirror("policy-probe");
+    let _policy = crate::support::policy::Applied::new(
+        &release,
+        &stage.scene.namespace,
+        &stage.scene.repos,
+        &probe,
+    )
+    .await;
+    // The operator resyncs every 3 s, Flux every 5 s: each has a dozen chances to write.
+    stage.scene.start_operator(&[]);
+    let revision = stage.commit_storage("media", "storage for the album");
+    stage.apply_storage_kustomization().await;
+    stage.wait_applied("flashback-storage", &revision).await;
+    let album = stage.scene.wait_ready("album").await;
+    assert!(
+        album
+            .finalizers()
+            .iter()
+            .any(|f| f == flashback_operator::crd::FINALIZER)
+    );
+    for name in ["photos", "album-writer"] {
+        let ready = match name {
+            "photos" => is_ready(
+                &typed::<FlashbackBucket>(&stage.scene)
+                    .get(name)
+                    .await
+                    .unwrap(),
+            ),
+            _ => is_ready(
+                &typed::<FlashbackAccessKey>(&stage.scene)
+                    .get(name)
+                    .await
+                    .unwrap(),
+            ),
+        };
+        assert!(ready, "{name} is not Ready");
+    }
+
+    stage.scene.control.reset_calls().await.unwrap();
+    let before = storage_objects(&stage.scene).await;
+    let log_before = stage.flux.log(KUSTOMIZE).len();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let after = storage_objects(&stage.scene).await;
+    let log = stage.flux.log(KUSTOMIZE)[log_before..].to_owned();
+
+    // Flux reconciled again and again, and applied nothing: every object unchanged.
+    let reconciles = log
+        .lines()
+        .filter(|line| {
+            line.contains("Reconciliation finished") && line.contains("flashback-storage")
+        })
+        .count();
+    assert!(
+        reconciles >= 6,
+        "{reconciles} reconciles in a minute:\n{log}"
+    );
+    let applies: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("\"configured\"") || line.contains("\"created\""))
+        .collect();
+    assert!(applies.is_empty(), "Flux applied again: {applies:#?}");
+    // Nobody wrote to the objects, and the operator wrote nothing to the remote.
+    assert_eq!(before, after);
+    assert_eq!(before.len(), 3, "{before:?}");
+    assert_eq!(
+        crate::buckets::writes(&stage.scene).await,
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test]
+async fn flux_installs_the_chart_from_git_with_the_crds_in_a_kustomization_of_their_own() {
+    let stage = Stage::new("flux-helm", &[KUSTOMIZE, HELM]).await;
+    let ns = stage.scene.namespace.clone();
+    stage.git.commit_directory(
+        &root().join("crds"),
+        "flashback/crds",
+        "the operator's CRDs",
+    );
+    let revision = stage.git.commit_directory(
+        &root().join("charts/flashback-operator"),
+        "flashback/charts/flashback-operator",
+        "the operator's chart",
+    );
+
+    // integrations/flux/operator.yaml as shipped, in this namespace and from this source. On
+    // this control plane no Pod ever runs (it has no node), so the release does not wait for
+    // its Deployment to be ready; and it watches this namespace only.
+    let shipped = std::fs::read_to_string(root().join("integrations/flux/operator.yaml"))
+        .expect("the shipped file");
+    let documents: Vec<Value> = serde_saphyr::from_multiple(&shipped).expect("YAML");
+    for mut document in documents {
+        document["metadata"]["namespace"] = json!(ns);
+        let kind = document["kind"].as_str().unwrap().to_owned();
+        let spec = &mut document["spec"];
+        match kind.as_str() {
+            "Kustomization" => {
+                spec["sourceRef"]["name"] = json!("config");
+                stage.apply(&kustomizations(), document).await;
+            }
+            "HelmRelease" => {
+                spec["chart"]["spec"]["sourceRef"]["name"] = json!("config");
+                spec["targetNamespace"] = json!(ns);
+                spec["install"]["disableWait"] = json!(true);
+                spec["values"]["watchNamespace"] = json!(ns);
+                stage.apply(&helmreleases(), document).await;
+            }
+            kind => panic!("unexpected {kind} in operator.yaml"),
+        }
+    }
+
+    // The CRDs are Flux's: applied by the Kustomization, labelled with it.
+    stage.wait_applied("flashback-crds", &revision).await;
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(stage.scene.kube.clone());
+    for (_, crd) in flashback_operator::crd::crds() {
+        let server = crds.get(&crd.name_any()).await.unwrap();
+        assert_eq!(
+            server
+                .labels()
+                .get("kustomize.toolkit.fluxcd.io/name")
+                .map(String::as_str),
+            Some("flashback-crds"),
+            "{}",
+            crd.name_any()
+        );
+        assert!(
+            server
+                .managed_fields()
+                .iter()
+                .any(|m| m.manager.as_deref() == Some("kustomize-controller")),
+            "{}",
+            crd.name_any()
+        );
+    }
+
+    // The release is installed from the Git path, without the CRDs.
+    let released = stage
+        .wait_flux(&helmreleases(), "flashback-operator", "Ready", |r| {
+            ready(r).is_some_and(|(status, _, _)| status == "True")
+        })
+        .await;
+    let (_, reason, message) = ready(&released).unwrap();
+    assert_eq!(reason, "InstallSucceeded", "{message}");
+    let release = format!("{ns}-flashback-operator");
+    assert!(
+        message.starts_with(&format!(
+            "Helm install succeeded for release {ns}/{release}.v1"
+        )),
+        "{message}"
+    );
+    let manifest = crate::support::node::run_ok(
+        std::process::Command::new(crate::support::node::tool("helm"))
+            .args(["get", "manifest", &release, "--namespace", &ns])
+            .env("KUBECONFIG", crate::support::cluster::kubeconfig_path()),
+        Duration::from_secs(60),
+    );
+    let kinds: std::collections::BTreeSet<String> = serde_saphyr::from_multiple::<Value>(&manifest)
+        .expect("the release's manifest")
+        .iter()
+        .filter_map(|doc| doc["kind"].as_str().map(str::to_owned))
+        .collect();
+    for kind in ["Deployment", "ServiceAccount", "Role", "RoleBinding"] {
+        assert!(kinds.contains(kind), "no {kind} in the release: {kinds:?}");
+    }
+    assert!(!kinds.contains("CustomResourceDefinition"), "{kinds:?}");
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = typed(&stage.scene);
+    assert!(deployments.get_opt(&release).await.unwrap().is_some());
+}

@@ -1,0 +1,150 @@
+//! Flux's controllers (`tests/control-plane/build.sh flux` builds them from the Go module
+//! proxy) run as processes against the local control plane, each test with its own, watching
+//! only the test's namespace: source-controller (its artifact server on loopback),
+//! kustomize-controller and, when asked, helm-controller. Every listener is on 127.0.0.1.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
+
+use super::cluster::kubeconfig_path;
+use super::node::tool;
+
+/// Flux's controllers, by the name of their binary.
+pub const SOURCE: &str = "source-controller";
+pub const KUSTOMIZE: &str = "kustomize-controller";
+pub const HELM: &str = "helm-controller";
+
+/// Flux's controllers watching one namespace. Each is killed when dropped.
+pub struct Flux {
+    controllers: Vec<Controller>,
+}
+
+struct Controller {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Flux {
+    /// Applies the CRDs of `controllers` (source-controller's always) and starts them,
+    /// watching `namespace` only.
+    pub async fn start(kube: &Client, namespace: &str, controllers: &[&'static str]) -> Self {
+        let mut names = vec![SOURCE];
+        names.extend(controllers.iter().filter(|name| **name != SOURCE));
+        for name in &names {
+            super::scene::apply_crds(kube, crds(name)).await;
+        }
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join("flux")
+            .join(format!("{namespace}-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(dir.join("storage")).expect("Flux's directory");
+        let storage = format!("127.0.0.1:{}", free_port());
+        let controllers = names
+            .into_iter()
+            .map(|name| {
+                let mut flags = vec![
+                    "--watch-all-namespaces=false".to_owned(),
+                    "--metrics-addr=127.0.0.1:0".to_owned(),
+                    format!("--health-addr=127.0.0.1:{}", free_port()),
+                    "--log-level=debug".to_owned(),
+                    // A Kustomization or HelmRelease waiting for another checks again soon.
+                    "--requeue-dependency=2s".to_owned(),
+                ];
+                if name == SOURCE {
+                    flags.extend([
+                        format!("--storage-path={}", dir.join("storage").display()),
+                        format!("--storage-addr={storage}"),
+                        format!("--storage-adv-addr={storage}"),
+                    ]);
+                }
+                Controller::start(name, namespace, &dir, &flags)
+            })
+            .collect();
+        Self { controllers }
+    }
+
+    /// Everything the controller `name` has logged so far.
+    pub fn log(&self, name: &str) -> String {
+        self.controllers
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| std::fs::read_to_string(&c.log).unwrap_or_default())
+            .unwrap_or_default()
+    }
+}
+
+impl Controller {
+    fn start(name: &'static str, namespace: &str, dir: &std::path::Path, flags: &[String]) -> Self {
+        let log = dir.join(format!("{name}.log"));
+        let out = File::create(&log).expect("log file");
+        let child = Command::new(tool(name))
+            .args(flags)
+            .env("KUBECONFIG", kubeconfig_path())
+            .env("RUNTIME_NAMESPACE", namespace)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log file handle"))
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{name} starts ({e}); run tests/control-plane/build.sh flux (make test does)"
+                )
+            });
+        Self { name, child, log }
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            // The end of the log: what the controller did last.
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!(
+                "--- {} log {} (last lines) ---",
+                self.name,
+                self.log.display()
+            );
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+/// The CRDs of the controller `name`, from its module (linked by `build.sh flux`).
+fn crds(name: &str) -> Vec<CustomResourceDefinition> {
+    let dir = tool(&format!("{name}-crds"));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| {
+            panic!(
+                "{} ({e}): run tests/control-plane/build.sh flux (make test does)",
+                dir.display()
+            )
+        })
+        .map(|entry| entry.expect("directory entry").path())
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|file| {
+            let text = std::fs::read_to_string(file).expect("CRD file");
+            serde_saphyr::from_str(&text).expect("a CRD")
+        })
+        .collect()
+}
+
+/// A port free on 127.0.0.1 a moment ago, for a server whose address must be known before it
+/// starts (source-controller advertises its artifact URLs with it).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
