@@ -290,7 +290,7 @@ async fn run(count: usize) -> anyhow::Result<()> {
             met: stats_calls == batches,
         },
         Row {
-            what: "operator memory when all are Ready (VmRSS; peak VmHWM)",
+            what: "operator memory after the quiet resync (VmRSS; peak VmHWM)",
             figure: format!(
                 "{:.1} MiB ({:.1} MiB)",
                 rss_kib as f64 / 1024.0,

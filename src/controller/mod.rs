@@ -79,6 +79,7 @@ use crate::settings::Settings;
 /// to hold the Lease, and stops (with an error, so that the process exits non-zero and is
 /// restarted) if it loses it.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    crate::memory::limit_arenas();
     let settings = Arc::new(settings);
     let kube = Client::try_default()
         .await
@@ -206,6 +207,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         }
     };
     let housekeeping = housekeeping(store, context.clone(), settings.resync_interval, stopped());
+    let give_back_memory =
+        crate::memory::give_back_freed_memory(crate::memory::TRIM_PERIOD, stopped());
     let work = async {
         tokio::join!(
             // One line per kind.
@@ -241,6 +244,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                 &stopped
             ),
             housekeeping,
+            give_back_memory,
             futures::future::select(Box::pin(became_ready), Box::pin(stopped())).map(|_| ())
         )
     };
