@@ -85,10 +85,24 @@ async fn metrics_health_and_readiness_are_served() {
     scene.wait_ready("media").await;
     let url = scene.operator().endpoints_url().await;
     let http = reqwest::Client::new();
-    for path in ["/healthz", "/readyz"] {
-        let answer = http.get(format!("{url}{path}")).send().await.unwrap();
-        assert_eq!(answer.status(), 200, "{path}");
-    }
+    let healthz = http.get(format!("{url}/healthz")).send().await.unwrap();
+    assert_eq!(healthz.status(), 200, "/healthz");
+    // Ready once every watch cache has listed: the repositories' has (an object is Ready), the
+    // access keys' may list a moment later on a loaded machine.
+    tokio::time::timeout(DEADLINE, async {
+        while http
+            .get(format!("{url}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            != 200
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("/readyz answers 200 once the caches are filled");
     let answer = http.get(format!("{url}/metrics")).send().await.unwrap();
     assert_eq!(
         answer
