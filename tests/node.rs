@@ -207,6 +207,16 @@ impl Remote {
     }
 }
 
+/// The cluster with a node, the image and the chart pushed to its registry, the emulator
+/// installed behind its Service.
+async fn node_with_emulator() -> (NodeCluster, Remote) {
+    image().await;
+    let cluster = NodeCluster::up().await;
+    cluster.publish();
+    let remote = Remote::install(&cluster).await;
+    (cluster, remote)
+}
+
 /// `helm install|upgrade RELEASE oci://<registry>/charts/flashback-operator` with the chart's
 /// default networking: the image from the registry, the emulator's Service as the API, two
 /// replicas under one Lease; `extra` are more arguments (`--set`, `--set-json`, ...).
@@ -443,14 +453,10 @@ fn probe_get(cluster: &NodeCluster, namespace: &str, pod: &str, args: &[&str]) -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chart_runs_the_image_on_a_real_node_and_reconciles_through_it() {
     // 1. The image, pushed with the chart to the node's registry; the emulator as a Service.
-    let archive = image().await;
-    assert!(archive.exists());
     let started = Instant::now();
-    let cluster = NodeCluster::up().await;
-    cluster.publish();
-    let remote = Remote::install(&cluster).await;
+    let (cluster, remote) = node_with_emulator().await;
     eprintln!(
-        "node cluster up, image and chart pushed, emulator Ready in {:?}",
+        "image checked, node cluster up, image and chart pushed, emulator Ready in {:?}",
         started.elapsed()
     );
     let kube = cluster.kube.clone();
@@ -792,10 +798,7 @@ async fn the_chart_runs_the_image_on_a_real_node_and_reconciles_through_it() {
 /// resolve to their ClusterIPs, and both answer there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_resolves_and_reaches_the_api_server_and_the_emulator_by_name() {
-    image().await;
-    let cluster = NodeCluster::up().await;
-    cluster.publish();
-    let remote = Remote::install(&cluster).await;
+    let (cluster, remote) = node_with_emulator().await;
     start_probe(&cluster, "default", "probe", json!({"app": "probe"})).await;
 
     let emulator_ip = cluster.cluster_ip(EMULATOR_NAMESPACE, "flashback-emulator");
@@ -949,15 +952,12 @@ fn veths() -> String {
     )
 }
 
-/// The chart's NetworkPolicy on a node that enforces it (kube-router's policy controller): the operator
-/// still reconciles, a Pod of a namespace `networkPolicy.metrics.from` names scrapes its
-/// metrics, a Pod of another namespace cannot, and can once the policy is gone.
+/// The chart's NetworkPolicy on a node that enforces it (kube-router's policy controller):
+/// the operator still reconciles, a Pod of a namespace `networkPolicy.metrics.from` names
+/// scrapes its metrics, a Pod of another namespace cannot, and can once the policy is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_charts_network_policy_keeps_the_operator_working_and_others_from_its_metrics() {
-    image().await;
-    let cluster = NodeCluster::up().await;
-    cluster.publish();
-    let remote = Remote::install(&cluster).await;
+    let (cluster, remote) = node_with_emulator().await;
     let kube = cluster.kube.clone();
     create_namespace(&kube, TEAM).await;
     create_token_secret(&kube, TEAM, json!({"token": remote.token})).await;
