@@ -45,6 +45,15 @@ const LEASE: &str = "flashback-operator";
 const EMULATOR_NAMESPACE: &str = "flashback-emulator";
 /// The emulator's Service, as the operator's Pods address it.
 const EMULATOR_URL: &str = "http://flashback-emulator.flashback-emulator.svc.cluster.local:8090";
+/// The main story's values beyond `helm_operator`'s: the team's Secret names the emulator by its
+/// Service's DNS name in `apiUrl` (which allowedApiHosts lets it), and the chart's own apiUrl
+/// leads nowhere, so every call goes where the Secret says.
+const STORY_VALUES: [&str; 4] = [
+    "--set",
+    "apiUrl=https://flashback.invalid",
+    "--set",
+    "allowedApiHosts[1]=flashback-emulator.flashback-emulator.svc.cluster.local:8090",
+];
 /// How long Pods may take from `helm install` (or a deletion) to Ready. Measured here: about
 /// 5 s with the image pulled; the bound leaves room for a loaded 2-core machine.
 const POD_READY_BOUND: Duration = Duration::from_secs(90);
@@ -461,13 +470,18 @@ async fn the_chart_runs_the_image_on_a_real_node_and_reconciles_through_it() {
     );
     let kube = cluster.kube.clone();
     create_namespace(&kube, TEAM).await;
-    create_token_secret(&kube, TEAM, json!({"token": remote.token})).await;
+    create_token_secret(
+        &kube,
+        TEAM,
+        json!({"token": remote.token, "apiUrl": EMULATOR_URL}),
+    )
+    .await;
     let repos: Api<FlashbackRepository> = Api::namespaced(kube.clone(), TEAM);
 
     // 2. helm install from oci://, with the chart's default networking: two Pods on the pod
     // network, Ready through /readyz, one of them the leader.
     let started = Instant::now();
-    helm_operator(&cluster, "install", &[]);
+    helm_operator(&cluster, "install", &STORY_VALUES);
     let pods = wait_pods_ready(&kube, &[]).await;
     eprintln!(
         "helm install to two Ready Pods: {:.1} s",
@@ -728,7 +742,11 @@ async fn the_chart_runs_the_image_on_a_real_node_and_reconciles_through_it() {
     for pod in &replaced {
         logs += &cluster.logs(pod);
     }
-    helm_operator(&cluster, "upgrade", &["--set", "resyncInterval=4s"]);
+    helm_operator(
+        &cluster,
+        "upgrade",
+        &[&STORY_VALUES[..], &["--set", "resyncInterval=4s"]].concat(),
+    );
     let old: Vec<String> = replaced.iter().map(|p| name(p).to_owned()).collect();
     let rolled = wait_pods_ready(&kube, &old).await;
     for pod in &rolled {
