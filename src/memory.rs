@@ -35,7 +35,9 @@ pub async fn give_back_freed_memory(period: Duration, stop: impl std::future::Fu
     let trims = async {
         loop {
             ticks.tick().await;
-            trim();
+            // On a thread of its own: the walk grows with the heap, and the operator's
+            // controllers are polled together on one task.
+            let _ = tokio::task::spawn_blocking(trim).await;
         }
     };
     tokio::select! {
