@@ -879,14 +879,43 @@ async fn a_pod_resolves_and_reaches_the_api_server_and_the_emulator_by_name() {
         assert_eq!(status, expected, "{route}: {body}");
     }
     assert_eq!(remote.buckets.len(), 3);
+
+    // `kubectl port-forward` to the Service (API server, kubelet, the Pod's network), as the
+    // README shows for the metrics and the emulator.
+    let mut forward = cluster
+        .command("kubectl")
+        .args([
+            "-n",
+            EMULATOR_NAMESPACE,
+            "port-forward",
+            "svc/flashback-emulator",
+            ":8090",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl port-forward starts");
+    let mut output = std::io::BufReader::new(forward.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut output, &mut line)
+        .expect("kubectl port-forward says where it listens");
+    // It goes on writing a line per connection: keep reading, or it dies on a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut output, &mut std::io::sink()));
+    let port = line
+        .strip_prefix("Forwarding from 127.0.0.1:")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("kubectl port-forward printed {line:?}"));
+    let health = reqwest::get(format!("http://127.0.0.1:{port}/_emulator/health")).await;
+    let _ = forward.kill();
+    let _ = forward.wait();
+    assert_eq!(health.expect("the forwarded port answers").status(), 200);
     drop(cluster);
 }
 
 /// `down.sh --node` (what `make demo-down` and every node test end with) leaves no process,
-/// mount, network namespace or veth.
+/// mount or network namespace (and so no veth or bridge, which live and go with them).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_node_down_script_leaves_nothing_behind() {
-    let veths_before = veths();
     let cluster = NodeCluster::up().await;
     start_probe(&cluster, "default", "probe", json!({"app": "probe"})).await;
     let netns = cluster.env["NODE_NETNS"].clone();
@@ -926,6 +955,19 @@ async fn the_node_down_script_leaves_nothing_behind() {
         "every process of the node's cluster has a pid file"
     );
     assert!(namespaces().contains(&netns));
+    // The node's namespace and every Pod's, by inode: the veths and bridges live in them, and
+    // go when nothing (a process, a mount) holds them any more.
+    let mut held = vec![namespace_inode(&format!("/run/netns/{netns}"))];
+    held.extend(
+        mounts_under(&run)
+            .iter()
+            .filter(|path| path.contains("/netns/"))
+            .map(|path| namespace_inode(path)),
+    );
+    assert!(
+        held.len() >= 2,
+        "the node's and the probe Pod's namespaces: {held:?}"
+    );
     let turn = cluster.down();
 
     for (name, pid) in &pids {
@@ -955,7 +997,27 @@ async fn the_node_down_script_leaves_nothing_behind() {
         !mounts.lines().any(|l| l.contains(&run)),
         "no mount under {run}"
     );
-    assert_eq!(veths(), veths_before, "no veth left on this machine");
+    for inode in &held {
+        let name = format!("net:[{inode}]");
+        let holders: Vec<String> = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|entry| {
+                std::fs::read_link(entry.path().join("ns/net"))
+                    .is_ok_and(|link| link.to_string_lossy() == name)
+            })
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            holders.is_empty(),
+            "{name} (and its veths) held by {holders:?}"
+        );
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(
+            !mountinfo.contains(&name),
+            "{name} (and its veths) still mounted"
+        );
+    }
     drop(turn);
 }
 
@@ -963,11 +1025,24 @@ fn namespaces() -> String {
     run_ok(Command::new("ip").args(["netns", "list"]), DEADLINE)
 }
 
-fn veths() -> String {
-    run_ok(
-        Command::new("ip").args(["-o", "link", "show", "type", "veth"]),
-        DEADLINE,
-    )
+/// The inode of the network namespace a path (a bind mount of one) names.
+fn namespace_inode(path: &str) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .ino()
+}
+
+/// Mount points under `dir`.
+fn mounts_under(dir: &std::path::Path) -> Vec<String> {
+    let dir = format!("{}/", dir.display());
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(1))
+        .filter(|path| path.starts_with(&dir))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The chart's NetworkPolicy on a node that enforces it (kube-router's policy controller):
