@@ -7,13 +7,13 @@ CARGO ?= cargo
 
 IMAGE_PROFILE ?= release
 
-.PHONY: test unit fmt-check clippy build-tests control-plane control-plane-node flux demo demo-down demo-smoke crds docs bench chart-lint
+.PHONY: test unit fmt-check clippy build-tests control-plane control-plane-node flux argocd demo demo-down demo-smoke crds docs bench chart-lint
 .PHONY: image publish image-context node-up node-down demo-dev demo-dev-down chaos
 
 ## test: formatting, lints, unit, integration and end-to-end tests against a real API server
 ## (and, in tests/node.rs, the image and the chart on a cluster with a real node),
 ## then the demo once from start to Ready
-test: fmt-check clippy control-plane control-plane-node flux build-tests
+test: fmt-check clippy control-plane control-plane-node flux argocd build-tests
 	$(CONTROL_PLANE)/with.sh $(CARGO) test --workspace --locked
 	$(MAKE) demo-smoke
 
@@ -38,7 +38,8 @@ build-tests:
 	$(CARGO) test --workspace --locked --no-run
 	$(CARGO) build --locked --package flashback-emulator --bin flashback-emulator
 
-## control-plane: build (once per machine) kube-apiserver, kubectl, etcd, helm, promtool and the
+## control-plane: build (once per machine) kube-apiserver, kubectl, etcd, helm,
+## kube-controller-manager (its garbage collector runs beside the API server), promtool and the
 ## kstatus checker, and install Lua (the tools the tests run)
 control-plane:
 	$(CONTROL_PLANE)/build.sh all
@@ -49,6 +50,11 @@ control-plane:
 ## helm-controller, for the GitOps tests (tests/gitops/)
 flux:
 	$(CONTROL_PLANE)/build.sh flux
+
+## argocd: build (once per machine) Argo CD's application-controller and repo-server, and
+## install redis and git from Debian, for the GitOps tests (tests/gitops/)
+argocd:
+	$(CONTROL_PLANE)/build.sh argocd
 
 ## control-plane-node: also build (once per machine) kubelet, kube-controller-manager,
 ## kube-scheduler, containerd, the pause image, kube-proxy, the CNI plugins, CoreDNS, the

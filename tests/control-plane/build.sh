@@ -434,6 +434,40 @@ build_flux_source() { build_flux_controller source-controller "$FLUX_SOURCE_VERS
 build_flux_kustomize() { build_flux_controller kustomize-controller "$FLUX_KUSTOMIZE_VERSION"; }
 build_flux_helm() { build_flux_controller helm-controller "$FLUX_HELM_VERSION"; }
 
+# Argo CD's application-controller and repo-server (tests/gitops/), one binary from a wrapper
+# module (tests/control-plane/argocd/main.go) that requires Argo CD at its version and copies
+# its replace lines; redis from Debian; git from Debian for the repo-server's clones. Cached
+# under the version and the hash of main.go. The CRDs come from the same module.
+argocd_dir() {
+  printf '%s/argocd-v%s-%s' "$cache" "$ARGOCD_VERSION" \
+    "$(sha256sum <"$root/tests/control-plane/argocd/main.go" | cut -c1-12)"
+}
+
+build_argocd() {
+  need_packages redis-server git
+  local out module=github.com/argoproj/argo-cd/v3
+  out=$(argocd_dir)
+  if [ -x "$out/bin/argocd" ]; then return; fi
+  log "building Argo CD v$ARGOCD_VERSION (first run on this machine only)"
+  local work=$out.work dir
+  rm -rf "$work" && mkdir -p "$work/bin" "$work/crds"
+  dir=$(go mod download -json "$module@v$ARGOCD_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  [ -f "$dir/go.mod" ] || { log "cannot download $module@v$ARGOCD_VERSION"; exit 1; }
+  {
+    printf 'module flashback-operator.local/control-plane/argocd\n\ngo %s\n\n' "$(sed -n 's/^go //p' "$dir/go.mod")"
+    printf 'require %s v%s\n\nreplace (\n' "$module" "$ARGOCD_VERSION"
+    awk '/^replace \(/ { block = 1; next } block && /^\)/ { block = 0; next }
+         block { print; next } /^replace / { sub(/^replace /, ""); print }' "$dir/go.mod" |
+      grep '=>' | grep -v '=> \./' | sed 's/^[[:space:]]*/\t/'
+    echo ")"
+  } >"$work/go.mod"
+  cp "$root/tests/control-plane/argocd/main.go" "$work/"
+  cp "$dir"/manifests/crds/application-crd.yaml "$dir"/manifests/crds/appproject-crd.yaml "$work/crds/"
+  chmod u+w "$work"/crds/*.yaml
+  (cd "$work" && CGO_ENABLED=0 GOFLAGS=-mod=mod timed_go_build -trimpath -ldflags "-s -w" -o bin/argocd .)
+  rm -rf "$out" && mv "$work" "$out"
+}
+
 # One build of a component at a time: a second caller waits, then finds the binary ready.
 locked() {
   (
@@ -449,14 +483,15 @@ case "${1:-all}" in
   integrations) locked lua && locked kstatus ;;
   flux_source | flux_kustomize | flux_helm) locked "$1" ;;
   flux) locked flux_source && locked flux_kustomize && locked flux_helm ;;
-  all) locked etcd && locked kubernetes && locked helm ;;
+  argocd) locked argocd ;;
+  all) locked etcd && locked kubernetes && locked helm && locked node ;;
   all-node)
     locked etcd && locked kubernetes && locked helm && locked node && locked containerd &&
       locked pause && locked kube_proxy && locked cni && locked coredns && locked registry &&
       locked netprobe && locked kube_router
     ;;
   *)
-    log "usage: build.sh [all|all-node|kubernetes|etcd|helm|node|containerd|pause|kube_proxy|cni|coredns|registry|netprobe|kube_router|promtool|lua|kstatus|integrations|flux|flux_source|flux_kustomize|flux_helm]"
+    log "usage: build.sh [all|all-node|kubernetes|etcd|helm|node|containerd|pause|kube_proxy|cni|coredns|registry|netprobe|kube_router|promtool|lua|kstatus|integrations|flux|flux_source|flux_kustomize|flux_helm|argocd]"
     exit 2
     ;;
 esac
@@ -498,4 +533,9 @@ for name in source-controller kustomize-controller helm-controller; do
     ln -sfn "$(flux_dir "$name")/crds" "$bin/$name-crds"
   fi
 done
+if [ -x "$(argocd_dir)/bin/argocd" ]; then
+  ln -sfn "$(argocd_dir)/bin/argocd" "$bin/argocd"
+  ln -sfn "$(argocd_dir)/crds" "$bin/argocd-crds"
+fi
+[ -x /usr/bin/redis-server ] && ln -sfn /usr/bin/redis-server "$bin/redis-server"
 exit 0

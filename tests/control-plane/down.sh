@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Stops exactly the etcd and kube-apiserver that up.sh started (by their pid files);
+# Stops exactly the etcd, kube-apiserver and garbage collector that up.sh started (by their
+# pid files);
 # `down.sh --node` stops the cluster with a node: its Pods' containers through containerd,
 # then the kubelet, containerd, the scheduler, the controller-manager, the API server, etcd.
 # Idempotent: with nothing running it does nothing and succeeds.
@@ -35,7 +36,9 @@ if [ -n "$node_mode" ]; then
   stop_node
 fi
 
-# The API server first, so it does not log a storm of etcd connection errors.
+# The garbage collector of the plain control plane (the node's controller-manager has stopped
+# above), then the API server, so it does not log a storm of etcd connection errors.
+[ -n "$node_mode" ] || stop kube-controller-manager
 stop kube-apiserver
 stop etcd
 [ -z "$node_mode" ] || stop_node_network

@@ -8,7 +8,8 @@ forwards one port across:
     forward.py NETNS LISTEN TARGET            listen here (root loopback), connect inside NETNS
     forward.py --reverse NETNS LISTEN TARGET  listen inside NETNS, connect here
 
-LISTEN and TARGET are HOST:PORT; a LISTEN port of 0 picks a free one. The port listened on is
+NETNS is a name under /run/netns, or the path of a namespace (/proc/PID/ns/net). LISTEN and
+TARGET are HOST:PORT; a LISTEN port of 0 picks a free one. The port listened on is
 printed on the first line of stdout once the forwarder accepts connections. One process, no
 children: each connection's socket on the far side is made in the other namespace (setns on
 this single thread, then back) and both directions are copied until either side closes.
@@ -38,7 +39,8 @@ def address(text):
 class Namespaces:
     def __init__(self, netns):
         self.here = os.open("/proc/self/ns/net", os.O_RDONLY)
-        self.node = os.open(f"/run/netns/{netns}", os.O_RDONLY)
+        path = netns if netns.startswith("/") else f"/run/netns/{netns}"
+        self.node = os.open(path, os.O_RDONLY)
 
     def socket_in(self, inside):
         """A TCP socket created in the node's namespace (inside) or in this one."""

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Starts a real etcd and kube-apiserver on free loopback ports, the way envtest does:
-# state under target/control-plane/run/, an admin kubeconfig at target/control-plane/kubeconfig.
+# Starts a real etcd and kube-apiserver on free loopback ports, the way envtest does, and
+# kube-controller-manager running only the garbage collector (which every cluster has: it
+# finishes a foreground deletion, as Argo CD's prune asks for, and deletes what an owner
+# reference ties to a deleted owner): state under target/control-plane/run/, an admin
+# kubeconfig at target/control-plane/kubeconfig.
 # Idempotent: when the control plane is already up it only prints the export line.
 #
 # `up.sh --node` starts a second, separate cluster under target/control-plane/node/, inside a
@@ -21,6 +24,7 @@ log() { printf 'control-plane/up: %s\n' "$*" >&2; }
 . "$here/node.sh"
 
 if is_running etcd && is_running kube-apiserver && [ -f "$kubeconfig" ] &&
+  { [ -n "$node_mode" ] || is_running kube-controller-manager; } &&
   { [ -z "$node_mode" ] || node_is_running; }; then
   echo "export KUBECONFIG=$kubeconfig"
   exit 0
@@ -28,8 +32,8 @@ fi
 
 "$here/build.sh" kubernetes
 "$here/build.sh" etcd
+"$here/build.sh" node
 if [ -n "$node_mode" ]; then
-  "$here/build.sh" node
   "$here/build.sh" containerd
   "$here/build.sh" pause
   "$here/build.sh" kube_proxy
@@ -173,7 +177,21 @@ until "$bin/kubectl" --kubeconfig "$kubeconfig" get namespace default >/dev/null
   sleep 0.2
 done
 
-[ -z "$node_mode" ] || start_node
+if [ -n "$node_mode" ]; then
+  start_node
+else
+  # The garbage collector alone: no other controller runs on this control plane.
+  setsid "$bin/kube-controller-manager" \
+    --kubeconfig="$kubeconfig" \
+    --controllers=garbagecollector \
+    --secure-port=0 \
+    --leader-elect=false \
+    --v=0 \
+    </dev/null >"$run/kube-controller-manager.log" 2>&1 &
+  echo $! >"$run/kube-controller-manager.pid"
+  sleep 0.5
+  is_running kube-controller-manager || fail "kube-controller-manager exited"
+fi
 
 log "ready at $server in $(awk -v s="$started" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }') s"
 echo "export KUBECONFIG=$kubeconfig"

@@ -4,28 +4,25 @@
 //! health expressions); helm-controller installs the chart from a Git path, with the CRDs in a
 //! Kustomization of their own.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use flashback_operator::crd::{FlashbackAccessKey, FlashbackBucket, FlashbackRepository};
-use k8s_openapi::NamespaceResourceScope;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
-use kube::{Api, Resource, ResourceExt};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
-use crate::buckets::{bucket, mirror_naming_photos, put_cloud_secret};
-use crate::support::cluster::DEADLINE;
+use super::storage::{
+    Change, STORAGE, STORAGE_OBJECTS, assert_one_put, assert_pruned, broken_repositories,
+    commit_storage, commit_storage_removal, storage_objects, typed, wait_storage_ready,
+};
+use crate::buckets::put_cloud_secret;
 use crate::support::flux::{Flux, HELM, KUSTOMIZE};
 use crate::support::git::{BRANCH, GitServer};
 use crate::support::node::root;
-use crate::support::scene::{Scene, WORKSPACE};
+use crate::support::scene::Scene;
 
 /// How long a test waits for Flux: a reconcile of the source, then of the Kustomization and
 /// its health checks, each polled every few seconds.
 const FLUX_DEADLINE: Duration = Duration::from_secs(90);
-
-/// The directory of the repository the storage Kustomization applies.
-const STORAGE: &str = "storage";
 
 /// A scene (emulator, namespace, token Secret), a Git server, and Flux watching the namespace.
 struct Stage {
@@ -96,31 +93,8 @@ impl Stage {
         self.apply(&kustomizations(), kustomization).await;
     }
 
-    /// The storage directory: the bucket `photos`, the repository `album` naming it by
-    /// `bucketRef` (master, folder `folder`) and the key `album-writer`, and a ConfigMap that
-    /// stays when they go.
     fn commit_storage(&self, folder: &str, message: &str) -> String {
-        let mut album = mirror_naming_photos(&self.scene, "album");
-        album.spec.buckets[0].folder = Some(folder.into());
-        let key: FlashbackAccessKey = serde_json::from_value(json!({
-            "apiVersion": "flashback.tech/v1alpha1",
-            "kind": "FlashbackAccessKey",
-            "metadata": {"name": "album-writer"},
-            "spec": {"repositoryRef": {"name": "album"}, "accessType": "WRITE"},
-        }))
-        .unwrap();
-        self.git.commit(
-            &[
-                (
-                    &format!("{STORAGE}/bucket.yaml"),
-                    Some(&yaml(&bucket("photos"))),
-                ),
-                (&format!("{STORAGE}/repository.yaml"), Some(&yaml(&album))),
-                (&format!("{STORAGE}/key.yaml"), Some(&yaml(&key))),
-                (&format!("{STORAGE}/notes.yaml"), Some(NOTES)),
-            ],
-            message,
-        )
+        commit_storage(&self.scene, &self.git, folder, message)
     }
 
     /// Waits until the Flux object `name` satisfies `check`, or fails saying what it is.
@@ -143,21 +117,6 @@ impl Stage {
         })
         .await
     }
-}
-
-/// A file written (`Some`) or removed (`None`) by a commit.
-type Change<'a> = (&'a str, Option<&'a str>);
-
-const NOTES: &str = "apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: team-notes
-data:
-  owner: platform
-";
-
-fn yaml<T: serde::Serialize>(object: &T) -> String {
-    serde_saphyr::to_string(&serde_json::to_value(object).unwrap()).unwrap()
 }
 
 fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
@@ -213,58 +172,6 @@ fn applied_revision(object: &DynamicObject) -> &str {
         .unwrap_or_default()
 }
 
-fn typed<K: Resource<DynamicType = (), Scope = NamespaceResourceScope>>(scene: &Scene) -> Api<K> {
-    Api::namespaced(scene.kube.clone(), &scene.namespace)
-}
-
-/// The operator's objects in the scene's namespace: "Kind/name" → resourceVersion.
-async fn storage_objects(scene: &Scene) -> BTreeMap<String, String> {
-    let mut objects = BTreeMap::new();
-    list_into::<FlashbackBucket>(scene, &mut objects).await;
-    list_into::<FlashbackRepository>(scene, &mut objects).await;
-    list_into::<FlashbackAccessKey>(scene, &mut objects).await;
-    objects
-}
-
-async fn list_into<K>(scene: &Scene, objects: &mut BTreeMap<String, String>)
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned,
-{
-    for object in typed::<K>(scene)
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-    {
-        objects.insert(
-            format!("{}/{}", K::kind(&()), object.name_any()),
-            object.resource_version().unwrap_or_default(),
-        );
-    }
-}
-
-/// What [`Stage::commit_storage`] holds, as [`storage_objects`] lists it.
-const STORAGE_OBJECTS: [&str; 3] = [
-    "FlashbackAccessKey/album-writer",
-    "FlashbackBucket/photos",
-    "FlashbackRepository/album",
-];
-
-fn is_ready<K: serde::Serialize>(object: &K) -> bool {
-    let object = serde_json::to_value(object).unwrap();
-    object["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| {
-            c["type"] == "Ready"
-                && c["status"] == "True"
-                && c["observedGeneration"] == object["metadata"]["generation"]
-        })
-}
-
 #[tokio::test]
 async fn flux_waits_for_the_operator_carries_a_commit_to_the_remote_and_prunes_what_leaves_git() {
     let mut stage = Stage::new("flux-story", &[KUSTOMIZE]).await;
@@ -314,83 +221,22 @@ async fn flux_waits_for_the_operator_carries_a_commit_to_the_remote_and_prunes_w
     let (_, reason, message) = ready(&applied).unwrap();
     assert_eq!(reason, "ReconciliationSucceeded");
     assert_eq!(message, format!("Applied revision: {BRANCH}@sha1:{first}"));
-    let album = stage.scene.wait_ready("album").await;
-    let repo_id = album.status.unwrap().repo_id.unwrap();
-    assert!(is_ready(
-        &typed::<FlashbackBucket>(&stage.scene)
-            .get("photos")
-            .await
-            .unwrap()
-    ));
-    assert!(is_ready(
-        &typed::<FlashbackAccessKey>(&stage.scene)
-            .get("album-writer")
-            .await
-            .unwrap()
-    ));
+    let repo_id = wait_storage_ready(&stage.scene).await;
 
     // A change committed to Git reaches the remote repository: one PUT.
     stage.scene.control.reset_calls().await.unwrap();
     let second = stage.commit_storage("media-2026", "move the album's master folder");
     stage.wait_applied("flashback-storage", &second).await;
-    let album = stage.scene.wait_ready("album").await;
-    assert_eq!(album.metadata.generation, Some(2));
-    let remote = stage.scene.remote_repos().await;
-    let remote = remote
-        .iter()
-        .find(|r| r.id == repo_id)
-        .expect("the remote repository");
-    let master = remote.buckets.iter().find(|b| b.master).unwrap();
-    assert_eq!(master.folder.as_deref(), Some("media-2026"));
-    assert_eq!(stage.scene.calls("PUT", "/repo/{id}").await, 1);
-    assert_eq!(
-        crate::buckets::writes(&stage.scene).await,
-        vec!["PUT /repo/{id} 200 x1".to_owned()]
-    );
+    assert_one_put(&stage.scene, &repo_id, "media-2026").await;
 
     // The files leave Git: Flux prunes the objects, their finalizers delete the remote
     // repository, key and bucket, and the Kustomization is Ready once they are gone.
     stage.scene.control.reset_calls().await.unwrap();
-    let third = stage.git.commit(
-        &[
-            (&format!("{STORAGE}/bucket.yaml"), None),
-            (&format!("{STORAGE}/repository.yaml"), None),
-            (&format!("{STORAGE}/key.yaml"), None),
-        ],
-        "the album is retired",
-    );
+    let third = commit_storage_removal(&stage.git, "the album is retired");
     // Flux is Ready once it has sent the deletes; the objects go once the operator's
     // finalizers have deleted what they stand for.
     stage.wait_applied("flashback-storage", &third).await;
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let left = storage_objects(&stage.scene).await;
-        if left.is_empty() {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not pruned within {DEADLINE:?}: {left:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(stage.scene.remote_repos().await.is_empty());
-    let buckets = stage.scene.api.list_buckets(Some(WORKSPACE)).await.unwrap();
-    let mut ids: Vec<&str> = buckets.iter().map(|b| b.id.as_str()).collect();
-    ids.sort_unstable();
-    let mut scene_buckets: Vec<&str> = stage.scene.buckets.iter().map(String::as_str).collect();
-    scene_buckets.sort_unstable();
-    assert_eq!(
-        ids, scene_buckets,
-        "the bucket photos is left in the emulator"
-    );
-    let writes = crate::buckets::writes(&stage.scene).await;
-    for delete in ["DELETE /repo/{id} 200", "DELETE /bucket/{id} 200"] {
-        assert!(writes.iter().any(|w| w.starts_with(delete)), "{writes:?}");
-    }
-    // The ConfigMap of the same directory stays.
-    let configmaps: Api<k8s_openapi::api::core::v1::ConfigMap> = typed(&stage.scene);
-    assert!(configmaps.get_opt("team-notes").await.unwrap().is_some());
+    assert_pruned(&stage.scene).await;
     drop(stage.flux);
 }
 
@@ -399,31 +245,27 @@ async fn a_broken_object_fails_the_kustomization_which_names_it() {
     let mut stage = Stage::new("flux-broken", &[KUSTOMIZE]).await;
     stage.scene.start_operator(&[]);
     let ns = stage.scene.namespace.clone();
-    let mut unknown_bucket = stage.scene.mirror("unknown-bucket");
-    unknown_bucket.spec.buckets[1].bucket_id = Some("no-such-bucket".into());
-    let mut no_secret = stage.scene.mirror("no-secret");
-    no_secret.spec.credentials_secret_ref.as_mut().unwrap().name = "missing".into();
-    let unknown_file = format!("{STORAGE}/unknown-bucket.yaml");
-    let no_secret_file = format!("{STORAGE}/no-secret.yaml");
-    let (unknown_yaml, no_secret_yaml) = (yaml(&unknown_bucket), yaml(&no_secret));
+    let [unknown, no_secret] = broken_repositories(&stage.scene);
     stage.apply_storage_kustomization().await;
 
     // Flux stops waiting at the first Failed object it sees, not at its timeout, and names it
     // (only that one: a second broken object is named once the first is fixed). The
     // operator's message is on the object the name leads to.
-    let steps: [(&[Change], _, _, _); 2] = [
+    let steps: [(&[Change], &str, &str, &str); 2] = [
         (
-            &[(&unknown_file, Some(&unknown_yaml))],
-            "unknown-bucket",
-            "SpecRejected",
-            "the Flashback API refused the repository with NOT_FOUND: bucket no-such-bucket not found"
-                .to_owned(),
+            &[(&unknown.file, Some(&unknown.yaml))],
+            unknown.name,
+            unknown.reason,
+            &unknown.message,
         ),
         (
-            &[(&unknown_file, None), (&no_secret_file, Some(&no_secret_yaml))],
-            "no-secret",
-            "SecretNotFound",
-            format!("the credentials Secret {ns}/missing does not exist"),
+            &[
+                (&unknown.file, None),
+                (&no_secret.file, Some(&no_secret.yaml)),
+            ],
+            no_secret.name,
+            no_secret.reason,
+            &no_secret.message,
         ),
     ];
     for (files, name, reason, message) in steps {
@@ -487,23 +329,7 @@ async fn flux_and_the_operator_leave_ready_objects_alone_for_a_minute() {
             .iter()
             .any(|f| f == flashback_operator::crd::FINALIZER)
     );
-    for name in ["photos", "album-writer"] {
-        let ready = match name {
-            "photos" => is_ready(
-                &typed::<FlashbackBucket>(&stage.scene)
-                    .get(name)
-                    .await
-                    .unwrap(),
-            ),
-            _ => is_ready(
-                &typed::<FlashbackAccessKey>(&stage.scene)
-                    .get(name)
-                    .await
-                    .unwrap(),
-            ),
-        };
-        assert!(ready, "{name} is not Ready");
-    }
+    wait_storage_ready(&stage.scene).await;
 
     stage.scene.control.reset_calls().await.unwrap();
     let before = storage_objects(&stage.scene).await;

@@ -69,6 +69,15 @@ impl GitServer {
         &self.url
     }
 
+    /// The port the server listens on, on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.url
+            .strip_prefix("http://127.0.0.1:")
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|port| port.parse().ok())
+            .expect("the URL names 127.0.0.1 and a port")
+    }
+
     /// Writes each `(path, Some(text))` and removes each `(path, None)` (a file or a
     /// directory), commits with `message` and pushes; returns the commit's id.
     pub fn commit(&self, files: &[(&str, Option<&str>)], message: &str) -> String {

@@ -3,6 +3,7 @@
 //! control plane (`cluster`), the operator process (`operator`), end-to-end scenes (`scene`).
 #![allow(dead_code)]
 
+pub mod argocd;
 pub mod cluster;
 pub mod flux;
 pub mod git;

@@ -352,7 +352,7 @@ pub struct Forward {
 }
 
 impl Forward {
-    fn start(args: &[&str]) -> Self {
+    pub fn start(args: &[&str]) -> Self {
         let script = root().join("tests/control-plane").join(args[0]);
         let mut child = Command::new("python3")
             .arg(script)
