@@ -88,9 +88,10 @@ node-down:
 
 ## demo: the image, the local cluster with its node, the image and the chart pushed to its
 ## registry, the emulator and the operator installed by Helm (the operator from oci://), the
-## examples applied and watched until Ready
-demo: control-plane-node image
-	DEMO_SKIP_IMAGE=1 demo/node-up.sh
+## examples applied and watched until Ready; `make demo GITOPS=flux`: Flux installs the
+## operator and applies the examples from a Git repository instead
+demo: control-plane-node image $(if $(filter flux,$(GITOPS)),flux)
+	DEMO_SKIP_IMAGE=1 GITOPS=$(GITOPS) demo/node-up.sh
 
 ## demo-down: remove everything `make demo` (or `make demo-dev`) started
 demo-down:

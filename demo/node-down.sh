@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
-# `make demo-down` (the node part): stops the cluster with a node, which kills every Pod's
-# containers (the operator and the emulator) through containerd, then every process by pid.
+# `make demo-down` (the node part): stops Flux's controllers and the Git server of
+# `make demo GITOPS=flux`, then the cluster with a node, which kills every Pod's containers (the
+# operator and the emulator) through containerd, then every process by pid.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# With GITOPS=flux: Flux's controllers and the Git server (demo/flux.sh), by their pids.
+for pidfile in "$root"/target/demo-node/flux/*.pid; do
+  [ -f "$pidfile" ] || continue
+  pid=$(cat "$pidfile")
+  kill -TERM "$pid" 2>/dev/null && echo "demo-down: stopped $(basename "$pidfile" .pid) (pid $pid)"
+  rm -f "$pidfile"
+done
 "$root/tests/control-plane/down.sh" --node
 rm -rf "$root/target/demo-node"

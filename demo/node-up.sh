@@ -3,8 +3,9 @@
 # real node and a pod network (tests/control-plane/up.sh --node), the image and the chart
 # pushed to the cluster's registry, the emulator installed by Helm as a Pod behind a Service
 # (demo/emulator-chart, the same image), the operator installed by Helm from
-# oci://<registry>/charts, and the example objects, watched until they are Ready.
-# `make demo-down` undoes it.
+# oci://<registry>/charts, and the example objects, watched until they are Ready. With
+# GITOPS=flux, Flux installs the operator and applies the examples from a Git repository
+# instead (demo/flux.sh). `make demo-down` undoes it.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -44,29 +45,36 @@ helm upgrade --install flashback-emulator demo/emulator-chart --namespace flashb
   --wait --timeout 120s >/dev/null
 api_url=http://flashback-emulator.flashback-emulator.svc:8090
 
-say "Installing the operator with Helm from oci://$REGISTRY/charts/flashback-operator"
-cat >"$state/values.yaml" <<EOT
+say "The demo namespace and its token Secret"
+kubectl create namespace "$namespace" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubectl -n "$namespace" create secret generic flashback-token \
+  --from-literal=token="$token" --dry-run=client -o yaml | kubectl apply -f -
+
+if [ "${GITOPS:-}" = flux ]; then
+  say "Flux delivering the operator and the examples from Git (demo/flux.sh)"
+  DEMO_NAMESPACE=$namespace DEMO_API_URL=$api_url demo/flux.sh
+else
+  say "Installing the operator with Helm from oci://$REGISTRY/charts/flashback-operator"
+  cat >"$state/values.yaml" <<EOT
 image:
   repository: $image
 apiUrl: $api_url
 resyncInterval: 30s
 logFormat: text
 EOT
-started=$(date +%s.%N)
-helm upgrade --install flashback-operator "oci://$REGISTRY/charts/flashback-operator" \
-  --version "$IMAGE_TAG" --plain-http \
-  --namespace "$release_namespace" --create-namespace -f "$state/values.yaml" --wait --timeout 180s
-echo "helm install to Ready in $(awk -v s="$started" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }') s"
-kubectl -n "$release_namespace" get pods,services -o wide
+  started=$(date +%s.%N)
+  helm upgrade --install flashback-operator "oci://$REGISTRY/charts/flashback-operator" \
+    --version "$IMAGE_TAG" --plain-http \
+    --namespace "$release_namespace" --create-namespace -f "$state/values.yaml" --wait --timeout 180s
+  echo "helm install to Ready in $(awk -v s="$started" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }') s"
+  kubectl -n "$release_namespace" get pods,services -o wide
 
-say "Applying the token Secret, the example buckets, repositories and access key"
-kubectl create namespace "$namespace" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-kubectl -n "$namespace" create secret generic flashback-token \
-  --from-literal=token="$token" --dry-run=client -o yaml | kubectl apply -f -
-for example in examples/cloud-credentials.yaml examples/buckets.yaml \
-  examples/mirror-repository.yaml examples/backup-repository.yaml examples/access-key.yaml; do
-  kubectl -n "$namespace" apply -f "$example"
-done
+  say "Applying the example buckets, repositories and access key"
+  for example in examples/cloud-credentials.yaml examples/buckets.yaml \
+    examples/mirror-repository.yaml examples/backup-repository.yaml examples/access-key.yaml; do
+    kubectl -n "$namespace" apply -f "$example"
+  done
+fi
 
 say "Waiting for them to become Ready"
 kubectl -n "$namespace" wait --for=condition=Ready fbbucket --all --timeout=120s
@@ -85,6 +93,7 @@ Try:
   export KUBECONFIG=$root/$node/kubeconfig PATH=$root/$bin:\$PATH
   kubectl -n $release_namespace logs deployment/flashback-operator
   kubectl -n $namespace get fbrepo
+  kubectl -n flux-system get gitrepositories,kustomizations,helmreleases   # with GITOPS=flux
   kubectl -n $namespace describe fbrepo media-mirror
   kubectl -n $namespace get secret media-mirror-writer -o jsonpath='{.data.AWS_ACCESS_KEY_ID}' | base64 -d
   kubectl -n $release_namespace get deploy,pods,svc,lease -o wide

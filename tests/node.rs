@@ -24,7 +24,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 use tokio::sync::OnceCell;
@@ -1132,5 +1132,167 @@ async fn the_charts_network_policy_keeps_the_operator_working_and_others_from_it
             .success()
     })
     .await;
+    drop(cluster);
+}
+
+/// Flux's namespace on the cluster with a node.
+const FLUX_NAMESPACE: &str = "flux-system";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flux_installs_the_chart_from_the_registry_and_its_pods_reconcile() {
+    use crate::support::flux::{self, Flux, HELM, KUSTOMIZE};
+
+    let (cluster, remote) = node_with_emulator().await;
+    let kube = cluster.kube.clone();
+    create_namespace(&kube, FLUX_NAMESPACE).await;
+    let flux = Flux::start_on(
+        &kube,
+        &cluster.kubeconfig,
+        FLUX_NAMESPACE,
+        &[KUSTOMIZE, HELM],
+    )
+    .await;
+    let git = crate::support::git::GitServer::start();
+    let revision = git.commit_directory(&root().join("crds"), "flashback/crds", "the CRDs");
+    flux::apply(
+        &kube,
+        FLUX_NAMESPACE,
+        &flux::gitrepositories(),
+        json!({
+            "apiVersion": "source.toolkit.fluxcd.io/v1",
+            "kind": "GitRepository",
+            "metadata": {"name": "platform"},
+            "spec": {"interval": "1m", "url": git.url(), "ref": {"branch": "main"}},
+        }),
+    )
+    .await;
+
+    // integrations/flux/operator.yaml as shipped, with this cluster's registry (plain HTTP
+    // here, hence `insecure`) and the values every node test gives the chart.
+    let shipped = std::fs::read_to_string(root().join("integrations/flux/operator.yaml"))
+        .expect("the shipped file");
+    let documents: Vec<serde_json::Value> = serde_saphyr::from_multiple(&shipped).expect("YAML");
+    let started = Instant::now();
+    for mut document in documents {
+        let kind = document["kind"].as_str().unwrap().to_owned();
+        let spec = &mut document["spec"];
+        let resource = match kind.as_str() {
+            "Kustomization" => flux::kustomizations(),
+            "HelmRepository" => {
+                spec["url"] = json!(format!("oci://{}/charts", cluster.registry()));
+                spec["insecure"] = json!(true);
+                flux::helmrepositories()
+            }
+            "HelmRelease" => {
+                assert_eq!(
+                    spec["chart"]["spec"]["version"], VERSION,
+                    "operator.yaml names this version of the chart"
+                );
+                assert_eq!(spec["targetNamespace"], RELEASE_NAMESPACE);
+                spec["releaseName"] = json!("fb");
+                let values = &mut spec["values"];
+                values["image"]["repository"] =
+                    json!(format!("{}/flashback-operator", cluster.registry()));
+                values["apiUrl"] = json!(EMULATOR_URL);
+                values["replicaCount"] = json!(2);
+                values["leaderElection"] = json!({"leaseName": LEASE});
+                flux::helmreleases()
+            }
+            kind => panic!("unexpected {kind} in operator.yaml"),
+        };
+        flux::apply(&kube, FLUX_NAMESPACE, &resource, document).await;
+    }
+
+    // The CRDs are Flux's: created by the Kustomization, labelled with it.
+    let flux_api =
+        |resource| Api::<DynamicObject>::namespaced_with(kube.clone(), FLUX_NAMESPACE, &resource);
+    crate::support::wait::until_within(
+        POD_READY_BOUND,
+        &flux_api(flux::kustomizations()),
+        "flashback-crds",
+        "Ready",
+        |k| {
+            flux::ready(k).is_some_and(|(status, _, _)| status == "True")
+                && flux::applied_revision(k).ends_with(&revision)
+        },
+    )
+    .await;
+    let crds: Api<CustomResourceDefinition> = Api::all(kube.clone());
+    for (_, crd) in flashback_operator::crd::crds() {
+        let name = crd.metadata.name.clone().unwrap();
+        let server = crds.get(&name).await.unwrap();
+        let labels = server.metadata.labels.unwrap_or_default();
+        assert_eq!(
+            labels
+                .get("kustomize.toolkit.fluxcd.io/name")
+                .map(String::as_str),
+            Some("flashback-crds"),
+            "{name}"
+        );
+    }
+
+    // The release, pulled from the registry, is Ready once its Deployment is: helm-controller
+    // waits for the Pods (pulled from the registry too) to be Ready.
+    let released = crate::support::wait::until_within(
+        POD_READY_BOUND,
+        &flux_api(flux::helmreleases()),
+        "flashback-operator",
+        "Ready",
+        |r| flux::ready(r).is_some_and(|(status, _, _)| status == "True"),
+    )
+    .await;
+    let (_, reason, message) = flux::ready(&released).unwrap();
+    assert_eq!(reason, "InstallSucceeded", "{message}");
+    assert!(
+        message.starts_with(&format!("Helm install succeeded for release {RELEASE_NAMESPACE}/fb.v1 with chart flashback-operator@{VERSION}")),
+        "{message}"
+    );
+    eprintln!(
+        "Flux: CRDs applied and the chart installed from the registry, Pods Ready, in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let pods = wait_pods_ready(&kube, &[]).await;
+    for pod in &pods {
+        assert_eq!(
+            pod.spec.as_ref().unwrap().containers[0].image.as_deref(),
+            Some(format!("{}/flashback-operator:{VERSION}", cluster.registry()).as_str()),
+        );
+    }
+    // Flux keeps the release's record in the HelmRelease's namespace (its storageNamespace).
+    let manifest = cluster.helm(&["get", "manifest", "fb", "--namespace", FLUX_NAMESPACE]);
+    let kinds: std::collections::BTreeSet<String> =
+        serde_saphyr::from_multiple::<serde_json::Value>(&manifest)
+            .expect("the release's manifest")
+            .iter()
+            .filter_map(|doc| doc["kind"].as_str().map(str::to_owned))
+            .collect();
+    assert!(kinds.contains("Deployment"), "{kinds:?}");
+    assert!(!kinds.contains("CustomResourceDefinition"), "{kinds:?}");
+
+    // The operator Flux installed reconciles: a repository is Ready, one remote repository.
+    create_namespace(&kube, TEAM).await;
+    create_token_secret(&kube, TEAM, json!({"token": remote.token})).await;
+    let repos: Api<FlashbackRepository> = Api::namespaced(kube.clone(), TEAM);
+    repos
+        .create(&PostParams::default(), &mirror("from-flux", &remote, 0, 1))
+        .await
+        .expect("the repository is created");
+    let ready = wait_ready(&repos, "from-flux").await;
+    let id = ready.status.unwrap().repo_id.expect("a repository id");
+    let remote_repos = remote
+        .api
+        .list_repos(&RepoFilter::workspace(WORKSPACE))
+        .await
+        .unwrap();
+    assert_eq!(
+        remote_repos
+            .iter()
+            .filter(|r| r.name == "from-flux")
+            .count(),
+        1,
+        "{remote_repos:?}"
+    );
+    assert!(remote_repos.iter().any(|r| r.id == id));
+    drop(flux);
     drop(cluster);
 }

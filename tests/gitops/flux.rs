@@ -1,21 +1,24 @@
 //! Flux's source-controller and kustomize-controller apply a directory of Git holding a
 //! FlashbackBucket, a FlashbackRepository naming it by `bucketRef` and a FlashbackAccessKey,
 //! through the Kustomization of `integrations/flux/kustomization.yaml` (`wait: true`, the
-//! health expressions); helm-controller installs the chart from a Git path, with the CRDs in a
-//! Kustomization of their own.
+//! health expressions). helm-controller installing the chart from the registry, with the CRDs
+//! in a Kustomization of their own, runs on the cluster with a node (`tests/node.rs`), where
+//! the registry and the Pods are.
 
 use std::time::Duration;
 
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::api::{ApiResource, DynamicObject};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
 use super::storage::{
     Change, STORAGE, STORAGE_OBJECTS, assert_one_put, assert_pruned, broken_repositories,
-    commit_storage, commit_storage_removal, storage_objects, typed, wait_storage_ready,
+    commit_storage, commit_storage_removal, storage_objects, wait_storage_ready,
 };
 use crate::buckets::put_cloud_secret;
-use crate::support::flux::{Flux, HELM, KUSTOMIZE};
+use crate::support::flux::{
+    Flux, KUSTOMIZE, applied_revision, condition, gitrepositories, kustomizations, ready,
+};
 use crate::support::git::{BRANCH, GitServer};
 use crate::support::node::root;
 use crate::support::scene::Scene;
@@ -64,15 +67,8 @@ impl Stage {
 
     /// Applies `object` in the stage's namespace, as `kubectl apply --server-side` would.
     async fn apply(&self, resource: &ApiResource, object: Value) {
-        let name = object["metadata"]["name"].as_str().unwrap().to_owned();
-        self.api(resource)
-            .patch(
-                &name,
-                &PatchParams::apply("e2e").force(),
-                &Patch::Apply(&object),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("{name} is applied: {e}"));
+        crate::support::flux::apply(&self.scene.kube, &self.scene.namespace, resource, object)
+            .await;
     }
 
     /// The Kustomization of integrations/flux/kustomization.yaml, pointed at the stage's
@@ -117,59 +113,6 @@ impl Stage {
         })
         .await
     }
-}
-
-fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
-}
-
-fn gitrepositories() -> ApiResource {
-    resource(
-        "source.toolkit.fluxcd.io",
-        "v1",
-        "GitRepository",
-        "gitrepositories",
-    )
-}
-
-fn kustomizations() -> ApiResource {
-    resource(
-        "kustomize.toolkit.fluxcd.io",
-        "v1",
-        "Kustomization",
-        "kustomizations",
-    )
-}
-
-fn helmreleases() -> ApiResource {
-    resource(
-        "helm.toolkit.fluxcd.io",
-        "v2",
-        "HelmRelease",
-        "helmreleases",
-    )
-}
-
-/// The Ready condition of a Flux object: status, reason, message.
-fn ready(object: &DynamicObject) -> Option<(String, String, String)> {
-    condition(object, "Ready")
-}
-
-fn condition(object: &DynamicObject, type_: &str) -> Option<(String, String, String)> {
-    object.data["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)
-        .map(|c| {
-            let text = |key: &str| c[key].as_str().unwrap_or_default().to_owned();
-            (text("status"), text("reason"), text("message"))
-        })
-}
-
-fn applied_revision(object: &DynamicObject) -> &str {
-    object.data["status"]["lastAppliedRevision"]
-        .as_str()
-        .unwrap_or_default()
 }
 
 #[tokio::test]
@@ -361,104 +304,4 @@ async fn flux_and_the_operator_leave_ready_objects_alone_for_a_minute() {
         crate::buckets::writes(&stage.scene).await,
         Vec::<String>::new()
     );
-}
-
-#[tokio::test]
-async fn flux_installs_the_chart_from_git_with_the_crds_in_a_kustomization_of_their_own() {
-    let stage = Stage::new("flux-helm", &[KUSTOMIZE, HELM]).await;
-    let ns = stage.scene.namespace.clone();
-    stage.git.commit_directory(
-        &root().join("crds"),
-        "flashback/crds",
-        "the operator's CRDs",
-    );
-    let revision = stage.git.commit_directory(
-        &root().join("charts/flashback-operator"),
-        "flashback/charts/flashback-operator",
-        "the operator's chart",
-    );
-
-    // integrations/flux/operator.yaml as shipped, in this namespace and from this source. On
-    // this control plane no Pod ever runs (it has no node), so the release does not wait for
-    // its Deployment to be ready; and it watches this namespace only.
-    let shipped = std::fs::read_to_string(root().join("integrations/flux/operator.yaml"))
-        .expect("the shipped file");
-    let documents: Vec<Value> = serde_saphyr::from_multiple(&shipped).expect("YAML");
-    for mut document in documents {
-        document["metadata"]["namespace"] = json!(ns);
-        let kind = document["kind"].as_str().unwrap().to_owned();
-        let spec = &mut document["spec"];
-        match kind.as_str() {
-            "Kustomization" => {
-                spec["sourceRef"]["name"] = json!("config");
-                stage.apply(&kustomizations(), document).await;
-            }
-            "HelmRelease" => {
-                spec["chart"]["spec"]["sourceRef"]["name"] = json!("config");
-                spec["targetNamespace"] = json!(ns);
-                spec["install"]["disableWait"] = json!(true);
-                spec["values"]["watchNamespace"] = json!(ns);
-                stage.apply(&helmreleases(), document).await;
-            }
-            kind => panic!("unexpected {kind} in operator.yaml"),
-        }
-    }
-
-    // The CRDs are Flux's: applied by the Kustomization, labelled with it.
-    stage.wait_applied("flashback-crds", &revision).await;
-    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
-        Api::all(stage.scene.kube.clone());
-    for (_, crd) in flashback_operator::crd::crds() {
-        let server = crds.get(&crd.name_any()).await.unwrap();
-        assert_eq!(
-            server
-                .labels()
-                .get("kustomize.toolkit.fluxcd.io/name")
-                .map(String::as_str),
-            Some("flashback-crds"),
-            "{}",
-            crd.name_any()
-        );
-        assert!(
-            server
-                .managed_fields()
-                .iter()
-                .any(|m| m.manager.as_deref() == Some("kustomize-controller")),
-            "{}",
-            crd.name_any()
-        );
-    }
-
-    // The release is installed from the Git path, without the CRDs.
-    let released = stage
-        .wait_flux(&helmreleases(), "flashback-operator", "Ready", |r| {
-            ready(r).is_some_and(|(status, _, _)| status == "True")
-        })
-        .await;
-    let (_, reason, message) = ready(&released).unwrap();
-    assert_eq!(reason, "InstallSucceeded", "{message}");
-    let release = format!("{ns}-flashback-operator");
-    assert!(
-        message.starts_with(&format!(
-            "Helm install succeeded for release {ns}/{release}.v1"
-        )),
-        "{message}"
-    );
-    let manifest = crate::support::node::run_ok(
-        std::process::Command::new(crate::support::node::tool("helm"))
-            .args(["get", "manifest", &release, "--namespace", &ns])
-            .env("KUBECONFIG", crate::support::cluster::kubeconfig_path()),
-        Duration::from_secs(60),
-    );
-    let kinds: std::collections::BTreeSet<String> = serde_saphyr::from_multiple::<Value>(&manifest)
-        .expect("the release's manifest")
-        .iter()
-        .filter_map(|doc| doc["kind"].as_str().map(str::to_owned))
-        .collect();
-    for kind in ["Deployment", "ServiceAccount", "Role", "RoleBinding"] {
-        assert!(kinds.contains(kind), "no {kind} in the release: {kinds:?}");
-    }
-    assert!(!kinds.contains("CustomResourceDefinition"), "{kinds:?}");
-    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = typed(&stage.scene);
-    assert!(deployments.get_opt(&release).await.unwrap().is_some());
 }

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::Client;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::{Api, Client};
+use serde_json::Value;
 
 use super::cluster::kubeconfig_path;
 use super::node::tool;
@@ -30,9 +32,19 @@ struct Controller {
 }
 
 impl Flux {
-    /// Applies the CRDs of `controllers` (source-controller's always) and starts them,
-    /// watching `namespace` only.
+    /// Applies the CRDs of `controllers` (source-controller's always) and starts them against
+    /// the local control plane, watching `namespace` only.
     pub async fn start(kube: &Client, namespace: &str, controllers: &[&'static str]) -> Self {
+        Self::start_on(kube, &kubeconfig_path(), namespace, controllers).await
+    }
+
+    /// [`Flux::start`] against the cluster of `kube` and `kubeconfig` (the cluster with a node).
+    pub async fn start_on(
+        kube: &Client,
+        kubeconfig: &std::path::Path,
+        namespace: &str,
+        controllers: &[&'static str],
+    ) -> Self {
         let mut names = vec![SOURCE];
         names.extend(controllers.iter().filter(|name| **name != SOURCE));
         for name in &names {
@@ -61,7 +73,7 @@ impl Flux {
                         format!("--storage-adv-addr={storage}"),
                     ]);
                 }
-                Controller::start(name, namespace, &dir, &flags)
+                Controller::start(name, kubeconfig, namespace, &dir, &flags)
             })
             .collect();
         Self { controllers }
@@ -78,12 +90,18 @@ impl Flux {
 }
 
 impl Controller {
-    fn start(name: &'static str, namespace: &str, dir: &std::path::Path, flags: &[String]) -> Self {
+    fn start(
+        name: &'static str,
+        kubeconfig: &std::path::Path,
+        namespace: &str,
+        dir: &std::path::Path,
+        flags: &[String],
+    ) -> Self {
         let log = dir.join(format!("{name}.log"));
         let out = File::create(&log).expect("log file");
         let child = Command::new(tool(name))
             .args(flags)
-            .env("KUBECONFIG", kubeconfig_path())
+            .env("KUBECONFIG", kubeconfig)
             .env("RUNTIME_NAMESPACE", namespace)
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("log file handle"))
@@ -116,6 +134,81 @@ impl Drop for Controller {
             }
         }
     }
+}
+
+fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
+}
+
+pub fn gitrepositories() -> ApiResource {
+    resource(
+        "source.toolkit.fluxcd.io",
+        "v1",
+        "GitRepository",
+        "gitrepositories",
+    )
+}
+
+pub fn kustomizations() -> ApiResource {
+    resource(
+        "kustomize.toolkit.fluxcd.io",
+        "v1",
+        "Kustomization",
+        "kustomizations",
+    )
+}
+
+pub fn helmrepositories() -> ApiResource {
+    resource(
+        "source.toolkit.fluxcd.io",
+        "v1",
+        "HelmRepository",
+        "helmrepositories",
+    )
+}
+
+pub fn helmreleases() -> ApiResource {
+    resource(
+        "helm.toolkit.fluxcd.io",
+        "v2",
+        "HelmRelease",
+        "helmreleases",
+    )
+}
+
+/// The Ready condition of a Flux object: status, reason, message.
+pub fn ready(object: &DynamicObject) -> Option<(String, String, String)> {
+    condition(object, "Ready")
+}
+
+pub fn condition(object: &DynamicObject, type_: &str) -> Option<(String, String, String)> {
+    object.data["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .map(|c| {
+            let text = |key: &str| c[key].as_str().unwrap_or_default().to_owned();
+            (text("status"), text("reason"), text("message"))
+        })
+}
+
+pub fn applied_revision(object: &DynamicObject) -> &str {
+    object.data["status"]["lastAppliedRevision"]
+        .as_str()
+        .unwrap_or_default()
+}
+
+/// Applies `object` in `namespace`, as `kubectl apply --server-side` would.
+pub async fn apply(kube: &Client, namespace: &str, resource: &ApiResource, object: Value) {
+    let name = object["metadata"]["name"].as_str().unwrap().to_owned();
+    Api::<DynamicObject>::namespaced_with(kube.clone(), namespace, resource)
+        .patch(
+            &name,
+            &PatchParams::apply("e2e").force(),
+            &Patch::Apply(&object),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{name} is applied: {e}"));
 }
 
 /// The CRDs of the controller `name`, from its module (linked by `build.sh flux`).
