@@ -9,7 +9,7 @@
 #     from the cluster's registry with crds.enabled=false) and
 #     integrations/flux/kustomization.yaml (the examples, waited on until Ready), each adjusted
 #     by a kustomize patch in target/demo-node/flux/ for this cluster.
-# Their pids are in target/demo-node/flux/; `make demo-down` stops them.
+# Their pids are in target/demo-node/flux/; `make demo-down` stops them (demo/flux-down.sh).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -27,6 +27,8 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# A second run replaces the first: its controllers and Git server are stopped first.
+demo/flux-down.sh
 rm -rf "$state" && mkdir -p "$state/repositories" "$state/storage"
 
 echo "A Git repository with the operator's CRDs and the examples"

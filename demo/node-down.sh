@@ -5,12 +5,6 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-# With GITOPS=flux: Flux's controllers and the Git server (demo/flux.sh), by their pids.
-for pidfile in "$root"/target/demo-node/flux/*.pid; do
-  [ -f "$pidfile" ] || continue
-  pid=$(cat "$pidfile")
-  kill -TERM "$pid" 2>/dev/null && echo "demo-down: stopped $(basename "$pidfile" .pid) (pid $pid)"
-  rm -f "$pidfile"
-done
+"$root/demo/flux-down.sh"
 "$root/tests/control-plane/down.sh" --node
 rm -rf "$root/target/demo-node"

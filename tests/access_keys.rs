@@ -90,8 +90,10 @@ pub(crate) async fn wait_key_ready(scene: &Scene, name: &str) -> FlashbackAccess
 /// Deletes the key object and waits until the operator released it.
 async fn delete_and_wait_gone(scene: &Scene, key: &FlashbackAccessKey) {
     let name = key.name_any();
+    // Orphaning: the garbage collector leaves the key's Secret (owned by the key) alone, so a
+    // Secret that goes is one the operator deleted.
     keys(scene)
-        .delete(&name, &DeleteParams::default())
+        .delete(&name, &DeleteParams::orphan())
         .await
         .expect("the key object is deleted");
     let released = tokio::time::timeout(

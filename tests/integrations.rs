@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::support::cluster::{DEADLINE, kube_client, kubeconfig_path, test_namespace};
-use crate::support::scene::Scene;
+use crate::support::scene::{Scene, ready_message};
 
 /// One tool's judgement of an object.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -186,17 +186,6 @@ fn has(object: &Value, type_: &str, status: &str, reason: &str) -> bool {
                 && c["reason"] == reason
                 && c["observedGeneration"] == object["metadata"]["generation"]
         })
-}
-
-/// The message of the object's Ready condition, empty when it has none.
-fn ready_message(object: &Value) -> &str {
-    object["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| c["type"] == "Ready")
-        .and_then(|c| c["message"].as_str())
-        .unwrap_or_default()
 }
 
 fn keys(scene: &Scene) -> Api<FlashbackAccessKey> {

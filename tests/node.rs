@@ -1241,6 +1241,17 @@ async fn flux_installs_the_chart_from_the_registry_and_its_pods_reconcile() {
         |r| flux::ready(r).is_some_and(|(status, _, _)| status == "True"),
     )
     .await;
+    // Read as soon as the release is Ready: its Pods already are (Helm's wait, which
+    // helm-controller runs, counts them), not only later.
+    let deployment = Api::<Deployment>::namespaced(kube.clone(), RELEASE_NAMESPACE)
+        .get("fb-flashback-operator")
+        .await
+        .expect("the release's Deployment");
+    assert_eq!(
+        deployment.status.and_then(|s| s.ready_replicas),
+        Some(2),
+        "the release is Ready before its Pods"
+    );
     let (_, reason, message) = flux::ready(&released).unwrap();
     assert_eq!(reason, "InstallSucceeded", "{message}");
     assert!(

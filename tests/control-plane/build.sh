@@ -436,15 +436,17 @@ build_flux_helm() { build_flux_controller helm-controller "$FLUX_HELM_VERSION"; 
 
 # Argo CD's application-controller and repo-server (tests/gitops/), one binary from a wrapper
 # module (tests/control-plane/argocd/main.go) that requires Argo CD at its version and copies
-# its replace lines; redis from Debian; git from Debian for the repo-server's clones. Cached
-# under the version and the hash of main.go. The CRDs come from the same module.
+# its replace lines; redis and git (for the repo-server's clones) from Debian. Cached
+# under the version and the hash of main.go. The CRDs come from the same module. redis is
+# redis-tools' binary under the name redis-server (it serves when called so), not the
+# redis-server package, which would also install a system service.
 argocd_dir() {
   printf '%s/argocd-v%s-%s' "$cache" "$ARGOCD_VERSION" \
     "$(sha256sum <"$root/tests/control-plane/argocd/main.go" | cut -c1-12)"
 }
 
 build_argocd() {
-  need_packages redis-server git
+  need_packages redis-tools git
   local out module=github.com/argoproj/argo-cd/v3
   out=$(argocd_dir)
   if [ -x "$out/bin/argocd" ]; then return; fi
@@ -480,15 +482,17 @@ case "${1:-all}" in
   kubernetes | etcd | helm | node | containerd | pause | kube_proxy | cni | coredns | registry | netprobe | kube_router) locked "$1" ;;
   promtool) locked promtool ;;
   lua | kstatus) locked "$1" ;;
-  integrations) locked lua && locked kstatus ;;
+  integrations) locked lua; locked kstatus ;;
   flux_source | flux_kustomize | flux_helm) locked "$1" ;;
-  flux) locked flux_source && locked flux_kustomize && locked flux_helm ;;
+  flux) locked flux_source; locked flux_kustomize; locked flux_helm ;;
   argocd) locked argocd ;;
-  all) locked etcd && locked kubernetes && locked helm && locked node ;;
+  # One command per line, not an && list: set -e ignores a failure inside one, and a build that
+  # failed would be cached.
+  all) locked etcd; locked kubernetes; locked helm; locked node ;;
   all-node)
-    locked etcd && locked kubernetes && locked helm && locked node && locked containerd &&
-      locked pause && locked kube_proxy && locked cni && locked coredns && locked registry &&
-      locked netprobe && locked kube_router
+    locked etcd; locked kubernetes; locked helm; locked node; locked containerd
+    locked pause; locked kube_proxy; locked cni; locked coredns; locked registry
+    locked netprobe; locked kube_router
     ;;
   *)
     log "usage: build.sh [all|all-node|kubernetes|etcd|helm|node|containerd|pause|kube_proxy|cni|coredns|registry|netprobe|kube_router|promtool|lua|kstatus|integrations|flux|flux_source|flux_kustomize|flux_helm|argocd]"
@@ -537,5 +541,5 @@ if [ -x "$(argocd_dir)/bin/argocd" ]; then
   ln -sfn "$(argocd_dir)/bin/argocd" "$bin/argocd"
   ln -sfn "$(argocd_dir)/crds" "$bin/argocd-crds"
 fi
-[ -x /usr/bin/redis-server ] && ln -sfn /usr/bin/redis-server "$bin/redis-server"
+[ -x /usr/bin/redis-check-rdb ] && ln -sfn /usr/bin/redis-check-rdb "$bin/redis-server"
 exit 0

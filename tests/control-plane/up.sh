@@ -192,8 +192,12 @@ else
     --v=0 \
     </dev/null >"$run/kube-controller-manager.log" 2>&1 &
   echo $! >"$run/kube-controller-manager.pid"
-  sleep 0.5
-  is_running kube-controller-manager || fail "kube-controller-manager exited"
+  # Ready once it watches every resource (it says so in its log; it serves no health port).
+  until grep -q "all resource monitors have synced" "$run/kube-controller-manager.log"; do
+    is_running kube-controller-manager || fail "kube-controller-manager exited"
+    [ "$(date +%s)" -lt "$deadline" ] || fail "the garbage collector did not sync in time"
+    sleep 0.2
+  done
 fi
 
 log "ready at $server in $(awk -v s="$started" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }') s"

@@ -7,13 +7,13 @@
 
 use std::time::Duration;
 
+use kube::Api;
 use kube::api::{ApiResource, DynamicObject};
-use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
 use super::storage::{
     Change, STORAGE, STORAGE_OBJECTS, assert_one_put, assert_pruned, broken_repositories,
-    commit_storage, commit_storage_removal, storage_objects, wait_storage_ready,
+    commit_storage, commit_storage_removal, finalizer_policy, storage_objects, wait_storage_ready,
 };
 use crate::buckets::put_cloud_secret;
 use crate::support::flux::{
@@ -249,29 +249,13 @@ async fn a_broken_object_fails_the_kustomization_which_names_it() {
 #[tokio::test]
 async fn flux_and_the_operator_leave_ready_objects_alone_for_a_minute() {
     let mut stage = Stage::new("flux-drift", &[KUSTOMIZE]).await;
-    // The chart's finalizer policy, as a release watching this namespace installs it: the API
-    // server adds the finalizer at create, a field Flux never wrote.
     let release = format!("fbflux-{}", &stage.scene.namespace[11..]);
-    let probe = stage.scene.mirror("policy-probe");
-    let _policy = crate::support::policy::Applied::new(
-        &release,
-        &stage.scene.namespace,
-        &stage.scene.repos,
-        &probe,
-    )
-    .await;
+    let _policy = finalizer_policy(&stage.scene, &release).await;
     // The operator resyncs every 3 s, Flux every 5 s: each has a dozen chances to write.
     stage.scene.start_operator(&[]);
     let revision = stage.commit_storage("media", "storage for the album");
     stage.apply_storage_kustomization().await;
     stage.wait_applied("flashback-storage", &revision).await;
-    let album = stage.scene.wait_ready("album").await;
-    assert!(
-        album
-            .finalizers()
-            .iter()
-            .any(|f| f == flashback_operator::crd::FINALIZER)
-    );
     wait_storage_ready(&stage.scene).await;
 
     stage.scene.control.reset_calls().await.unwrap();

@@ -128,9 +128,16 @@ pub fn is_ready<K: serde::Serialize>(object: &K) -> bool {
         })
 }
 
-/// Waits until the three storage objects are Ready; returns the remote repository's id.
+/// Waits until the three storage objects are Ready (the repository holding the operator's
+/// finalizer); returns the remote repository's id.
 pub async fn wait_storage_ready(scene: &Scene) -> String {
     let album = scene.wait_ready("album").await;
+    assert!(
+        album
+            .finalizers()
+            .iter()
+            .any(|f| f == flashback_operator::crd::FINALIZER)
+    );
     for name in ["photos", "album-writer"] {
         let ready = match name {
             "photos" => is_ready(&typed::<FlashbackBucket>(scene).get(name).await.unwrap()),
@@ -230,4 +237,12 @@ pub fn broken_repositories(scene: &Scene) -> [Broken; 2] {
             ),
         },
     ]
+}
+
+/// The chart's finalizer policy, as a release named `release` watching the scene's namespace
+/// installs it: the API server adds the finalizer at create, a field no GitOps engine wrote.
+/// Removed when dropped.
+pub async fn finalizer_policy(scene: &Scene, release: &str) -> crate::support::policy::Applied {
+    let probe = scene.mirror("policy-probe");
+    crate::support::policy::Applied::new(release, &scene.namespace, &scene.repos, &probe).await
 }

@@ -333,6 +333,10 @@ impl Component {
             .env("ARGOCD_FAKE_IN_CLUSTER", "true")
             .env("ARGOCD_GPG_ENABLED", "false")
             .env("HOME", dir)
+            // The repo-server's clones and its askpass socket (under /tmp by default, one path
+            // for every installation) stay in the test's directory.
+            .env("TMPDIR", dir)
+            .env("ARGOCD_ASK_PASS_SOCK", dir.join("askpass.sock"))
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("log file handle"))
             .stderr(out);

@@ -441,3 +441,14 @@ pub async fn apply_crds(kube: &Client, crds: impl IntoIterator<Item = CustomReso
         .expect("watching the CRD works");
     }
 }
+
+/// The message of an object's Ready condition (any kind, as JSON), empty when it has none.
+pub fn ready_message(object: &serde_json::Value) -> &str {
+    object["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Ready")
+        .and_then(|c| c["message"].as_str())
+        .unwrap_or_default()
+}
