@@ -20,7 +20,7 @@ use super::storage::{
     commit_storage_removal, finalizer_policy, storage_objects, typed, wait_storage_ready,
 };
 use crate::buckets::put_cloud_secret;
-use crate::support::argocd::{APPLICATION_CONTROLLER, ArgoCd, RESYNC_SECONDS};
+use crate::support::argocd::{APPLICATION_CONTROLLER, ArgoCd};
 use crate::support::git::GitServer;
 use crate::support::node::root;
 use crate::support::scene::Scene;
@@ -231,9 +231,18 @@ async fn argo_cd_waits_for_the_operator_carries_a_commit_to_the_remote_and_prune
     wait_resource_health(&stage, STORAGE_APP, &waiting).await;
     // Still Progressing after two more comparisons: nothing made the objects Ready.
     let log_before = stage.argocd.log(APPLICATION_CONTROLLER).len();
-    tokio::time::sleep(Duration::from_secs(2 * RESYNC_SECONDS + 2)).await;
-    let comparisons = comparisons(&stage.argocd.log(APPLICATION_CONTROLLER)[log_before..]);
-    assert!(comparisons >= 2, "{comparisons} comparisons");
+    let deadline = tokio::time::Instant::now() + ARGOCD_DEADLINE;
+    loop {
+        let seen = comparisons(&stage.argocd.log(APPLICATION_CONTROLLER)[log_before..]);
+        if seen >= 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{seen} comparisons in {ARGOCD_DEADLINE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let still = stage.apps().get(STORAGE_APP).await.unwrap();
     assert_eq!(health_status(&still), "Progressing");
     assert_eq!(sync_status(&still), ("Synced", first.as_str()));
