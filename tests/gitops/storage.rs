@@ -15,6 +15,7 @@ use crate::buckets::{bucket, mirror_naming_photos};
 use crate::support::cluster::DEADLINE;
 use crate::support::git::GitServer;
 use crate::support::scene::{Scene, WORKSPACE};
+use crate::support::wait;
 
 /// The directory of the repository that holds the storage.
 pub const STORAGE: &str = "storage";
@@ -138,13 +139,21 @@ pub async fn wait_storage_ready(scene: &Scene) -> String {
             .iter()
             .any(|f| f == flashback_operator::crd::FINALIZER)
     );
-    for name in ["photos", "album-writer"] {
-        let ready = match name {
-            "photos" => is_ready(&typed::<FlashbackBucket>(scene).get(name).await.unwrap()),
-            _ => is_ready(&typed::<FlashbackAccessKey>(scene).get(name).await.unwrap()),
-        };
-        assert!(ready, "{name} is not Ready");
-    }
+    // The bucket was Ready before the repository could be; the key becomes Ready after it.
+    wait::until(
+        &typed::<FlashbackBucket>(scene),
+        "photos",
+        "Ready",
+        is_ready,
+    )
+    .await;
+    wait::until(
+        &typed::<FlashbackAccessKey>(scene),
+        "album-writer",
+        "Ready",
+        is_ready,
+    )
+    .await;
     album.status.unwrap().repo_id.unwrap()
 }
 
