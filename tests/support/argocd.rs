@@ -234,8 +234,9 @@ impl ArgoCd {
 }
 
 /// What an Argo CD installation keeps in its namespace, as its install manifests create it:
-/// `argocd-cm` (labelled; only its `installationID` set), `argocd-secret` with the server's signing key, and the
-/// AppProject `default` allowing everything (argocd-server would create that one).
+/// `argocd-cm` (labelled; only its `installationID` set), `argocd-secret` with the server's
+/// signing key, and the AppProject `default` allowing everything (argocd-server would create
+/// that one).
 async fn install_settings(kube: &Client, namespace: &str) {
     let part_of =
         json!({"app.kubernetes.io/name": "argocd-cm", "app.kubernetes.io/part-of": "argocd"});
@@ -352,16 +353,7 @@ impl Drop for Component {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() && self.name != "netns" {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(60).collect();
-            eprintln!(
-                "--- Argo CD {} log {} (last lines) ---",
-                self.name,
-                self.log.display()
-            );
-            for line in tail.into_iter().rev() {
-                eprintln!("{line}");
-            }
+            super::print_log_tail(&format!("Argo CD {}", self.name), &self.log);
         }
     }
 }

@@ -121,17 +121,7 @@ impl Drop for Controller {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            // The end of the log: what the controller did last.
-            let tail: Vec<&str> = log.lines().rev().take(60).collect();
-            eprintln!(
-                "--- {} log {} (last lines) ---",
-                self.name,
-                self.log.display()
-            );
-            for line in tail.into_iter().rev() {
-                eprintln!("{line}");
-            }
+            super::print_log_tail(self.name, &self.log);
         }
     }
 }

@@ -26,6 +26,17 @@ use flashback_client::{
 use flashback_emulator::{EmulatorConfig, RunningEmulator};
 use reqwest::Url;
 
+/// Prints the last lines of a process's log to the test's output (for a process a failing
+/// test stops): what it did last, under `--- WHAT log PATH (last lines) ---`.
+pub fn print_log_tail(what: &str, log: &Path) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(60).collect();
+    eprintln!("--- {what} log {} (last lines) ---", log.display());
+    for line in tail.into_iter().rev() {
+        eprintln!("{line}");
+    }
+}
+
 pub const WORKSPACE: &str = "ws-test";
 
 /// The `flashback-emulator` binary of this workspace, built with the profile of the running
