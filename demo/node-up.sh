@@ -19,6 +19,10 @@ namespace=flashback-demo
 release_namespace=flashback-system
 token=demo-token
 mkdir -p "$state"
+case ${GITOPS:-} in
+  '' | flux) ;;
+  *) echo "make demo: GITOPS=$GITOPS is not a mode; the one there is: GITOPS=flux" >&2; exit 2 ;;
+esac
 
 say() { printf '\n==> %s\n' "$*"; }
 kubectl() { "$bin/kubectl" --kubeconfig "$node/kubeconfig" "$@"; }
