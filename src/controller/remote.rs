@@ -44,7 +44,21 @@ type ListingKey = (Credentials, String);
 struct Listing {
     /// When the call was sent: the listing shows no change made before this instant.
     started_at: Instant,
+    /// How long the call took, answer decoded.
+    took: Duration,
     repos: Workspace,
+}
+
+/// A listing serves at least this many times as long as it took to fetch, so that a large
+/// workspace (100,000 repositories take seconds to list) spends at most a twentieth of the
+/// time listing, however often its objects are reconciled.
+const SERVES_PER_FETCH_TIME: u32 = 20;
+
+impl Listing {
+    /// Whether it may still serve reconciles that accept a listing `max_age` old.
+    fn serves(&self, max_age: Duration) -> bool {
+        self.started_at.elapsed() < max_age.max(self.took * SERVES_PER_FETCH_TIME)
+    }
 }
 
 /// Shared by every reconcile.
@@ -156,7 +170,7 @@ impl Remote {
         listings.retain(|_, slot| match slot.try_lock() {
             Ok(listing) => listing
                 .as_ref()
-                .is_some_and(|l| l.started_at.elapsed() < self.settings.listing_max_age),
+                .is_some_and(|l| l.serves(self.settings.listing_max_age)),
             // In use right now.
             Err(_) => true,
         });
@@ -172,7 +186,8 @@ impl Remote {
             .clone()
     }
 
-    /// Every repository of a workspace, from a listing at most `listing_max_age` old, or,
+    /// Every repository of a workspace, from a listing at most `listing_max_age` old (or
+    /// twenty times as long as it took to fetch, when that is longer), or,
     /// when `fetched_after` is given (a person asked for a fresh look), from one started after it.
     pub async fn repos(
         &self,
@@ -184,7 +199,7 @@ impl Remote {
         let mut listing = slot.lock().await;
         let usable = |l: &&Listing| match fetched_after {
             Some(after) => l.started_at >= after,
-            None => l.started_at.elapsed() < self.settings.listing_max_age,
+            None => l.serves(self.settings.listing_max_age),
         };
         if let Some(fresh) = listing.as_ref().filter(usable) {
             return Ok(fresh.repos.clone());
@@ -200,6 +215,7 @@ impl Remote {
         let repos = Workspace::listed(listed);
         *listing = Some(Listing {
             started_at,
+            took: started_at.elapsed(),
             repos: repos.clone(),
         });
         drop(listing);
@@ -486,7 +502,30 @@ mod tests {
             ..remote.settings.clone()
         });
         short.repos(&credentials, "ws", None).await.unwrap();
-        assert_eq!(short.forget_unused(Duration::ZERO), (0, 0));
+        // It still serves for twenty times the few milliseconds it took, then goes.
+        let started = Instant::now();
+        while short.forget_unused(Duration::ZERO) != (0, 0) {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "never forgotten"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[test]
+    fn a_listing_that_took_long_serves_twenty_times_as_long() {
+        let listed = |ago: u64, took_ms: u64| Listing {
+            started_at: Instant::now() - Duration::from_secs(ago),
+            took: Duration::from_millis(took_ms),
+            repos: Workspace::default(),
+        };
+        let max_age = Duration::from_secs(5);
+        assert!(listed(4, 10).serves(max_age));
+        assert!(!listed(6, 10).serves(max_age));
+        // 1.5 s to fetch: serves 30 s.
+        assert!(listed(29, 1500).serves(max_age));
+        assert!(!listed(31, 1500).serves(max_age));
     }
 
     #[tokio::test]

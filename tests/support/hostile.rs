@@ -18,8 +18,11 @@ pub enum Behaviour {
     Huge(u64),
     /// Answers 200 with this body.
     Body(&'static str),
-    /// Answers 200 with a listing of this many empty JSON objects.
+    /// Answers 200 with a listing of one repository whose buckets are this many empty JSON
+    /// objects: small in bytes, costly once decoded.
     Objects(usize),
+    /// Answers 200 with a listing of this many well-formed repositories.
+    Listed(usize),
     /// Answers 307 to this URL.
     Redirect(&'static str),
 }
@@ -111,15 +114,19 @@ async fn respond(stream: &mut TcpStream, behaviour: Behaviour) {
         }
         Behaviour::Objects(count) => {
             let body = format!(
-                r#"{{"success":true,"repos":[{}]}}"#,
+                r#"{{"success":true,"repos":[{{"id":"r-0","name":"r","storageType":"S3","mode":"MIRROR","buckets":[{}]}}]}}"#,
                 vec!["{}"; count].join(",")
             );
-            let head = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(head.as_bytes()).await;
-            let _ = stream.write_all(body.as_bytes()).await;
+            write_json(stream, &body).await;
+        }
+        Behaviour::Listed(count) => {
+            let listed: Vec<String> = (0..count)
+                .map(|n| {
+                    format!(r#"{{"id":"r-{n}","name":"r{n}","storageType":"S3","mode":"MIRROR"}}"#)
+                })
+                .collect();
+            let body = format!(r#"{{"success":true,"repos":[{}]}}"#, listed.join(","));
+            write_json(stream, &body).await;
         }
         Behaviour::Redirect(to) => {
             let head = format!(
@@ -348,6 +355,16 @@ async fn impostor_answer(
         }
     };
     let body = answer.to_string();
+    let head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(body.as_bytes()).await;
+}
+
+/// Writes a 200 answer with this JSON body, then closes.
+async fn write_json(stream: &mut TcpStream, body: &str) {
     let head = format!(
         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         body.len()

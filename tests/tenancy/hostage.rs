@@ -1,6 +1,6 @@
 //! No tenant holds the others hostage: a tenant whose API hangs delays neither another's
 //! reconciles nor its drift correction nor the operator's exit, an oversized answer is refused
-//! without being read, Retry-After holds back every call of its credential, and objects parked
+//! without being held, Retry-After holds back every call of its credential, and objects parked
 //! behind a busy namespace and deleted before their turn do not hold up the rest. The
 //! cluster-wide operators here serve only their own test's objects, by label selector, which
 //! `an_operator_with_a_selector_leaves_other_objects_alone` checks.
@@ -73,8 +73,9 @@ async fn a_tenant_whose_api_hangs_does_not_delay_another() {
 }
 
 #[tokio::test]
-async fn an_oversized_answer_is_refused_without_being_read() {
+async fn an_oversized_answer_is_refused_without_being_held() {
     let mut scene = Scene::new("huge").await;
+    // Past the listing's bound (256 MiB), read as it streams and never held.
     let huge = HostileServer::start(Behaviour::Huge(1 << 30)).await;
     point_at(&scene.kube, &scene.namespace, "huge", &huge.url).await;
     scene.start_operator(&["--allowed-api-hosts", "127.0.0.1"]);
@@ -84,19 +85,13 @@ async fn an_oversized_answer_is_refused_without_being_read() {
         stalled_message(&stalled),
         format!(
             "the Flashback API named by the Secret {}/huge cannot be used: the answer of \
-             list_repos held more than 16777216 bytes, the most the client reads",
+             list_repos held more than 268435456 bytes, the most the client reads",
             scene.namespace
         )
     );
-    let peak = scene.operator().peak_memory_kib().unwrap();
-    println!(
-        "operator peak RSS with a 1 GiB answer offered: {} MiB",
-        peak / 1024
-    );
-    assert!(peak < 100 * 1024, "peak RSS {peak} KiB");
 
-    // Small in bytes, but more objects than the client parses (each costs memory).
-    let crowded = HostileServer::start(Behaviour::Objects(150_000)).await;
+    // Small in bytes, but more objects than the client decodes (each costs memory).
+    let crowded = HostileServer::start(Behaviour::Objects(1_000_001)).await;
     point_at(&scene.kube, &scene.namespace, "crowded", &crowded.url).await;
     scene
         .create(&using(scene.mirror("crowded"), "crowded"))
@@ -106,10 +101,31 @@ async fn an_oversized_answer_is_refused_without_being_read() {
         stalled_message(&stalled),
         format!(
             "the Flashback API named by the Secret {}/crowded cannot be used: the answer of \
-             list_repos held more than 100000 JSON objects, the most the client reads",
+             list_repos held more than 1000000 JSON objects, the most the client reads",
             scene.namespace
         )
     );
+
+    // Well-formed, but more repositories than one listing may hold.
+    let listed = HostileServer::start(Behaviour::Listed(200_001)).await;
+    point_at(&scene.kube, &scene.namespace, "listed", &listed.url).await;
+    scene.create(&using(scene.mirror("listed"), "listed")).await;
+    let stalled = scene.wait_stalled("listed", "ResponseTooLarge").await;
+    assert_eq!(
+        stalled_message(&stalled),
+        format!(
+            "the Flashback API named by the Secret {}/listed cannot be used: the answer of \
+             list_repos held more than 200000 entries, the most the client reads",
+            scene.namespace
+        )
+    );
+    let peak = scene.operator().peak_memory_kib().unwrap();
+    println!(
+        "operator peak RSS after a 1 GiB answer, a million objects and 200,001 repositories \
+         offered: {} MiB",
+        peak / 1024
+    );
+    assert!(peak < 150 * 1024, "peak RSS {peak} KiB");
 }
 
 #[tokio::test]

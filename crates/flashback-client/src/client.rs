@@ -9,7 +9,9 @@ use reqwest::{Method, Url};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::error::{ApiError, MAX_JSON_OBJECTS, judge_response, parse_retry_after};
+use super::decode::{Decoder, RepoListing, Whole, refused};
+use super::error::{ApiError, judge_response, parse_retry_after};
+use super::listing::{ListingLimits, Refusal};
 use super::rate_limit::{RateLimit, RateLimiter};
 use super::retry::{Decision, RetryPolicy};
 use super::secret::Token;
@@ -19,7 +21,7 @@ use super::session::{
 use super::types::{
     Bucket, BucketIdBody, BucketStats, BucketWrite, BucketsBody, CreatedRepoKey, Ignored,
     LoginRequest, LoginUser, RefreshRequest, Repo, RepoFilter, RepoIdBody, RepoKey, RepoKeyCreate,
-    RepoKeyWrite, RepoKeysBody, RepoStats, RepoWrite, ReposBody, SessionBody, StatsBody,
+    RepoKeyWrite, RepoKeysBody, RepoStats, RepoWrite, SessionBody, StatsBody,
 };
 use super::workspace::{Workspace, WorkspacesBody};
 
@@ -53,8 +55,14 @@ pub struct ClientConfig {
     /// cheap to try again and a server that never answers should not hold its caller long.
     pub read_timeout: Duration,
     /// The most bytes of one answer the client reads; a longer one is
-    /// [`ApiError::ResponseTooLarge`].
+    /// [`ApiError::ResponseTooLarge`]. Listings of repositories are read as they stream and
+    /// bounded by [`ClientConfig::max_listing_bytes`] and [`ClientConfig::max_listed`] instead.
     pub max_response_bytes: usize,
+    /// The most bytes of one listing of repositories (`GET /repo`) the client reads. Its
+    /// entries are decoded as they arrive, so these bytes are never held.
+    pub max_listing_bytes: usize,
+    /// The most repositories one listing may hold.
+    pub max_listed: usize,
     pub retry: RetryPolicy,
     pub rate_limit: RateLimit,
     /// Repo or bucket ids per `GET .../stats` call.
@@ -63,8 +71,8 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// Defaults: 30 s timeout for writes and 10 s for reads, answers of at most 16 MiB,
-    /// 4 attempts with 200 ms→10 s backoff, 10 calls/s with bursts of 20, stats in batches
+    /// Defaults: 30 s timeout for writes and 10 s for reads, answers of at most 16 MiB
+    /// (listings of repositories: 256 MiB and 200,000 repositories), 4 attempts with 200 ms→10 s backoff, 10 calls/s with bursts of 20, stats in batches
     /// of 100.
     pub fn new(base_url: Url, token: Token) -> Self {
         Self::with_auth(base_url, Auth::Token(token))
@@ -78,6 +86,8 @@ impl ClientConfig {
             timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(10),
             max_response_bytes: 16 << 20,
+            max_listing_bytes: 256 << 20,
+            max_listed: 200_000,
             retry: RetryPolicy::default(),
             rate_limit: RateLimit::default(),
             stats_batch_size: 100,
@@ -94,6 +104,8 @@ impl fmt::Debug for ClientConfig {
             .field("timeout", &self.timeout)
             .field("read_timeout", &self.read_timeout)
             .field("max_response_bytes", &self.max_response_bytes)
+            .field("max_listing_bytes", &self.max_listing_bytes)
+            .field("max_listed", &self.max_listed)
             .field("retry", &self.retry)
             .field("rate_limit", &self.rate_limit)
             .field("stats_batch_size", &self.stats_batch_size)
@@ -117,6 +129,7 @@ struct Inner {
     limiter: RateLimiter,
     read_timeout: Duration,
     max_response_bytes: usize,
+    listing_limits: ListingLimits,
     stats_batch_size: usize,
     observer: Option<CallObserver>,
 }
@@ -190,6 +203,16 @@ impl FlashbackClient {
                 limiter: RateLimiter::new(config.rate_limit),
                 read_timeout: config.read_timeout.min(config.timeout),
                 max_response_bytes: config.max_response_bytes,
+                listing_limits: ListingLimits {
+                    bytes: config.max_listing_bytes,
+                    entries: config.max_listed,
+                    // One entry, or all that is not an entry, is held while read: no more
+                    // than any other answer may hold.
+                    entry_bytes: config.max_response_bytes,
+                    // A repository with its buckets is a few objects; five each on average,
+                    // so that decoding costs a bounded multiple of the entries.
+                    objects: config.max_listed.saturating_mul(5),
+                },
                 stats_batch_size: config.stats_batch_size.max(1),
                 observer: config.observer,
             }),
@@ -200,7 +223,8 @@ impl FlashbackClient {
         &self.inner.base_url
     }
 
-    /// `GET /repo`, optionally filtered by workspace and/or repo id.
+    /// `GET /repo`, optionally filtered by workspace and/or repo id. The answer is decoded as
+    /// it streams (see [`ClientConfig::max_listed`]).
     pub async fn list_repos(&self, filter: &RepoFilter) -> Result<Vec<Repo>, ApiError> {
         let mut query = Vec::new();
         if let Some(workspace_id) = &filter.workspace_id {
@@ -210,10 +234,15 @@ impl FlashbackClient {
             query.push(("repoId", encode(repo_id)));
         }
         let url = self.url(&["repo"], &query);
-        let body: ReposBody = self
-            .call("list_repos", Method::GET, url, None::<&()>)
-            .await?;
-        Ok(body.repos)
+        self.exchange(
+            "list_repos",
+            Method::GET,
+            url,
+            None::<&()>,
+            Authorize::Yes,
+            RepoListing::new(self.inner.listing_limits),
+        )
+        .await
     }
 
     /// `POST /repo`; returns the new repo's id.
@@ -412,7 +441,14 @@ impl FlashbackClient {
         let url = self.url(&["user", "login"], &[]);
         let request = LoginRequest { email, password };
         let body: SessionBody = self
-            .exchange("login", Method::POST, url, Some(&request), Authorize::No)
+            .exchange(
+                "login",
+                Method::POST,
+                url,
+                Some(&request),
+                Authorize::No,
+                self.whole(),
+            )
             .await?;
         let user = body.user.clone().unwrap_or_default();
         Ok(Login {
@@ -438,6 +474,7 @@ impl FlashbackClient {
                 url,
                 Some(&request),
                 Authorize::No,
+                self.whole(),
             )
             .await;
         match answer {
@@ -470,22 +507,23 @@ impl FlashbackClient {
         T: DeserializeOwned,
         B: Serialize + ?Sized,
     {
-        self.exchange(endpoint, method, url, body, Authorize::Yes)
+        self.exchange(endpoint, method, url, body, Authorize::Yes, self.whole())
             .await
     }
 
     /// Sends one call, retrying as the policy allows. A session's token refused with 401 is
     /// renewed (once for every call that saw it refused) and the call replayed once.
-    async fn exchange<T, B>(
+    async fn exchange<D, B>(
         &self,
         endpoint: &'static str,
         method: Method,
         url: Url,
         body: Option<&B>,
         authorize: Authorize,
-    ) -> Result<T, ApiError>
+        decoder: D,
+    ) -> Result<D::Output, ApiError>
     where
-        T: DeserializeOwned,
+        D: Decoder,
         B: Serialize + ?Sized,
     {
         let body = body.map(serde_json::to_vec).transpose().map_err(|source| {
@@ -528,7 +566,15 @@ impl FlashbackClient {
                         rate_limit_wait,
                     };
                     let answer = self
-                        .attempt(endpoint, &method, &url, body.as_deref(), attempt, how)
+                        .attempt(
+                            endpoint,
+                            &method,
+                            &url,
+                            body.as_deref(),
+                            attempt,
+                            how,
+                            decoder.clone(),
+                        )
                         .await;
                     (bearer, answer)
                 }
@@ -582,8 +628,14 @@ impl FlashbackClient {
         }
     }
 
+    /// The decoder of an answer held whole, as every call but the listing's is.
+    fn whole<T: DeserializeOwned>(&self) -> Whole<T> {
+        Whole::new(self.inner.max_response_bytes)
+    }
+
     /// One HTTP exchange, its turn at the rate limiter already taken: send, judge the answer.
-    async fn attempt<T: DeserializeOwned>(
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt<D: Decoder>(
         &self,
         endpoint: &'static str,
         method: &Method,
@@ -591,7 +643,8 @@ impl FlashbackClient {
         body: Option<&[u8]>,
         attempt: u32,
         how: How<'_>,
-    ) -> Result<T, ApiError> {
+        decoder: D,
+    ) -> Result<D::Output, ApiError> {
         let rate_limit_wait = how.rate_limit_wait;
         let started = Instant::now();
         let mut request = self
@@ -618,9 +671,16 @@ impl FlashbackClient {
                     .get(RETRY_AFTER)
                     .and_then(|value| value.to_str().ok())
                     .and_then(|value| parse_retry_after(value, SystemTime::now()));
-                read_bounded(response, self.inner.max_response_bytes)
-                    .await
-                    .map(|bytes| (status, retry_after, bytes))
+                // A success is read by its decoder (a listing as it streams); anything else
+                // is an error body, read whole within the usual bound and judged.
+                let read = if (200..300).contains(&status) {
+                    read_into(response, decoder).await.map(Body::Success)
+                } else {
+                    read_into(response, Whole::<()>::new(self.inner.max_response_bytes))
+                        .await
+                        .map(|whole| Body::Failure(whole.into_bytes()))
+                };
+                read.map(|body| (status, retry_after, body))
                     .map_err(|error| (Some(status), error))
             }
             Err(error) => Err((None, Read::Failed(error))),
@@ -647,40 +707,25 @@ impl FlashbackClient {
                 rate_limit_wait,
             });
         }
-        let (status, retry_after, bytes) = answer.map_err(|(_, error)| match error {
-            Read::TooLarge => ApiError::ResponseTooLarge {
-                endpoint,
-                limit: self.inner.max_response_bytes,
-                what: "bytes",
-            },
+        let (status, retry_after, body) = answer.map_err(|(_, error)| match error {
+            Read::Refused(refusal) => refused(endpoint, refusal),
             Read::Failed(error) => ApiError::from_transport(error),
         })?;
-        if let Some(error) = judge_response(status, retry_after, &bytes) {
-            return Err(error);
+        let judge = |text: &[u8]| judge_response(status, retry_after, text);
+        match body {
+            Body::Success(decoder) => decoder.finish(endpoint, judge),
+            Body::Failure(bytes) => Err(judge(&bytes).unwrap_or(ApiError::Rejected {
+                status,
+                message: format!("HTTP {status}"),
+            })),
         }
-        if bytes.iter().filter(|b| **b == b'{').count() > MAX_JSON_OBJECTS {
-            return Err(ApiError::ResponseTooLarge {
-                endpoint,
-                limit: MAX_JSON_OBJECTS,
-                what: "JSON objects",
-            });
-        }
-        // Some servers answer a DELETE with an empty 2xx body: read it as `{}`.
-        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-            b"{}"
-        } else {
-            &bytes
-        };
-        // serde's messages quote the values they choke on: say where, never what.
-        serde_json::from_slice(bytes).map_err(|source| {
-            let detail = format!(
-                "the body is not the JSON this call answers (line {}, column {})",
-                source.line(),
-                source.column()
-            );
-            ApiError::decode(endpoint, detail)
-        })
     }
+}
+
+/// An answer's body as read: a success's decoder, fed to the end, or an error's text.
+enum Body<D> {
+    Success(D),
+    Failure(Vec<u8>),
 }
 
 /// How one attempt is sent: with which `Authorization`, whether with the read timeout, and
@@ -769,27 +814,27 @@ fn session_tokens(endpoint: &'static str, body: SessionBody) -> Result<SessionTo
 
 /// Why an answer's body could not be read.
 enum Read {
-    TooLarge,
+    Refused(Refusal),
     Failed(reqwest::Error),
 }
 
-/// Reads a body chunk by chunk, giving up as soon as it is longer than `limit` bytes, so a
-/// server cannot make the client hold more than that.
-async fn read_bounded(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, Read> {
+/// Feeds a body to `decoder` chunk by chunk, giving up as soon as it refuses one, so a server
+/// cannot make the client read past its limits (a longer `Content-Length` is not read at all).
+async fn read_into<D: Decoder>(mut response: reqwest::Response, mut decoder: D) -> Result<D, Read> {
+    let limit = decoder.byte_limit();
     if response
         .content_length()
         .is_some_and(|length| length > limit as u64)
     {
-        return Err(Read::TooLarge);
+        return Err(Read::Refused(Refusal::TooLarge {
+            limit,
+            what: "bytes",
+        }));
     }
-    let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(Read::Failed)? {
-        if body.len() + chunk.len() > limit {
-            return Err(Read::TooLarge);
-        }
-        body.extend_from_slice(&chunk);
+        decoder.feed(&chunk).map_err(Read::Refused)?;
     }
-    Ok(body)
+    Ok(decoder)
 }
 
 /// Percent-encodes a query value, keeping only RFC 3986 unreserved characters.

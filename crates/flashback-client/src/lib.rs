@@ -4,7 +4,9 @@
 //! limit shared by clones, and retries of transient failures with capped, jittered backoff.
 
 mod client;
+mod decode;
 mod error;
+mod listing;
 mod rate_limit;
 mod retry;
 mod secret;
