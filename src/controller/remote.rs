@@ -44,20 +44,24 @@ type ListingKey = (Credentials, String);
 struct Listing {
     /// When the call was sent: the listing shows no change made before this instant.
     started_at: Instant,
-    /// How long the call took, answer decoded.
+    /// How long the fetch took, answer decoded and indexed (rate-limit wait included).
     took: Duration,
     repos: Workspace,
 }
 
 /// A listing serves at least this many times as long as it took to fetch, so that a large
 /// workspace (100,000 repositories take seconds to list) spends at most a twentieth of the
-/// time listing, however often its objects are reconciled.
+/// time listing, however often its objects are reconciled...
 const SERVES_PER_FETCH_TIME: u32 = 20;
+/// ...but never longer than this, however slow the fetch (a server that answers slowly, or a
+/// credential waiting for its rate limiter), so drift is still seen within a minute.
+const SERVES_AT_MOST: Duration = Duration::from_secs(60);
 
 impl Listing {
     /// Whether it may still serve reconciles that accept a listing `max_age` old.
     fn serves(&self, max_age: Duration) -> bool {
-        self.started_at.elapsed() < max_age.max(self.took * SERVES_PER_FETCH_TIME)
+        let stretched = (self.took * SERVES_PER_FETCH_TIME).min(SERVES_AT_MOST);
+        self.started_at.elapsed() < max_age.max(stretched)
     }
 }
 
@@ -187,7 +191,7 @@ impl Remote {
     }
 
     /// Every repository of a workspace, from a listing at most `listing_max_age` old (or
-    /// twenty times as long as it took to fetch, when that is longer), or,
+    /// twenty times as long as it took to fetch, when that is longer, up to a minute), or,
     /// when `fetched_after` is given (a person asked for a fresh look), from one started after it.
     pub async fn repos(
         &self,
@@ -526,6 +530,9 @@ mod tests {
         // 1.5 s to fetch: serves 30 s.
         assert!(listed(29, 1500).serves(max_age));
         assert!(!listed(31, 1500).serves(max_age));
+        // 10 s to fetch: a minute, not 200 s.
+        assert!(listed(59, 10_000).serves(max_age));
+        assert!(!listed(61, 10_000).serves(max_age));
     }
 
     #[tokio::test]

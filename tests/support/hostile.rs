@@ -18,9 +18,9 @@ pub enum Behaviour {
     Huge(u64),
     /// Answers 200 with this body.
     Body(&'static str),
-    /// Answers 200 with a listing of one repository whose buckets are this many empty JSON
-    /// objects: small in bytes, costly once decoded.
-    Objects(usize),
+    /// Answers 200 with a listing of this many repositories, each naming 16,000 AI models by
+    /// a one-letter id: 64 KB of text each, hundreds of kilobytes once decoded.
+    Costly(usize),
     /// Answers 200 with a listing of this many well-formed repositories.
     Listed(usize),
     /// Answers 307 to this URL.
@@ -112,11 +112,16 @@ async fn respond(stream: &mut TcpStream, behaviour: Behaviour) {
                 }
             }
         }
-        Behaviour::Objects(count) => {
-            let body = format!(
-                r#"{{"success":true,"repos":[{{"id":"r-0","name":"r","storageType":"S3","mode":"MIRROR","buckets":[{}]}}]}}"#,
-                vec!["{}"; count].join(",")
-            );
+        Behaviour::Costly(count) => {
+            let models = vec![r#""a""#; 16_000].join(",");
+            let listed: Vec<String> = (0..count)
+                .map(|n| {
+                    format!(
+                        r#"{{"id":"r-{n}","name":"r{n}","storageType":"S3","mode":"MIRROR","aiLlms":[{models}]}}"#
+                    )
+                })
+                .collect();
+            let body = format!(r#"{{"success":true,"repos":[{}]}}"#, listed.join(","));
             write_json(stream, &body).await;
         }
         Behaviour::Listed(count) => {

@@ -75,57 +75,49 @@ async fn a_tenant_whose_api_hangs_does_not_delay_another() {
 #[tokio::test]
 async fn an_oversized_answer_is_refused_without_being_held() {
     let mut scene = Scene::new("huge").await;
-    // Past the listing's bound (256 MiB), read as it streams and never held.
-    let huge = HostileServer::start(Behaviour::Huge(1 << 30)).await;
-    point_at(&scene.kube, &scene.namespace, "huge", &huge.url).await;
     scene.start_operator(&["--allowed-api-hosts", "127.0.0.1"]);
-    scene.create(&using(scene.mirror("media"), "huge")).await;
-    let stalled = scene.wait_stalled("media", "ResponseTooLarge").await;
-    assert_eq!(
-        stalled_message(&stalled),
-        format!(
-            "the Flashback API named by the Secret {}/huge cannot be used: the answer of \
-             list_repos held more than 268435456 bytes, the most the client reads",
-            scene.namespace
-        )
-    );
-
-    // Small in bytes, but more objects than the client decodes (each costs memory).
-    let crowded = HostileServer::start(Behaviour::Objects(1_000_001)).await;
-    point_at(&scene.kube, &scene.namespace, "crowded", &crowded.url).await;
-    scene
-        .create(&using(scene.mirror("crowded"), "crowded"))
-        .await;
-    let stalled = scene.wait_stalled("crowded", "ResponseTooLarge").await;
-    assert_eq!(
-        stalled_message(&stalled),
-        format!(
-            "the Flashback API named by the Secret {}/crowded cannot be used: the answer of \
-             list_repos held more than 1000000 JSON objects, the most the client reads",
-            scene.namespace
-        )
-    );
-
+    // Past the listing's bound (128 MiB), read as it streams and never held.
+    stalls_on(&scene, "huge", Behaviour::Huge(1 << 30), "134217728 bytes").await;
+    // 13 MB of text, but more than the 64 MiB a listing may hold once decoded.
+    stalls_on(
+        &scene,
+        "crowded",
+        Behaviour::Costly(200),
+        "67108864 bytes once decoded",
+    )
+    .await;
     // Well-formed, but more repositories than one listing may hold.
-    let listed = HostileServer::start(Behaviour::Listed(200_001)).await;
-    point_at(&scene.kube, &scene.namespace, "listed", &listed.url).await;
-    scene.create(&using(scene.mirror("listed"), "listed")).await;
-    let stalled = scene.wait_stalled("listed", "ResponseTooLarge").await;
-    assert_eq!(
-        stalled_message(&stalled),
-        format!(
-            "the Flashback API named by the Secret {}/listed cannot be used: the answer of \
-             list_repos held more than 200000 entries, the most the client reads",
-            scene.namespace
-        )
-    );
+    stalls_on(
+        &scene,
+        "listed",
+        Behaviour::Listed(150_001),
+        "150000 entries",
+    )
+    .await;
     let peak = scene.operator().peak_memory_kib().unwrap();
     println!(
-        "operator peak RSS after a 1 GiB answer, a million objects and 200,001 repositories \
-         offered: {} MiB",
+        "operator peak RSS after a 1 GiB answer, a listing costly to decode and 150,001 \
+         repositories offered: {} MiB",
         peak / 1024
     );
     assert!(peak < 150 * 1024, "peak RSS {peak} KiB");
+}
+
+/// A repository named `name` using a Secret of that name, which points at a server behaving
+/// so, stalls with `ResponseTooLarge` saying the listing held more than `past`.
+async fn stalls_on(scene: &Scene, name: &str, behaviour: Behaviour, past: &str) {
+    let server = HostileServer::start(behaviour).await;
+    point_at(&scene.kube, &scene.namespace, name, &server.url).await;
+    scene.create(&using(scene.mirror(name), name)).await;
+    let stalled = scene.wait_stalled(name, "ResponseTooLarge").await;
+    assert_eq!(
+        stalled_message(&stalled),
+        format!(
+            "the Flashback API named by the Secret {}/{name} cannot be used: the answer of \
+             list_repos held more than {past}, the most the client reads",
+            scene.namespace
+        )
+    );
 }
 
 #[tokio::test]

@@ -25,6 +25,11 @@ use super::types::{
 };
 use super::workspace::{Workspace, WorkspacesBody};
 
+/// The most bytes of one listed repository, and of a listing's envelope (all but its
+/// entries), each held while it is read: a repository of the API is a few hundred bytes, one
+/// with dozens of buckets a few kilobytes.
+const MAX_LISTED_ENTRY_BYTES: usize = 64 << 10;
+
 /// The base URL of the reference's samples.
 pub const DEFAULT_BASE_URL: &str = "https://backend.flashback.tech";
 
@@ -63,6 +68,9 @@ pub struct ClientConfig {
     pub max_listing_bytes: usize,
     /// The most repositories one listing may hold.
     pub max_listed: usize,
+    /// The most bytes one listing's repositories may hold once decoded (about: each one's
+    /// size and what it owns). A repository of the API takes a few hundred.
+    pub max_listing_held: usize,
     pub retry: RetryPolicy,
     pub rate_limit: RateLimit,
     /// Repo or bucket ids per `GET .../stats` call.
@@ -72,8 +80,9 @@ pub struct ClientConfig {
 
 impl ClientConfig {
     /// Defaults: 30 s timeout for writes and 10 s for reads, answers of at most 16 MiB
-    /// (listings of repositories: 256 MiB and 200,000 repositories), 4 attempts with 200 ms→10 s backoff, 10 calls/s with bursts of 20, stats in batches
-    /// of 100.
+    /// (listings of repositories: 128 MiB read, 150,000 repositories holding at most 64 MiB
+    /// decoded, 64 KiB for one), 4 attempts with 200 ms→10 s backoff, 10 calls/s with bursts
+    /// of 20, stats in batches of 100.
     pub fn new(base_url: Url, token: Token) -> Self {
         Self::with_auth(base_url, Auth::Token(token))
     }
@@ -86,8 +95,9 @@ impl ClientConfig {
             timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(10),
             max_response_bytes: 16 << 20,
-            max_listing_bytes: 256 << 20,
-            max_listed: 200_000,
+            max_listing_bytes: 128 << 20,
+            max_listed: 150_000,
+            max_listing_held: 64 << 20,
             retry: RetryPolicy::default(),
             rate_limit: RateLimit::default(),
             stats_batch_size: 100,
@@ -106,6 +116,7 @@ impl fmt::Debug for ClientConfig {
             .field("max_response_bytes", &self.max_response_bytes)
             .field("max_listing_bytes", &self.max_listing_bytes)
             .field("max_listed", &self.max_listed)
+            .field("max_listing_held", &self.max_listing_held)
             .field("retry", &self.retry)
             .field("rate_limit", &self.rate_limit)
             .field("stats_batch_size", &self.stats_batch_size)
@@ -206,12 +217,8 @@ impl FlashbackClient {
                 listing_limits: ListingLimits {
                     bytes: config.max_listing_bytes,
                     entries: config.max_listed,
-                    // One entry, or all that is not an entry, is held while read: no more
-                    // than any other answer may hold.
-                    entry_bytes: config.max_response_bytes,
-                    // A repository with its buckets is a few objects; five each on average,
-                    // so that decoding costs a bounded multiple of the entries.
-                    objects: config.max_listed.saturating_mul(5),
+                    entry_bytes: MAX_LISTED_ENTRY_BYTES.min(config.max_response_bytes),
+                    held: config.max_listing_held,
                 },
                 stats_batch_size: config.stats_batch_size.max(1),
                 observer: config.observer,
@@ -714,7 +721,7 @@ impl FlashbackClient {
         let judge = |text: &[u8]| judge_response(status, retry_after, text);
         match body {
             Body::Success(decoder) => decoder.finish(endpoint, judge),
-            Body::Failure(bytes) => Err(judge(&bytes).unwrap_or(ApiError::Rejected {
+            Body::Failure(bytes) => Err(judge(&bytes).unwrap_or_else(|| ApiError::Rejected {
                 status,
                 message: format!("HTTP {status}"),
             })),

@@ -132,14 +132,12 @@ pub(crate) fn decode_whole<T: DeserializeOwned>(
 /// `GET /repo`'s `repos`, decoded as they stream.
 #[derive(Clone)]
 pub(crate) struct RepoListing {
-    limits: ListingLimits,
     reader: ListingReader<Repo>,
 }
 
 impl RepoListing {
     pub(crate) fn new(limits: ListingLimits) -> Self {
         Self {
-            limits,
             reader: ListingReader::new("repos", limits),
         }
     }
@@ -149,7 +147,7 @@ impl Decoder for RepoListing {
     type Output = Vec<Repo>;
 
     fn byte_limit(&self) -> usize {
-        self.limits.bytes
+        self.reader.byte_limit()
     }
 
     fn feed(&mut self, chunk: &[u8]) -> Result<(), Refusal> {
@@ -171,8 +169,12 @@ impl Decoder for RepoListing {
         // The envelope carries the rest: `repos` must be there (an empty array where the
         // entries were, or `null`), and a listing the reader did not recognise (a name
         // written with escapes) is decoded here, within the envelope's bound.
-        let mut body: ReposBody = decode_whole(endpoint, &envelope)?;
-        body.repos.extend(entries);
-        Ok(body.repos)
+        let body: ReposBody = decode_whole(endpoint, &envelope)?;
+        if body.repos.is_empty() {
+            return Ok(entries);
+        }
+        let mut repos = body.repos;
+        repos.extend(entries);
+        Ok(repos)
     }
 }

@@ -6,9 +6,12 @@
 //! in, and only the entries are kept, with the rest of the body (its envelope, with the array
 //! left empty) for judging and decoding as any other answer.
 //!
-//! Bounded, so that no server can make the client hold more than its entries: the bytes of the
-//! whole answer, of one entry and of the envelope, the number of entries, and the JSON objects
-//! (decoded, an object costs several times its text). Pure: no I/O.
+//! Bounded, so that no server can make the client hold more than a listing of the size allowed:
+//! the bytes of the whole answer (read, never held), of one entry and of the envelope (each
+//! held while read), the number of entries, and what the decoded entries hold in memory, which
+//! can be many times their text (`"aiLlms":["a","a",...]` costs tens of bytes per four of
+//! text). Whitespace is read but not held: a run of it is kept as one space, so that what
+//! serde is given means what the server sent. Pure: no I/O.
 
 use serde::de::DeserializeOwned;
 
@@ -21,8 +24,13 @@ pub(crate) struct ListingLimits {
     pub entries: usize,
     /// Bytes of one entry, and of everything outside the entries: each is held while read.
     pub entry_bytes: usize,
-    /// JSON objects in the whole answer.
-    pub objects: usize,
+    /// Bytes the decoded entries hold ([`Held`]), together.
+    pub held: usize,
+}
+
+/// What a decoded entry holds in memory, about: its own size and what it owns on the heap.
+pub(crate) trait Held {
+    fn held_bytes(&self) -> usize;
 }
 
 /// Why a listing was not read to its end.
@@ -52,7 +60,8 @@ pub(crate) struct ListingReader<T> {
     field: &'static [u8],
     limits: ListingLimits,
     read: usize,
-    objects: usize,
+    /// What the entries decoded so far hold.
+    held: usize,
     /// Nesting of objects and arrays: 1 inside the top-level object, 2 inside the listing.
     depth: usize,
     in_string: bool,
@@ -72,13 +81,13 @@ pub(crate) struct ListingReader<T> {
     entries: Vec<T>,
 }
 
-impl<T: DeserializeOwned> ListingReader<T> {
+impl<T: DeserializeOwned + Held> ListingReader<T> {
     pub(crate) fn new(field: &'static str, limits: ListingLimits) -> Self {
         Self {
             field: field.as_bytes(),
             limits,
             read: 0,
-            objects: 0,
+            held: 0,
             depth: 0,
             in_string: false,
             escaped: false,
@@ -91,6 +100,11 @@ impl<T: DeserializeOwned> ListingReader<T> {
             after_comma: false,
             entries: Vec::new(),
         }
+    }
+
+    /// The most bytes of the answer it reads.
+    pub(crate) fn byte_limit(&self) -> usize {
+        self.limits.bytes
     }
 
     /// Takes the next bytes of the answer.
@@ -124,8 +138,8 @@ impl<T: DeserializeOwned> ListingReader<T> {
             }
             return self.keep_in_string(byte);
         }
-        if byte.is_ascii_whitespace() {
-            return Ok(());
+        if is_json_whitespace(byte) {
+            return self.keep_whitespace();
         }
         if self.place == Place::AfterField {
             if byte == b'[' {
@@ -135,12 +149,6 @@ impl<T: DeserializeOwned> ListingReader<T> {
                 return self.push_envelope(b'[');
             }
             self.place = Place::Envelope;
-        }
-        if byte == b'{' {
-            self.objects += 1;
-            if self.objects > self.limits.objects {
-                return Err(too_large(self.limits.objects, "JSON objects"));
-            }
         }
         match self.place {
             Place::Listing => self.step_in_listing(byte),
@@ -231,6 +239,22 @@ impl<T: DeserializeOwned> ListingReader<T> {
         self.push_envelope(byte)
     }
 
+    /// Whitespace outside strings: one space for a run of it, where it could separate two
+    /// tokens (so `tr ue` stays two tokens, and serde refuses it); none at the start of an
+    /// entry or of the envelope.
+    fn keep_whitespace(&mut self) -> Result<(), Refusal> {
+        let (buffer, envelope) = match self.place {
+            Place::Listing if self.depth > 2 || !self.entry.is_empty() => (&self.entry, false),
+            Place::Listing => return Ok(()),
+            _ => (&self.envelope, true),
+        };
+        match buffer.last() {
+            None | Some(b' ') => Ok(()),
+            Some(_) if envelope => self.push_envelope(b' '),
+            Some(_) => self.push_entry(b' '),
+        }
+    }
+
     fn push_envelope(&mut self, byte: u8) -> Result<(), Refusal> {
         if self.envelope.len() >= self.limits.entry_bytes {
             return Err(too_large(
@@ -262,17 +286,26 @@ impl<T: DeserializeOwned> ListingReader<T> {
             return Err(too_large(self.limits.entries, "entries"));
         }
         // serde's messages quote the values they choke on: say where, never what.
-        let entry = serde_json::from_slice(&self.entry).map_err(|source| {
+        let entry: T = serde_json::from_slice(&self.entry).map_err(|source| {
             malformed(format!(
                 "entry {position} of the listing is not the JSON this call answers (column {})",
                 source.column()
             ))
         })?;
+        self.held += entry.held_bytes();
+        if self.held > self.limits.held {
+            return Err(too_large(self.limits.held, "bytes once decoded"));
+        }
         self.entries.push(entry);
         self.entry.clear();
         self.after_comma = false;
         Ok(())
     }
+}
+
+/// JSON's own whitespace: space, tab, line feed, carriage return (not form feed or others).
+fn is_json_whitespace(byte: u8) -> bool {
+    matches!(byte, b' ' | b'\t' | b'\n' | b'\r')
 }
 
 fn too_large(limit: usize, what: &'static str) -> Refusal {
@@ -293,11 +326,17 @@ mod tests {
         id: String,
     }
 
+    impl Held for Entry {
+        fn held_bytes(&self) -> usize {
+            std::mem::size_of::<Self>() + self.id.capacity()
+        }
+    }
+
     const LIMITS: ListingLimits = ListingLimits {
         bytes: 1 << 20,
         entries: 100,
         entry_bytes: 256,
-        objects: 1000,
+        held: 1 << 20,
     };
 
     /// Feeds `body` in chunks of `size` bytes.
@@ -323,13 +362,13 @@ mod tests {
 
     #[test]
     fn entries_are_decoded_and_the_envelope_keeps_an_empty_array() {
-        let body = r#" { "success" : true, "repos" : [ {"id": "r1", "n": [1, {"x": "]},"}]},
-            {"id":"r\"2"} ], "after": {"repos": [1]} } "#;
+        let body = r#"  { "success" : true, "repos" : [ {"id": "r1", "n": [1, {"x": "]},"}]},
+            {"id":"r\"2"} ], "after": {"repos": [1]} }  "#;
         for size in [1, 2, 3, 7, 64, body.len()] {
             assert_eq!(
                 read_in(body, size, LIMITS),
                 Ok((
-                    r#"{"success":true,"repos":[],"after":{"repos":[1]}}"#.to_string(),
+                    r#"{ "success" : true, "repos" : [], "after": {"repos": [1]} } "#.to_string(),
                     vec!["r1".to_string(), "r\"2".to_string()]
                 )),
                 "chunks of {size}"
@@ -386,16 +425,51 @@ mod tests {
     }
 
     #[test]
+    fn whitespace_never_joins_two_tokens_and_only_jsons_counts() {
+        // `tr ue` is two tokens, as serde reads it: refused, not read as `true`.
+        let split = r#"{"repos":[{"id":"a","n":tr ue}]}"#;
+        assert!(
+            matches!(read(split), Err(Refusal::Malformed { .. })),
+            "{:?}",
+            read(split)
+        );
+        // A form feed is not JSON whitespace: it reaches serde, which refuses it.
+        let form_feed = "{\"repos\":[{\"id\":\"a\"}\u{c}]}";
+        assert!(
+            matches!(read(form_feed), Err(Refusal::Malformed { .. })),
+            "{:?}",
+            read(form_feed)
+        );
+        // Runs of whitespace are read, not held: one space at most is kept of each.
+        let body = format!(
+            r#"{}{{ "repos":[{}{{"id" :{}"a"}}]}}{}"#,
+            " ".repeat(5000),
+            "\n".repeat(5000),
+            "\t".repeat(5000),
+            " ".repeat(5000)
+        );
+        let limits = ListingLimits {
+            entry_bytes: 16,
+            ..LIMITS
+        };
+        assert_eq!(
+            read_in(&body, 100, limits),
+            Ok((r#"{ "repos":[]} "#.to_string(), vec!["a".to_string()]))
+        );
+    }
+
+    #[test]
     fn each_limit_is_refused_past_its_bound_and_met_at_it() {
         // Entries longer than the envelope (`{"repos":[]}`), so each bound is the one met.
         let entry = |i: usize| format!(r#"{{"id":"{i:020}"}}"#);
         let body = format!(r#"{{"repos":[{},{},{}]}}"#, entry(0), entry(1), entry(2));
         let at = |limits| read_in(&body, 5, limits).map(|(_, ids)| ids.len());
+        let one_held = std::mem::size_of::<Entry>() + 20;
         let exact = ListingLimits {
             bytes: body.len(),
             entries: 3,
             entry_bytes: entry(0).len(),
-            objects: 4,
+            held: 3 * one_held,
         };
         assert_eq!(at(exact), Ok(3));
         let past = |limit: usize, what| Err(Refusal::TooLarge { limit, what });
@@ -406,8 +480,8 @@ mod tests {
         limits.entries = 2;
         assert_eq!(at(limits), past(2, "entries"));
         let mut limits = exact;
-        limits.objects = 3;
-        assert_eq!(at(limits), past(3, "JSON objects"));
+        limits.held -= 1;
+        assert_eq!(at(limits), past(limits.held, "bytes once decoded"));
         let mut limits = exact;
         limits.entry_bytes -= 1;
         assert_eq!(at(limits), past(limits.entry_bytes, "bytes in one entry"));
@@ -416,19 +490,5 @@ mod tests {
             read_in(&padded, 5, exact).map(|(_, ids)| ids.len()),
             past(exact.entry_bytes, "bytes outside its entries")
         );
-    }
-
-    #[test]
-    fn whitespace_is_read_but_never_held() {
-        let body = format!(
-            r#"{{"repos":[{}{{"id":"a"}}]}}{}"#,
-            " ".repeat(5000),
-            " ".repeat(5000)
-        );
-        let limits = ListingLimits {
-            entry_bytes: 16,
-            ..LIMITS
-        };
-        assert_eq!(read_in(&body, 100, limits).unwrap().1, ["a"]);
     }
 }

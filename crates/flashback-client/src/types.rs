@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::error::ApiError;
+use super::listing::Held;
 use super::secret::KeySecret;
 
 /// Declares a string enum of the wire that keeps values it does not know.
@@ -35,6 +36,15 @@ macro_rules! wire_enum {
                 match self {
                     $(Self::$variant => $wire,)+
                     Self::Other(value) => value,
+                }
+            }
+
+            /// The bytes it owns on the heap: an unknown value's text.
+            #[allow(dead_code, reason = "only the kinds a listing holds are counted")]
+            fn heap_bytes(&self) -> usize {
+                match self {
+                    Self::Other(value) => value.capacity(),
+                    _ => 0,
                 }
             }
         }
@@ -193,6 +203,31 @@ pub struct Repo {
     /// Absent or `null` reads as empty.
     #[serde(default, deserialize_with = "listed_ai_llms")]
     pub ai_llms: Vec<AiLlmRef>,
+}
+
+impl Held for Repo {
+    fn held_bytes(&self) -> usize {
+        let text = |value: &Option<String>| value.as_ref().map_or(0, String::capacity);
+        std::mem::size_of::<Self>()
+            + self.id.capacity()
+            + self.name.capacity()
+            + self.storage_type.heap_bytes()
+            + self.mode.heap_bytes()
+            + text(&self.workspace_id)
+            + text(&self.created_at)
+            + self.buckets.capacity() * std::mem::size_of::<RepoBucket>()
+            + self
+                .buckets
+                .iter()
+                .map(|b| b.bucket_id.capacity() + text(&b.folder))
+                .sum::<usize>()
+            + self.ai_llms.capacity() * std::mem::size_of::<AiLlmRef>()
+            + self
+                .ai_llms
+                .iter()
+                .map(|m| m.ai_llm_id.capacity())
+                .sum::<usize>()
+    }
 }
 
 /// Reads `aiLlms` for the ids alone: an entry's `aiLlmId`, else its `id`, else the entry
@@ -575,6 +610,31 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// A repository as the API lists it, one bucket and an access key (whose fields are not
+    /// kept), holds few enough bytes decoded that the client's default listing (150,000
+    /// repositories, 64 MiB decoded) fits a workspace of that many.
+    #[test]
+    fn a_listed_repository_holds_a_few_hundred_bytes_decoded() {
+        use crate::listing::Held;
+        let repo: Repo = serde_json::from_value(json!({
+            "id": "f4f5b8de-e04f-4d39-90f2-e19b7478d21d",
+            "name": "repo-00010",
+            "storageType": "S3",
+            "mode": "BACKUP",
+            "workspaceId": "0d8c5a0e-54b1-4a4c-9d0b-3f1c2a7e6b11",
+            "createdAt": "2026-12-08T01:51:55.123Z",
+            "disabled": false,
+            "buckets": [{"bucketId": "991ba2aa-e45d-49a3-af6b-b5d8da3e08ba", "folder": "media", "master": false}],
+            "aiLlms": [],
+            "apiKeys": [{"id": "k1", "name": "ci", "accessType": "READ", "key": "AKIA", "secret": {"sealed": "x"}, "createdAt": "2026-12-08T01:51:55Z"}],
+            "aiApiKeys": []
+        }))
+        .unwrap();
+        let held = repo.held_bytes();
+        println!("one listed repository holds {held} bytes decoded");
+        assert!(held * 150_000 <= 64 << 20, "{held} bytes");
+    }
 
     fn stats(value: Value) -> Result<RepoStats, ApiError> {
         serde_json::from_value::<WireStats>(value)
