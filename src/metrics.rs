@@ -40,6 +40,11 @@ struct EndpointLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LeaseLabels {
+    lease: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -74,8 +79,10 @@ impl fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    /// The metrics, with objects by condition counted from `store` at each scrape.
-    pub fn new(store: Store<FlashbackRepository>) -> Self {
+    /// The metrics, with objects by condition counted from `store` at each scrape. `lease`
+    /// names the leader Lease this replica takes part in (each shard has its own), so that a
+    /// shard with no leader shows apart from the others.
+    pub fn new(store: Store<FlashbackRepository>, lease: &str) -> Self {
         let mut registry = Registry::with_prefix("flashback_operator");
         let reconciles = Family::<ResultLabels, Counter>::default();
         registry.register(
@@ -117,12 +124,17 @@ impl Metrics {
             })
             .set(1);
         registry.register("build_info", "The operator's version; always 1", build_info);
-        let leader = Gauge::default();
+        let leaders = Family::<LeaseLabels, Gauge>::default();
+        let leader = leaders
+            .get_or_create(&LeaseLabels {
+                lease: lease.to_string(),
+            })
+            .clone();
         registry.register(
             "leader",
             "1 while this replica reconciles (it holds the leader Lease, or runs without \
-             election), 0 while it stands by",
-            leader.clone(),
+             election), 0 while it stands by; by the Lease's name",
+            leaders,
         );
         let rate_limit_wait = Counter::<f64, std::sync::atomic::AtomicU64>::default();
         registry.register(
@@ -428,7 +440,7 @@ mod tests {
         ready.status = Some(fixtures::ready_status("r1", 1));
         writer.apply_watcher_event(&watcher::Event::Apply(ready));
         writer.apply_watcher_event(&watcher::Event::Apply(fixtures::repo("team-a", "new")));
-        let metrics = Metrics::new(store);
+        let metrics = Metrics::new(store, "fb");
 
         metrics.reconciled(None, Duration::from_millis(12));
         metrics.reconciled(Some("transient"), Duration::from_millis(40));
@@ -471,7 +483,7 @@ mod tests {
     #[test]
     fn latency_build_leadership_and_the_process_are_exported() {
         let (store, _writer) = reflector::store::<FlashbackRepository>();
-        let metrics = Metrics::new(store);
+        let metrics = Metrics::new(store, "fb-blue");
         metrics.api_call(&CallRecord {
             endpoint: "list_repos",
             status: Some(200),
@@ -487,7 +499,7 @@ mod tests {
             r#"flashback_operator_flashback_api_call_duration_seconds_count{endpoint="list_repos"} 1"#,
             r#"flashback_operator_flashback_api_call_duration_seconds_bucket{le="0.005",endpoint="list_repos"} 1"#,
             build.as_str(),
-            "flashback_operator_leader 0",
+            r#"flashback_operator_leader{lease="fb-blue"} 0"#,
         ] {
             assert!(
                 text.lines().any(|l| l == line),
@@ -499,7 +511,7 @@ mod tests {
             metrics
                 .render()
                 .lines()
-                .any(|l| l == "flashback_operator_leader 1")
+                .any(|l| l == r#"flashback_operator_leader{lease="fb-blue"} 1"#)
         );
         let value = |name: &str| -> f64 {
             text.lines()

@@ -63,16 +63,16 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
     );
     let leader_series = |text: String| {
         text.lines()
-            .find(|l| l.starts_with("flashback_operator_leader "))
+            .find(|l| l.starts_with("flashback_operator_leader{"))
             .map(str::to_string)
     };
     assert_eq!(
         leader_series(first.metrics().await).as_deref(),
-        Some("flashback_operator_leader 1")
+        Some(r#"flashback_operator_leader{lease="flashback-operator"} 1"#)
     );
     assert_eq!(
         leader_series(second.metrics().await).as_deref(),
-        Some("flashback_operator_leader 0"),
+        Some(r#"flashback_operator_leader{lease="flashback-operator"} 0"#),
         "a standby says it does not lead"
     );
 

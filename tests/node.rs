@@ -612,7 +612,7 @@ async fn the_chart_runs_the_image_on_a_real_node_and_reconciles_through_it() {
         );
         leader_lines.extend(
             body.lines()
-                .filter(|l| l.starts_with("flashback_operator_leader "))
+                .filter(|l| l.starts_with("flashback_operator_leader{"))
                 .map(str::to_owned),
         );
         if leader_lines.len() == 2 {
@@ -621,7 +621,10 @@ async fn the_chart_runs_the_image_on_a_real_node_and_reconciles_through_it() {
     }
     assert_eq!(
         leader_lines.into_iter().collect::<Vec<_>>(),
-        ["flashback_operator_leader 0", "flashback_operator_leader 1"],
+        [
+            r#"flashback_operator_leader{lease="fb-flashback-operator"} 0"#,
+            r#"flashback_operator_leader{lease="fb-flashback-operator"} 1"#
+        ],
         "the Service reaches both replicas"
     );
 

@@ -127,7 +127,7 @@ async fn metrics_health_and_readiness_are_served() {
             env!("CARGO_PKG_VERSION"),
             r#""} 1"#
         ),
-        "flashback_operator_leader 1",
+        r#"flashback_operator_leader{lease="flashback-operator"} 1"#,
         "process_resident_memory_bytes ",
         "process_cpu_seconds_total ",
         "process_open_fds ",

@@ -132,7 +132,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         };
         (everyone, None, None, None)
     };
-    let metrics = Arc::new(Metrics::new(store.clone()));
+    let metrics = Arc::new(Metrics::new(store.clone(), &settings.leader_election_lease));
     let ready = Arc::new(AtomicBool::new(false));
     let endpoints = http::Endpoints {
         metrics: metrics.clone(),

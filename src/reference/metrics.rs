@@ -19,7 +19,7 @@ struct Family {
 
 pub fn page() -> String {
     let (store, _writer) = reflector::store::<FlashbackRepository>();
-    let metrics = Metrics::new(store);
+    let metrics = Metrics::new(store, "flashback-operator");
     // One sample of each labelled family, so that its label names show in the text.
     metrics.reconciled(Some("transient"), Duration::ZERO);
     metrics.api_call(&CallRecord {

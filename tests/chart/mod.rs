@@ -110,6 +110,24 @@ async fn kube_version(kube: &Client) -> String {
         .git_version
 }
 
+/// `helm template` with the Kubernetes version helm was built for (the control plane's), for
+/// checks that need no API server.
+fn render_offline(release: &str, namespace: &str, sets: &[&str]) -> Rendered {
+    let mut args = vec!["template", release, CHART, "--namespace", namespace];
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    let output = helm(&args);
+    assert!(
+        output.status.success(),
+        "helm template {sets:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let yaml = String::from_utf8(output.stdout).unwrap();
+    let objects = yaml_documents(&yaml);
+    Rendered { yaml, objects }
+}
+
 /// `helm template` output for a release; `sets` are `--set` arguments.
 struct Rendered {
     yaml: String,

@@ -7,31 +7,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::{
-    CHART, MONITORING_VALUES, Rendered, helm, kube_version, refused, release, render, root, run_ok,
-    standard_labels, tool, yaml_documents,
+    CHART, MONITORING_VALUES, kube_version, refused, release, render, render_offline, root, run_ok,
+    standard_labels, tool,
 };
 use crate::support::cluster::{DEADLINE, kube_client, test_namespace};
 use crate::support::scene::Scene;
 
 const DASHBOARD_FILE: &str = "files/grafana-dashboard.json";
-
-/// `helm template` with the Kubernetes version helm was built for (the control plane's), for
-/// checks that need no API server.
-fn render_offline(release: &str, namespace: &str, sets: &[&str]) -> Rendered {
-    let mut args = vec!["template", release, CHART, "--namespace", namespace];
-    for set in sets {
-        args.extend(["--set", set]);
-    }
-    let output = helm(&args);
-    assert!(
-        output.status.success(),
-        "helm template {sets:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let yaml = String::from_utf8(output.stdout).unwrap();
-    let objects = yaml_documents(&yaml);
-    Rendered { yaml, objects }
-}
 
 /// The alerts of a rendered PrometheusRule, by name.
 fn alerts(rule: &serde_json::Value) -> BTreeMap<String, serde_json::Value> {
@@ -156,7 +138,7 @@ fn rendered_alert_rules_pass_promtool_and_follow_their_values() {
     );
     assert_eq!(
         tuned["FlashbackOperatorAbsent"]["expr"],
-        r#"absent(flashback_operator_build_info{job="flashback"})"#
+        r#"absent(flashback_operator_leader{job="flashback",lease="fb-flashback-operator"})"#
     );
     for (name, alert) in &tuned {
         assert_eq!(alert["labels"]["team"], "storage", "{name}");
@@ -165,6 +147,76 @@ fn rendered_alert_rules_pass_promtool_and_follow_their_values() {
             "{name}: the selector replaces the default one"
         );
     }
+}
+
+/// With shards, the leader alerts speak of each shard's Lease: `promtool test rules` on the
+/// rendered rules (their annotations aside), over series where the default shard leads, every
+/// replica of `blue` stands by, and `green` is not scraped at all.
+#[test]
+fn a_shard_without_a_leader_or_not_scraped_alerts_by_its_lease() {
+    let rendered = render_offline(
+        "fb",
+        "flashback-system",
+        &[
+            "metrics.prometheusRule.enabled=true",
+            "sharding.shards={blue,green}",
+        ],
+    );
+    let mut groups = rendered.one("PrometheusRule")["spec"]["groups"].clone();
+    for group in groups.as_array_mut().unwrap() {
+        for rule in group["rules"].as_array_mut().unwrap() {
+            rule.as_object_mut().unwrap().remove("annotations");
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yaml");
+    std::fs::write(
+        &rules,
+        serde_saphyr::to_string(&serde_json::json!({ "groups": groups })).unwrap(),
+    )
+    .unwrap();
+    let scope = r#"namespace="flashback-system",job="fb-flashback-operator-metrics""#;
+    let leader = |lease: &str, pod: &str| {
+        format!(
+            r#"flashback_operator_leader{{{scope},lease="fb-flashback-operator{lease}",pod="{pod}"}}"#
+        )
+    };
+    let alert = |lease: &str| {
+        serde_json::json!({
+            "severity": "critical",
+            "namespace": "flashback-system",
+            "job": "fb-flashback-operator-metrics",
+            "lease": format!("fb-flashback-operator{lease}"),
+        })
+    };
+    let test = serde_json::json!({
+        "rule_files": [rules.to_str().unwrap()],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [
+                {"series": leader("", "a"), "values": "1x20"},
+                {"series": leader("", "b"), "values": "0x20"},
+                {"series": leader("-blue", "c"), "values": "0x20"},
+                {"series": leader("-blue", "d"), "values": "0x20"},
+                {"series": r#"flashback_operator_build_info{namespace="flashback-system",job="fb-flashback-operator-metrics",version="0.1.0"}"#, "values": "1x20"},
+            ],
+            "alert_rule_test": [
+                {"eval_time": "15m", "alertname": "FlashbackOperatorNoLeader",
+                 "exp_alerts": [{"exp_labels": alert("-blue")}]},
+                {"eval_time": "15m", "alertname": "FlashbackOperatorAbsent",
+                 "exp_alerts": [{"exp_labels": alert("-green")}]},
+                // Neither fires before its `for`.
+                {"eval_time": "4m", "alertname": "FlashbackOperatorNoLeader", "exp_alerts": []},
+                {"eval_time": "9m", "alertname": "FlashbackOperatorAbsent", "exp_alerts": []},
+            ],
+        }],
+    });
+    let file = dir.path().join("test.yaml");
+    std::fs::write(&file, serde_saphyr::to_string(&test).unwrap()).unwrap();
+    let promtool = root().join("target/control-plane/bin/promtool");
+    let report = run_ok(&promtool, &["test", "rules", file.to_str().unwrap()], None);
+    assert!(report.contains("SUCCESS"), "{report}");
 }
 
 /// A metric name, and the names of the labels its selector matches on (`name{a="x",b!~"y"}`).

@@ -388,7 +388,13 @@ async fn namespaced_render_scopes_rbac_and_can_add_a_service_monitor() {
         format!("{namespace}/flashback-default")
     );
     assert_eq!(env["FLASHBACK_LEADER_ELECTION"], "false");
-    assert!(!env.contains_key("FLASHBACK_LEADER_ELECTION_LEASE"));
+    // The Lease's name still labels flashback_operator_leader; nothing else of the election.
+    assert_eq!(
+        env["FLASHBACK_LEADER_ELECTION_LEASE"],
+        format!("{release}-flashback-operator")
+    );
+    assert!(!env.contains_key("FLASHBACK_LEADER_ELECTION_NAMESPACE"));
+    assert!(!env.contains_key("FLASHBACK_LEADER_ELECTION_LEASE_DURATION"));
     // Without leader election an old and a new pod must not run side by side.
     assert_eq!(
         rendered.one("Deployment")["spec"]["strategy"]["type"],

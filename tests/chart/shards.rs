@@ -14,12 +14,54 @@ use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::json;
 
-use super::{applied_release, pod_env_of, service_account_kubeconfig};
+use super::{applied_release, pod_env_of, render_offline, service_account_kubeconfig};
 use crate::support::cluster::DEADLINE;
 use crate::support::operator::Operator;
 use crate::support::scene::{Scene, WORKSPACE, condition};
 
 const KEY: &str = "flashback.tech/shard";
+
+/// Each shard has a PodDisruptionBudget of its own, over its own pods and no other shard's:
+/// one budget over every shard's pods would let a drain evict every replica of one shard.
+#[test]
+fn each_shard_has_its_own_disruption_budget() {
+    let rendered = render_offline(
+        "fb",
+        "flashback-system",
+        &["sharding.shards={blue}", "podDisruptionBudget.enabled=true"],
+    );
+    let pod_labels: Vec<(String, serde_json::Value)> = rendered
+        .all("Deployment")
+        .iter()
+        .map(|d| {
+            (
+                d["metadata"]["name"].as_str().unwrap().to_owned(),
+                d["spec"]["template"]["metadata"]["labels"].clone(),
+            )
+        })
+        .collect();
+    let budgets = rendered.all("PodDisruptionBudget");
+    assert_eq!(
+        budgets
+            .iter()
+            .map(|b| b["metadata"]["name"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["fb-flashback-operator", "fb-flashback-operator-blue"]
+    );
+    for budget in budgets {
+        let name = budget["metadata"]["name"].as_str().unwrap();
+        let selector = budget["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .unwrap();
+        let selected: Vec<&str> = pod_labels
+            .iter()
+            .filter(|(_, labels)| selector.iter().all(|(k, v)| &labels[k] == v))
+            .map(|(deployment, _)| deployment.as_str())
+            .collect();
+        assert_eq!(selected, [name], "{name} selects {selector:?}");
+        assert_eq!(budget["spec"]["maxUnavailable"], 1, "{name}");
+    }
+}
 
 /// A BACKUP repository (BACKUP repositories may share a bucket) in `shard`, or in the default
 /// shard without one.
