@@ -22,9 +22,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flashback_operator::crd::{FINALIZER, FlashbackRepository, RepositoryMode};
+use flashback_operator::crd::{FlashbackRepository, RepositoryMode};
 use futures::{StreamExt, TryStreamExt, stream};
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use serde_json::json;
@@ -77,7 +77,8 @@ async fn run(count: usize) -> anyhow::Result<()> {
     let template = backup(&scene);
 
     // The floor: the same objects, made by a bare client with the writes a create needs at
-    // least (the object, its finalizer, a status with the id), four at a time. The same watch
+    // least (the object, a metadata patch as adding its finalizer is, a status with the id),
+    // four at a time. The same watch
     // that follows the operator's objects follows these, until it has seen every id: both
     // phases carry the same observer, and end when it has seen the last write.
     let floor_namespace = support::cluster::test_namespace(&scene.kube, "scale-floor").await;
@@ -101,6 +102,27 @@ async fn run(count: usize) -> anyhow::Result<()> {
     let floor = started.elapsed();
     drop(floor_done);
     let floor_cpu = processes.used_since(&cpu_before);
+    // The operator's phase starts from the API server the floor started from: without the
+    // floor's objects, which would otherwise weigh on everything it does after (its heap and
+    // garbage collection, its periodic consistency check of the watch cache against etcd,
+    // which lists every object of the kind). Not timed.
+    let cleared = Instant::now();
+    floor_api
+        .delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await?;
+    while !floor_api
+        .list(&ListParams::default().limit(1))
+        .await?
+        .items
+        .is_empty()
+    {
+        anyhow::ensure!(
+            cleared.elapsed() < phase_deadline(),
+            "the floor's objects were not deleted in time"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let floor_cleared = cleared.elapsed();
 
     // The operator, with realistic settings but for the API rate, which would only measure
     // itself.
@@ -248,7 +270,7 @@ async fn run(count: usize) -> anyhow::Result<()> {
     let batches = count.div_ceil(100) as u64;
     let rows = [
         Row {
-            what: "API-server floor (object, finalizer, status; 4 at a time)",
+            what: "API-server floor (object, metadata, status; 4 at a time)",
             figure: format!("{:.1} s", floor.as_secs_f64()),
             target: "-".into(),
             met: true,
@@ -354,6 +376,10 @@ async fn run(count: usize) -> anyhow::Result<()> {
         measured.as_secs_f64()
     );
     println!("  CPU seconds used while the floor ran: {floor_cpu}");
+    println!(
+        "  the floor's objects deleted before the operator's phase, in {:.1} s (not timed)",
+        floor_cleared.as_secs_f64()
+    );
     println!("  CPU seconds used until every object was Ready: {operator_cpu}");
     let missed: Vec<_> = rows.iter().filter(|r| !r.met).map(|r| r.what).collect();
     anyhow::ensure!(missed.is_empty(), "targets missed: {}", missed.join("; "));
@@ -384,7 +410,9 @@ async fn one_stats_pass(scene: &Scene) -> anyhow::Result<u64> {
     }
 }
 
-/// One object the way the floor counts it: created, then its finalizer, then a status.
+/// One object the way the floor counts it: created, then a metadata patch (what adding the
+/// finalizer costs, but a label, so that the objects can then be deleted at once), then a
+/// status.
 async fn floor_create(
     api: &Api<FlashbackRepository>,
     repo: FlashbackRepository,
@@ -394,7 +422,7 @@ async fn floor_create(
     api.patch(
         &name,
         &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"finalizers": [FINALIZER]}})),
+        &Patch::Merge(json!({"metadata": {"labels": {"flashback.tech/bench": "floor"}}})),
     )
     .await?;
     api.patch_status(
