@@ -622,8 +622,8 @@ async fn the_chart_runs_the_image_on_a_real_node_and_reconciles_through_it() {
     assert_eq!(
         leader_lines.into_iter().collect::<Vec<_>>(),
         [
-            r#"flashback_operator_leader{lease="fb-flashback-operator"} 0"#,
-            r#"flashback_operator_leader{lease="fb-flashback-operator"} 1"#
+            format!(r#"flashback_operator_leader{{lease="{LEASE}"}} 0"#),
+            format!(r#"flashback_operator_leader{{lease="{LEASE}"}} 1"#)
         ],
         "the Service reaches both replicas"
     );
