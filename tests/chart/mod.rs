@@ -113,7 +113,13 @@ async fn kube_version(kube: &Client) -> String {
 /// `helm template` with the Kubernetes version helm was built for (the control plane's), for
 /// checks that need no API server.
 fn render_offline(release: &str, namespace: &str, sets: &[&str]) -> Rendered {
+    template(release, namespace, &[], sets)
+}
+
+/// `helm template` of the chart with `extra` arguments and `--set` for each of `sets`.
+fn template(release: &str, namespace: &str, extra: &[&str], sets: &[&str]) -> Rendered {
     let mut args = vec!["template", release, CHART, "--namespace", namespace];
+    args.extend(extra);
     for set in sets {
         args.extend(["--set", set]);
     }
@@ -230,32 +236,9 @@ fn pod_env_of(
         .collect()
 }
 
+/// `helm template` as the API server of `kube_version` would be served it.
 fn render(kube_version: &str, release: &str, namespace: &str, sets: &[&str]) -> Rendered {
-    let mut args = vec![
-        "template",
-        release,
-        CHART,
-        "--namespace",
-        namespace,
-        "--kube-version",
-        kube_version,
-    ];
-    for set in sets {
-        args.extend(["--set", set]);
-    }
-    let output = helm(&args);
-    assert!(
-        output.status.success(),
-        "helm template {sets:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let yaml = String::from_utf8(output.stdout).unwrap();
-    let objects = serde_saphyr::from_multiple::<serde_json::Value>(&yaml)
-        .expect("rendered YAML parses")
-        .into_iter()
-        .filter(|o| !o.is_null())
-        .collect();
-    Rendered { yaml, objects }
+    template(release, namespace, &["--kube-version", kube_version], sets)
 }
 
 /// A release in `namespace` that watches only `watched`, without leader election, with
